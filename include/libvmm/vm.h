@@ -1,0 +1,138 @@
+/*
+ * libvmm - virtual machines.
+ *
+ * A VM is created from a configuration filled by vmm_vm_config_init() and
+ * adjusted by the caller. It owns everything attached to it: vCPUs, memory
+ * slots, I/O handlers and devices; vmm_vm_destroy() releases all of them.
+ * VMs are independent: any number, on any mix of engines, may live in one
+ * process.
+ */
+#ifndef LIBVMM_VM_H
+#define LIBVMM_VM_H
+
+#include "common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Execution engines. */
+enum vmm_engine_kind {
+  /** KVM where it runs guest kernel code natively, BT otherwise. */
+  VMM_ENGINE_AUTO = 0,
+  /** Hardware-assisted virtualization through /dev/kvm. */
+  VMM_ENGINE_KVM = 1,
+  /** The built-in dynamic binary translator. */
+  VMM_ENGINE_BT = 2,
+};
+
+/** Flags for struct vmm_vm_config.flags. */
+enum vmm_vm_flags {
+  /**
+   * Use the engine's interrupt controllers (KVM: in-kernel PIC, IOAPIC and
+   * local APICs). Without it, interrupts are injected per vCPU with
+   * vmm_vcpu_inject_irq().
+   */
+  VMM_VM_IRQCHIP = 1u << 0,
+  /** Use the engine's PIT (KVM: in-kernel i8254). Requires VMM_VM_IRQCHIP. */
+  VMM_VM_PIT = 1u << 1,
+};
+
+/** Default signal used to kick a vCPU out of KVM_RUN, see kick_signal. */
+#define VMM_KICK_SIGNAL_DEFAULT 0
+/** kick_signal value that disables signal-based kicks. */
+#define VMM_KICK_SIGNAL_NONE (-1)
+
+/**
+ * VM configuration. Always fill it with vmm_vm_config_init() first: fields
+ * may be added in later versions, and init records the size the caller was
+ * compiled with.
+ */
+struct vmm_vm_config {
+  /** Set by vmm_vm_config_init(); do not change. */
+  size_t size;
+  /** Engine to use. Default VMM_ENGINE_AUTO. */
+  enum vmm_engine_kind engine;
+  /** Maximum number of vCPUs (1..VMM_MAX_VCPUS). Default 1. */
+  unsigned max_vcpus;
+  /** enum vmm_vm_flags. Default 0. */
+  uint32_t flags;
+  /**
+   * KVM: the signal used by vmm_vcpu_kick() to interrupt KVM_RUN. The
+   * library installs no handler for it: the signal is blocked in threads
+   * that run vCPUs and unblocked only inside KVM_RUN (KVM_SET_SIGNAL_MASK),
+   * so it interrupts the guest and is then consumed with sigtimedwait().
+   * VMM_KICK_SIGNAL_DEFAULT selects SIGRTMIN; VMM_KICK_SIGNAL_NONE disables
+   * it, in which case a kick takes effect at the vCPU's next exit.
+   */
+  int kick_signal;
+  /** KVM device path. Default "/dev/kvm". */
+  const char *kvm_device;
+  /** BT engine: translation cache size in bytes (0 = engine default). */
+  size_t bt_cache_size;
+  /** Optional diagnostics sink, see vmm_log_fn. */
+  vmm_log_fn log_fn;
+  void *log_opaque;
+  /** Most verbose level passed to log_fn. Default VMM_LOG_WARN. */
+  enum vmm_log_level log_level;
+};
+
+#define VMM_MAX_VCPUS 256
+
+/** Fill cfg with defaults. Always call before vmm_vm_create(). */
+VMM_EXTERN void vmm_vm_config_init(struct vmm_vm_config *cfg);
+
+/**
+ * Create a VM.
+ *
+ * @param cfg  configuration from vmm_vm_config_init(), read during the call
+ *             only (strings are copied).
+ * @param out  receives the handle.
+ * @return 0; -VMM_EINVAL for a bad configuration; -VMM_ENODEV when the
+ *         requested engine is not available on this host (for KVM: no
+ *         /dev/kvm); -VMM_ENOCAP when KVM lacks a required capability (the
+ *         log callback names it); other negative codes on system errors.
+ */
+VMM_EXTERN int vmm_vm_create(const struct vmm_vm_config *cfg, vmm_vm **out);
+
+/**
+ * Destroy a VM and everything it owns. NULL is accepted.
+ *
+ * Must not be called while a caller-owned thread is inside vmm_vcpu_run()
+ * for one of its vCPUs: stop them with vmm_vm_stop() and let the threads
+ * return first. In that case nothing is freed and -VMM_EBUSY is returned.
+ * @return 0 or -VMM_EBUSY.
+ */
+VMM_EXTERN int vmm_vm_destroy(vmm_vm *vm);
+
+/** The engine the VM actually runs on (never VMM_ENGINE_AUTO). */
+VMM_EXTERN enum vmm_engine_kind vmm_vm_engine(const vmm_vm *vm);
+
+/** Engine name: "kvm" or "bt". */
+VMM_EXTERN const char *vmm_engine_name(enum vmm_engine_kind kind);
+
+/**
+ * Whether an engine can run on this host. For VMM_ENGINE_AUTO, whether any
+ * engine can. Does not create a VM.
+ */
+VMM_EXTERN bool vmm_engine_available(enum vmm_engine_kind kind);
+
+/**
+ * Ask every vCPU of the VM to stop: each one inside vmm_vcpu_run() returns
+ * with VMM_EXIT_STOPPED soon; one not running returns it from its next run.
+ * Thread-safe; may be called from handlers and from other threads.
+ */
+VMM_EXTERN int vmm_vm_stop(vmm_vm *vm);
+
+/**
+ * Assert or deassert an interrupt line of the engine's interrupt controller
+ * (VMM_VM_IRQCHIP). On KVM, GSIs 0-15 reach the PIC and IOAPIC, 16-23 the
+ * IOAPIC. Thread-safe.
+ * @return 0; -VMM_ENOTSUP without VMM_VM_IRQCHIP; -VMM_EINVAL for a bad gsi.
+ */
+VMM_EXTERN int vmm_vm_irq_line(vmm_vm *vm, uint32_t gsi, bool level);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

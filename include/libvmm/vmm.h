@@ -1,0 +1,16 @@
+/*
+ * libvmm - the core of a virtual machine monitor for x86, as a library.
+ *
+ * Umbrella header: include this one. See README.md for a tour.
+ */
+#ifndef LIBVMM_VMM_H
+#define LIBVMM_VMM_H
+
+#include "common.h"
+#include "io.h"
+#include "mem.h"
+#include "mmu.h"
+#include "vcpu.h"
+#include "vm.h"
+
+#endif

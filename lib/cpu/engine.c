@@ -1,0 +1,37 @@
+/*
+ * Engine selection.
+ */
+#include "engine.h"
+
+const struct vmm__engine_ops *vmm__engine_lookup(enum vmm_engine_kind kind) {
+  switch (kind) {
+  case VMM_ENGINE_KVM:
+    return &vmm__kvm_ops;
+  case VMM_ENGINE_BT:
+#ifdef LIBVMM_HAVE_BT
+    return &vmm__bt_ops;
+#else
+    return NULL;
+#endif
+  case VMM_ENGINE_AUTO:
+    break;
+  }
+  return NULL;
+}
+
+const struct vmm__engine_ops *
+vmm__engine_choose(const struct vmm_vm_config *cfg) {
+  if (cfg->engine != VMM_ENGINE_AUTO) {
+    const struct vmm__engine_ops *ops = vmm__engine_lookup(cfg->engine);
+    return ops != NULL && ops->available(cfg) ? ops : NULL;
+  }
+  const struct vmm__engine_ops *kvm = vmm__engine_lookup(VMM_ENGINE_KVM);
+  const struct vmm__engine_ops *bt = vmm__engine_lookup(VMM_ENGINE_BT);
+  bool have_kvm = kvm != NULL && kvm->available(cfg);
+  bool have_bt = bt != NULL && bt->available(cfg);
+  if (have_kvm && (!have_bt || vmm__kvm_runs_kernel_natively(cfg)))
+    return kvm;
+  if (have_bt)
+    return bt;
+  return NULL;
+}

@@ -1,0 +1,492 @@
+/*
+ * vCPU front end: argument and state checks, the run loop with I/O
+ * dispatch, kicks and interrupt injection. Engines see only valid input.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "engine.h"
+
+#define CPUID_HYPERVISOR (1u << 31)
+
+bool vmm__vcpu_state_accessible(vmm_vcpu *vcpu) {
+  pthread_mutex_lock(&vcpu->lock);
+  bool ok = !vcpu->running || pthread_equal(vcpu->thread, pthread_self());
+  pthread_mutex_unlock(&vcpu->lock);
+  return ok;
+}
+
+const struct vmm_cpuid_entry *vmm__cpuid_find(const struct vmm_cpuid_entry *e,
+                                              size_t n, uint32_t fn,
+                                              uint32_t index) {
+  for (size_t i = 0; i < n; i++)
+    if (e[i].function == fn &&
+        (!(e[i].flags & VMM_CPUID_INDEXED) || e[i].index == index))
+      return &e[i];
+  return NULL;
+}
+
+/* Per-vCPU adjustments of the engine's supported CPUID. */
+static void cpuid_personalize(vmm_vcpu *vcpu) {
+  for (size_t i = 0; i < vcpu->ncpuid; i++) {
+    struct vmm_cpuid_entry *e = &vcpu->cpuid[i];
+    switch (e->function) {
+    case 1:
+      e->ebx = (e->ebx & 0x00ffffffu) | (vcpu->index << 24);
+      e->ecx |= CPUID_HYPERVISOR;
+      break;
+    case 0xb:
+    case 0x1f:
+      e->edx = vcpu->index;
+      break;
+    default:
+      break;
+    }
+  }
+}
+
+int vmm_vcpu_create(vmm_vm *vm, unsigned index, vmm_vcpu **out) {
+  if (vm == NULL || out == NULL || index >= vm->cfg.max_vcpus)
+    return VMM_EINVAL;
+
+  vmm_vcpu *vcpu = calloc(1, sizeof(*vcpu));
+  if (vcpu == NULL)
+    return VMM_ENOMEM;
+  vcpu->vm = vm;
+  vcpu->index = index;
+  atomic_init(&vcpu->stop_requested, false);
+  atomic_init(&vcpu->pending_irq, 0);
+  atomic_init(&vcpu->pending_nmi, false);
+  int err = -pthread_mutex_init(&vcpu->lock, NULL);
+  if (err < 0) {
+    free(vcpu);
+    return err;
+  }
+
+  pthread_mutex_lock(&vm->lock);
+  if (vm->vcpus[index] != NULL) {
+    err = VMM_EEXIST;
+    goto fail;
+  }
+  vcpu->ncpuid = VMM__ARRAY_SIZE(vcpu->cpuid);
+  err = vm->ops->supported_cpuid(vm, vcpu->cpuid, &vcpu->ncpuid);
+  if (err < 0)
+    goto fail;
+  cpuid_personalize(vcpu);
+  if ((err = vm->ops->vcpu_init(vcpu)) < 0)
+    goto fail;
+  if ((err = vm->ops->set_cpuid(vcpu, vcpu->cpuid, vcpu->ncpuid)) < 0) {
+    vm->ops->vcpu_fini(vcpu);
+    goto fail;
+  }
+  vm->vcpus[index] = vcpu;
+  pthread_mutex_unlock(&vm->lock);
+  *out = vcpu;
+  return 0;
+
+fail:
+  pthread_mutex_unlock(&vm->lock);
+  pthread_mutex_destroy(&vcpu->lock);
+  free(vcpu);
+  return err;
+}
+
+void vmm__vcpu_free(vmm_vcpu *vcpu) {
+  if (vcpu == NULL)
+    return;
+  vcpu->vm->ops->vcpu_fini(vcpu);
+  pthread_mutex_destroy(&vcpu->lock);
+  free(vcpu);
+}
+
+vmm_vcpu *vmm_vm_vcpu(vmm_vm *vm, unsigned index) {
+  if (vm == NULL || index >= vm->cfg.max_vcpus)
+    return NULL;
+  pthread_mutex_lock(&vm->lock);
+  vmm_vcpu *v = vm->vcpus[index];
+  pthread_mutex_unlock(&vm->lock);
+  return v;
+}
+
+vmm_vm *vmm_vcpu_vm(vmm_vcpu *vcpu) { return vcpu ? vcpu->vm : NULL; }
+unsigned vmm_vcpu_index(const vmm_vcpu *vcpu) { return vcpu ? vcpu->index : 0; }
+
+/* Common prologue of the state accessors. */
+#define STATE_CHECK(vcpu, arg)                                                 \
+  do {                                                                         \
+    if ((vcpu) == NULL || (arg) == NULL)                                       \
+      return VMM_EINVAL;                                                       \
+    if (!vmm__vcpu_state_accessible(vcpu))                                     \
+      return VMM_EBUSY;                                                        \
+  } while (0)
+
+int vmm_vcpu_get_regs(vmm_vcpu *vcpu, struct vmm_regs *regs) {
+  STATE_CHECK(vcpu, regs);
+  return vcpu->vm->ops->get_regs(vcpu, regs);
+}
+
+int vmm_vcpu_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *regs) {
+  STATE_CHECK(vcpu, regs);
+  int err = vmm__check_regs(regs);
+  if (err < 0)
+    return err;
+  struct vmm_regs r = *regs;
+  r.rflags |= 2; /* bit 1 is always one */
+  return vcpu->vm->ops->set_regs(vcpu, &r);
+}
+
+int vmm_vcpu_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *sregs) {
+  STATE_CHECK(vcpu, sregs);
+  return vcpu->vm->ops->get_sregs(vcpu, sregs);
+}
+
+int vmm_vcpu_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *sregs) {
+  STATE_CHECK(vcpu, sregs);
+  int err = vmm__check_sregs(sregs);
+  if (err < 0)
+    return err;
+  return vcpu->vm->ops->set_sregs(vcpu, sregs);
+}
+
+int vmm_vcpu_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *fpu) {
+  STATE_CHECK(vcpu, fpu);
+  return vcpu->vm->ops->get_fpu(vcpu, fpu);
+}
+
+int vmm_vcpu_set_fpu(vmm_vcpu *vcpu, const struct vmm_fpu *fpu) {
+  STATE_CHECK(vcpu, fpu);
+  /* MXCSR bits 16..31 are reserved and fault on FXRSTOR. */
+  if (fpu->mxcsr & 0xffff0000u)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->set_fpu(vcpu, fpu);
+}
+
+int vmm_vcpu_get_xsave(vmm_vcpu *vcpu, void *buf, size_t size) {
+  STATE_CHECK(vcpu, buf);
+  if (size < VMM_XSAVE_SIZE)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->get_xsave(vcpu, buf);
+}
+
+int vmm_vcpu_set_xsave(vmm_vcpu *vcpu, const void *buf, size_t size) {
+  STATE_CHECK(vcpu, buf);
+  if (size < VMM_XSAVE_SIZE)
+    return VMM_EINVAL;
+  uint32_t mxcsr;
+  memcpy(&mxcsr, (const uint8_t *)buf + 24, sizeof(mxcsr));
+  if (mxcsr & 0xffff0000u)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->set_xsave(vcpu, buf);
+}
+
+int vmm_vcpu_get_xcr0(vmm_vcpu *vcpu, uint64_t *xcr0) {
+  STATE_CHECK(vcpu, xcr0);
+  return vcpu->vm->ops->get_xcr0(vcpu, xcr0);
+}
+
+int vmm_vcpu_set_xcr0(vmm_vcpu *vcpu, uint64_t xcr0) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  int err = vmm__check_xcr0(xcr0);
+  if (err < 0)
+    return err;
+  /* Only features the vCPU's CPUID advertises (leaf 0xd, eax/edx). */
+  const struct vmm_cpuid_entry *d =
+      vmm__cpuid_find(vcpu->cpuid, vcpu->ncpuid, 0xd, 0);
+  uint64_t allowed = d ? ((uint64_t)d->edx << 32 | d->eax) : 3;
+  if (xcr0 & ~allowed)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->set_xcr0(vcpu, xcr0);
+}
+
+int vmm_vcpu_get_msrs(vmm_vcpu *vcpu, struct vmm_msr *msrs, size_t n) {
+  STATE_CHECK(vcpu, msrs);
+  if (n == 0 || n > 256)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->get_msrs(vcpu, msrs, n);
+}
+
+int vmm_vcpu_set_msrs(vmm_vcpu *vcpu, const struct vmm_msr *msrs, size_t n) {
+  STATE_CHECK(vcpu, msrs);
+  if (n == 0 || n > 256)
+    return VMM_EINVAL;
+  return vcpu->vm->ops->set_msrs(vcpu, msrs, n);
+}
+
+int vmm_vcpu_get_cpuid(vmm_vcpu *vcpu, struct vmm_cpuid_entry *entries,
+                       size_t *n) {
+  if (vcpu == NULL || n == NULL || (entries == NULL && *n != 0))
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  size_t copy = vcpu->ncpuid < *n ? vcpu->ncpuid : *n;
+  if (copy > 0)
+    memcpy(entries, vcpu->cpuid, copy * sizeof(entries[0]));
+  int err = vcpu->ncpuid > *n ? VMM_E2BIG : 0;
+  *n = vcpu->ncpuid;
+  return err;
+}
+
+int vmm_vcpu_set_cpuid(vmm_vcpu *vcpu, const struct vmm_cpuid_entry *entries,
+                       size_t n) {
+  if (vcpu == NULL || entries == NULL || n == 0 || n > VMM_CPUID_MAX_ENTRIES)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  for (size_t i = 0; i < n; i++) {
+    if (entries[i].flags & ~VMM_CPUID_INDEXED)
+      return VMM_EINVAL;
+    for (size_t j = 0; j < i; j++)
+      if (entries[j].function == entries[i].function &&
+          (!(entries[i].flags & VMM_CPUID_INDEXED) ||
+           entries[j].index == entries[i].index))
+        return VMM_EINVAL; /* duplicate leaf */
+  }
+  if (vcpu->has_run && vcpu->vm->ops->kind == VMM_ENGINE_KVM)
+    return VMM_ESTATE;
+  int err = vcpu->vm->ops->set_cpuid(vcpu, entries, n);
+  if (err < 0)
+    return err;
+  memcpy(vcpu->cpuid, entries, n * sizeof(entries[0]));
+  vcpu->ncpuid = n;
+  return 0;
+}
+
+/* Register indices into struct vmm_regs, which is an array of uint64_t. */
+int vmm_vcpu_reg_read(vmm_vcpu *vcpu, enum vmm_reg reg, uint64_t *value) {
+  STATE_CHECK(vcpu, value);
+  if ((unsigned)reg >= VMM_REG__COUNT)
+    return VMM_EINVAL;
+  int err;
+  if (reg <= VMM_REG_RFLAGS) {
+    struct vmm_regs r;
+    if ((err = vcpu->vm->ops->get_regs(vcpu, &r)) < 0)
+      return err;
+    *value = ((const uint64_t *)&r)[reg];
+    return 0;
+  }
+  struct vmm_sregs s;
+  if ((err = vcpu->vm->ops->get_sregs(vcpu, &s)) < 0)
+    return err;
+  switch (reg) {
+  case VMM_REG_CR0: *value = s.cr0; break;
+  case VMM_REG_CR2: *value = s.cr2; break;
+  case VMM_REG_CR3: *value = s.cr3; break;
+  case VMM_REG_CR4: *value = s.cr4; break;
+  case VMM_REG_CR8: *value = s.cr8; break;
+  case VMM_REG_EFER: *value = s.efer; break;
+  default: return VMM_EINVAL;
+  }
+  return 0;
+}
+
+int vmm_vcpu_reg_write(vmm_vcpu *vcpu, enum vmm_reg reg, uint64_t value) {
+  if (vcpu == NULL || (unsigned)reg >= VMM_REG__COUNT)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  int err;
+  if (reg <= VMM_REG_RFLAGS) {
+    struct vmm_regs r;
+    if ((err = vcpu->vm->ops->get_regs(vcpu, &r)) < 0)
+      return err;
+    ((uint64_t *)&r)[reg] = value;
+    return vmm_vcpu_set_regs(vcpu, &r);
+  }
+  struct vmm_sregs s;
+  if ((err = vcpu->vm->ops->get_sregs(vcpu, &s)) < 0)
+    return err;
+  switch (reg) {
+  case VMM_REG_CR0: s.cr0 = value; break;
+  case VMM_REG_CR2: s.cr2 = value; break;
+  case VMM_REG_CR3: s.cr3 = value; break;
+  case VMM_REG_CR4: s.cr4 = value; break;
+  case VMM_REG_CR8: s.cr8 = value; break;
+  case VMM_REG_EFER: s.efer = value; break;
+  default: return VMM_EINVAL;
+  }
+  return vmm_vcpu_set_sregs(vcpu, &s);
+}
+
+int vmm_vcpu_set_debug(vmm_vcpu *vcpu, const struct vmm_debug *dbg) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  if (dbg != NULL) {
+    if (dbg->flags & ~(uint32_t)(VMM_DEBUG_SINGLESTEP |
+                                 VMM_DEBUG_SW_BREAKPOINTS |
+                                 VMM_DEBUG_HW_BREAKPOINTS))
+      return VMM_EINVAL;
+    if (dbg->nr_breakpoints > 4)
+      return VMM_EINVAL;
+  }
+  return vcpu->vm->ops->set_debug(vcpu, dbg);
+}
+
+int vmm_vcpu_set_exception_exits(vmm_vcpu *vcpu, uint32_t mask) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  return vcpu->vm->ops->set_exception_exits(vcpu, mask);
+}
+
+int vmm_vcpu_set_insn_limit(vmm_vcpu *vcpu, uint64_t n) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  if (vcpu->vm->ops->set_insn_limit == NULL)
+    return VMM_ENOTSUP;
+  return vcpu->vm->ops->set_insn_limit(vcpu, n);
+}
+
+int vmm_vcpu_insn_count(vmm_vcpu *vcpu, uint64_t *count) {
+  STATE_CHECK(vcpu, count);
+  if (vcpu->vm->ops->insn_count == NULL)
+    return VMM_ENOTSUP;
+  return vcpu->vm->ops->insn_count(vcpu, count);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Running                                                                  */
+
+struct vmm_exit *vmm_vcpu_exit(vmm_vcpu *vcpu) {
+  return vcpu ? &vcpu->exit : NULL;
+}
+
+int vmm_vcpu_kick(vmm_vcpu *vcpu) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  atomic_store(&vcpu->stop_requested, true);
+  vcpu->vm->ops->kick(vcpu);
+  return 0;
+}
+
+int vmm_vcpu_inject_irq(vmm_vcpu *vcpu, uint8_t vector) {
+  if (vcpu == NULL || vector < 32)
+    return VMM_EINVAL;
+  if (vcpu->vm->cfg.flags & VMM_VM_IRQCHIP)
+    return VMM_ENOTSUP;
+  unsigned expected = 0;
+  if (!atomic_compare_exchange_strong(&vcpu->pending_irq, &expected,
+                                      0x100u | vector))
+    return VMM_EBUSY;
+  vcpu->vm->ops->kick(vcpu);
+  return 0;
+}
+
+int vmm_vcpu_inject_nmi(vmm_vcpu *vcpu) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  atomic_store(&vcpu->pending_nmi, true);
+  vcpu->vm->ops->kick(vcpu);
+  return 0;
+}
+
+static int enter(vmm_vcpu *vcpu) {
+  pthread_mutex_lock(&vcpu->lock);
+  if (vcpu->running) {
+    pthread_mutex_unlock(&vcpu->lock);
+    return VMM_EBUSY;
+  }
+  vcpu->running = true;
+  vcpu->thread = pthread_self();
+  atomic_fetch_add(&vcpu->vm->running, 1);
+  pthread_mutex_unlock(&vcpu->lock);
+  return 0;
+}
+
+static void leave(vmm_vcpu *vcpu) {
+  pthread_mutex_lock(&vcpu->lock);
+  vcpu->running = false;
+  vcpu->has_run = true;
+  if (vcpu->vm->ops->vcpu_leave != NULL)
+    vcpu->vm->ops->vcpu_leave(vcpu);
+  atomic_fetch_sub(&vcpu->vm->running, 1);
+  pthread_mutex_unlock(&vcpu->lock);
+}
+
+/*
+ * Try the registered handlers for an I/O or MMIO exit. Returns 0 if they
+ * consumed it, VMM_IO_DECLINED if it must go on, or a handler's error.
+ */
+static int dispatch_io(vmm_vcpu *vcpu, struct vmm_exit *e) {
+  vmm_vm *vm = vcpu->vm;
+  if (e->reason == VMM_EXIT_IO) {
+    bool write = e->io.is_write;
+    for (uint32_t i = 0; i < e->io.count; i++) {
+      uint8_t *d = e->io.data + (size_t)i * e->io.size;
+      if (!write)
+        memset(d, 0, e->io.size);
+      int rc = vmm__iobus_dispatch(&vm->pio, vcpu, e->io.port, d, e->io.size,
+                                   write);
+      /* A string access is handled as a whole or not at all: the handler
+         for a port sees every element, so a decline can only come first. */
+      if (rc != 0)
+        return rc;
+    }
+    return 0;
+  }
+  if (!e->mmio.is_write)
+    memset(e->mmio.data, 0, sizeof(e->mmio.data));
+  return vmm__iobus_dispatch(&vm->mmio, vcpu, e->mmio.gpa, e->mmio.data,
+                             e->mmio.size, e->mmio.is_write);
+}
+
+int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
+  if (vcpu == NULL)
+    return VMM_EINVAL;
+  int err = enter(vcpu);
+  if (err < 0)
+    return err;
+
+  vmm_vm *vm = vcpu->vm;
+  struct vmm_exit *e = &vcpu->exit;
+  /* An I/O or MMIO exit was served and the engine has yet to finish the
+     instruction: done on the next entry, or by sync() before returning. */
+  bool half_done = false;
+  for (;;) {
+    if (atomic_exchange(&vcpu->stop_requested, false)) {
+      if (half_done && vm->ops->sync != NULL && (err = vm->ops->sync(vcpu)) < 0)
+        break;
+      e->reason = VMM_EXIT_STOPPED;
+      break;
+    }
+    err = vm->ops->run(vcpu);
+    if (err < 0)
+      break;
+    if (e->reason == VMM_EXIT_NONE) {
+      half_done = false;
+      continue;
+    }
+    half_done = false;
+    if (e->reason == VMM_EXIT_STOPPED)
+      break;
+    if (e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO) {
+      int rc = dispatch_io(vcpu, e);
+      if (rc == 0) {
+        half_done = true;
+        continue;
+      }
+      if (rc < 0) {
+        err = rc;
+        break;
+      }
+    }
+    /* The handler pointer is read without the lock: a pointer-sized load
+       is atomic on every target, and a stale value is harmless. */
+    vmm_exit_handler_fn fn = __atomic_load_n(&vm->exit_fn, __ATOMIC_ACQUIRE);
+    if (fn == NULL || fn(vcpu, e, vm->exit_opaque) != VMM_EXIT_ACTION_RESUME)
+      break;
+    half_done = e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO;
+  }
+  leave(vcpu);
+  if (exit_out != NULL)
+    *exit_out = e;
+  return err;
+}

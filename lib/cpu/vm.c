@@ -1,0 +1,200 @@
+/*
+ * VM front end: configuration, engine selection, lifetime.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../internal.h"
+#include "engine.h"
+
+void vmm_vm_config_init(struct vmm_vm_config *cfg) {
+  if (cfg == NULL)
+    return;
+  memset(cfg, 0, sizeof(*cfg));
+  cfg->size = sizeof(*cfg);
+  cfg->engine = VMM_ENGINE_AUTO;
+  cfg->max_vcpus = 1;
+  cfg->kick_signal = VMM_KICK_SIGNAL_DEFAULT;
+  cfg->kvm_device = "/dev/kvm";
+  cfg->log_level = VMM_LOG_WARN;
+}
+
+const char *vmm_engine_name(enum vmm_engine_kind kind) {
+  switch (kind) {
+  case VMM_ENGINE_AUTO:
+    return "auto";
+  case VMM_ENGINE_KVM:
+    return "kvm";
+  case VMM_ENGINE_BT:
+    return "bt";
+  }
+  return "unknown";
+}
+
+static int check_config(const struct vmm_vm_config *cfg) {
+  if (cfg->max_vcpus == 0 || cfg->max_vcpus > VMM_MAX_VCPUS) {
+    vmm__logv_cfg(cfg, VMM_LOG_ERROR, "max_vcpus must be 1..%d, got %u",
+                  VMM_MAX_VCPUS, cfg->max_vcpus);
+    return VMM_EINVAL;
+  }
+  if (cfg->flags & ~(uint32_t)(VMM_VM_IRQCHIP | VMM_VM_PIT)) {
+    vmm__logv_cfg(cfg, VMM_LOG_ERROR, "unknown flags 0x%x", cfg->flags);
+    return VMM_EINVAL;
+  }
+  if ((cfg->flags & VMM_VM_PIT) && !(cfg->flags & VMM_VM_IRQCHIP)) {
+    vmm__logv_cfg(cfg, VMM_LOG_ERROR, "VMM_VM_PIT requires VMM_VM_IRQCHIP");
+    return VMM_EINVAL;
+  }
+  if (cfg->engine != VMM_ENGINE_AUTO && cfg->engine != VMM_ENGINE_KVM &&
+      cfg->engine != VMM_ENGINE_BT)
+    return VMM_EINVAL;
+  if (cfg->log_level > VMM_LOG_DEBUG)
+    return VMM_EINVAL;
+  if (cfg->kick_signal < VMM_KICK_SIGNAL_NONE || cfg->kick_signal > 64)
+    return VMM_EINVAL;
+  return 0;
+}
+
+bool vmm_engine_available(enum vmm_engine_kind kind) {
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  if (kind == VMM_ENGINE_AUTO)
+    return vmm_engine_available(VMM_ENGINE_KVM) ||
+           vmm_engine_available(VMM_ENGINE_BT);
+  const struct vmm__engine_ops *ops = vmm__engine_lookup(kind);
+  return ops != NULL && ops->available(&cfg);
+}
+
+int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
+  if (user_cfg == NULL || out == NULL)
+    return VMM_EINVAL;
+  if (user_cfg->size == 0 || user_cfg->size > sizeof(struct vmm_vm_config))
+    return VMM_EINVAL;
+
+  /* A caller built against an older, smaller config gets defaults for the
+     fields it does not know. */
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  memcpy(&cfg, user_cfg, user_cfg->size);
+  cfg.size = sizeof(cfg);
+  if (cfg.kvm_device == NULL)
+    cfg.kvm_device = "/dev/kvm";
+
+  int err = check_config(&cfg);
+  if (err < 0)
+    return err;
+
+  const struct vmm__engine_ops *ops = vmm__engine_choose(&cfg);
+  if (ops == NULL) {
+    vmm__logv_cfg(&cfg, VMM_LOG_ERROR, "engine %s is not available here",
+                  vmm_engine_name(cfg.engine));
+    return VMM_ENODEV;
+  }
+
+  vmm_vm *vm = calloc(1, sizeof(*vm));
+  if (vm == NULL)
+    return VMM_ENOMEM;
+  vm->cfg = cfg;
+  vm->cfg.kvm_device = strdup(cfg.kvm_device);
+  vm->ops = ops;
+  vm->vcpus = calloc(cfg.max_vcpus, sizeof(vm->vcpus[0]));
+  atomic_init(&vm->running, 0);
+  if (vm->cfg.kvm_device == NULL || vm->vcpus == NULL) {
+    err = VMM_ENOMEM;
+    goto fail_alloc;
+  }
+  if ((err = vmm__mem_init(&vm->mem)) < 0)
+    goto fail_alloc;
+  if ((err = vmm__iobus_init(&vm->pio, 0x10000)) < 0)
+    goto fail_mem;
+  if ((err = vmm__iobus_init(&vm->mmio, VMM__GPA_LIMIT)) < 0)
+    goto fail_pio;
+  if ((err = -pthread_mutex_init(&vm->lock, NULL)) < 0)
+    goto fail_mmio;
+  if ((err = ops->vm_init(vm)) < 0)
+    goto fail_lock;
+  *out = vm;
+  return 0;
+
+fail_lock:
+  pthread_mutex_destroy(&vm->lock);
+fail_mmio:
+  vmm__iobus_fini(&vm->mmio);
+fail_pio:
+  vmm__iobus_fini(&vm->pio);
+fail_mem:
+  vmm__mem_fini(&vm->mem);
+fail_alloc:
+  free((char *)vm->cfg.kvm_device);
+  free(vm->vcpus);
+  free(vm);
+  return err;
+}
+
+int vmm_vm_destroy(vmm_vm *vm) {
+  if (vm == NULL)
+    return 0;
+  if (atomic_load(&vm->running) != 0)
+    return VMM_EBUSY;
+  for (unsigned i = 0; i < vm->cfg.max_vcpus; i++)
+    vmm__vcpu_free(vm->vcpus[i]);
+  vm->ops->vm_fini(vm);
+  vmm__mem_fini(&vm->mem);
+  vmm__iobus_fini(&vm->mmio);
+  vmm__iobus_fini(&vm->pio);
+  pthread_mutex_destroy(&vm->lock);
+  free((char *)vm->cfg.kvm_device);
+  free(vm->vcpus);
+  free(vm);
+  return 0;
+}
+
+enum vmm_engine_kind vmm_vm_engine(const vmm_vm *vm) {
+  return vm != NULL ? vm->ops->kind : VMM_ENGINE_AUTO;
+}
+
+int vmm_vm_stop(vmm_vm *vm) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  pthread_mutex_lock(&vm->lock);
+  for (unsigned i = 0; i < vm->cfg.max_vcpus; i++)
+    if (vm->vcpus[i] != NULL)
+      vmm_vcpu_kick(vm->vcpus[i]);
+  pthread_mutex_unlock(&vm->lock);
+  return 0;
+}
+
+int vmm_vm_irq_line(vmm_vm *vm, uint32_t gsi, bool level) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  if (!(vm->cfg.flags & VMM_VM_IRQCHIP) || vm->ops->irq_line == NULL)
+    return VMM_ENOTSUP;
+  return vm->ops->irq_line(vm, gsi, level);
+}
+
+int vmm_vm_set_exit_handler(vmm_vm *vm, vmm_exit_handler_fn fn, void *opaque) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  pthread_mutex_lock(&vm->lock);
+  vm->exit_fn = fn;
+  vm->exit_opaque = opaque;
+  pthread_mutex_unlock(&vm->lock);
+  return 0;
+}
+
+int vmm_vm_get_supported_cpuid(vmm_vm *vm, struct vmm_cpuid_entry *entries,
+                               size_t *n) {
+  if (vm == NULL || n == NULL || (entries == NULL && *n != 0))
+    return VMM_EINVAL;
+  struct vmm_cpuid_entry all[VMM_CPUID_MAX_ENTRIES];
+  size_t count = VMM__ARRAY_SIZE(all);
+  int err = vm->ops->supported_cpuid(vm, all, &count);
+  if (err < 0)
+    return err;
+  size_t copy = count < *n ? count : *n;
+  if (copy > 0)
+    memcpy(entries, all, copy * sizeof(all[0]));
+  err = count > *n ? VMM_E2BIG : 0;
+  *n = count;
+  return err;
+}

@@ -1,0 +1,377 @@
+/*
+ * Guest physical memory: slots, gpa-to-hva translation, copies and the
+ * software half of dirty logging. See docs/memory.md.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../internal.h"
+
+int vmm__mem_init(struct vmm__mem *mem) {
+  memset(mem, 0, sizeof(*mem));
+  atomic_init(&mem->generation, 0);
+  return -pthread_rwlock_init(&mem->lock, NULL);
+}
+
+static void slot_free(struct vmm__slot *s) {
+  if (s == NULL)
+    return;
+  if (s->owned)
+    munmap(s->host, s->size);
+  if (s->fd >= 0)
+    close(s->fd);
+  free((void *)s->dirty);
+  free(s);
+}
+
+void vmm__mem_fini(struct vmm__mem *mem) {
+  for (unsigned i = 0; i < mem->count; i++)
+    slot_free(mem->slots[i]);
+  mem->count = 0;
+  pthread_rwlock_destroy(&mem->lock);
+}
+
+/* Index of the first slot whose end is above gpa (binary search). */
+static unsigned lower_bound(const struct vmm__mem *mem, vmm_gpa_t gpa) {
+  unsigned lo = 0, hi = mem->count;
+
+  while (lo < hi) {
+    unsigned mid = lo + (hi - lo) / 2;
+    const struct vmm__slot *s = mem->slots[mid];
+    if (s->gpa + s->size <= gpa)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+struct vmm__slot *vmm__mem_find_locked(struct vmm__mem *mem, vmm_gpa_t gpa) {
+  unsigned i = lower_bound(mem, gpa);
+
+  if (i < mem->count && mem->slots[i]->gpa <= gpa)
+    return mem->slots[i];
+  return NULL;
+}
+
+/* True if [gpa, gpa+len) is inside slot s; len > 0, no overflow. */
+static bool slot_contains(const struct vmm__slot *s, vmm_gpa_t gpa,
+                          uint64_t len) {
+  return gpa >= s->gpa && len <= s->size && gpa - s->gpa <= s->size - len;
+}
+
+void *vmm__mem_hva(struct vmm__mem *mem, vmm_gpa_t gpa, uint64_t len,
+                   uint32_t *slot_flags) {
+  void *hva = NULL;
+
+  if (len == 0)
+    return NULL;
+  pthread_rwlock_rdlock(&mem->lock);
+  struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+  if (s != NULL && slot_contains(s, gpa, len)) {
+    hva = s->host + (gpa - s->gpa);
+    if (slot_flags != NULL)
+      *slot_flags = s->flags;
+  }
+  pthread_rwlock_unlock(&mem->lock);
+  return hva;
+}
+
+void vmm__slot_mark_dirty(struct vmm__slot *s, vmm_gpa_t gpa, uint64_t len) {
+  if (s->dirty == NULL || len == 0)
+    return;
+  uint64_t first = (gpa - s->gpa) / VMM_PAGE_SIZE;
+  uint64_t last = (gpa - s->gpa + len - 1) / VMM_PAGE_SIZE;
+  for (uint64_t p = first; p <= last; p++)
+    atomic_fetch_or_explicit(&s->dirty[p / 64], 1ull << (p % 64),
+                             memory_order_relaxed);
+}
+
+void vmm__mem_mark_dirty(struct vmm__mem *mem, vmm_gpa_t gpa, uint64_t len) {
+  pthread_rwlock_rdlock(&mem->lock);
+  while (len > 0) {
+    struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+    if (s == NULL)
+      break;
+    uint64_t n = s->gpa + s->size - gpa;
+    if (n > len)
+      n = len;
+    vmm__slot_mark_dirty(s, gpa, n);
+    gpa += n;
+    len -= n;
+  }
+  pthread_rwlock_unlock(&mem->lock);
+}
+
+static bool page_aligned(uint64_t v) { return (v & (VMM_PAGE_SIZE - 1)) == 0; }
+
+static int alloc_backing(struct vmm__slot *s) {
+  int fd = memfd_create("libvmm-ram", MFD_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  if (ftruncate(fd, (off_t)s->size) < 0) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  void *p = mmap(NULL, s->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = -errno;
+    close(fd);
+    return err;
+  }
+  s->fd = fd;
+  s->host = p;
+  s->owned = true;
+  return 0;
+}
+
+int vmm_mem_slot_add(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size, void *host,
+                     uint32_t flags, uint32_t *slot_out) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  if (flags & ~(uint32_t)(VMM_MEM_READONLY | VMM_MEM_DIRTY_LOG))
+    return VMM_EINVAL;
+  if (size == 0)
+    return VMM_EINVAL;
+  if (!page_aligned(gpa) || !page_aligned(size) ||
+      !page_aligned((uintptr_t)host))
+    return VMM_EALIGN;
+  if (gpa >= VMM__GPA_LIMIT || size > VMM__GPA_LIMIT - gpa)
+    return VMM_EINVAL;
+
+  struct vmm__mem *mem = &vm->mem;
+  struct vmm__slot *s = calloc(1, sizeof(*s));
+  if (s == NULL)
+    return VMM_ENOMEM;
+  s->gpa = gpa;
+  s->size = size;
+  s->flags = flags;
+  s->fd = -1;
+  s->host = host;
+  if (flags & VMM_MEM_DIRTY_LOG) {
+    uint64_t words = (size / VMM_PAGE_SIZE + 63) / 64;
+    s->dirty = calloc(words, sizeof(uint64_t));
+    if (s->dirty == NULL) {
+      free(s);
+      return VMM_ENOMEM;
+    }
+  }
+  if (host == NULL) {
+    int err = alloc_backing(s);
+    if (err < 0) {
+      slot_free(s);
+      return err;
+    }
+  }
+
+  int err = 0;
+  pthread_rwlock_wrlock(&mem->lock);
+  unsigned i = lower_bound(mem, gpa);
+  if (i < mem->count && mem->slots[i]->gpa < gpa + size) {
+    err = VMM_EOVERLAP;
+    goto out;
+  }
+  if (mem->count == VMM_MEM_MAX_SLOTS) {
+    err = VMM_ENOSPC;
+    goto out;
+  }
+  s->id = (uint32_t)__builtin_ctzll(~mem->used_ids);
+  memmove(&mem->slots[i + 1], &mem->slots[i],
+          (mem->count - i) * sizeof(mem->slots[0]));
+  mem->slots[i] = s;
+  mem->count++;
+  err = vm->ops->slot_add(vm, s);
+  if (err < 0) {
+    memmove(&mem->slots[i], &mem->slots[i + 1],
+            (mem->count - i - 1) * sizeof(mem->slots[0]));
+    mem->count--;
+    goto out;
+  }
+  mem->used_ids |= 1ull << s->id;
+  atomic_fetch_add(&mem->generation, 1);
+  if (slot_out != NULL)
+    *slot_out = s->id;
+out:
+  pthread_rwlock_unlock(&mem->lock);
+  if (err < 0)
+    slot_free(s);
+  return err;
+}
+
+static int find_id_locked(struct vmm__mem *mem, uint32_t id) {
+  for (unsigned i = 0; i < mem->count; i++)
+    if (mem->slots[i]->id == id)
+      return (int)i;
+  return -1;
+}
+
+int vmm_mem_slot_remove(vmm_vm *vm, uint32_t id) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  struct vmm__mem *mem = &vm->mem;
+  struct vmm__slot *s = NULL;
+  int err = 0;
+
+  pthread_rwlock_wrlock(&mem->lock);
+  int i = find_id_locked(mem, id);
+  if (i < 0) {
+    err = VMM_ENOENT;
+  } else if (atomic_load(&vm->running) != 0) {
+    err = VMM_EBUSY;
+  } else {
+    s = mem->slots[i];
+    memmove(&mem->slots[i], &mem->slots[i + 1],
+            (mem->count - (unsigned)i - 1) * sizeof(mem->slots[0]));
+    mem->count--;
+    mem->used_ids &= ~(1ull << s->id);
+    vm->ops->slot_remove(vm, s);
+    atomic_fetch_add(&mem->generation, 1);
+  }
+  pthread_rwlock_unlock(&mem->lock);
+  slot_free(s);
+  return err;
+}
+
+static void fill_info(const struct vmm__slot *s, struct vmm_mem_slot_info *o) {
+  o->id = s->id;
+  o->flags = s->flags;
+  o->gpa = s->gpa;
+  o->size = s->size;
+  o->host = s->host;
+  o->fd = s->fd;
+}
+
+int vmm_mem_slot_info(vmm_vm *vm, uint32_t id, struct vmm_mem_slot_info *info) {
+  if (vm == NULL || info == NULL)
+    return VMM_EINVAL;
+  int err = VMM_ENOENT;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  int i = find_id_locked(&vm->mem, id);
+  if (i >= 0) {
+    fill_info(vm->mem.slots[i], info);
+    err = 0;
+  }
+  pthread_rwlock_unlock(&vm->mem.lock);
+  return err;
+}
+
+int vmm_mem_slot_list(vmm_vm *vm, struct vmm_mem_slot_info *infos,
+                      size_t *count) {
+  if (vm == NULL || count == NULL || (infos == NULL && *count != 0))
+    return VMM_EINVAL;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  size_t n = vm->mem.count;
+  for (size_t i = 0; i < n && i < *count; i++)
+    fill_info(vm->mem.slots[i], &infos[i]);
+  pthread_rwlock_unlock(&vm->mem.lock);
+  int err = n > *count ? VMM_E2BIG : 0;
+  *count = n;
+  return err;
+}
+
+int vmm_mem_gpa_to_hva(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len, void **hva) {
+  if (vm == NULL || hva == NULL || len == 0 || gpa + len < gpa)
+    return VMM_EINVAL;
+  void *p = vmm__mem_hva(&vm->mem, gpa, len, NULL);
+  if (p == NULL)
+    return VMM_ENOMAP;
+  *hva = p;
+  return 0;
+}
+
+/*
+ * Copy across slots. First checks that every byte is backed, so a failed
+ * copy changes nothing.
+ */
+static int mem_copy(vmm_vm *vm, vmm_gpa_t gpa, void *buf, size_t len,
+                    bool write) {
+  if (vm == NULL || (buf == NULL && len != 0))
+    return VMM_EINVAL;
+  if (len == 0)
+    return 0;
+  if (gpa + len < gpa)
+    return VMM_ENOMAP;
+
+  struct vmm__mem *mem = &vm->mem;
+  int err = 0;
+  pthread_rwlock_rdlock(&mem->lock);
+  for (vmm_gpa_t a = gpa, left = len; left > 0;) {
+    struct vmm__slot *s = vmm__mem_find_locked(mem, a);
+    if (s == NULL) {
+      err = VMM_ENOMAP;
+      goto out;
+    }
+    uint64_t n = s->gpa + s->size - a;
+    if (n >= left)
+      break;
+    a += n;
+    left -= n;
+  }
+  uint8_t *p = buf;
+  while (len > 0) {
+    struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+    uint64_t off = gpa - s->gpa;
+    uint64_t n = s->size - off;
+    if (n > len)
+      n = len;
+    if (write) {
+      memcpy(s->host + off, p, n);
+      vmm__slot_mark_dirty(s, gpa, n);
+    } else {
+      memcpy(p, s->host + off, n);
+    }
+    p += n;
+    gpa += n;
+    len -= n;
+  }
+out:
+  pthread_rwlock_unlock(&mem->lock);
+  return err;
+}
+
+int vmm_mem_read(vmm_vm *vm, vmm_gpa_t gpa, void *buf, size_t len) {
+  return mem_copy(vm, gpa, buf, len, false);
+}
+
+int vmm_mem_write(vmm_vm *vm, vmm_gpa_t gpa, const void *buf, size_t len) {
+  return mem_copy(vm, gpa, (void *)buf, len, true);
+}
+
+int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,
+                          size_t bitmap_bytes) {
+  if (vm == NULL || bitmap == NULL)
+    return VMM_EINVAL;
+  struct vmm__mem *mem = &vm->mem;
+  int err = 0;
+
+  /*
+   * Write lock: the engine's fetch (KVM_GET_DIRTY_LOG) and our swap of the
+   * software bitmap must not interleave with a concurrent fetch.
+   */
+  pthread_rwlock_wrlock(&mem->lock);
+  int i = find_id_locked(mem, id);
+  if (i < 0) {
+    err = VMM_ENOENT;
+    goto out;
+  }
+  struct vmm__slot *s = mem->slots[i];
+  if (s->dirty == NULL) {
+    err = VMM_EINVAL;
+    goto out;
+  }
+  size_t words = (s->size / VMM_PAGE_SIZE + 63) / 64;
+  if (bitmap_bytes < words * sizeof(uint64_t)) {
+    err = VMM_E2BIG;
+    goto out;
+  }
+  for (size_t w = 0; w < words; w++)
+    bitmap[w] = atomic_exchange_explicit(&s->dirty[w], 0, memory_order_relaxed);
+  if (vm->ops->dirty_log_fetch != NULL)
+    err = vm->ops->dirty_log_fetch(vm, s, bitmap);
+out:
+  pthread_rwlock_unlock(&mem->lock);
+  return err;
+}
