@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# libvmm developer entry point. On a fresh Debian 12 machine:
+#   ./build.sh demo   install what is missing, build, run the demo guest
+#   ./build.sh test   install what is missing, build, run the whole test suite
+# Also: ./build.sh deps | build | sanitize | install-check | fuzz
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(meson ninja-build pkg-config nasm gcc libc6-dev
+          libuv1-dev libjansson-dev libcmocka-dev libzydis-dev
+          clang libclang-rt-14-dev)
+BUILD=${BUILD:-build}
+
+deps() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+      missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "installing: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+build() {
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" -Dtests=enabled "$@"
+  fi
+  ninja -C "$BUILD"
+}
+
+case "${1:-}" in
+deps) deps ;;
+build) deps; build ;;
+demo)
+  deps; build
+  "$BUILD/examples/hello"
+  ;;
+test)
+  deps; build
+  meson test -C "$BUILD" --print-errorlogs --num-processes 2
+  ;;
+sanitize)
+  # AddressSanitizer + UndefinedBehaviorSanitizer, every test.
+  deps
+  BUILD=build-san build -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dbuildtype=debug
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    meson test -C build-san --print-errorlogs --num-processes 2 \
+      --timeout-multiplier 3
+  ;;
+*)
+  sed -n '2,6p' "$0"
+  exit 2
+  ;;
+esac
