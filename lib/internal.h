@@ -114,6 +114,9 @@ struct vmm_vm {
 
   vmm_vcpu **vcpus; /* max_vcpus entries */
   atomic_uint running; /* vCPUs inside vmm_vcpu_run() */
+
+  /* Pending system event: (uint64_t)event << 32 | (uint32_t)status, 0 none. */
+  atomic_uint_fast64_t system_event;
 };
 
 struct vmm_vcpu {

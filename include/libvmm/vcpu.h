@@ -192,7 +192,8 @@ enum vmm_exit_reason {
   VMM_EXIT_STOPPED,
   /** The instruction limit set with vmm_vcpu_set_insn_limit() was hit. */
   VMM_EXIT_INSN_LIMIT,
-  /** A device ended the run (power off, reset, exit port). */
+  /** A system event ended the run (power off, reset, exit port), see
+      vmm_vm_system_event(). Like STOPPED, always returned to the caller. */
   VMM_EXIT_SYSTEM,
 };
 

@@ -125,6 +125,20 @@ VMM_EXTERN bool vmm_engine_available(enum vmm_engine_kind kind);
 VMM_EXTERN int vmm_vm_stop(vmm_vm *vm);
 
 /**
+ * Raise a system event (enum vmm_system_event in vcpu.h: power off, reset,
+ * exit port) with a status. Every vCPU of the VM returns from
+ * vmm_vcpu_run() with VMM_EXIT_SYSTEM carrying it, now if running or at its
+ * next run, until the host clears it with vmm_vm_system_event_clear(). The
+ * first event raised wins until cleared. Thread-safe; meant for devices.
+ * @return 0, -VMM_EINVAL for an unknown event, -VMM_EBUSY if another event
+ *         is already pending.
+ */
+VMM_EXTERN int vmm_vm_system_event(vmm_vm *vm, uint32_t event, int32_t status);
+
+/** Clear a pending system event (after handling a reset, for example). */
+VMM_EXTERN int vmm_vm_system_event_clear(vmm_vm *vm);
+
+/**
  * Assert or deassert an interrupt line of the engine's interrupt controller
  * (VMM_VM_IRQCHIP). On KVM, GSIs 0-15 reach the PIC and IOAPIC, 16-23 the
  * IOAPIC. Thread-safe.

@@ -451,11 +451,24 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
      instruction: done on the next entry, or by sync() before returning. */
   bool half_done = false;
   for (;;) {
-    if (atomic_exchange(&vcpu->stop_requested, false)) {
+    if (atomic_load_explicit(&vcpu->stop_requested, memory_order_relaxed) ||
+        atomic_load_explicit(&vm->system_event, memory_order_relaxed)) {
       if (half_done && vm->ops->sync != NULL && (err = vm->ops->sync(vcpu)) < 0)
         break;
-      e->reason = VMM_EXIT_STOPPED;
-      break;
+      uint_fast64_t ev = atomic_load(&vm->system_event);
+      if (ev != 0) {
+        /* A system event outranks a plain stop; the kick it sent is
+           consumed with it. */
+        atomic_store(&vcpu->stop_requested, false);
+        e->reason = VMM_EXIT_SYSTEM;
+        e->system.event = (uint32_t)(ev >> 32);
+        e->system.status = (int32_t)(uint32_t)ev;
+        break;
+      }
+      if (atomic_exchange(&vcpu->stop_requested, false)) {
+        e->reason = VMM_EXIT_STOPPED;
+        break;
+      }
     }
     err = vm->ops->run(vcpu);
     if (err < 0)
@@ -465,7 +478,7 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
       continue;
     }
     half_done = false;
-    if (e->reason == VMM_EXIT_STOPPED)
+    if (e->reason == VMM_EXIT_STOPPED || e->reason == VMM_EXIT_SYSTEM)
       break;
     if (e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO) {
       int rc = dispatch_io(vcpu, e);

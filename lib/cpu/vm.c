@@ -99,6 +99,7 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
   vm->ops = ops;
   vm->vcpus = calloc(cfg.max_vcpus, sizeof(vm->vcpus[0]));
   atomic_init(&vm->running, 0);
+  atomic_init(&vm->system_event, 0);
   if (vm->cfg.kvm_device == NULL || vm->vcpus == NULL) {
     err = VMM_ENOMEM;
     goto fail_alloc;
@@ -161,6 +162,23 @@ int vmm_vm_stop(vmm_vm *vm) {
     if (vm->vcpus[i] != NULL)
       vmm_vcpu_kick(vm->vcpus[i]);
   pthread_mutex_unlock(&vm->lock);
+  return 0;
+}
+
+int vmm_vm_system_event(vmm_vm *vm, uint32_t event, int32_t status) {
+  if (vm == NULL || event < VMM_SYSTEM_POWEROFF || event > VMM_SYSTEM_EXIT_PORT)
+    return VMM_EINVAL;
+  uint_fast64_t expected = 0;
+  uint_fast64_t v = (uint_fast64_t)event << 32 | (uint32_t)status;
+  if (!atomic_compare_exchange_strong(&vm->system_event, &expected, v))
+    return VMM_EBUSY;
+  return vmm_vm_stop(vm);
+}
+
+int vmm_vm_system_event_clear(vmm_vm *vm) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  atomic_store(&vm->system_event, 0);
   return 0;
 }
 
