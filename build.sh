@@ -2,7 +2,7 @@
 # libvmm developer entry point. On a fresh Debian 12 machine:
 #   ./build.sh demo   install what is missing, build, run the demo guest
 #   ./build.sh test   install what is missing, build, run the whole test suite
-# Also: ./build.sh deps | build | sanitize | install-check | fuzz
+# Also: ./build.sh deps | build | sanitize | install-check
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -43,6 +43,26 @@ demo)
 test)
   deps; build
   meson test -C "$BUILD" --print-errorlogs --num-processes 2
+  ;;
+install-check)
+  # Install to a staging prefix and build the examples outside the tree
+  # against it, through pkg-config only.
+  deps; build
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  DESTDIR="$stage" meson install -C "$BUILD" --quiet
+  prefix=$(meson introspect "$BUILD" --buildoptions |
+    python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="prefix"][0])')
+  libdir=$(meson introspect "$BUILD" --buildoptions |
+    python3 -c 'import json,sys; print([o["value"] for o in json.load(sys.stdin) if o["name"]=="libdir"][0])')
+  pcdir="$stage$prefix/$libdir/pkgconfig"
+  export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$stage"
+  pkg-config --cflags --libs libvmm
+  mkdir "$stage/src"
+  cp examples/hello.c examples/long_mode.c examples/Makefile "$stage/src/"
+  make -s -C "$stage/src" CFLAGS="-O2 -Wall -Wextra -Werror"
+  LD_LIBRARY_PATH="$stage$prefix/$libdir" "$stage/src/hello"
+  LD_LIBRARY_PATH="$stage$prefix/$libdir" "$stage/src/long_mode"
   ;;
 sanitize)
   # AddressSanitizer + UndefinedBehaviorSanitizer, every test.
