@@ -10,6 +10,8 @@ PACKAGES=(meson ninja-build pkg-config nasm gcc libc6-dev
           libuv1-dev libjansson-dev libcmocka-dev libzydis-dev
           clang libclang-rt-14-dev)
 BUILD=${BUILD:-build}
+# Extra meson options for every configuration, e.g. MESON_ARGS=-Dwerror=true
+read -r -a EXTRA <<<"${MESON_ARGS:-}"
 
 deps() {
   local missing=()
@@ -28,7 +30,7 @@ deps() {
 
 build() {
   if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" -Dtests=enabled "$@"
+    meson setup "$BUILD" -Dtests=enabled ${EXTRA[@]+"${EXTRA[@]}"} "$@"
   fi
   ninja -C "$BUILD"
 }
