@@ -1,6 +1,8 @@
-; Multiboot v1 entry for the libvmm test kernel: 32-bit protected mode with
-; EAX = 0x2BADB002 and EBX = the info structure; builds identity page tables
-; for the first 4 GiB, enters long mode and calls kmain(magic, info).
+; Multiboot v1 entry shared by libvmm's guest kernels (test and benchmark):
+; 32-bit protected mode with EAX = 0x2BADB002 and EBX = the info structure;
+; builds identity page tables for the first 4 GiB (user-accessible, so the
+; kernels can run CPL 3 code anywhere), enters long mode and calls
+; kmain(magic, info). Also the exception stubs and the syscall entry.
 bits 32
 
 MB_MAGIC equ 0x1BADB002
@@ -22,14 +24,14 @@ _start:
 
     ; PML4[0] -> PDPT; PDPT[0..3] -> PD0..3; each PD: 512 x 2 MiB pages
     mov eax, pdpt
-    or eax, 3
+    or eax, 7
     mov [pml4], eax
     mov ecx, 0
 .pdpt:
     mov eax, ecx
     shl eax, 12
     add eax, pds
-    or eax, 3
+    or eax, 7
     mov [pdpt + ecx * 8], eax
     inc ecx
     cmp ecx, 4
@@ -38,7 +40,7 @@ _start:
 .pd:
     mov eax, ecx
     shl eax, 21
-    or eax, 0x83                ; present, writable, 2 MiB
+    or eax, 0x87                ; present, writable, user, 2 MiB
     mov [pds + ecx * 8], eax
     mov eax, ecx
     shr eax, 11                 ; bits 32+ of the physical address
@@ -120,12 +122,53 @@ isr_common:
     add rsp, 16                 ; vector, error code
     iretq
 
-section .rodata
-align 8
+; SYSCALL entry: rax = 0 returns at once (the benchmark's round trip);
+; anything else ends user mode: back to the kernel stack saved by
+; klib_enter_user() and return from it.
+global syscall_entry
+extern user_return_rsp
+syscall_entry:
+    test rax, rax
+    jnz .leave
+    o64 sysret
+.leave:
+    mov rsp, [rel user_return_rsp]
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+; void klib_enter_user(void (*fn)(void), uint64_t user_stack):
+; run fn at CPL 3 until it executes syscall with rax != 0.
+global klib_enter_user
+klib_enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rel user_return_rsp], rsp
+    push 0x1b                   ; SS: user data | 3
+    push rsi                    ; RSP
+    push 0x2                    ; RFLAGS: interrupts off
+    push 0x23                   ; CS: user code 64 | 3
+    push rdi                    ; RIP
+    iretq
+
+section .data
+align 16
+; 0x08 kernel code 64, 0x10 kernel data, 0x18 user data, 0x20 user code 64:
+; the layout SYSRET wants with STAR[63:48] = 0x10.
 gdt:
     dq 0
-    dq 0x00af9a000000ffff       ; 0x08: 64-bit code
-    dq 0x00cf92000000ffff       ; 0x10: data
+    dq 0x00af9a000000ffff
+    dq 0x00cf92000000ffff
+    dq 0x00cff2000000ffff
+    dq 0x00affa000000ffff
 gdt_end:
 gdt_ptr:
     dw gdt_end - gdt - 1
