@@ -425,10 +425,15 @@ static int dispatch_io(vmm_vcpu *vcpu, struct vmm_exit *e) {
         memset(d, 0, e->io.size);
       int rc = vmm__iobus_dispatch(&vm->pio, vcpu, e->io.port, d, e->io.size,
                                    write);
-      /* A string access is handled as a whole or not at all: the handler
-         for a port sees every element, so a decline can only come first. */
-      if (rc != 0)
+      if (rc < 0)
         return rc;
+      if (rc != 0) {
+        /* Declined midway through a string access: hand on only the
+           elements not yet served, so none is processed twice. */
+        e->io.data = d;
+        e->io.count -= i;
+        return rc;
+      }
     }
     return 0;
   }
