@@ -403,11 +403,12 @@ static int kvm_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *o) {
 }
 
 static int kvm_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *o) {
-  struct kvm_sregs s;
+  struct kvm_sregs s, old, back;
   /* Start from the current state to keep the pending-interrupt bitmap. */
   int err = xioctl(KV(vcpu)->fd, KVM_GET_SREGS, &s);
   if (err < 0)
     return err;
+  old = s;
   seg_to_kvm(&s.cs, &o->cs);
   seg_to_kvm(&s.ds, &o->ds);
   seg_to_kvm(&s.es, &o->es);
@@ -428,7 +429,27 @@ static int kvm_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *o) {
   s.efer = o->efer;
   s.apic_base = o->apic_base;
   err = xioctl(KV(vcpu)->fd, KVM_SET_SREGS, &s);
-  return err == -EINVAL ? VMM_EINVAL : err;
+  if (err < 0)
+    return err == -EINVAL ? VMM_EINVAL : err;
+  /*
+   * A host may accept a state and silently keep part of it out: PVM leaves
+   * CR0.PG clear outside long mode (it only runs 64-bit paging). Read the
+   * control registers back, so the caller learns that instead of running
+   * a different machine than it set up.
+   */
+  if ((err = xioctl(KV(vcpu)->fd, KVM_GET_SREGS, &back)) < 0)
+    return err;
+  if (back.cr0 != s.cr0 || back.cr4 != s.cr4 || back.efer != s.efer) {
+    vmm__log(vcpu->vm, VMM_LOG_ERROR,
+             "kvm: this host does not hold cr0=0x%llx cr4=0x%llx "
+             "efer=0x%llx (kept cr0=0x%llx cr4=0x%llx efer=0x%llx)",
+             (unsigned long long)s.cr0, (unsigned long long)s.cr4,
+             (unsigned long long)s.efer, (unsigned long long)back.cr0,
+             (unsigned long long)back.cr4, (unsigned long long)back.efer);
+    xioctl(KV(vcpu)->fd, KVM_SET_SREGS, &old);
+    return VMM_ENOTSUP;
+  }
+  return 0;
 }
 
 static int kvm_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *o) {
