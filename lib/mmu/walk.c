@@ -71,8 +71,10 @@ static uint32_t fault_code(const struct vmm__paging *pg, unsigned access) {
     ec |= PF_W;
   if (access & VMM_ACCESS_USER)
     ec |= PF_U;
+  /* I/D: SMEP, or NXE with 64-bit entries (32-bit paging has no NX). */
+  bool wide = (pg->efer & EFER_LMA) || (pg->cr4 & CR4_PAE);
   if ((access & VMM_ACCESS_EXEC) &&
-      ((pg->efer & EFER_NXE) || (pg->cr4 & CR4_SMEP)))
+      ((wide && (pg->efer & EFER_NXE)) || (pg->cr4 & CR4_SMEP)))
     ec |= PF_ID;
   return ec;
 }
