@@ -2,9 +2,10 @@
  * Guest page-table walker for 32-bit, PAE, 4-level and 5-level paging.
  *
  * The tables are guest data: every entry address is looked up in the slot
- * table, and an entry outside RAM reads as all ones (what an unbacked bus
- * returns), which faults as a reserved-bit violation. The walk has a fixed
- * depth, so hostile tables cannot make it loop.
+ * table, and an entry outside RAM faults as a reserved-bit violation (what
+ * the all-ones value of an unbacked bus gives in the 64-bit formats; a
+ * 32-bit entry of all ones would be valid, so the fault is explicit). The
+ * walk has a fixed depth, so hostile tables cannot make it loop.
  */
 #include <string.h>
 
@@ -146,6 +147,11 @@ int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
     vmm_gpa_t eaddr = table + idx * esize;
     uint64_t e = read_entry(mem, eaddr, esize, &where, &slot);
 
+    if (where == NULL) {
+      ec |= PF_RSVD;
+      err = VMM_EPAGEFAULT;
+      break;
+    }
     if (!(e & PTE_P)) {
       err = VMM_EPAGEFAULT;
       break;
