@@ -547,10 +547,13 @@ static void test_tables_outside_ram(void **state) {
   paging(&m, CR0_PG, PD32, 0, 0);
   w32(&m, PD32 + 6 * 4, (uint32_t)far | P | RW | US);
   expect_pf(&m, 0x1800000, U, PF_P | PF_RSVD | PF_U);
-  /* A table straddling the end of RAM. */
+  /* A directory in the last page of RAM pointing just past its end. */
   paging(&m, CR0_PG, RAM - 0x1000, 0, 0);
-  w32(&m, RAM - 0x1000 + 1023 * 4, 0 | P);
+  w32(&m, RAM - 0x1000 + 1023 * 4, (uint32_t)RAM | P);
+  w32(&m, RAM - 0x1000 + 1022 * 4, 0 | P);
+  w32(&m, 0, 0x5000 | P);
   expect_pf(&m, 0xffc00000, R, PF_P | PF_RSVD);
+  expect_ok(&m, 0xff800123, R, 0x5123, 0x1000); /* PT at 0, entry 0 */
   mmu_fini(&m);
 
   mmu_init(&m, VMM_MODE_PROT32);
