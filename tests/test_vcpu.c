@@ -311,6 +311,43 @@ static void test_fpu(void **state) {
   vmmt_fini(&t);
 }
 
+/* What set_fpu stores is what the guest computes with, and what the guest
+   leaves is what get_fpu reads. */
+static void test_fpu_seen_by_guest(void **state) {
+  (void)state;
+  /* stmxcsr [0x20000]; fnstcw [0x20004]; movdqu [0x20010], xmm5;
+     ldmxcsr [0x20020]; out 0xeb, al */
+  static const uint8_t code[] = {
+      0x0f, 0xae, 0x1c, 0x25, 0x00, 0x00, 0x02, 0x00, 0xd9, 0x3c, 0x25,
+      0x04, 0x00, 0x02, 0x00, 0xf3, 0x0f, 0x7f, 0x2c, 0x25, 0x10, 0x00,
+      0x02, 0x00, 0x0f, 0xae, 0x14, 0x25, 0x20, 0x00, 0x02, 0x00, 0xe6, 0xeb};
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_LONG64, 3);
+  vmmt_load(&t, VMMT_CODE, code, sizeof(code));
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  f.mxcsr = 0x9fc0;
+  f.fcw = 0x27f;
+  memset(f.xmm[5], 0xa7, 16);
+  assert_ok(vmm_vcpu_set_fpu(t.vcpu, &f));
+  const uint32_t new_mxcsr = 0x3f80;
+  assert_ok(vmm_mem_write(t.vm, 0x20020, &new_mxcsr, 4));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  uint8_t out[32];
+  assert_ok(vmm_mem_read(t.vm, 0x20000, out, sizeof(out)));
+  uint32_t mxcsr;
+  uint16_t fcw;
+  memcpy(&mxcsr, out, 4);
+  memcpy(&fcw, out + 4, 2);
+  assert_int_equal(mxcsr, 0x9fc0);
+  assert_int_equal(fcw, 0x27f);
+  for (int i = 0; i < 16; i++)
+    assert_int_equal(out[16 + i], 0xa7);
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  assert_int_equal(f.mxcsr, 0x3f80);
+  vmmt_fini(&t);
+}
+
 static void test_xsave(void **state) {
   (void)state;
   struct vmmt t;
@@ -1258,6 +1295,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_sregs_invalid),
       cmocka_unit_test(test_sregs_held_or_refused),
       cmocka_unit_test(test_fpu),
+      cmocka_unit_test(test_fpu_seen_by_guest),
       cmocka_unit_test(test_xsave),
       cmocka_unit_test(test_xcr0),
       cmocka_unit_test(test_msrs),
