@@ -402,13 +402,16 @@ static int enter(vmm_vcpu *vcpu) {
 }
 
 static void leave(vmm_vcpu *vcpu) {
+  vmm_vm *vm = vcpu->vm;
   pthread_mutex_lock(&vcpu->lock);
   vcpu->running = false;
   vcpu->has_run = true;
-  if (vcpu->vm->ops->vcpu_leave != NULL)
-    vcpu->vm->ops->vcpu_leave(vcpu);
-  atomic_fetch_sub(&vcpu->vm->running, 1);
+  if (vm->ops->vcpu_leave != NULL)
+    vm->ops->vcpu_leave(vcpu);
   pthread_mutex_unlock(&vcpu->lock);
+  /* Last: once the count drops, vmm_vm_destroy() may free the vCPU, so
+     nothing of it may be touched after this. */
+  atomic_fetch_sub(&vm->running, 1);
 }
 
 /*
