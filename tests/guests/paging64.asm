@@ -2,12 +2,13 @@
 ; for the low memory, a 4 KiB page mapping 0x40000000 to 0x30000 and a
 ; 2 MiB page mapping 0x40200000 to 0; the guest switches CR3 to them,
 ; writes through both aliases and reads the data back through identity.
-; (No 1 GiB page: this host's KVM does not offer them in CPUID.)
+; (No 1 GiB page: this host's KVM does not offer them in CPUID.) The
+; processor sets accessed and dirty in the identity PDE it wrote through.
 ; mode: long64
 ; expect: rax=0xcafebabe rbx=0x11 rcx=0x5a cr3=0x40000
 ; expect-mem: 0x30010 be ba fe ca
 ; expect-mem: 0x30020 11
-; expect-mem: 0x42000 83 00 00 00
+; expect-mem: 0x42000 e3 00 00 00
 bits 64
 org 0x10000
     ; PML4 0x40000 -> PDPT 0x41000
