@@ -83,6 +83,20 @@ static void mmu_init(struct mmu *m, enum vmm_cpu_mode mode) {
 
 static void mmu_fini(struct mmu *m) { assert_ok(vmm_vm_destroy(m->vm)); }
 
+/* Offer or withdraw 1 GiB pages (CPUID 0x80000001 EDX bit 26). */
+static void gbpages(struct mmu *m, bool on) {
+  struct vmm_cpuid_entry e[VMM_CPUID_MAX_ENTRIES];
+  size_t n = VMM_CPUID_MAX_ENTRIES;
+  assert_ok(vmm_vcpu_get_cpuid(m->vcpu, e, &n));
+  for (size_t i = 0; i < n; i++)
+    if (e[i].function == 0x80000001)
+      e[i].edx = on ? e[i].edx | (1u << 26) : e[i].edx & ~(1u << 26);
+  assert_ok(vmm_vcpu_set_cpuid(m->vcpu, e, n));
+  m->pg.gbpages = on;
+}
+
+
+
 /* Switch paging registers; cr0 bits are added to the mode's CR0. */
 static void paging(struct mmu *m, uint64_t cr0, uint64_t cr3, uint64_t cr4,
                    uint64_t efer) {
@@ -104,7 +118,8 @@ static void paging(struct mmu *m, uint64_t cr0, uint64_t cr3, uint64_t cr4,
                                  .cr3 = s.cr3,
                                  .cr4 = s.cr4,
                                  .efer = s.efer,
-                                 .maxphyaddr = m->maxphy};
+                                 .maxphyaddr = m->maxphy,
+                                 .gbpages = m->pg.gbpages};
     return;
   }
   assert_ok(rc);
@@ -407,6 +422,7 @@ static void test_paging64_sizes(void **state) {
   struct mmu m;
   mmu_init(&m, VMM_MODE_LONG64);
   tables64(&m);
+  gbpages(&m, true);
   long_paging(&m, 0, 0, 0);
 
   struct vmm_translation t;
@@ -426,6 +442,10 @@ static void test_paging64_sizes(void **state) {
   expect_ok(&m, 0xb123, R, 0x3123, 0x1000);
   /* The top of the canonical space: PML4E 511. */
   expect_ok(&m, 0xffffff8000005000ull, R, 0x5000, 0x1000);
+  /* Without 1 GiB pages in CPUID, PS in a PDPTE is a reserved bit. */
+  gbpages(&m, false);
+  expect_pf(&m, GIB + 0x12345678, W, PF_P | PF_W | PF_RSVD);
+  expect_ok(&m, 0x2abcde, R, 0x2abcde, 2ull << 20);
   mmu_fini(&m);
 }
 
@@ -434,6 +454,7 @@ static void test_paging64_faults(void **state) {
   struct mmu m;
   mmu_init(&m, VMM_MODE_LONG64);
   tables64(&m);
+  gbpages(&m, true);
   long_paging(&m, 0, 0, 0);
 
   /* Not present at each level. */
@@ -586,6 +607,7 @@ static void test_ad_bits64(void **state) {
   uint64_t bm[4];
   mmu_init(&m, VMM_MODE_LONG64);
   tables64(&m);
+  gbpages(&m, true);
   long_paging(&m, 0, 0, 0);
   assert_ok(vmm_mem_dirty_log_get(m.vm, m.table_slot, bm, sizeof(bm)));
 

@@ -64,6 +64,7 @@ struct vmm__paging {
   uint64_t cr0, cr3, cr4, efer;
   bool ac;              /* RFLAGS.AC, for SMAP */
   unsigned maxphyaddr;  /* physical address width, 32..52 */
+  bool gbpages;         /* 1 GiB pages offered (CPUID 0x80000001 EDX.26) */
 };
 
 /*

@@ -169,7 +169,9 @@ int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
       rsvd = rsvd64 | PTE_NX | 0x1e6ull;
     } else {
       rsvd = rsvd64;
-      if (lvl >= 3 || (lvl == 2 && levels == 3))
+      /* PS is reserved above the PDPTE, and in the PDPTE unless the
+         vCPU offers 1 GiB pages. */
+      if (lvl >= 3 || (lvl == 2 && !pg->gbpages))
         rsvd |= PTE_PS;
       if ((lvl == 1 || lvl == 2) && (e & PTE_PS)) {
         leaf = true;
