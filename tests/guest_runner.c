@@ -21,6 +21,8 @@
  *   input:   bytes returned, in order, by reads of port 0xea
  *   inject-on-hlt: VECTOR COUNT  inject an interrupt at each of the first
  *            COUNT HLT exits and resume
+ *   inject-on-port: VECTOR  inject an interrupt whenever the guest writes
+ *            port 0xec (for CPL 3 guests, which cannot halt)
  *   exception-exits: MASK
  *   insn-limit: N              (engines without it skip the test)
  *   engines: the engines this guest is meant for (default: all)
@@ -41,7 +43,8 @@
  * ones, which end by writing to port 0xeb (hlt is privileged).
  *
  * Devices: port 0xe9 collects output; port 0xea returns input bytes; a
- * write to port 0xeb stops the vCPU ("done");
+ * write to port 0xeb stops the vCPU ("done"); port 0xec, see
+ * inject-on-port;
  * MMIO 0xd0000000-0xd0000fff is a scratch device that stores writes and
  * returns them on reads, counting accesses.
  */
@@ -94,6 +97,7 @@ struct spec {
   uint8_t input[256];
   size_t ninput;
   unsigned inject_vector, inject_count;
+  int inject_port_vector; /* -1: none */
   uint32_t exc_mask;
   uint64_t insn_limit;
   bool engines_set, want_kvm, want_bt;
@@ -201,6 +205,7 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
   sp->expect_vector = -1;
   sp->expect_mmio = -1;
   sp->host_limit_exit = -1;
+  sp->inject_port_vector = -1;
 
   FILE *f = fopen(asm_path, "r");
   if (!f)
@@ -274,6 +279,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       }
     } else if (!strcmp(key, "inject-on-hlt")) {
       sscanf(val, "%i %u", (int *)&sp->inject_vector, &sp->inject_count);
+    } else if (!strcmp(key, "inject-on-port")) {
+      sp->inject_port_vector = (int)parse_num(val);
     } else if (!strcmp(key, "exception-exits")) {
       sp->exc_mask = (uint32_t)parse_num(val);
     } else if (!strcmp(key, "insn-limit")) {
@@ -386,6 +393,15 @@ static int done_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
   return vmm_vcpu_kick(vcpu);
 }
 
+static int inject_port(vmm_vcpu *vcpu, uint64_t port, void *data,
+                       uint32_t len, bool is_write, void *opaque) {
+  struct result *r = opaque;
+  (void)port, (void)data, (void)len;
+  if (!is_write || r->spec->inject_port_vector < 0)
+    return VMM_IO_DECLINED;
+  return vmm_vcpu_inject_irq(vcpu, (uint8_t)r->spec->inject_port_vector);
+}
+
 static int scratch_mmio(vmm_vcpu *vcpu, uint64_t addr, void *data,
                         uint32_t len, bool is_write, void *opaque) {
   struct result *r = opaque;
@@ -477,6 +493,8 @@ static int run_guest(const struct spec *sp, enum vmm_engine_kind engine,
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xe9, 1, out_port, res), 0);
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xea, 1, in_port, res), 0);
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xeb, 1, done_port, res), 0);
+  assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xec, 1, inject_port, res),
+                   0);
   assert_int_equal(
       vmm_io_register(vm, VMM_IO_MMIO, MMIO_BASE, MMIO_SIZE, scratch_mmio, res), 0);
 
