@@ -264,9 +264,9 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       struct reg_value rv[8];
       size_t n = parse_regs(val, rv, 8);
       for (size_t i = 0; i < n && sp->nmsrs < 8; i++)
-        sp->msrs[sp->nmsrs++] = (struct vmm_msr){
-            .index = (uint32_t)strtoul(rv[i].name, NULL, 0),
-            .value = rv[i].value};
+        sp->msrs[sp->nmsrs++] =
+            (struct vmm_msr){.index = (uint32_t)strtoul(rv[i].name, NULL, 0),
+                             .value = rv[i].value};
     } else if (!strcmp(key, "reg")) {
       sp->ninit += parse_regs(val, sp->init + sp->ninit, 24 - sp->ninit);
     } else if (!strcmp(key, "input")) {
@@ -393,8 +393,8 @@ static int done_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
   return vmm_vcpu_kick(vcpu);
 }
 
-static int inject_port(vmm_vcpu *vcpu, uint64_t port, void *data,
-                       uint32_t len, bool is_write, void *opaque) {
+static int inject_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                       bool is_write, void *opaque) {
   struct result *r = opaque;
   (void)port, (void)data, (void)len;
   if (!is_write || r->spec->inject_port_vector < 0)

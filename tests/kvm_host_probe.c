@@ -34,8 +34,8 @@ static void die(const char *what) {
   exit(1);
 }
 
-static void seg(struct kvm_segment *s, uint16_t sel, int type, int dpl,
-                int l, int db) {
+static void seg(struct kvm_segment *s, uint16_t sel, int type, int dpl, int l,
+                int db) {
   memset(s, 0, sizeof(*s));
   s->selector = sel;
   s->type = (uint8_t)type;
@@ -67,8 +67,8 @@ static void vm_init(struct vm *v, int cpl) {
   if ((v->vcpu = ioctl(v->fd, KVM_CREATE_VCPU, 0)) < 0)
     die("KVM_CREATE_VCPU");
   int size = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
-  v->run = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                v->vcpu, 0);
+  v->run =
+      mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu, 0);
   struct {
     struct kvm_cpuid2 c;
     struct kvm_cpuid_entry2 e[256];
@@ -204,9 +204,9 @@ static void probe_dirty_reads(void) {
                                           .userspace_addr = (uintptr_t)d};
   ioctl(v.fd, KVM_SET_USER_MEMORY_REGION, &r);
   /* mov byte [0x400000], 1; mov al, [0x406000]; out 0xeb, al */
-  static const uint8_t c[] = {0xc6, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00,
-                              0x01, 0x8a, 0x04, 0x25, 0x00, 0x60, 0x40,
-                              0x00, 0xe6, 0xeb};
+  static const uint8_t c[] = {0xc6, 0x04, 0x25, 0x00, 0x00, 0x40,
+                              0x00, 0x01, 0x8a, 0x04, 0x25, 0x00,
+                              0x60, 0x40, 0x00, 0xe6, 0xeb};
   code(&v, CODE, c, sizeof(c));
   struct kvm_regs g;
   ioctl(v.vcpu, KVM_GET_REGS, &g);
@@ -255,8 +255,8 @@ static void probe_int80(void) {
   vm_init(&v, 3);
   static const uint8_t user[] = {0xcd, 0x80, 0xe6, 0xeb};
   /* mov [0x30000], rsp; iretq */
-  static const uint8_t h80[] = {0x48, 0x89, 0x24, 0x25, 0x00, 0x00,
-                                0x03, 0x00, 0x48, 0xcf};
+  static const uint8_t h80[] = {0x48, 0x89, 0x24, 0x25, 0x00,
+                                0x00, 0x03, 0x00, 0x48, 0xcf};
   /* pop rax; mov [0x30010], rax; hlt */
   static const uint8_t hflt[] = {0x58, 0x48, 0x89, 0x04, 0x25,
                                  0x10, 0x00, 0x03, 0x00, 0xf4};
@@ -311,8 +311,7 @@ static void probe_sysret(void) {
   char buf[160];
   snprintf(buf, sizeof(buf), "%s at rip 0x%llx%s", exit_name(x),
            (unsigned long long)g.rip,
-           x == KVM_EXIT_HLT ? " (a fault handler ran: #GP on sysretq)"
-                             : "");
+           x == KVM_EXIT_HLT ? " (a fault handler ran: #GP on sysretq)" : "");
   report("syscall / sysretq:", buf, "I/O exit after sysretq");
   vm_fini(&v);
 }
@@ -325,9 +324,8 @@ static void probe_iopl(void) {
   /* out 0xec, al; jmp $ */
   static const uint8_t user[] = {0xe6, 0xec, 0xeb, 0xfe};
   /* mov rax, [rsp + 16]; mov [0x30000], rax; out 0xeb, al */
-  static const uint8_t h[] = {0x48, 0x8b, 0x44, 0x24, 0x10, 0x48, 0x89,
-                              0x04, 0x25, 0x00, 0x00, 0x03, 0x00, 0xe6,
-                              0xeb};
+  static const uint8_t h[] = {0x48, 0x8b, 0x44, 0x24, 0x10, 0x48, 0x89, 0x04,
+                              0x25, 0x00, 0x00, 0x03, 0x00, 0xe6, 0xeb};
   code(&v, CODE, user, sizeof(user));
   code(&v, CODE + 0x100, h, sizeof(h));
   gate(&v, 0x40, CODE + 0x100, 0);
@@ -365,8 +363,7 @@ static void probe_cpuid(void) {
   struct {
     struct kvm_cpuid2 c;
     struct kvm_cpuid_entry2 e[1];
-  } cpuid = {.c.nent = 1,
-             .e = {{.function = 0x40000000, .ebx = 0x11111111}}};
+  } cpuid = {.c.nent = 1, .e = {{.function = 0x40000000, .ebx = 0x11111111}}};
   ioctl(v.vcpu, KVM_SET_CPUID2, &cpuid);
   /* mov eax, 0x40000000; cpuid; out 0xeb, al */
   static const uint8_t c[] = {0xb8, 0x00, 0x00, 0x00, 0x40,

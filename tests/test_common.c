@@ -79,9 +79,9 @@ static void test_plain_errno(void **state) {
 
 static void test_unknown_codes(void **state) {
   (void)state;
-  static const int unknown[] = {1,     77,    INT_MAX,
-                                INT_MIN, -4095, VMM__ERRBASE,
-                                VMM__ERRBASE - 100, -100000};
+  static const int unknown[] = {
+      1,      77, INT_MAX, INT_MIN, -4095, VMM__ERRBASE, VMM__ERRBASE - 100,
+      -100000};
   for (size_t i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
     const char *s = vmm_strerror(unknown[i]);
     assert_non_null(s);
@@ -97,8 +97,8 @@ static void test_version(void **state) {
   assert_int_equal(vmm_version() >> 16, VMM_VERSION_MAJOR);
   assert_int_equal((vmm_version() >> 8) & 0xff, VMM_VERSION_MINOR);
   assert_int_equal(vmm_version() & 0xff, VMM_VERSION_PATCH);
-  snprintf(want, sizeof(want), "%d.%d.%d", VMM_VERSION_MAJOR,
-           VMM_VERSION_MINOR, VMM_VERSION_PATCH);
+  snprintf(want, sizeof(want), "%d.%d.%d", VMM_VERSION_MAJOR, VMM_VERSION_MINOR,
+           VMM_VERSION_PATCH);
   assert_string_equal(vmm_version_string(), want);
 }
 

@@ -35,7 +35,7 @@ struct recorder {
   vmm_vm *vm, *other_vm;
   int reg_rc, unreg_rc, mmio_reg_rc, other_rc;
   bool try_register;
-  char *seq; /* if set, accepted byte writes are appended here */
+  char *seq;        /* if set, accepted byte writes are appended here */
   int decline_read; /* decline the read with this index (-1: none) */
   unsigned reads;
 };
@@ -99,8 +99,7 @@ static void test_register_bad_args(void **state) {
   vmm_vm *vm = vmmt_vm_create(1, 0);
   assert_vmm(vmm_io_register(NULL, VMM_IO_PORT, 0x10, 1, dummy, NULL),
              VMM_EINVAL);
-  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10, 1, NULL, NULL),
-             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10, 1, NULL, NULL), VMM_EINVAL);
   assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10, 0, dummy, NULL),
              VMM_EINVAL);
   assert_vmm(vmm_io_register(vm, (enum vmm_io_space)2, 0x10, 1, dummy, NULL),
@@ -117,16 +116,13 @@ static void test_register_bad_args(void **state) {
   /* MMIO space is the physical address space, below 2^52. */
   assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, 1ull << 52, 1, dummy, NULL),
              VMM_EINVAL);
-  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 8, dummy,
-                             NULL),
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 8, dummy, NULL),
              VMM_EINVAL);
   assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, UINT64_MAX, 2, dummy, NULL),
              VMM_EINVAL);
-  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, 0x1000, UINT64_MAX, dummy,
-                             NULL),
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, 0x1000, UINT64_MAX, dummy, NULL),
              VMM_EINVAL);
-  assert_ok(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 4, dummy,
-                            NULL));
+  assert_ok(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 4, dummy, NULL));
   assert_ok(vmm_vm_destroy(vm));
 }
 
@@ -152,8 +148,7 @@ static void check_overlaps(vmm_vm *vm, enum vmm_io_space sp, uint64_t b) {
   assert_ok(vmm_io_register(vm, sp, b - 0x10, 0x10, dummy, NULL));
   assert_ok(vmm_io_register(vm, sp, b + 0x10, 0x10, dummy, NULL));
   assert_vmm(vmm_io_register(vm, sp, b - 0x11, 1, dummy, NULL), 0);
-  assert_vmm(vmm_io_register(vm, sp, b - 0x12, 2, dummy, NULL),
-             VMM_EOVERLAP);
+  assert_vmm(vmm_io_register(vm, sp, b - 0x12, 2, dummy, NULL), VMM_EOVERLAP);
 }
 
 static void test_register_overlap(void **state) {
@@ -194,9 +189,9 @@ static void test_port_dispatch_sizes(void **state) {
   vmmt_run_to_port(t.vcpu, 0xeb);
   assert_int_equal(r.n, 6);
   static const struct access want[] = {
-      {0x10, 1, true, 0x11, 0},         {0x12, 2, true, 0x2233, 0},
-      {0x14, 4, true, 0x44556677, 0},   {0x10, 1, false, 0x1b, 0},
-      {0x12, 2, false, 0x071c, 0},      {0x14, 4, false, 0xe5f6071d, 0},
+      {0x10, 1, true, 0x11, 0},       {0x12, 2, true, 0x2233, 0},
+      {0x14, 4, true, 0x44556677, 0}, {0x10, 1, false, 0x1b, 0},
+      {0x12, 2, false, 0x071c, 0},    {0x14, 4, false, 0xe5f6071d, 0},
   };
   for (unsigned i = 0; i < 6; i++) {
     assert_int_equal(r.log[i].addr, want[i].addr);

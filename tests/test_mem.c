@@ -31,13 +31,12 @@ static void test_slot_add_bad_args(void **state) {
   assert_vmm(vmm_mem_slot_add(vm, GPA_LIMIT, PAGE, NULL, 0, NULL), VMM_EINVAL);
   assert_vmm(vmm_mem_slot_add(vm, GPA_LIMIT - PAGE, 2 * PAGE, NULL, 0, NULL),
              VMM_EINVAL);
-  assert_vmm(vmm_mem_slot_add(vm, 1ull << 63, PAGE, NULL, 0, NULL),
-             VMM_EINVAL);
+  assert_vmm(vmm_mem_slot_add(vm, 1ull << 63, PAGE, NULL, 0, NULL), VMM_EINVAL);
   /* gpa + size wraps around. */
   assert_vmm(vmm_mem_slot_add(vm, PAGE, UINT64_MAX - PAGE + 1, NULL, 0, NULL),
              VMM_EINVAL);
-  assert_vmm(vmm_mem_slot_add(vm, GPA_LIMIT - PAGE, UINT64_MAX - PAGE + 1,
-                              NULL, 0, NULL),
+  assert_vmm(vmm_mem_slot_add(vm, GPA_LIMIT - PAGE, UINT64_MAX - PAGE + 1, NULL,
+                              0, NULL),
              VMM_EINVAL);
 
   /* Nothing was added by the failed calls. */
@@ -109,8 +108,8 @@ static void test_slot_info_list(void **state) {
   assert_true(caller != MAP_FAILED);
 
   /* Added out of order; listed by gpa. */
-  assert_ok(vmm_mem_slot_add(vm, 0x300000, 2 * PAGE, NULL, VMM_MEM_DIRTY_LOG,
-                             &a));
+  assert_ok(
+      vmm_mem_slot_add(vm, 0x300000, 2 * PAGE, NULL, VMM_MEM_DIRTY_LOG, &a));
   assert_ok(vmm_mem_slot_add(vm, 0x100000, 3 * PAGE, caller, 0, &b));
   assert_ok(vmm_mem_slot_add(vm, 0x200000, PAGE, NULL, VMM_MEM_READONLY, &c));
   assert_true(a != b && b != c && a != c);
@@ -199,20 +198,18 @@ static void test_slot_max(void **state) {
   uint32_t ids[VMM_MEM_MAX_SLOTS];
   uint64_t seen = 0;
   for (unsigned i = 0; i < VMM_MEM_MAX_SLOTS; i++) {
-    assert_ok(vmm_mem_slot_add(vm, (uint64_t)i * 2 * PAGE, PAGE, NULL, 0,
-                               &ids[i]));
+    assert_ok(
+        vmm_mem_slot_add(vm, (uint64_t)i * 2 * PAGE, PAGE, NULL, 0, &ids[i]));
     assert_true(ids[i] < 64);
     assert_false(seen & (1ull << ids[i]));
     seen |= 1ull << ids[i];
   }
-  assert_vmm(vmm_mem_slot_add(vm, 0x10000000, PAGE, NULL, 0, NULL),
-             VMM_ENOSPC);
+  assert_vmm(vmm_mem_slot_add(vm, 0x10000000, PAGE, NULL, 0, NULL), VMM_ENOSPC);
   assert_ok(vmm_mem_slot_remove(vm, ids[10]));
   uint32_t again;
   assert_ok(vmm_mem_slot_add(vm, 0x10000000, PAGE, NULL, 0, &again));
   assert_int_equal(again, ids[10]);
-  assert_vmm(vmm_mem_slot_add(vm, 0x20000000, PAGE, NULL, 0, NULL),
-             VMM_ENOSPC);
+  assert_vmm(vmm_mem_slot_add(vm, 0x20000000, PAGE, NULL, 0, NULL), VMM_ENOSPC);
   assert_ok(vmm_vm_destroy(vm));
 }
 
@@ -239,8 +236,7 @@ static void test_caller_memory_and_memfd(void **state) {
   assert_ok(vmm_mem_slot_info(vm, b, &info));
   const char msg[] = "shared through the memfd";
   assert_ok(vmm_mem_write(vm, 0x200100, msg, sizeof(msg)));
-  uint8_t *again =
-      mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, info.fd, 0);
+  uint8_t *again = mmap(NULL, 2 * PAGE, PROT_READ, MAP_SHARED, info.fd, 0);
   assert_true(again != MAP_FAILED);
   assert_memory_equal(again + 0x100, msg, sizeof(msg));
   assert_memory_equal((uint8_t *)info.host + 0x100, msg, sizeof(msg));
@@ -258,8 +254,7 @@ static void test_copy_across_slots(void **state) {
   (void)state;
   vmm_vm *vm = vmmt_vm_create(1, 0);
   assert_ok(vmm_mem_slot_add(vm, 0x100000, 2 * PAGE, NULL, 0, NULL));
-  assert_ok(vmm_mem_slot_add(vm, 0x102000, PAGE, NULL, VMM_MEM_READONLY,
-                             NULL));
+  assert_ok(vmm_mem_slot_add(vm, 0x102000, PAGE, NULL, VMM_MEM_READONLY, NULL));
   assert_ok(vmm_mem_slot_add(vm, 0x103000, PAGE, NULL, 0, NULL));
 
   uint8_t out[0x2800], in[0x2800];
@@ -338,8 +333,7 @@ static void test_gpa_to_hva(void **state) {
   hva = (void *)0x1;
   /* One byte past the slot, even into the adjacent one. */
   assert_vmm(vmm_mem_gpa_to_hva(vm, 0x101fff, 2, &hva), VMM_ENOMAP);
-  assert_vmm(vmm_mem_gpa_to_hva(vm, 0x100000, 2 * PAGE + 1, &hva),
-             VMM_ENOMAP);
+  assert_vmm(vmm_mem_gpa_to_hva(vm, 0x100000, 2 * PAGE + 1, &hva), VMM_ENOMAP);
   assert_vmm(vmm_mem_gpa_to_hva(vm, 0xfffff, 2, &hva), VMM_ENOMAP);
   assert_vmm(vmm_mem_gpa_to_hva(vm, 0x103000, 1, &hva), VMM_ENOMAP);
   assert_vmm(vmm_mem_gpa_to_hva(vm, GPA_LIMIT, 1, &hva), VMM_ENOMAP);
@@ -361,9 +355,9 @@ static void test_readonly_slot(void **state) {
   (void)state;
   /* mov rbx, RO_GPA; mov eax, [rbx]; mov dword [rbx+8], 0xcafef00d;
      mov ecx, [rbx+8]; out 0xeb, al */
-  static const uint8_t code[] = {
-      0x48, 0xc7, 0xc3, 0x00, 0x00, 0x40, 0x00, 0x8b, 0x03, 0xc7, 0x43,
-      0x08, 0x0d, 0xf0, 0xfe, 0xca, 0x8b, 0x4b, 0x08, 0xe6, 0xeb};
+  static const uint8_t code[] = {0x48, 0xc7, 0xc3, 0x00, 0x00, 0x40, 0x00,
+                                 0x8b, 0x03, 0xc7, 0x43, 0x08, 0x0d, 0xf0,
+                                 0xfe, 0xca, 0x8b, 0x4b, 0x08, 0xe6, 0xeb};
   struct vmmt t;
   vmmt_init(&t, VMM_MODE_LONG64, 3);
   uint32_t ro;
@@ -409,14 +403,13 @@ static int log_mmio(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
 
 static void test_readonly_slot_mmio_handler(void **state) {
   (void)state;
-  static const uint8_t code[] = {
-      0x48, 0xc7, 0xc3, 0x00, 0x00, 0x40, 0x00, 0x8b, 0x03, 0xc7, 0x43,
-      0x08, 0x0d, 0xf0, 0xfe, 0xca, 0x8b, 0x4b, 0x08, 0xe6, 0xeb};
+  static const uint8_t code[] = {0x48, 0xc7, 0xc3, 0x00, 0x00, 0x40, 0x00,
+                                 0x8b, 0x03, 0xc7, 0x43, 0x08, 0x0d, 0xf0,
+                                 0xfe, 0xca, 0x8b, 0x4b, 0x08, 0xe6, 0xeb};
   struct vmmt t;
   struct mmio_log log = {0};
   vmmt_init(&t, VMM_MODE_LONG64, 3);
-  assert_ok(vmm_mem_slot_add(t.vm, RO_GPA, PAGE, NULL, VMM_MEM_READONLY,
-                             NULL));
+  assert_ok(vmm_mem_slot_add(t.vm, RO_GPA, PAGE, NULL, VMM_MEM_READONLY, NULL));
   assert_ok(vmm_io_register(t.vm, VMM_IO_MMIO, RO_GPA, PAGE, log_mmio, &log));
   vmmt_load(&t, VMMT_CODE, code, sizeof(code));
   vmmt_run_to_port(t.vcpu, 0xeb);
@@ -463,8 +456,8 @@ static void test_dirty_log(void **state) {
      so only there page 6 may be set. Every written page must be. */
   if (vmmt_engine == VMM_ENGINE_KVM)
     bm[0] &= ~(1ull << 6);
-  assert_int_equal(bm[0], (1ull << 0) | (1ull << 3) | (1ull << 5) |
-                              (1ull << 63));
+  assert_int_equal(bm[0],
+                   (1ull << 0) | (1ull << 3) | (1ull << 5) | (1ull << 63));
   assert_int_equal(bm[1], 1ull << 0);
   assert_int_equal(bm[2], 1ull << (129 - 128));
 

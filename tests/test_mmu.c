@@ -65,11 +65,11 @@ static void mmu_init(struct mmu *m, enum vmm_cpu_mode mode) {
   m->vm = vmmt_vm_create(1, 0);
   assert_ok(vmm_mem_slot_add(m->vm, 0, 1ull << 20, NULL, VMM_MEM_DIRTY_LOG,
                              &m->table_slot));
-  assert_ok(vmm_mem_slot_add(m->vm, 1ull << 20, RAM - (1ull << 20), NULL, 0,
-                             NULL));
+  assert_ok(
+      vmm_mem_slot_add(m->vm, 1ull << 20, RAM - (1ull << 20), NULL, 0, NULL));
   assert_ok(vmm_vcpu_create(m->vm, 0, &m->vcpu));
-  struct vmm_mode_setup ms = {.mode = mode, .tables = MODE_TABLES,
-                              .identity_size = 1ull << 30};
+  struct vmm_mode_setup ms = {
+      .mode = mode, .tables = MODE_TABLES, .identity_size = 1ull << 30};
   assert_ok(vmm_vcpu_set_mode(m->vcpu, &ms));
   struct vmm_cpuid_entry e[VMM_CPUID_MAX_ENTRIES];
   size_t n = VMM_CPUID_MAX_ENTRIES;
@@ -81,7 +81,9 @@ static void mmu_init(struct mmu *m, enum vmm_cpu_mode mode) {
   assert_true(m->maxphy >= 32 && m->maxphy <= 52);
 }
 
-static void mmu_fini(struct mmu *m) { assert_ok(vmm_vm_destroy(m->vm)); }
+static void mmu_fini(struct mmu *m) {
+  assert_ok(vmm_vm_destroy(m->vm));
+}
 
 /* Offer or withdraw 1 GiB pages (CPUID 0x80000001 EDX bit 26). */
 static void gbpages(struct mmu *m, bool on) {
@@ -94,8 +96,6 @@ static void gbpages(struct mmu *m, bool on) {
   assert_ok(vmm_vcpu_set_cpuid(m->vcpu, e, n));
   m->pg.gbpages = on;
 }
-
-
 
 /* Switch paging registers; cr0 bits are added to the mode's CR0. */
 static void paging(struct mmu *m, uint64_t cr0, uint64_t cr3, uint64_t cr4,
@@ -156,13 +156,13 @@ static uint64_t r64(struct mmu *m, uint64_t gpa) {
   return v;
 }
 
-#define expect_ok(m, gva, acc, want_gpa, want_size)                           \
+#define expect_ok(m, gva, acc, want_gpa, want_size)                            \
   do {                                                                         \
     struct vmm_translation t_;                                                 \
-    int rc_ = xlate((m), (gva), (acc), &t_);                \
+    int rc_ = xlate((m), (gva), (acc), &t_);                                   \
     if (rc_ != 0)                                                              \
-      fail_msg("translate 0x%llx access %u: %s, error code 0x%x",             \
-               (unsigned long long)(gva), (unsigned)(acc), vmm_err_name(rc_), \
+      fail_msg("translate 0x%llx access %u: %s, error code 0x%x",              \
+               (unsigned long long)(gva), (unsigned)(acc), vmm_err_name(rc_),  \
                t_.error_code);                                                 \
     assert_int_equal(t_.gpa, (want_gpa));                                      \
     assert_int_equal(t_.page_size, (want_size));                               \
@@ -171,15 +171,15 @@ static uint64_t r64(struct mmu *m, uint64_t gpa) {
 #define expect_pf(m, gva, acc, want_ec)                                        \
   do {                                                                         \
     struct vmm_translation t_;                                                 \
-    int rc_ = xlate((m), (gva), (acc), &t_);                \
+    int rc_ = xlate((m), (gva), (acc), &t_);                                   \
     if (rc_ != VMM_EPAGEFAULT)                                                 \
-      fail_msg("translate 0x%llx access %u: %s (gpa 0x%llx), expected a "     \
+      fail_msg("translate 0x%llx access %u: %s (gpa 0x%llx), expected a "      \
                "page fault",                                                   \
-               (unsigned long long)(gva), (unsigned)(acc), vmm_err_name(rc_), \
+               (unsigned long long)(gva), (unsigned)(acc), vmm_err_name(rc_),  \
                (unsigned long long)t_.gpa);                                    \
     if (t_.error_code != (want_ec))                                            \
-      fail_msg("translate 0x%llx access %u: error code 0x%x, expected 0x%x",  \
-               (unsigned long long)(gva), (unsigned)(acc), t_.error_code,     \
+      fail_msg("translate 0x%llx access %u: error code 0x%x, expected 0x%x",   \
+               (unsigned long long)(gva), (unsigned)(acc), t_.error_code,      \
                (unsigned)(want_ec));                                           \
   } while (0)
 
@@ -190,10 +190,10 @@ static uint64_t r64(struct mmu *m, uint64_t gpa) {
 #define PT32 0x11000ull
 
 static void tables32(struct mmu *m) {
-  w32(m, PD32 + 1 * 4, PT32 | P | RW | US);       /* 0x00400000 */
-  w32(m, PT32 + 1 * 4, 0x5000 | P | RW | US);     /* 0x00401000 */
-  w32(m, PT32 + 2 * 4, 0x6000 | P);               /* 0x00402000 */
-  w32(m, PT32 + 4 * 4, 0x7000 | P | US);          /* 0x00404000 */
+  w32(m, PD32 + 1 * 4, PT32 | P | RW | US);   /* 0x00400000 */
+  w32(m, PT32 + 1 * 4, 0x5000 | P | RW | US); /* 0x00401000 */
+  w32(m, PT32 + 2 * 4, 0x6000 | P);           /* 0x00402000 */
+  w32(m, PT32 + 4 * 4, 0x7000 | P | US);      /* 0x00404000 */
   /* 0x00800000: a 4 MiB page with CR4.PSE; without it, a table pointer. */
   w32(m, PD32 + 2 * 4, 0x400000 | P | RW | US | PS);
   w32(m, 0x400000 + 0x12 * 4, 0x9000 | P | RW | US);
@@ -298,13 +298,13 @@ static void test_paging32_exec(void **state) {
 
 static void tables_pae(struct mmu *m) {
   w64(m, PDPT_PAE + 0 * 8, PD_PAE | P);
-  w64(m, PD_PAE + 2 * 8, PT_PAE | P | RW | US);         /* 0x00400000 */
-  w64(m, PT_PAE + 1 * 8, 0x5000 | P | RW | US);         /* 0x00401000 */
-  w64(m, PT_PAE + 2 * 8, 0x6000 | P | RW | US | NX);    /* 0x00402000 */
-  w64(m, PT_PAE + 3 * 8, 0x7000 | P);                   /* 0x00403000 */
-  w64(m, PD_PAE + 3 * 8, 0x200000 | P | RW | PS);       /* 0x00600000 */
+  w64(m, PD_PAE + 2 * 8, PT_PAE | P | RW | US);             /* 0x00400000 */
+  w64(m, PT_PAE + 1 * 8, 0x5000 | P | RW | US);             /* 0x00401000 */
+  w64(m, PT_PAE + 2 * 8, 0x6000 | P | RW | US | NX);        /* 0x00402000 */
+  w64(m, PT_PAE + 3 * 8, 0x7000 | P);                       /* 0x00403000 */
+  w64(m, PD_PAE + 3 * 8, 0x200000 | P | RW | PS);           /* 0x00600000 */
   w64(m, PD_PAE + 4 * 8, 0x200000 | (1ull << 13) | P | PS); /* rsvd */
-  w64(m, PD_PAE + 5 * 8, 0x200000 | P | RW | PS | NX);  /* 0x00a00000 */
+  w64(m, PD_PAE + 5 * 8, 0x200000 | P | RW | PS | NX);      /* 0x00a00000 */
 }
 
 static void test_paging_pae(void **state) {
@@ -368,7 +368,7 @@ static void test_paging_pae_pdpte_reserved(void **state) {
   mmu_init(&m, VMM_MODE_PROT32);
   tables_pae(&m);
   paging(&m, CR0_PG, PDPT_PAE, CR4_PAE, EFER_NXE);
-  uint64_t bits[] = {1ull << 1, 1ull << 2, 1ull << 5, 1ull << 6,
+  uint64_t bits[] = {1ull << 1, 1ull << 2, 1ull << 5,  1ull << 6,
                      1ull << 7, 1ull << 8, 1ull << 63, 0};
   if (m.maxphy < 52)
     bits[7] = 1ull << m.maxphy;
@@ -378,8 +378,8 @@ static void test_paging_pae_pdpte_reserved(void **state) {
     expect_pf(&m, 0x40401000, W | U, PF_P | PF_RSVD | PF_W | PF_U);
   }
   /* Accessed, PWT, PCD and the available bits are not reserved. */
-  w64(&m, PDPT_PAE + 1 * 8, PD_PAE | P | (1ull << 3) | (1ull << 4) |
-                                (7ull << 9));
+  w64(&m, PDPT_PAE + 1 * 8,
+      PD_PAE | P | (1ull << 3) | (1ull << 4) | (7ull << 9));
   expect_ok(&m, 0x40401000, R, 0x5000, 0x1000);
   mmu_fini(&m);
 }
@@ -397,19 +397,19 @@ static void tables64(struct mmu *m) {
   w64(m, PML4 + 0 * 8, PDPT | P | RW | US);
   w64(m, PDPT + 0 * 8, PD | P | RW | US);
   w64(m, PD + 0 * 8, PT | P | RW | US);
-  w64(m, PT + 5 * 8, 0x5000 | P | RW | US);        /* 0x5000: user RW */
-  w64(m, PT + 6 * 8, 0x6000 | P | RW | US | NX);   /* 0x6000: NX */
-  w64(m, PT + 7 * 8, 0x7000 | P | RW);             /* 0x7000: kernel */
-  w64(m, PT + 8 * 8, 0x8000 | P | US);             /* 0x8000: user RO */
-  w64(m, PT + 10 * 8, 0x9000 | P | RW);            /* 0xa000 -> 0x9000 */
-  w64(m, PT + 11 * 8, 0x3000 | P | RW);            /* 0xb000 -> 0x3000 */
-  w64(m, PT + 12 * 8, 0x40000000 | P | RW);        /* outside RAM */
-  w64(m, PD + 1 * 8, 0x200000 | P | RW | US | PS); /* 2 MiB */
+  w64(m, PT + 5 * 8, 0x5000 | P | RW | US);             /* 0x5000: user RW */
+  w64(m, PT + 6 * 8, 0x6000 | P | RW | US | NX);        /* 0x6000: NX */
+  w64(m, PT + 7 * 8, 0x7000 | P | RW);                  /* 0x7000: kernel */
+  w64(m, PT + 8 * 8, 0x8000 | P | US);                  /* 0x8000: user RO */
+  w64(m, PT + 10 * 8, 0x9000 | P | RW);                 /* 0xa000 -> 0x9000 */
+  w64(m, PT + 11 * 8, 0x3000 | P | RW);                 /* 0xb000 -> 0x3000 */
+  w64(m, PT + 12 * 8, 0x40000000 | P | RW);             /* outside RAM */
+  w64(m, PD + 1 * 8, 0x200000 | P | RW | US | PS);      /* 2 MiB */
   w64(m, PD + 2 * 8, 0x400000 | P | PS | (1ull << 13)); /* reserved */
-  w64(m, PDPT + 1 * 8, 0x80000000 | P | RW | PS);  /* 1 GiB */
+  w64(m, PDPT + 1 * 8, 0x80000000 | P | RW | PS);       /* 1 GiB */
   w64(m, PDPT + 2 * 8, 0x80000000 | P | PS | (1ull << 20)); /* reserved */
-  w64(m, PML4 + 1 * 8, PDPT | P | RW | PS);        /* PS in a PML4E */
-  w64(m, PML4 + 511 * 8, PDPT | P | RW);           /* the top 512 GiB */
+  w64(m, PML4 + 1 * 8, PDPT | P | RW | PS);                 /* PS in a PML4E */
+  w64(m, PML4 + 511 * 8, PDPT | P | RW); /* the top 512 GiB */
 }
 
 static void long_paging(struct mmu *m, uint64_t cr0, uint64_t cr4,
@@ -540,12 +540,9 @@ static void test_non_canonical(void **state) {
   tables64(&m);
   long_paging(&m, 0, 0, 0);
   struct vmm_translation t;
-  assert_vmm(xlate(&m, 0x0000800000000000ull, R, &t),
-             VMM_EFAULT);
-  assert_vmm(xlate(&m, 0xffff7fffffffffffull, W, &t),
-             VMM_EFAULT);
-  assert_vmm(xlate(&m, 0x8000000000005000ull, R, &t),
-             VMM_EFAULT);
+  assert_vmm(xlate(&m, 0x0000800000000000ull, R, &t), VMM_EFAULT);
+  assert_vmm(xlate(&m, 0xffff7fffffffffffull, W, &t), VMM_EFAULT);
+  assert_vmm(xlate(&m, 0x8000000000005000ull, R, &t), VMM_EFAULT);
   uint8_t b;
   assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x0000800000000000ull, &b, 1),
              VMM_EFAULT);
@@ -590,8 +587,7 @@ static void test_tables_outside_ram(void **state) {
   paging(&m, CR0_PG, far, CR4_PAE, EFER_NXE);
   expect_pf(&m, 0x5000, R, PF_P | PF_RSVD);
   struct vmm_translation t;
-  assert_vmm(xlate(&m, 0x5000, R | VMM_ACCESS_SET_AD, &t),
-             VMM_EPAGEFAULT);
+  assert_vmm(xlate(&m, 0x5000, R | VMM_ACCESS_SET_AD, &t), VMM_EPAGEFAULT);
   uint8_t b;
   assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x5000, &b, 1), VMM_EPAGEFAULT);
   mmu_fini(&m);
@@ -636,16 +632,13 @@ static void test_ad_bits64(void **state) {
   assert_int_equal(bm[0], 1ull << 0x13);
 
   /* Large pages: D in the PDE / PDPTE that maps the page. */
-  assert_ok(
-      xlate(&m, 0x200000, W | U | VMM_ACCESS_SET_AD, &t));
+  assert_ok(xlate(&m, 0x200000, W | U | VMM_ACCESS_SET_AD, &t));
   assert_int_equal(r64(&m, PD + 8), 0x200000 | P | RW | US | PS | A | D);
   assert_ok(xlate(&m, GIB, W | VMM_ACCESS_SET_AD, &t));
   assert_int_equal(r64(&m, PDPT + 8), 0x80000000 | P | RW | PS | A | D);
 
   /* A faulting access sets nothing. */
-  assert_vmm(xlate(&m, 0x8000, W | U | VMM_ACCESS_SET_AD,
-                                &t),
-             VMM_EPAGEFAULT);
+  assert_vmm(xlate(&m, 0x8000, W | U | VMM_ACCESS_SET_AD, &t), VMM_EPAGEFAULT);
   assert_int_equal(r64(&m, PT + 8 * 8), 0x8000 | P | US);
   mmu_fini(&m);
 }

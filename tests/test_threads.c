@@ -14,7 +14,9 @@
 #define SPIN_ENTRY 0x080
 #define RESULTS 0x20000ull
 
-static uint64_t sum_to(uint64_t n) { return n * (n + 1) / 2; }
+static uint64_t sum_to(uint64_t n) {
+  return n * (n + 1) / 2;
+}
 
 struct worker {
   vmm_vm *vm;

@@ -138,9 +138,9 @@ static void test_regs_invalid(void **state) {
   vmmt_init(&t, VMM_MODE_LONG64, 0);
   struct vmm_regs r, back;
   assert_ok(vmm_vcpu_get_regs(t.vcpu, &r));
-  static const uint64_t bad[] = {1ull << 3,  1ull << 5,  1ull << 15,
-                                 1ull << 17 /* VM86 */, 1ull << 22,
-                                 1ull << 31, 1ull << 32, 1ull << 63};
+  static const uint64_t bad[] = {
+      1ull << 3,  1ull << 5,  1ull << 15, 1ull << 17 /* VM86 */,
+      1ull << 22, 1ull << 31, 1ull << 32, 1ull << 63};
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
     struct vmm_regs b = r;
     b.rflags |= bad[i];
@@ -211,17 +211,17 @@ static void test_sregs_invalid(void **state) {
       fail_msg("accepted: %s", #stmt);                                         \
   } while (0)
 
-  BAD(lm, b.cr0 |= 1ull << 6);            /* reserved CR0 bit */
-  BAD(lm, b.cr0 |= 1ull << 32);           /* CR0 bits 63:32 */
+  BAD(lm, b.cr0 |= 1ull << 6);                 /* reserved CR0 bit */
+  BAD(lm, b.cr0 |= 1ull << 32);                /* CR0 bits 63:32 */
   BAD(pm, b.cr0 = (b.cr0 & ~CR0_PE) | CR0_PG); /* PG without PE */
   BAD(real, b.cr0 |= CR0_PG);
-  BAD(pm, b.cr0 |= 1ull << 29);           /* NW without CD */
-  BAD(lm, b.cr4 |= 1ull << 15);           /* reserved CR4 bit */
+  BAD(pm, b.cr0 |= 1ull << 29); /* NW without CD */
+  BAD(lm, b.cr4 |= 1ull << 15); /* reserved CR4 bit */
   BAD(lm, b.cr4 |= 1ull << 19);
   BAD(lm, b.cr4 |= 1ull << 40);
-  BAD(lm, b.cr8 = 16);                    /* TPR is 4 bits */
-  BAD(lm, b.cr3 = 1ull << 52);            /* beyond physical addresses */
-  BAD(lm, b.efer |= 1ull << 1);           /* reserved EFER bit */
+  BAD(lm, b.cr8 = 16);          /* TPR is 4 bits */
+  BAD(lm, b.cr3 = 1ull << 52);  /* beyond physical addresses */
+  BAD(lm, b.efer |= 1ull << 1); /* reserved EFER bit */
   BAD(lm, b.efer |= 1ull << 20);
   BAD(lm, b.efer &= ~EFER_LMA);           /* LME+PG without LMA */
   BAD(pm, b.efer |= EFER_LMA);            /* LMA without LME+PG */
@@ -318,9 +318,9 @@ static void test_fpu_seen_by_guest(void **state) {
   /* stmxcsr [0x20000]; fnstcw [0x20004]; movdqu [0x20010], xmm5;
      ldmxcsr [0x20020]; out 0xeb, al */
   static const uint8_t code[] = {
-      0x0f, 0xae, 0x1c, 0x25, 0x00, 0x00, 0x02, 0x00, 0xd9, 0x3c, 0x25,
-      0x04, 0x00, 0x02, 0x00, 0xf3, 0x0f, 0x7f, 0x2c, 0x25, 0x10, 0x00,
-      0x02, 0x00, 0x0f, 0xae, 0x14, 0x25, 0x20, 0x00, 0x02, 0x00, 0xe6, 0xeb};
+      0x0f, 0xae, 0x1c, 0x25, 0x00, 0x00, 0x02, 0x00, 0xd9, 0x3c, 0x25, 0x04,
+      0x00, 0x02, 0x00, 0xf3, 0x0f, 0x7f, 0x2c, 0x25, 0x10, 0x00, 0x02, 0x00,
+      0x0f, 0xae, 0x14, 0x25, 0x20, 0x00, 0x02, 0x00, 0xe6, 0xeb};
   struct vmmt t;
   vmmt_init(&t, VMM_MODE_LONG64, 3);
   vmmt_load(&t, VMMT_CODE, code, sizeof(code));
@@ -397,12 +397,12 @@ static void test_xcr0(void **state) {
   const struct vmm_cpuid_entry *d = find_leaf(e, n, 0xd, 0);
   uint64_t allowed = d ? ((uint64_t)d->edx << 32 | d->eax) : 3;
 
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0), VMM_EINVAL);      /* no x87 */
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x2), VMM_EINVAL);    /* no x87 */
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x5), VMM_EINVAL);    /* AVX, no SSE */
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x27), VMM_EINVAL);   /* AVX-512 part */
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0xe3), VMM_EINVAL);   /* no AVX */
-  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x0b), VMM_EINVAL);   /* MPX part */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0), VMM_EINVAL);    /* no x87 */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x2), VMM_EINVAL);  /* no x87 */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x5), VMM_EINVAL);  /* AVX, no SSE */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x27), VMM_EINVAL); /* AVX-512 part */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0xe3), VMM_EINVAL); /* no AVX */
+  assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 0x0b), VMM_EINVAL); /* MPX part */
   assert_vmm(vmm_vcpu_set_xcr0(t.vcpu, 1ull << 62), VMM_EINVAL);
   /* A feature the vCPU's CPUID does not offer. */
   for (unsigned bit = 9; bit < 62; bit++)
@@ -544,8 +544,8 @@ static void test_cpuid_table(void **state) {
   assert_memory_equal(back, e, m * sizeof(e[0]));
 
   /* At CPL 0: mov eax, 0x40000000; cpuid; hlt */
-  static const uint8_t code[] = {0xb8, 0x00, 0x00, 0x00, 0x40, 0x0f, 0xa2,
-                                 0xf4};
+  static const uint8_t code[] = {0xb8, 0x00, 0x00, 0x00,
+                                 0x40, 0x0f, 0xa2, 0xf4};
   vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
   vmmt_load(&t, VMMT_CODE, code, sizeof(code));
   vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
@@ -565,8 +565,7 @@ static void test_cpuid_table(void **state) {
   __asm__ volatile("cpuid"
                    : "=a"(ha), "=b"(hb), "=c"(hc), "=d"(hd)
                    : "a"(0x40000000), "c"(0));
-  if (vmmt_engine == VMM_ENGINE_KVM &&
-      vmmt_reg(t.vcpu, VMM_REG_RBX) == hb &&
+  if (vmmt_engine == VMM_ENGINE_KVM && vmmt_reg(t.vcpu, VMM_REG_RBX) == hb &&
       vmmt_reg(t.vcpu, VMM_REG_RCX) == hc) {
     print_message("host limitation: CPL 3 cpuid is not intercepted by this "
                   "KVM (PVM): the guest sees the host's leaf\n");
@@ -630,7 +629,7 @@ static void test_reg_read_write(void **state) {
   assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_CR8), 9);
   uint64_t v;
   assert_vmm(vmm_vcpu_reg_read(t.vcpu, VMM_REG__COUNT, &v), VMM_EINVAL);
-  assert_vmm(vmm_vcpu_reg_read(t.vcpu, (enum vmm_reg)-1, &v), VMM_EINVAL);
+  assert_vmm(vmm_vcpu_reg_read(t.vcpu, (enum vmm_reg) - 1, &v), VMM_EINVAL);
   assert_vmm(vmm_vcpu_reg_write(t.vcpu, VMM_REG__COUNT, 0), VMM_EINVAL);
   assert_vmm(vmm_vcpu_reg_read(t.vcpu, VMM_REG_RAX, NULL), VMM_EINVAL);
   assert_vmm(vmm_vcpu_reg_read(NULL, VMM_REG_RAX, &v), VMM_EINVAL);
@@ -893,13 +892,16 @@ static void expect_events(const struct event_log *l, const uint16_t *ports,
     if (l->port[i] != ports[i])
       fail_msg("event %u: port 0x%x, expected 0x%x", i, l->port[i], ports[i]);
     if (vals[i] != 0xff && l->value[i] != vals[i])
-      fail_msg("event %u: value 0x%x, expected 0x%x", i, l->value[i],
-               vals[i]);
+      fail_msg("event %u: value 0x%x, expected 0x%x", i, l->value[i], vals[i]);
   }
 }
 
-static int inject_40(vmm_vcpu *vcpu) { return vmm_vcpu_inject_irq(vcpu, 0x40); }
-static int inject_nmi(vmm_vcpu *vcpu) { return vmm_vcpu_inject_nmi(vcpu); }
+static int inject_40(vmm_vcpu *vcpu) {
+  return vmm_vcpu_inject_irq(vcpu, 0x40);
+}
+static int inject_nmi(vmm_vcpu *vcpu) {
+  return vmm_vcpu_inject_nmi(vcpu);
+}
 
 /* The interrupt must not be taken while IF=0: only after sti (whose
    shadow covers the nop). How soon after is up to the engine, as with an
@@ -1208,8 +1210,8 @@ static void check_mode(struct vmmt *t, enum vmm_cpu_mode mode, unsigned cpl) {
   /* The descriptors in memory match the loaded segments. */
   uint64_t code = gdt_entry(t, want_cs);
   assert_int_equal((code >> 40) & 0xff, cpl == 3 ? 0xfb : 0x9b);
-  assert_int_equal((code >> 53) & 1, lm);       /* L */
-  assert_int_equal((code >> 54) & 1, !lm);      /* D */
+  assert_int_equal((code >> 53) & 1, lm);  /* L */
+  assert_int_equal((code >> 54) & 1, !lm); /* D */
   assert_int_equal(gdt_entry(t, want_ds) >> 40 & 0xff, cpl == 3 ? 0xf3 : 0x93);
   /* TSS: the kernel stack, and an I/O bitmap granting every port. */
   uint8_t tss[0x2069];
@@ -1229,13 +1231,12 @@ static void check_mode(struct vmmt *t, enum vmm_cpu_mode mode, unsigned cpl) {
     /* Identity map of 4 GiB in 2 MiB pages, user-accessible at CPL 3. */
     struct vmm_translation tr;
     unsigned user = cpl == 3 ? VMM_ACCESS_USER : 0;
-    assert_ok(vmm_vcpu_translate(t->vcpu, 0xfffff123, VMM_ACCESS_WRITE | user,
-                                 &tr));
+    assert_ok(
+        vmm_vcpu_translate(t->vcpu, 0xfffff123, VMM_ACCESS_WRITE | user, &tr));
     assert_int_equal(tr.gpa, 0xfffff123);
     assert_int_equal(tr.page_size, 2ull << 20);
     assert_int_equal(tr.user, cpl == 3);
-    assert_vmm(vmm_vcpu_translate(t->vcpu, 4ull << 30, 0, &tr),
-               VMM_EPAGEFAULT);
+    assert_vmm(vmm_vcpu_translate(t->vcpu, 4ull << 30, 0, &tr), VMM_EPAGEFAULT);
   }
 }
 

@@ -54,22 +54,36 @@ static void expect_bad(void (*change)(struct vmm_vm_config *), int want) {
   assert_ptr_equal(vm, (vmm_vm *)0x1); /* untouched on failure */
 }
 
-static void no_vcpus(struct vmm_vm_config *c) { c->max_vcpus = 0; }
+static void no_vcpus(struct vmm_vm_config *c) {
+  c->max_vcpus = 0;
+}
 static void many_vcpus(struct vmm_vm_config *c) {
   c->max_vcpus = VMM_MAX_VCPUS + 1;
 }
-static void bad_flags(struct vmm_vm_config *c) { c->flags = 1u << 7; }
-static void pit_alone(struct vmm_vm_config *c) { c->flags = VMM_VM_PIT; }
+static void bad_flags(struct vmm_vm_config *c) {
+  c->flags = 1u << 7;
+}
+static void pit_alone(struct vmm_vm_config *c) {
+  c->flags = VMM_VM_PIT;
+}
 static void bad_engine(struct vmm_vm_config *c) {
   c->engine = (enum vmm_engine_kind)7;
 }
 static void bad_level(struct vmm_vm_config *c) {
   c->log_level = (enum vmm_log_level)(VMM_LOG_DEBUG + 1);
 }
-static void bad_signal_low(struct vmm_vm_config *c) { c->kick_signal = -2; }
-static void bad_signal_high(struct vmm_vm_config *c) { c->kick_signal = 65; }
-static void size_zero(struct vmm_vm_config *c) { c->size = 0; }
-static void size_big(struct vmm_vm_config *c) { c->size = sizeof(*c) + 8; }
+static void bad_signal_low(struct vmm_vm_config *c) {
+  c->kick_signal = -2;
+}
+static void bad_signal_high(struct vmm_vm_config *c) {
+  c->kick_signal = 65;
+}
+static void size_zero(struct vmm_vm_config *c) {
+  c->size = 0;
+}
+static void size_big(struct vmm_vm_config *c) {
+  c->size = sizeof(*c) + 8;
+}
 
 static void test_create_bad_config(void **state) {
   (void)state;
@@ -220,8 +234,8 @@ static void test_destroy_with_everything(void **state) {
   vmm_vm *vm = vmmt_vm_create(4, 0);
   vmm_vcpu *v;
   assert_ok(vmm_mem_slot_add(vm, 0, 0x10000, NULL, 0, NULL));
-  assert_ok(vmm_mem_slot_add(vm, 0x100000, 0x10000, NULL,
-                             VMM_MEM_DIRTY_LOG, NULL));
+  assert_ok(
+      vmm_mem_slot_add(vm, 0x100000, 0x10000, NULL, VMM_MEM_DIRTY_LOG, NULL));
   assert_ok(vmm_vcpu_create(vm, 0, &v));
   assert_ok(vmm_vcpu_create(vm, 3, &v));
   assert_ok(vmm_vm_destroy(vm));

@@ -8,8 +8,8 @@
  * ("kvm" or "bt"; default "kvm"), so the same checks run on both engines.
  * Tests that only make sense on one engine say so with vmmt_skip_unless().
  *
- * Guest snippets (tests/snippets/ (.asm files)) are assembled by the build; their
- * directory is passed in the VMMT_BIN_DIR environment variable.
+ * Guest snippets (tests/snippets/ (.asm files)) are assembled by the build;
+ * their directory is passed in the VMMT_BIN_DIR environment variable.
  */
 #ifndef LIBVMM_TESTUTIL_H
 #define LIBVMM_TESTUTIL_H
@@ -204,8 +204,7 @@ static inline struct vmm_exit *vmmt_run_expect(vmm_vcpu *vcpu,
 }
 
 /* Run until a port write to `port` that no handler consumed. */
-static inline struct vmm_exit *vmmt_run_to_port(vmm_vcpu *vcpu,
-                                                uint16_t port) {
+static inline struct vmm_exit *vmmt_run_to_port(vmm_vcpu *vcpu, uint16_t port) {
   struct vmm_exit *e = vmmt_run_expect(vcpu, VMM_EXIT_IO);
   if (e->io.port != port)
     fail_msg("I/O exit on port 0x%x, expected 0x%x", e->io.port, port);
