@@ -37,7 +37,10 @@
  * nothing to report" (a kick or a newly pending interrupt): the front end
  * checks for stop requests and calls run() again. On entry, if the previous
  * exit was an I/O or MMIO read, the engine completes the guest instruction
- * with the data in vcpu->exit.
+ * with the data in vcpu->exit. For a string access the front end may have
+ * advanced exit.io.data and lowered exit.io.count past elements handlers
+ * served: the engine completes from the buffer it handed out (the one
+ * exit.io.data first pointed to) and its own element count.
  *
  * kick() is thread-safe: it makes a running run() return soon (with
  * VMM_EXIT_NONE) or the next one return at once.

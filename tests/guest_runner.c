@@ -13,10 +13,16 @@
  *   entry:   first instruction (default: load)
  *   stack:   initial RSP (default 0x8000 real, 0x80000 else)
  *   tables:  mode tables (default 0x100000)
+ *   kernel-stack: TSS stack for entries to CPL 0 (default: stack)
+ *   idt:     BASE LIMIT  load IDTR before the run (a CPL 3 guest cannot)
+ *   msr:     model-specific registers set before the run, after the
+ *            mode: "0xc0000082=0x10200 0xc0000080=0xd01"
  *   reg:     initial registers, "rax=1 rbx=2"
  *   input:   bytes returned, in order, by reads of port 0xea
  *   inject-on-hlt: VECTOR COUNT  inject an interrupt at each of the first
  *            COUNT HLT exits and resume
+ *   inject-on-port: VECTOR  inject an interrupt whenever the guest writes
+ *            port 0xec (for CPL 3 guests, which cannot halt)
  *   exception-exits: MASK
  *   insn-limit: N              (engines without it skip the test)
  *   engines: the engines this guest is meant for (default: all)
@@ -37,7 +43,8 @@
  * ones, which end by writing to port 0xeb (hlt is privileged).
  *
  * Devices: port 0xe9 collects output; port 0xea returns input bytes; a
- * write to port 0xeb stops the vCPU ("done");
+ * write to port 0xeb stops the vCPU ("done"); port 0xec, see
+ * inject-on-port;
  * MMIO 0xd0000000-0xd0000fff is a scratch device that stores writes and
  * returns them on reads, counting accesses.
  */
@@ -64,7 +71,7 @@
 #define EXIT_DONE 100
 
 struct reg_value {
-  char name[8];
+  char name[16];
   uint64_t value;
 };
 
@@ -78,13 +85,19 @@ struct spec {
   char asm_path[512], bin_path[512];
   enum vmm_cpu_mode mode;
   unsigned cpl;
-  uint64_t mem, load, entry, stack, tables;
-  bool entry_set, stack_set, load_set;
+  uint64_t mem, load, entry, stack, tables, kernel_stack;
+  bool entry_set, stack_set, load_set, kernel_stack_set;
+  uint64_t idt_base;
+  uint16_t idt_limit;
+  bool idt_set;
+  struct vmm_msr msrs[8];
+  size_t nmsrs;
   struct reg_value init[24];
   size_t ninit;
   uint8_t input[256];
   size_t ninput;
   unsigned inject_vector, inject_count;
+  int inject_port_vector; /* -1: none */
   uint32_t exc_mask;
   uint64_t insn_limit;
   bool engines_set, want_kvm, want_bt;
@@ -192,6 +205,7 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
   sp->expect_vector = -1;
   sp->expect_mmio = -1;
   sp->host_limit_exit = -1;
+  sp->inject_port_vector = -1;
 
   FILE *f = fopen(asm_path, "r");
   if (!f)
@@ -238,6 +252,21 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       sp->stack_set = true;
     } else if (!strcmp(key, "tables")) {
       sp->tables = parse_num(val);
+    } else if (!strcmp(key, "kernel-stack")) {
+      sp->kernel_stack = parse_num(val);
+      sp->kernel_stack_set = true;
+    } else if (!strcmp(key, "idt")) {
+      char *end;
+      sp->idt_base = strtoull(val, &end, 0);
+      sp->idt_limit = (uint16_t)strtoul(end, NULL, 0);
+      sp->idt_set = true;
+    } else if (!strcmp(key, "msr")) {
+      struct reg_value rv[8];
+      size_t n = parse_regs(val, rv, 8);
+      for (size_t i = 0; i < n && sp->nmsrs < 8; i++)
+        sp->msrs[sp->nmsrs++] =
+            (struct vmm_msr){.index = (uint32_t)strtoul(rv[i].name, NULL, 0),
+                             .value = rv[i].value};
     } else if (!strcmp(key, "reg")) {
       sp->ninit += parse_regs(val, sp->init + sp->ninit, 24 - sp->ninit);
     } else if (!strcmp(key, "input")) {
@@ -250,6 +279,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       }
     } else if (!strcmp(key, "inject-on-hlt")) {
       sscanf(val, "%i %u", (int *)&sp->inject_vector, &sp->inject_count);
+    } else if (!strcmp(key, "inject-on-port")) {
+      sp->inject_port_vector = (int)parse_num(val);
     } else if (!strcmp(key, "exception-exits")) {
       sp->exc_mask = (uint32_t)parse_num(val);
     } else if (!strcmp(key, "insn-limit")) {
@@ -317,6 +348,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
     sp->entry = sp->load;
   if (!sp->stack_set)
     sp->stack = sp->mode == VMM_MODE_REAL ? 0x8000 : 0x80000;
+  if (!sp->kernel_stack_set)
+    sp->kernel_stack = sp->stack;
   if (!sp->engines_set)
     sp->want_kvm = sp->want_bt = true;
   if (!sp->expect_exit_set)
@@ -358,6 +391,15 @@ static int done_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
     return VMM_IO_DECLINED;
   r->done = true;
   return vmm_vcpu_kick(vcpu);
+}
+
+static int inject_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                       bool is_write, void *opaque) {
+  struct result *r = opaque;
+  (void)port, (void)data, (void)len;
+  if (!is_write || r->spec->inject_port_vector < 0)
+    return VMM_IO_DECLINED;
+  return vmm_vcpu_inject_irq(vcpu, (uint8_t)r->spec->inject_port_vector);
 }
 
 static int scratch_mmio(vmm_vcpu *vcpu, uint64_t addr, void *data,
@@ -451,6 +493,8 @@ static int run_guest(const struct spec *sp, enum vmm_engine_kind engine,
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xe9, 1, out_port, res), 0);
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xea, 1, in_port, res), 0);
   assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xeb, 1, done_port, res), 0);
+  assert_int_equal(vmm_io_register(vm, VMM_IO_PORT, 0xec, 1, inject_port, res),
+                   0);
   assert_int_equal(
       vmm_io_register(vm, VMM_IO_MMIO, MMIO_BASE, MMIO_SIZE, scratch_mmio, res), 0);
 
@@ -468,8 +512,17 @@ static int run_guest(const struct spec *sp, enum vmm_engine_kind engine,
                               .cpl = sp->cpl,
                               .tables = sp->tables,
                               .identity_size = 1ull << 32,
-                              .kernel_stack = sp->stack};
+                              .kernel_stack = sp->kernel_stack};
   assert_int_equal(vmm_vcpu_set_mode(vcpu, &ms), 0);
+  if (sp->idt_set) {
+    struct vmm_sregs sr;
+    assert_int_equal(vmm_vcpu_get_sregs(vcpu, &sr), 0);
+    sr.idt.base = sp->idt_base;
+    sr.idt.limit = sp->idt_limit;
+    assert_int_equal(vmm_vcpu_set_sregs(vcpu, &sr), 0);
+  }
+  if (sp->nmsrs > 0)
+    assert_int_equal(vmm_vcpu_set_msrs(vcpu, sp->msrs, sp->nmsrs), 0);
   struct vmm_regs regs;
   assert_int_equal(vmm_vcpu_get_regs(vcpu, &regs), 0);
   regs.rip = sp->entry;

@@ -34,7 +34,9 @@ enum vmm_io_space {
  * @param opaque    the pointer given at registration.
  * @return 0 when handled; VMM_IO_DECLINED to pass the access on as an exit
  *         (to the exit handler or the caller); a negative code to make
- *         vmm_vcpu_run() return that code.
+ *         vmm_vcpu_run() return that code. String port I/O is dispatched
+ *         one element at a time; if an element is declined, the exit
+ *         carries that element and the ones after it (io.data, io.count).
  */
 typedef int (*vmm_io_handler_fn)(vmm_vcpu *vcpu, uint64_t addr, void *data,
                                  uint32_t len, bool is_write, void *opaque);

@@ -102,7 +102,9 @@ VMM_EXTERN unsigned vmm_vcpu_index(const vmm_vcpu *vcpu);
  * architecturally invalid values with -VMM_EINVAL (reserved RFLAGS, CR0,
  * CR4 or EFER bits; CR0.PG without CR0.PE; long mode without PAE; EFER.LMA
  * inconsistent with LME and PG; a 64-bit code segment with D set; ...), so
- * both engines accept exactly the same states.
+ * both engines accept exactly the same states. An engine that cannot hold
+ * a valid state returns -VMM_ENOTSUP and keeps the previous one (KVM on a
+ * PVM host, for example, has no paging outside long mode).
  */
 VMM_EXTERN int vmm_vcpu_get_regs(vmm_vcpu *vcpu, struct vmm_regs *regs);
 VMM_EXTERN int vmm_vcpu_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *regs);

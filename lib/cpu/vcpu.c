@@ -402,13 +402,16 @@ static int enter(vmm_vcpu *vcpu) {
 }
 
 static void leave(vmm_vcpu *vcpu) {
+  vmm_vm *vm = vcpu->vm;
   pthread_mutex_lock(&vcpu->lock);
   vcpu->running = false;
   vcpu->has_run = true;
-  if (vcpu->vm->ops->vcpu_leave != NULL)
-    vcpu->vm->ops->vcpu_leave(vcpu);
-  atomic_fetch_sub(&vcpu->vm->running, 1);
+  if (vm->ops->vcpu_leave != NULL)
+    vm->ops->vcpu_leave(vcpu);
   pthread_mutex_unlock(&vcpu->lock);
+  /* Last: once the count drops, vmm_vm_destroy() may free the vCPU, so
+     nothing of it may be touched after this. */
+  atomic_fetch_sub(&vm->running, 1);
 }
 
 /*
@@ -425,10 +428,15 @@ static int dispatch_io(vmm_vcpu *vcpu, struct vmm_exit *e) {
         memset(d, 0, e->io.size);
       int rc = vmm__iobus_dispatch(&vm->pio, vcpu, e->io.port, d, e->io.size,
                                    write);
-      /* A string access is handled as a whole or not at all: the handler
-         for a port sees every element, so a decline can only come first. */
-      if (rc != 0)
+      if (rc < 0)
         return rc;
+      if (rc != 0) {
+        /* Declined midway through a string access: hand on only the
+           elements not yet served, so none is processed twice. */
+        e->io.data = d;
+        e->io.count -= i;
+        return rc;
+      }
     }
     return 0;
   }

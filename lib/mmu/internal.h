@@ -64,14 +64,15 @@ struct vmm__paging {
   uint64_t cr0, cr3, cr4, efer;
   bool ac;              /* RFLAGS.AC, for SMAP */
   unsigned maxphyaddr;  /* physical address width, 32..52 */
+  bool gbpages;         /* 1 GiB pages offered (CPUID 0x80000001 EDX.26) */
 };
 
 /*
  * Walk the guest page tables. access: enum vmm_access bits. Returns 0,
  * -VMM_EPAGEFAULT (out->error_code set), or -VMM_EFAULT for a
- * non-canonical address in long mode. Page-table entries that are not in
- * RAM read as all ones, as an unbacked bus does, so they fault with the
- * reserved bit set.
+ * non-canonical address in long mode. A page-table entry that is not in
+ * RAM faults with the reserved bit set (error code P | RSVD), in every
+ * paging format.
  */
 int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
                   vmm_gva_t gva, unsigned access, struct vmm_translation *out);

@@ -21,6 +21,8 @@ int vmm__vcpu_paging(vmm_vcpu *vcpu, struct vmm__paging *pg) {
   const struct vmm_cpuid_entry *e =
       vmm__cpuid_find(vcpu->cpuid, vcpu->ncpuid, 0x80000008, 0);
   pg->maxphyaddr = e != NULL ? (e->eax & 0xff) : 36;
+  e = vmm__cpuid_find(vcpu->cpuid, vcpu->ncpuid, 0x80000001, 0);
+  pg->gbpages = e != NULL && (e->edx & (1u << 26));
   return 0;
 }
 

@@ -2,9 +2,10 @@
  * Guest page-table walker for 32-bit, PAE, 4-level and 5-level paging.
  *
  * The tables are guest data: every entry address is looked up in the slot
- * table, and an entry outside RAM reads as all ones (what an unbacked bus
- * returns), which faults as a reserved-bit violation. The walk has a fixed
- * depth, so hostile tables cannot make it loop.
+ * table, and an entry outside RAM faults as a reserved-bit violation (what
+ * the all-ones value of an unbacked bus gives in the 64-bit formats; a
+ * 32-bit entry of all ones would be valid, so the fault is explicit). The
+ * walk has a fixed depth, so hostile tables cannot make it loop.
  */
 #include <string.h>
 
@@ -71,8 +72,10 @@ static uint32_t fault_code(const struct vmm__paging *pg, unsigned access) {
     ec |= PF_W;
   if (access & VMM_ACCESS_USER)
     ec |= PF_U;
+  /* I/D: SMEP, or NXE with 64-bit entries (32-bit paging has no NX). */
+  bool wide = (pg->efer & EFER_LMA) || (pg->cr4 & CR4_PAE);
   if ((access & VMM_ACCESS_EXEC) &&
-      ((pg->efer & EFER_NXE) || (pg->cr4 & CR4_SMEP)))
+      ((wide && (pg->efer & EFER_NXE)) || (pg->cr4 & CR4_SMEP)))
     ec |= PF_ID;
   return ec;
 }
@@ -144,6 +147,11 @@ int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
     vmm_gpa_t eaddr = table + idx * esize;
     uint64_t e = read_entry(mem, eaddr, esize, &where, &slot);
 
+    if (where == NULL) {
+      ec |= PF_RSVD;
+      err = VMM_EPAGEFAULT;
+      break;
+    }
     if (!(e & PTE_P)) {
       err = VMM_EPAGEFAULT;
       break;
@@ -161,7 +169,9 @@ int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
       rsvd = rsvd64 | PTE_NX | 0x1e6ull;
     } else {
       rsvd = rsvd64;
-      if (lvl >= 3 || (lvl == 2 && levels == 3))
+      /* PS is reserved above the PDPTE, and in the PDPTE unless the
+         vCPU offers 1 GiB pages. */
+      if (lvl >= 3 || (lvl == 2 && !pg->gbpages))
         rsvd |= PTE_PS;
       if ((lvl == 1 || lvl == 2) && (e & PTE_PS)) {
         leaf = true;

@@ -403,11 +403,12 @@ static int kvm_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *o) {
 }
 
 static int kvm_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *o) {
-  struct kvm_sregs s;
+  struct kvm_sregs s, old, back;
   /* Start from the current state to keep the pending-interrupt bitmap. */
   int err = xioctl(KV(vcpu)->fd, KVM_GET_SREGS, &s);
   if (err < 0)
     return err;
+  old = s;
   seg_to_kvm(&s.cs, &o->cs);
   seg_to_kvm(&s.ds, &o->ds);
   seg_to_kvm(&s.es, &o->es);
@@ -428,43 +429,90 @@ static int kvm_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *o) {
   s.efer = o->efer;
   s.apic_base = o->apic_base;
   err = xioctl(KV(vcpu)->fd, KVM_SET_SREGS, &s);
-  return err == -EINVAL ? VMM_EINVAL : err;
+  if (err < 0)
+    return err == -EINVAL ? VMM_EINVAL : err;
+  /*
+   * A host may accept a state and silently keep part of it out: PVM leaves
+   * CR0.PG clear outside long mode (it only runs 64-bit paging). Read the
+   * control registers back, so the caller learns that instead of running
+   * a different machine than it set up.
+   */
+  if ((err = xioctl(KV(vcpu)->fd, KVM_GET_SREGS, &back)) < 0)
+    return err;
+  if (back.cr0 != s.cr0 || back.cr4 != s.cr4 || back.efer != s.efer) {
+    vmm__log(vcpu->vm, VMM_LOG_ERROR,
+             "kvm: this host does not hold cr0=0x%llx cr4=0x%llx "
+             "efer=0x%llx (kept cr0=0x%llx cr4=0x%llx efer=0x%llx)",
+             (unsigned long long)s.cr0, (unsigned long long)s.cr4,
+             (unsigned long long)s.efer, (unsigned long long)back.cr0,
+             (unsigned long long)back.cr4, (unsigned long long)back.efer);
+    xioctl(KV(vcpu)->fd, KVM_SET_SREGS, &old);
+    return VMM_ENOTSUP;
+  }
+  return 0;
 }
 
+/*
+ * The FPU state goes through the XSAVE area, not KVM_GET/SET_FPU: those
+ * ioctls do not carry MXCSR (get reports 0, set drops it). The legacy
+ * FXSAVE region at the start of the XSAVE area has every field.
+ */
+#define FX_FCW 0
+#define FX_FSW 2
+#define FX_FTW 4
+#define FX_FOP 6
+#define FX_FIP 8
+#define FX_FDP 16
+#define FX_MXCSR 24
+#define FX_ST 32
+#define FX_XMM 160
+#define XSAVE_XSTATE_BV 512
+#define XSTATE_FP_SSE 0x3ull
+_Static_assert(sizeof(struct kvm_xsave) == VMM_XSAVE_SIZE, "xsave size");
+
 static int kvm_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *o) {
-  struct kvm_fpu f;
-  int err = xioctl(KV(vcpu)->fd, KVM_GET_FPU, &f);
+  struct kvm_xsave x;
+  int err = xioctl(KV(vcpu)->fd, KVM_GET_XSAVE, &x);
   if (err < 0)
     return err;
+  const uint8_t *b = (const uint8_t *)x.region;
   memset(o, 0, sizeof(*o));
-  memcpy(o->st, f.fpr, sizeof(o->st));
-  o->fcw = f.fcw;
-  o->fsw = f.fsw;
-  o->ftw = f.ftwx;
-  o->fop = f.last_opcode;
-  o->fip = f.last_ip;
-  o->fdp = f.last_dp;
-  memcpy(o->xmm, f.xmm, sizeof(o->xmm));
-  o->mxcsr = f.mxcsr;
+  memcpy(&o->fcw, b + FX_FCW, 2);
+  memcpy(&o->fsw, b + FX_FSW, 2);
+  o->ftw = b[FX_FTW];
+  memcpy(&o->fop, b + FX_FOP, 2);
+  memcpy(&o->fip, b + FX_FIP, 8);
+  memcpy(&o->fdp, b + FX_FDP, 8);
+  memcpy(&o->mxcsr, b + FX_MXCSR, 4);
+  memcpy(o->st, b + FX_ST, sizeof(o->st));
+  memcpy(o->xmm, b + FX_XMM, sizeof(o->xmm));
   return 0;
 }
 
 static int kvm_set_fpu(vmm_vcpu *vcpu, const struct vmm_fpu *o) {
-  struct kvm_fpu f;
-  memset(&f, 0, sizeof(f));
-  memcpy(f.fpr, o->st, sizeof(f.fpr));
-  f.fcw = o->fcw;
-  f.fsw = o->fsw;
-  f.ftwx = o->ftw;
-  f.last_opcode = o->fop;
-  f.last_ip = o->fip;
-  f.last_dp = o->fdp;
-  memcpy(f.xmm, o->xmm, sizeof(f.xmm));
-  f.mxcsr = o->mxcsr;
-  return xioctl(KV(vcpu)->fd, KVM_SET_FPU, &f);
+  struct kvm_xsave x;
+  int err = xioctl(KV(vcpu)->fd, KVM_GET_XSAVE, &x);
+  if (err < 0)
+    return err;
+  uint8_t *b = (uint8_t *)x.region;
+  memcpy(b + FX_FCW, &o->fcw, 2);
+  memcpy(b + FX_FSW, &o->fsw, 2);
+  b[FX_FTW] = o->ftw;
+  memcpy(b + FX_FOP, &o->fop, 2);
+  memcpy(b + FX_FIP, &o->fip, 8);
+  memcpy(b + FX_FDP, &o->fdp, 8);
+  memcpy(b + FX_MXCSR, &o->mxcsr, 4);
+  for (int i = 0; i < 8; i++) /* the 80-bit values, padding zeroed */
+    memcpy(memset(b + FX_ST + 16 * i, 0, 16), o->st[i], 10);
+  memcpy(b + FX_XMM, o->xmm, sizeof(o->xmm));
+  /* The x87 and SSE components are now explicitly present. */
+  uint64_t bv;
+  memcpy(&bv, b + XSAVE_XSTATE_BV, 8);
+  bv |= XSTATE_FP_SSE;
+  memcpy(b + XSAVE_XSTATE_BV, &bv, 8);
+  err = xioctl(KV(vcpu)->fd, KVM_SET_XSAVE, &x);
+  return err == -EINVAL ? VMM_EINVAL : err;
 }
-
-_Static_assert(sizeof(struct kvm_xsave) == VMM_XSAVE_SIZE, "xsave size");
 
 static int kvm_get_xsave(vmm_vcpu *vcpu, void *buf) {
   return xioctl(KV(vcpu)->fd, KVM_GET_XSAVE, buf);

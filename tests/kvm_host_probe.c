@@ -1,0 +1,415 @@
+/*
+ * kvm_host_probe: reproduces, with raw /dev/kvm ioctls and no libvmm code,
+ * the behaviours of this project's KVM hosts (PVM, a software nested
+ * hypervisor) that the test suite records as host limitations. Run it on
+ * a new host to see which still apply; each line says what hardware KVM
+ * does instead. Not a test: it reports, it does not judge.
+ *
+ *   build/tests/kvm_host_probe
+ */
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define MEM_SIZE (2u << 20)
+#define CODE 0x10000u
+#define IDT 0x11000u
+#define TSS 0x4000u
+#define TSS_LIMIT 0x2068u
+
+struct vm {
+  int kvm, fd, vcpu;
+  struct kvm_run *run;
+  uint8_t *mem;
+};
+
+static void die(const char *what) {
+  perror(what);
+  exit(1);
+}
+
+static void seg(struct kvm_segment *s, uint16_t sel, int type, int dpl, int l,
+                int db) {
+  memset(s, 0, sizeof(*s));
+  s->selector = sel;
+  s->type = (uint8_t)type;
+  s->present = 1;
+  s->dpl = (uint8_t)dpl;
+  s->s = 1;
+  s->l = (uint8_t)l;
+  s->db = (uint8_t)db;
+  s->g = 1;
+  s->limit = 0xffffffff;
+}
+
+/* Long mode at CPL 0 or 3 with a 1 GiB identity map of 2 MiB user pages,
+   a GDT laid out like libvmm's, a TSS with RSP0 = 0x70000 and a full I/O
+   bitmap, RIP = CODE, RSP = 0x80000. */
+static void vm_init(struct vm *v, int cpl) {
+  v->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (v->kvm < 0)
+    die("/dev/kvm");
+  if ((v->fd = ioctl(v->kvm, KVM_CREATE_VM, 0)) < 0)
+    die("KVM_CREATE_VM");
+  ioctl(v->fd, KVM_SET_TSS_ADDR, 0xfffbd000ul);
+  v->mem = mmap(NULL, MEM_SIZE, PROT_READ | PROT_WRITE,
+                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  struct kvm_userspace_memory_region r = {
+      .slot = 0, .memory_size = MEM_SIZE, .userspace_addr = (uintptr_t)v->mem};
+  if (ioctl(v->fd, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+    die("KVM_SET_USER_MEMORY_REGION");
+  if ((v->vcpu = ioctl(v->fd, KVM_CREATE_VCPU, 0)) < 0)
+    die("KVM_CREATE_VCPU");
+  int size = ioctl(v->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+  v->run =
+      mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu, 0);
+  struct {
+    struct kvm_cpuid2 c;
+    struct kvm_cpuid_entry2 e[256];
+  } cpuid = {.c.nent = 256};
+  if (ioctl(v->kvm, KVM_GET_SUPPORTED_CPUID, &cpuid) < 0 ||
+      ioctl(v->vcpu, KVM_SET_CPUID2, &cpuid) < 0)
+    die("CPUID");
+
+  uint64_t *pml4 = (uint64_t *)(v->mem + 0x1000);
+  uint64_t *pdpt = (uint64_t *)(v->mem + 0x2000);
+  uint64_t *pd = (uint64_t *)(v->mem + 0x3000);
+  pml4[0] = 0x2000 | 7;
+  pdpt[0] = 0x3000 | 7;
+  for (uint64_t i = 0; i < 512; i++)
+    pd[i] = (i << 21) | 0x87;
+  uint64_t *gdt = (uint64_t *)(v->mem + 0x500);
+  gdt[1] = 0x00cf9b000000ffffull; /* 0x08 kernel code 32 */
+  gdt[2] = 0x00af9b000000ffffull; /* 0x10 kernel code 64 */
+  gdt[3] = 0x00cf93000000ffffull; /* 0x18 kernel data */
+  gdt[4] = 0x00cffb000000ffffull; /* 0x23 user code 32 */
+  gdt[5] = 0x00cff3000000ffffull; /* 0x2b user data */
+  gdt[6] = 0x00affb000000ffffull; /* 0x33 user code 64 */
+  gdt[7] = (TSS_LIMIT & 0xffff) | ((uint64_t)TSS << 16) | (0x8bull << 40);
+  *(uint16_t *)(v->mem + TSS + 0x66) = 0x68;
+  v->mem[TSS + TSS_LIMIT] = 0xff;
+  *(uint64_t *)(v->mem + TSS + 4) = 0x70000;
+
+  struct kvm_sregs s;
+  if (ioctl(v->vcpu, KVM_GET_SREGS, &s) < 0)
+    die("KVM_GET_SREGS");
+  seg(&s.cs, cpl ? 0x33 : 0x10, 0xb, cpl, 1, 0);
+  seg(&s.ds, cpl ? 0x2b : 0x18, 0x3, cpl, 0, 1);
+  s.es = s.fs = s.gs = s.ss = s.ds;
+  memset(&s.tr, 0, sizeof(s.tr));
+  s.tr.base = TSS;
+  s.tr.limit = TSS_LIMIT;
+  s.tr.selector = 0x38;
+  s.tr.type = 0xb;
+  s.tr.present = 1;
+  s.ldt.unusable = 1;
+  s.gdt.base = 0x500;
+  s.gdt.limit = 0x47;
+  s.idt.base = IDT;
+  s.idt.limit = 0xfff;
+  s.cr0 = 0x80050033;
+  s.cr3 = 0x1000;
+  s.cr4 = 0x620;
+  s.efer = 0xd01;
+  if (ioctl(v->vcpu, KVM_SET_SREGS, &s) < 0)
+    die("KVM_SET_SREGS");
+  struct kvm_regs g = {.rip = CODE, .rsp = 0x80000, .rflags = 0x2};
+  if (ioctl(v->vcpu, KVM_SET_REGS, &g) < 0)
+    die("KVM_SET_REGS");
+}
+
+static void vm_fini(struct vm *v) {
+  close(v->vcpu);
+  close(v->fd);
+  close(v->kvm);
+  munmap(v->mem, MEM_SIZE);
+}
+
+static void code(struct vm *v, uint32_t at, const void *bytes, size_t n) {
+  memcpy(v->mem + at, bytes, n);
+}
+
+/* An interrupt gate to handler, DPL dpl, in the IDT. */
+static void gate(struct vm *v, unsigned vec, uint32_t handler, int dpl) {
+  uint8_t *g = v->mem + IDT + 16 * vec;
+  memset(g, 0, 16);
+  g[0] = handler & 0xff;
+  g[1] = (handler >> 8) & 0xff;
+  g[2] = 0x10;
+  g[5] = (uint8_t)(0x8e | (dpl << 5));
+  g[6] = (handler >> 16) & 0xff;
+  g[7] = (handler >> 24) & 0xff;
+}
+
+static int run(struct vm *v) {
+  if (ioctl(v->vcpu, KVM_RUN, 0) < 0)
+    die("KVM_RUN");
+  return (int)v->run->exit_reason;
+}
+
+static const char *exit_name(int r) {
+  switch (r) {
+  case KVM_EXIT_IO: return "I/O exit";
+  case KVM_EXIT_HLT: return "hlt";
+  case KVM_EXIT_MMIO: return "MMIO exit";
+  case KVM_EXIT_SHUTDOWN: return "shutdown";
+  case KVM_EXIT_DEBUG: return "debug exit";
+  case KVM_EXIT_INTERNAL_ERROR: return "internal error";
+  default: return "other exit";
+  }
+}
+
+static void report(const char *probe, const char *seen, const char *hw) {
+  printf("%-34s %s\n%-34s (hardware KVM: %s)\n", probe, seen, "", hw);
+}
+
+/* Paging outside long mode: KVM_SET_SREGS with CR0.PG in 32-bit mode. */
+static void probe_paging32(void) {
+  struct vm v;
+  vm_init(&v, 0);
+  struct kvm_sregs s;
+  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  seg(&s.cs, 0x08, 0xb, 0, 0, 1);
+  seg(&s.ds, 0x18, 0x3, 0, 0, 1);
+  s.es = s.fs = s.gs = s.ss = s.ds;
+  s.efer = 0;
+  s.cr4 = 0x610;
+  s.cr0 = 0x80000033;
+  s.cr3 = 0x1000;
+  int rc = ioctl(v.vcpu, KVM_SET_SREGS, &s);
+  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "SET_SREGS rc %d, CR0 reads back 0x%llx", rc,
+           (unsigned long long)s.cr0);
+  report("32-bit paging via SET_SREGS:", buf, "CR0 0x80000033 is kept");
+  vm_fini(&v);
+}
+
+/* Dirty log of a slot the guest only reads (CPL 3, first touch). */
+static void probe_dirty_reads(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  uint8_t *d = mmap(NULL, 16 * 4096, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  struct kvm_userspace_memory_region r = {.slot = 1,
+                                          .flags = KVM_MEM_LOG_DIRTY_PAGES,
+                                          .guest_phys_addr = 0x400000,
+                                          .memory_size = 16 * 4096,
+                                          .userspace_addr = (uintptr_t)d};
+  ioctl(v.fd, KVM_SET_USER_MEMORY_REGION, &r);
+  /* mov byte [0x400000], 1; mov al, [0x406000]; out 0xeb, al */
+  static const uint8_t c[] = {0xc6, 0x04, 0x25, 0x00, 0x00, 0x40,
+                              0x00, 0x01, 0x8a, 0x04, 0x25, 0x00,
+                              0x60, 0x40, 0x00, 0xe6, 0xeb};
+  code(&v, CODE, c, sizeof(c));
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3002;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  uint64_t bm = 0;
+  struct kvm_dirty_log log = {.slot = 1, .dirty_bitmap = &bm};
+  ioctl(v.fd, KVM_GET_DIRTY_LOG, &log);
+  int x = run(&v);
+  ioctl(v.fd, KVM_GET_DIRTY_LOG, &log);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, bitmap 0x%llx (page 0 written, 6 read)",
+           exit_name(x), (unsigned long long)bm);
+  report("dirty log after a CPL 3 read:", buf, "0x1");
+  munmap(d, 16 * 4096);
+  vm_fini(&v);
+}
+
+/* Guest debugging of natively run CPL 3 code. */
+static void probe_debug(int singlestep) {
+  struct vm v;
+  vm_init(&v, 3);
+  static const uint8_t c[] = {0x90, 0x90, 0x90, 0xe6, 0xeb};
+  code(&v, CODE, c, sizeof(c));
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3002;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  struct kvm_guest_debug dbg;
+  memset(&dbg, 0, sizeof(dbg));
+  dbg.control = KVM_GUESTDBG_ENABLE |
+                (singlestep ? KVM_GUESTDBG_SINGLESTEP : KVM_GUESTDBG_USE_HW_BP);
+  dbg.arch.debugreg[0] = CODE + 2;
+  dbg.arch.debugreg[7] = singlestep ? 0 : 1;
+  ioctl(v.vcpu, KVM_SET_GUEST_DEBUG, &dbg);
+  int x = run(&v);
+  report(singlestep ? "single-step at CPL 3:" : "HW breakpoint at CPL 3:",
+         exit_name(x), "debug exit");
+  vm_fini(&v);
+}
+
+/* int 0x80 from CPL 3 through a DPL 3 gate; #GP/#NP/#SS/#TS handlers
+   record an error code, so a refused delivery would show up there. */
+static void probe_int80(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  static const uint8_t user[] = {0xcd, 0x80, 0xe6, 0xeb};
+  /* mov [0x30000], rsp; iretq */
+  static const uint8_t h80[] = {0x48, 0x89, 0x24, 0x25, 0x00,
+                                0x00, 0x03, 0x00, 0x48, 0xcf};
+  /* pop rax; mov [0x30010], rax; hlt */
+  static const uint8_t hflt[] = {0x58, 0x48, 0x89, 0x04, 0x25,
+                                 0x10, 0x00, 0x03, 0x00, 0xf4};
+  code(&v, CODE, user, sizeof(user));
+  code(&v, CODE + 0x100, h80, sizeof(h80));
+  code(&v, CODE + 0x300, hflt, sizeof(hflt));
+  gate(&v, 0x80, CODE + 0x100, 3);
+  for (unsigned vec = 10; vec <= 14; vec++)
+    gate(&v, vec, CODE + 0x300, 0);
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3002;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  int x = run(&v);
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s at rip 0x%llx", exit_name(x),
+           (unsigned long long)g.rip);
+  report("int 0x80 from CPL 3:", buf, "handler runs, iretq, I/O exit");
+  vm_fini(&v);
+}
+
+/* syscall from CPL 3 and sysretq back. */
+static void probe_sysret(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  static const uint8_t user[] = {0x0f, 0x05, 0xe6, 0xeb};
+  /* sysretq */
+  static const uint8_t hsys[] = {0x48, 0x0f, 0x07};
+  /* pop rax; mov [0x30010], rax; hlt */
+  static const uint8_t hflt[] = {0x58, 0x48, 0x89, 0x04, 0x25,
+                                 0x10, 0x00, 0x03, 0x00, 0xf4};
+  code(&v, CODE, user, sizeof(user));
+  code(&v, CODE + 0x200, hsys, sizeof(hsys));
+  code(&v, CODE + 0x300, hflt, sizeof(hflt));
+  for (unsigned vec = 10; vec <= 14; vec++)
+    gate(&v, vec, CODE + 0x300, 0);
+  struct {
+    struct kvm_msrs h;
+    struct kvm_msr_entry e[3];
+  } m = {.h.nmsrs = 3,
+         .e = {{.index = 0xc0000081, .data = 0x0023001000000000ull},
+               {.index = 0xc0000082, .data = CODE + 0x200},
+               {.index = 0xc0000084, .data = 0x47700}}};
+  ioctl(v.vcpu, KVM_SET_MSRS, &m);
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3202;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  int x = run(&v);
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  char buf[160];
+  snprintf(buf, sizeof(buf), "%s at rip 0x%llx%s", exit_name(x),
+           (unsigned long long)g.rip,
+           x == KVM_EXIT_HLT ? " (a fault handler ran: #GP on sysretq)" : "");
+  report("syscall / sysretq:", buf, "I/O exit after sysretq");
+  vm_fini(&v);
+}
+
+/* An interrupt injected while CPL 3 code runs with IOPL 3: the RFLAGS
+   image pushed for the handler. */
+static void probe_iopl(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  /* out 0xec, al; jmp $ */
+  static const uint8_t user[] = {0xe6, 0xec, 0xeb, 0xfe};
+  /* mov rax, [rsp + 16]; mov [0x30000], rax; out 0xeb, al */
+  static const uint8_t h[] = {0x48, 0x8b, 0x44, 0x24, 0x10, 0x48, 0x89, 0x04,
+                              0x25, 0x00, 0x00, 0x03, 0x00, 0xe6, 0xeb};
+  code(&v, CODE, user, sizeof(user));
+  code(&v, CODE + 0x100, h, sizeof(h));
+  gate(&v, 0x40, CODE + 0x100, 0);
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3202;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  int x = run(&v); /* the out 0xec */
+  for (int i = 0; i < 4 && x == KVM_EXIT_IO && v.run->io.port == 0xec; i++) {
+    if (v.run->ready_for_interrupt_injection) {
+      struct kvm_interrupt irq = {.irq = 0x40};
+      ioctl(v.vcpu, KVM_INTERRUPT, &irq);
+    } else {
+      v.run->request_interrupt_window = 1;
+    }
+    x = run(&v);
+    if (x == KVM_EXIT_IRQ_WINDOW_OPEN) {
+      v.run->request_interrupt_window = 0;
+      struct kvm_interrupt irq = {.irq = 0x40};
+      ioctl(v.vcpu, KVM_INTERRUPT, &irq);
+      x = run(&v);
+    }
+  }
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, pushed RFLAGS 0x%llx", exit_name(x),
+           (unsigned long long)*(uint64_t *)(v.mem + 0x30000));
+  report("interrupt frame at CPL 3, IOPL 3:", buf, "0x3202");
+  vm_fini(&v);
+}
+
+/* cpuid at CPL 3 against the table set with KVM_SET_CPUID2. */
+static void probe_cpuid(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  struct {
+    struct kvm_cpuid2 c;
+    struct kvm_cpuid_entry2 e[1];
+  } cpuid = {.c.nent = 1, .e = {{.function = 0x40000000, .ebx = 0x11111111}}};
+  ioctl(v.vcpu, KVM_SET_CPUID2, &cpuid);
+  /* mov eax, 0x40000000; cpuid; out 0xeb, al */
+  static const uint8_t c[] = {0xb8, 0x00, 0x00, 0x00, 0x40,
+                              0x0f, 0xa2, 0xe6, 0xeb};
+  code(&v, CODE, c, sizeof(c));
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3002;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  int x = run(&v);
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, ebx 0x%llx", exit_name(x),
+           (unsigned long long)g.rbx);
+  report("cpuid 0x40000000 at CPL 3:", buf, "ebx 0x11111111");
+  vm_fini(&v);
+}
+
+/* KVM_GET_FPU and MXCSR (a KVM API property, not PVM's). */
+static void probe_fpu_mxcsr(void) {
+  struct vm v;
+  vm_init(&v, 0);
+  struct kvm_fpu f;
+  struct kvm_xsave x;
+  ioctl(v.vcpu, KVM_GET_FPU, &f);
+  ioctl(v.vcpu, KVM_GET_XSAVE, &x);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "KVM_GET_FPU mxcsr 0x%x, XSAVE mxcsr 0x%x",
+           f.mxcsr, x.region[6]);
+  report("MXCSR of a new vCPU:", buf, "KVM_GET_FPU leaves mxcsr out too");
+  vm_fini(&v);
+}
+
+int main(void) {
+  if (access("/dev/kvm", R_OK | W_OK) != 0) {
+    printf("no usable /dev/kvm here\n");
+    return 0;
+  }
+  probe_paging32();
+  probe_dirty_reads();
+  probe_debug(1);
+  probe_debug(0);
+  probe_int80();
+  probe_sysret();
+  probe_iopl();
+  probe_cpuid();
+  probe_fpu_mxcsr();
+  return 0;
+}

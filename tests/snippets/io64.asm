@@ -1,0 +1,95 @@
+; Port I/O and MMIO snippet for test_io (64-bit CPL 3, loaded at 0x10000).
+; Each entry ends with a write to port 0xeb, which no test handles, so the
+; run returns an I/O exit there.
+;
+;   0x000 entry_sizes     out 0x10 (byte 0x11), out 0x12 (word 0x2233),
+;                         out 0x14 (dword 0x44556677); then in al,0x10 ->
+;                         bl, in ax,0x12 -> cx, in eax,0x14 -> edx.
+;   0x080 entry_mmio      stores of 1, 2, 4, 8 bytes at 0xd0000000 + 0, 2,
+;                         4, 8; loads of the same into rbx, rcx, rdx, rsi.
+;   0x100 entry_string    rep outsb of the 5 bytes at DATA to port 0x10,
+;                         then rep insw of 3 words from port 0x12 to
+;                         0x20000.
+;   0x180 entry_in        in al,0x20 -> bl; in ax,0x22 -> cx; in eax,0x24
+;                         -> edx; 8-byte load from 0xd0001000 -> rsi.
+;   0x200 entry_straddle  out dx=0x10f, ax=0xbeef (a word across the end of
+;                         a range 0x100-0x10f).
+;   0x280 entry_three     out 0x10 with al = 1, 2, 3 in turn.
+;   0x400 DATA            "hello"
+bits 64
+%define ORG 0x10000
+org ORG
+
+entry_sizes:
+    mov al, 0x11
+    out 0x10, al
+    mov ax, 0x2233
+    out 0x12, ax
+    mov eax, 0x44556677
+    out 0x14, eax
+    in al, 0x10
+    movzx ebx, al
+    in ax, 0x12
+    movzx ecx, ax
+    in eax, 0x14
+    mov edx, eax
+    out 0xeb, al
+
+times 0x80 - ($ - $$) db 0xcc
+entry_mmio:
+    mov edi, 0xd0000000
+    mov byte [rdi], 0x5a
+    mov word [rdi+2], 0x1234
+    mov dword [rdi+4], 0x89abcdef
+    mov rax, 0x0102030405060708
+    mov [rdi+8], rax
+    movzx ebx, byte [rdi]
+    movzx ecx, word [rdi+2]
+    mov edx, [rdi+4]
+    mov rsi, [rdi+8]
+    out 0xeb, al
+
+times 0x100 - ($ - $$) db 0xcc
+entry_string:
+    cld
+    lea rsi, [rel data]
+    mov ecx, 5
+    mov dx, 0x10
+    rep outsb
+    mov edi, 0x20000
+    mov ecx, 3
+    mov dx, 0x12
+    rep insw
+    out 0xeb, al
+
+times 0x180 - ($ - $$) db 0xcc
+entry_in:
+    in al, 0x20
+    movzx ebx, al
+    in ax, 0x22
+    movzx ecx, ax
+    in eax, 0x24
+    mov edx, eax
+    mov edi, 0xd0001000
+    mov rsi, [rdi]
+    out 0xeb, al
+
+times 0x200 - ($ - $$) db 0xcc
+entry_straddle:
+    mov dx, 0x10f
+    mov ax, 0xbeef
+    out dx, ax
+    out 0xeb, al
+
+times 0x280 - ($ - $$) db 0xcc
+entry_three:
+    mov al, 1
+    out 0x10, al
+    mov al, 2
+    out 0x10, al
+    mov al, 3
+    out 0x10, al
+    out 0xeb, al
+
+times 0x400 - ($ - $$) db 0xcc
+data: db "hello"

@@ -1,0 +1,564 @@
+/*
+ * Tests of include/libvmm/io.h: handler registration and its error paths
+ * (overlaps in every arrangement, range limits), dispatch of every access
+ * size for ports and MMIO, string I/O element by element, declined
+ * accesses reaching the exit handler or the caller, handler errors ending
+ * vmm_vcpu_run(), registration from inside a handler, and unhandled reads
+ * completed by the caller.
+ */
+#include "testutil.h"
+
+#define E_SIZES 0x000
+#define E_MMIO 0x080
+#define E_STRING 0x100
+#define E_IN 0x180
+#define E_STRADDLE 0x200
+#define E_THREE 0x280
+#define MMIO_BASE 0xd0000000ull
+
+struct access {
+  uint64_t addr;
+  uint32_t len;
+  bool is_write;
+  uint64_t value;       /* written value, or the value returned */
+  uint64_t read_before; /* buffer content on entry for reads */
+};
+
+struct recorder {
+  vmm_vcpu *expect_vcpu;
+  unsigned n;
+  struct access log[64];
+  int rc;             /* what the handler returns */
+  uint64_t read_base; /* reads return read_base + n */
+  int decline_value;  /* decline writes of this byte (-1: none) */
+  /* Registration attempts made from inside the handler. */
+  vmm_vm *vm, *other_vm;
+  int reg_rc, unreg_rc, mmio_reg_rc, other_rc;
+  bool try_register;
+  char *seq;        /* if set, accepted byte writes are appended here */
+  int decline_read; /* decline the read with this index (-1: none) */
+  unsigned reads;
+};
+
+static int record(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                  bool is_write, void *opaque) {
+  struct recorder *r = opaque;
+  if (r->expect_vcpu != NULL)
+    assert_ptr_equal(vcpu, r->expect_vcpu);
+  assert_true(len == 1 || len == 2 || len == 4 || len == 8);
+  struct access a = {.addr = addr, .len = len, .is_write = is_write};
+  memcpy(&a.read_before, data, len);
+  if (is_write) {
+    memcpy(&a.value, data, len);
+    if (r->decline_value >= 0 && a.value == (uint64_t)r->decline_value)
+      return VMM_IO_DECLINED;
+    if (r->seq != NULL && len == 1)
+      strncat(r->seq, (const char *)data, 1);
+  } else {
+    if ((int)r->reads++ == r->decline_read)
+      return VMM_IO_DECLINED;
+    a.value = r->read_base + r->n;
+    memcpy(data, &a.value, len);
+    a.value &= len == 8 ? ~0ull : (1ull << (8 * len)) - 1;
+  }
+  if (r->try_register) {
+    r->try_register = false; /* once */
+    r->reg_rc = vmm_io_register(r->vm, VMM_IO_PORT, 0x300, 1, record, r);
+    r->mmio_reg_rc =
+        vmm_io_register(r->vm, VMM_IO_MMIO, 0xe0000000, 1, record, r);
+    r->unreg_rc = vmm_io_unregister(r->vm, VMM_IO_PORT, 0x10);
+    r->other_rc =
+        vmm_io_register(r->other_vm, VMM_IO_PORT, 0x300, 1, record, r);
+  }
+  if (r->n < 64)
+    r->log[r->n] = a;
+  r->n++;
+  return r->rc;
+}
+
+static void recorder_init(struct recorder *r, vmm_vcpu *vcpu) {
+  memset(r, 0, sizeof(*r));
+  r->expect_vcpu = vcpu;
+  r->decline_value = -1;
+  r->decline_read = -1;
+}
+
+static void io_guest(struct vmmt *t, uint64_t entry) {
+  vmmt_init(t, VMM_MODE_LONG64, 3);
+  vmmt_load_snippet(t, "io64", VMMT_CODE, entry);
+}
+
+static int dummy(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                 bool is_write, void *opaque) {
+  (void)vcpu, (void)addr, (void)data, (void)len, (void)is_write, (void)opaque;
+  return 0;
+}
+
+static void test_register_bad_args(void **state) {
+  (void)state;
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  assert_vmm(vmm_io_register(NULL, VMM_IO_PORT, 0x10, 1, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10, 1, NULL, NULL), VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10, 0, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, (enum vmm_io_space)2, 0x10, 1, dummy, NULL),
+             VMM_EINVAL);
+  /* Port space is 0..0xffff. */
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0xffff, 2, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0x10000, 1, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_PORT, 0, 0x10001, dummy, NULL),
+             VMM_EINVAL);
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0xffff, 1, dummy, NULL));
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0, 0x10, dummy, NULL));
+  /* MMIO space is the physical address space, below 2^52. */
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, 1ull << 52, 1, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 8, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, UINT64_MAX, 2, dummy, NULL),
+             VMM_EINVAL);
+  assert_vmm(vmm_io_register(vm, VMM_IO_MMIO, 0x1000, UINT64_MAX, dummy, NULL),
+             VMM_EINVAL);
+  assert_ok(vmm_io_register(vm, VMM_IO_MMIO, (1ull << 52) - 4, 4, dummy, NULL));
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+static void check_overlaps(vmm_vm *vm, enum vmm_io_space sp, uint64_t b) {
+  assert_ok(vmm_io_register(vm, sp, b, 0x10, dummy, NULL));
+  static const struct {
+    int64_t off;
+    uint64_t len;
+  } bad[] = {
+      {0, 0x10},     /* identical */
+      {-8, 0x10},    /* covers the start */
+      {8, 0x10},     /* covers the end */
+      {4, 1},        /* inside */
+      {0xf, 1},      /* last unit */
+      {-0x10, 0x30}, /* encloses */
+      {-1, 2},       /* one unit each side of the start */
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    assert_vmm(vmm_io_register(vm, sp, b + (uint64_t)bad[i].off, bad[i].len,
+                               dummy, NULL),
+               VMM_EOVERLAP);
+  /* Adjacent on both sides. */
+  assert_ok(vmm_io_register(vm, sp, b - 0x10, 0x10, dummy, NULL));
+  assert_ok(vmm_io_register(vm, sp, b + 0x10, 0x10, dummy, NULL));
+  assert_vmm(vmm_io_register(vm, sp, b - 0x11, 1, dummy, NULL), 0);
+  assert_vmm(vmm_io_register(vm, sp, b - 0x12, 2, dummy, NULL), VMM_EOVERLAP);
+}
+
+static void test_register_overlap(void **state) {
+  (void)state;
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  check_overlaps(vm, VMM_IO_PORT, 0x100);
+  check_overlaps(vm, VMM_IO_MMIO, 0xd0000000);
+  /* The two spaces are independent. */
+  assert_ok(vmm_io_register(vm, VMM_IO_MMIO, 0x100, 0x10, dummy, NULL));
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0xd000, 0x10, dummy, NULL));
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_unregister(void **state) {
+  (void)state;
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x100, 0x10, dummy, NULL));
+  assert_vmm(vmm_io_unregister(vm, VMM_IO_PORT, 0x200), VMM_ENOENT);
+  assert_vmm(vmm_io_unregister(vm, VMM_IO_PORT, 0x108), VMM_ENOENT);
+  assert_vmm(vmm_io_unregister(vm, VMM_IO_MMIO, 0x100), VMM_ENOENT);
+  assert_vmm(vmm_io_unregister(NULL, VMM_IO_PORT, 0x100), VMM_EINVAL);
+  assert_vmm(vmm_io_unregister(vm, (enum vmm_io_space)9, 0x100), VMM_EINVAL);
+  assert_ok(vmm_io_unregister(vm, VMM_IO_PORT, 0x100));
+  assert_vmm(vmm_io_unregister(vm, VMM_IO_PORT, 0x100), VMM_ENOENT);
+  /* The range is free again, with a different extent. */
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x104, 0x20, dummy, NULL));
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_port_dispatch_sizes(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_SIZES);
+  recorder_init(&r, t.vcpu);
+  r.read_base = 0xa1b2c3d4e5f60718ull;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, record, &r));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 6);
+  static const struct access want[] = {
+      {0x10, 1, true, 0x11, 0},       {0x12, 2, true, 0x2233, 0},
+      {0x14, 4, true, 0x44556677, 0}, {0x10, 1, false, 0x1b, 0},
+      {0x12, 2, false, 0x071c, 0},    {0x14, 4, false, 0xe5f6071d, 0},
+  };
+  for (unsigned i = 0; i < 6; i++) {
+    assert_int_equal(r.log[i].addr, want[i].addr);
+    assert_int_equal(r.log[i].len, want[i].len);
+    assert_int_equal(r.log[i].is_write, want[i].is_write);
+    assert_int_equal(r.log[i].value, want[i].value);
+    if (!want[i].is_write) /* reads start zeroed */
+      assert_int_equal(r.log[i].read_before, 0);
+  }
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RBX), 0x1b);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0x071c);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDX), 0xe5f6071d);
+  vmmt_fini(&t);
+}
+
+static void test_mmio_dispatch_sizes(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_MMIO);
+  recorder_init(&r, t.vcpu);
+  r.read_base = 0x1122334455667788ull;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_MMIO, MMIO_BASE, 0x1000, record, &r));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 8);
+  static const struct access want[] = {
+      {MMIO_BASE, 1, true, 0x5a, 0},
+      {MMIO_BASE + 2, 2, true, 0x1234, 0},
+      {MMIO_BASE + 4, 4, true, 0x89abcdef, 0},
+      {MMIO_BASE + 8, 8, true, 0x0102030405060708ull, 0},
+      {MMIO_BASE, 1, false, 0x8c, 0},
+      {MMIO_BASE + 2, 2, false, 0x778d, 0},
+      {MMIO_BASE + 4, 4, false, 0x5566778e, 0},
+      {MMIO_BASE + 8, 8, false, 0x112233445566778full, 0},
+  };
+  for (unsigned i = 0; i < 8; i++) {
+    assert_int_equal(r.log[i].addr, want[i].addr);
+    assert_int_equal(r.log[i].len, want[i].len);
+    assert_int_equal(r.log[i].is_write, want[i].is_write);
+    assert_int_equal(r.log[i].value, want[i].value);
+    if (!want[i].is_write)
+      assert_int_equal(r.log[i].read_before, 0);
+  }
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RBX), 0x8c);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0x778d);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDX), 0x5566778e);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RSI), 0x112233445566778full);
+  vmmt_fini(&t);
+}
+
+/* rep outsb / rep insw reach the handler one element at a time. */
+static void test_string_io(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_STRING);
+  recorder_init(&r, t.vcpu);
+  r.read_base = 0xa000;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 4, record, &r));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 8);
+  const char *hello = "hello";
+  for (unsigned i = 0; i < 5; i++) {
+    assert_int_equal(r.log[i].addr, 0x10);
+    assert_int_equal(r.log[i].len, 1);
+    assert_true(r.log[i].is_write);
+    assert_int_equal(r.log[i].value, (uint8_t)hello[i]);
+  }
+  uint16_t words[3];
+  assert_ok(vmm_mem_read(t.vm, 0x20000, words, sizeof(words)));
+  for (unsigned i = 0; i < 3; i++) {
+    assert_int_equal(r.log[5 + i].addr, 0x12);
+    assert_int_equal(r.log[5 + i].len, 2);
+    assert_false(r.log[5 + i].is_write);
+    assert_int_equal(words[i], 0xa000 + 5 + i);
+  }
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDI), 0x20006);
+  vmmt_fini(&t);
+}
+
+/* Without a handler, a string write comes to the caller in one exit with
+   count elements. */
+static void test_string_io_unhandled(void **state) {
+  (void)state;
+  struct vmmt t;
+  io_guest(&t, E_STRING);
+  struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x10);
+  assert_true(e->io.is_write);
+  assert_int_equal(e->io.size, 1);
+  unsigned seen = 0;
+  char got[8] = {0};
+  /* An engine may split the string into several exits. */
+  for (;;) {
+    assert_true(e->io.count >= 1 && seen + e->io.count <= 5);
+    memcpy(got + seen, e->io.data, e->io.count);
+    seen += e->io.count;
+    if (seen == 5)
+      break;
+    e = vmmt_run_to_port(t.vcpu, 0x10);
+  }
+  assert_string_equal(got, "hello");
+  vmmt_fini(&t);
+}
+
+/* A handler declining an element in the middle of a string access: the
+   elements it already took are not handed out again, and the caller gets
+   the rest, so every element is processed exactly once and in order.
+   (Engines may deliver a string access in one exit or element by element;
+   the invariant holds either way.) */
+static void test_string_io_declined_midway(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_STRING);
+  recorder_init(&r, t.vcpu);
+  r.decline_value = 'l';
+  r.read_base = 0xa000;
+  r.seq = calloc(1, 16);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 4, record, &r));
+  for (;;) {
+    struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_IO);
+    if (e->io.port == 0xeb)
+      break;
+    assert_int_equal(e->io.port, 0x10);
+    assert_true(e->io.is_write);
+    assert_true(strlen(r.seq) + e->io.count <= 5);
+    strncat(r.seq, (const char *)e->io.data, e->io.count);
+  }
+  assert_string_equal(r.seq, "hello");
+  free(r.seq);
+  vmmt_fini(&t);
+}
+
+/* The same for a string read: what the handler stored stays, the caller
+   supplies only the elements from the declined one on. */
+static void test_string_in_declined_midway(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_STRING);
+  recorder_init(&r, t.vcpu);
+  r.read_base = 0xa000;
+  r.decline_read = 1;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 4, record, &r));
+  uint16_t next = 0x1111;
+  unsigned supplied = 0;
+  for (;;) {
+    struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_IO);
+    if (e->io.port == 0xeb)
+      break;
+    assert_int_equal(e->io.port, 0x12);
+    assert_false(e->io.is_write);
+    for (uint32_t i = 0; i < e->io.count; i++, next += 0x1111, supplied++)
+      memcpy(e->io.data + 2 * i, &next, 2);
+  }
+  /* Element 0 comes from the handler (its 6th call, after the five string
+     writes), element 1 from the caller; element 2 from the caller too if
+     the engine delivered the rest in one exit, else from the handler. */
+  uint16_t words[3];
+  assert_ok(vmm_mem_read(t.vm, 0x20000, words, sizeof(words)));
+  assert_int_equal(words[0], 0xa005);
+  assert_int_equal(words[1], 0x1111);
+  assert_true(supplied == 1 || supplied == 2);
+  assert_int_equal(words[2], supplied == 2 ? 0x2222 : 0xa006);
+  assert_int_equal(r.n, supplied == 2 ? 6 : 7);
+  vmmt_fini(&t);
+}
+
+/* Reads no handler serves come to the caller, who supplies the value. */
+static void test_unhandled_reads(void **state) {
+  (void)state;
+  struct vmmt t;
+  io_guest(&t, E_IN);
+  struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x20);
+  assert_false(e->io.is_write);
+  assert_int_equal(e->io.size, 1);
+  assert_int_equal(e->io.count, 1);
+  e->io.data[0] = 0x5a;
+  e = vmmt_run_to_port(t.vcpu, 0x22);
+  assert_int_equal(e->io.size, 2);
+  memcpy(e->io.data, &(uint16_t){0xbeef}, 2);
+  e = vmmt_run_to_port(t.vcpu, 0x24);
+  assert_int_equal(e->io.size, 4);
+  memcpy(e->io.data, &(uint32_t){0xfeedface}, 4);
+  e = vmmt_run_expect(t.vcpu, VMM_EXIT_MMIO);
+  assert_int_equal(e->mmio.gpa, MMIO_BASE + 0x1000);
+  assert_false(e->mmio.is_write);
+  assert_int_equal(e->mmio.size, 8);
+  memcpy(e->mmio.data, &(uint64_t){0x0123456789abcdefull}, 8);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RBX), 0x5a);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0xbeef);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDX), 0xfeedface);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RSI), 0x0123456789abcdefull);
+  vmmt_fini(&t);
+}
+
+static enum vmm_exit_action fill_in(vmm_vcpu *vcpu, struct vmm_exit *e,
+                                    void *opaque) {
+  unsigned *calls = opaque;
+  (void)vcpu;
+  if (e->reason == VMM_EXIT_IO && !e->io.is_write) {
+    memset(e->io.data, 0x42, e->io.size);
+    ++*calls;
+    return VMM_EXIT_ACTION_RESUME;
+  }
+  if (e->reason == VMM_EXIT_MMIO && !e->mmio.is_write) {
+    memset(e->mmio.data, 0x43, e->mmio.size);
+    ++*calls;
+    return VMM_EXIT_ACTION_RESUME;
+  }
+  return VMM_EXIT_ACTION_RETURN;
+}
+
+/* The same, answered by the exit handler without returning. */
+static void test_unhandled_reads_exit_handler(void **state) {
+  (void)state;
+  struct vmmt t;
+  unsigned calls = 0;
+  io_guest(&t, E_IN);
+  assert_ok(vmm_vm_set_exit_handler(t.vm, fill_in, &calls));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(calls, 4);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RBX), 0x42);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0x4242);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDX), 0x42424242);
+  assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RSI), 0x4343434343434343ull);
+  vmmt_fini(&t);
+}
+
+/* An access that does not lie inside one range is not dispatched. */
+static void test_straddling_access(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_STRADDLE);
+  recorder_init(&r, t.vcpu);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x100, 0x10, record, &r));
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x110, 0x10, record, &r));
+  struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x10f);
+  assert_int_equal(e->io.size, 2);
+  assert_int_equal(r.n, 0);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  vmmt_fini(&t);
+}
+
+static enum vmm_exit_action count_declined(vmm_vcpu *vcpu, struct vmm_exit *e,
+                                           void *opaque) {
+  unsigned *n = opaque;
+  (void)vcpu;
+  if (e->reason == VMM_EXIT_IO && e->io.port == 0x10) {
+    assert_int_equal(e->io.data[0], 2);
+    ++*n;
+    return VMM_EXIT_ACTION_RESUME;
+  }
+  return VMM_EXIT_ACTION_RETURN;
+}
+
+/* A declined access goes on as an exit: to the exit handler if there is
+   one, to the caller otherwise. Any positive return declines. */
+static void test_declined(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_THREE);
+  recorder_init(&r, t.vcpu);
+  r.decline_value = 2;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 1, record, &r));
+  struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x10);
+  assert_int_equal(e->io.data[0], 2);
+  assert_int_equal(r.n, 1);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.log[1].value, 3);
+
+  unsigned declined = 0;
+  assert_ok(vmm_vm_set_exit_handler(t.vm, count_declined, &declined));
+  vmmt_set_ip_sp(t.vcpu, VMMT_CODE + E_THREE, VMMT_STACK);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(declined, 1);
+  assert_int_equal(r.n, 4);
+
+  /* Unregistered: every write is an exit now. */
+  assert_ok(vmm_vm_set_exit_handler(t.vm, NULL, NULL));
+  assert_ok(vmm_io_unregister(t.vm, VMM_IO_PORT, 0x10));
+  r.decline_value = -1;
+  r.rc = 7;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 1, record, &r));
+  vmmt_set_ip_sp(t.vcpu, VMMT_CODE + E_THREE, VMMT_STACK);
+  e = vmmt_run_to_port(t.vcpu, 0x10);
+  assert_int_equal(e->io.data[0], 1);
+  assert_int_equal(r.n, 5);
+  vmmt_fini(&t);
+}
+
+/* A handler's error ends the run with that code; the guest continues
+   after the access on the next run. */
+static void test_handler_error(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_THREE);
+  recorder_init(&r, t.vcpu);
+  r.rc = VMM_EIO;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 1, record, &r));
+  struct vmm_exit *e = NULL;
+  assert_vmm(vmm_vcpu_run(t.vcpu, &e), VMM_EIO);
+  assert_ptr_equal(e, vmm_vcpu_exit(t.vcpu));
+  assert_int_equal(r.n, 1);
+  r.rc = VMM_ENOMEM;
+  assert_vmm(vmm_vcpu_run(t.vcpu, &e), VMM_ENOMEM);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.log[1].value, 2);
+  r.rc = 0;
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 3);
+  assert_int_equal(r.log[2].value, 3);
+  vmmt_fini(&t);
+}
+
+/* Registering on the VM whose handler is running would deadlock: refused
+   with ESTATE. Another VM's buses are fine. */
+static void test_register_from_handler(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_THREE);
+  recorder_init(&r, t.vcpu);
+  r.try_register = true;
+  r.vm = t.vm;
+  r.other_vm = vmmt_vm_create(1, 0);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 1, record, &r));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.reg_rc, VMM_ESTATE);
+  assert_int_equal(r.mmio_reg_rc, VMM_ESTATE);
+  assert_int_equal(r.unreg_rc, VMM_ESTATE);
+  assert_int_equal(r.other_rc, 0);
+  /* The refused unregister left the handler in place for the rest. */
+  assert_int_equal(r.n, 3);
+  /* Outside a handler the same calls work. */
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x300, 1, dummy, NULL));
+  assert_ok(vmm_io_unregister(t.vm, VMM_IO_PORT, 0x300));
+  assert_ok(vmm_vm_destroy(r.other_vm));
+  vmmt_fini(&t);
+}
+
+int main(int argc, char **argv) {
+  int rc = vmmt_select_engine(argc, argv);
+  if (rc != 0)
+    return rc;
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_register_bad_args),
+      cmocka_unit_test(test_register_overlap),
+      cmocka_unit_test(test_unregister),
+      cmocka_unit_test(test_port_dispatch_sizes),
+      cmocka_unit_test(test_mmio_dispatch_sizes),
+      cmocka_unit_test(test_string_io),
+      cmocka_unit_test(test_string_io_unhandled),
+      cmocka_unit_test(test_string_io_declined_midway),
+      cmocka_unit_test(test_string_in_declined_midway),
+      cmocka_unit_test(test_unhandled_reads),
+      cmocka_unit_test(test_unhandled_reads_exit_handler),
+      cmocka_unit_test(test_straddling_access),
+      cmocka_unit_test(test_declined),
+      cmocka_unit_test(test_handler_error),
+      cmocka_unit_test(test_register_from_handler),
+  };
+  return vmmt_run_group(tests);
+}
