@@ -153,7 +153,9 @@ void vmm__logv_cfg(const struct vmm_vm_config *cfg, enum vmm_log_level level,
 
 /* Architectural checks shared by both engines (lib/cpu/validate.c). */
 int vmm__check_regs(const struct vmm_regs *regs);
-int vmm__check_sregs(const struct vmm_sregs *sregs);
+/* Also checks CR4 and EFER feature bits against the vCPU's CPUID table. */
+int vmm__check_sregs(const struct vmm_sregs *sregs,
+                     const struct vmm_cpuid_entry *cpuid, size_t ncpuid);
 int vmm__check_xcr0(uint64_t xcr0);
 
 /* True if the caller may access the vCPU's state now. */

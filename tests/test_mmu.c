@@ -97,10 +97,24 @@ static void gbpages(struct mmu *m, bool on) {
   m->pg.gbpages = on;
 }
 
+/* Offer SMEP and SMAP (CPUID 7.0 EBX bits 7, 20): control bits are only
+   accepted when the vCPU's CPUID has the feature. */
+static void offer_smep_smap(struct mmu *m) {
+  struct vmm_cpuid_entry e[VMM_CPUID_MAX_ENTRIES];
+  size_t n = VMM_CPUID_MAX_ENTRIES;
+  assert_ok(vmm_vcpu_get_cpuid(m->vcpu, e, &n));
+  for (size_t i = 0; i < n; i++)
+    if (e[i].function == 7 && e[i].index == 0)
+      e[i].ebx |= (1u << 7) | (1u << 20);
+  assert_ok(vmm_vcpu_set_cpuid(m->vcpu, e, n));
+}
+
 /* Switch paging registers; cr0 bits are added to the mode's CR0. */
 static void paging(struct mmu *m, uint64_t cr0, uint64_t cr3, uint64_t cr4,
                    uint64_t efer) {
   struct vmm_sregs s;
+  if (cr4 & (CR4_SMEP | CR4_SMAP))
+    offer_smep_smap(m);
   assert_ok(vmm_vcpu_get_sregs(m->vcpu, &s));
   s.cr0 = (s.cr0 & ~CR0_WP) | cr0;
   s.cr3 = cr3;
@@ -726,12 +740,29 @@ static void test_virt_copies(void **state) {
   /* No A/D updates from virtual copies. */
   assert_int_equal(r64(&m, PT + 10 * 8), 0x9000 | P | RW);
 
-  /* Faults: not present, read-only under CR0.WP; unbacked: ENOMAP. */
-  assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x9000, in, 1), VMM_EPAGEFAULT);
-  assert_vmm(vmm_vcpu_write_virt(m.vcpu, 0x8000, out, 1), VMM_EPAGEFAULT);
+  /* Host copies ignore permissions: a read-only page (0x8000) is written
+     even under CR0.WP, as a debugger planting a breakpoint would. */
+  uint8_t bp = 0xcc, old8;
+  assert_ok(vmm_vcpu_read_virt(m.vcpu, 0x8000, &old8, 1));
+  assert_ok(vmm_vcpu_write_virt(m.vcpu, 0x8000, &bp, 1));
   assert_ok(vmm_vcpu_read_virt(m.vcpu, 0x8000, in, 1));
+  assert_int_equal(in[0], 0xcc);
+  assert_ok(vmm_vcpu_write_virt(m.vcpu, 0x8000, &old8, 1));
+
+  /* Faults: not present; unbacked: ENOMAP. */
+  assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x9000, in, 1), VMM_EPAGEFAULT);
   assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0xc000, in, 1), VMM_ENOMAP);
   assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x8ff0, in, 0x20), VMM_EPAGEFAULT);
+  assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x8000000000000000ull, in, 1),
+             VMM_EFAULT);
+
+  /* A copy that fails on its second page copies nothing at all. */
+  uint8_t before[16], after[16], junk[32];
+  memset(junk, 0x5a, sizeof(junk));
+  assert_ok(vmm_mem_read(m.vm, 0x8ff0, before, 16));
+  assert_vmm(vmm_vcpu_write_virt(m.vcpu, 0x8ff0, junk, 0x20), VMM_EPAGEFAULT);
+  assert_ok(vmm_mem_read(m.vm, 0x8ff0, after, 16));
+  assert_memory_equal(before, after, 16);
 
   assert_vmm(vmm_vcpu_read_virt(NULL, 0x5000, in, 1), VMM_EINVAL);
   assert_vmm(vmm_vcpu_read_virt(m.vcpu, 0x5000, NULL, 1), VMM_EINVAL);

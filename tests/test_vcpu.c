@@ -247,6 +247,52 @@ static void test_sregs_invalid(void **state) {
   vmmt_fini(&t);
 }
 
+/* Control bits whose feature the vCPU's CPUID does not offer are refused on
+   every engine; offering the feature makes the same state valid. */
+static void test_sregs_need_cpuid(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_LONG64, 0);
+  struct vmm_sregs s;
+  assert_ok(vmm_vcpu_get_sregs(t.vcpu, &s));
+  struct vmm_cpuid_entry e[VMM_CPUID_MAX_ENTRIES];
+  size_t n = VMM_CPUID_MAX_ENTRIES;
+  assert_ok(vmm_vcpu_get_cpuid(t.vcpu, e, &n));
+
+  /* Withdraw SMEP (7.0 EBX bit 7) and NX (0x80000001 EDX bit 20). */
+  for (size_t i = 0; i < n; i++) {
+    if (e[i].function == 7 && e[i].index == 0)
+      e[i].ebx &= ~(1u << 7);
+    if (e[i].function == 0x80000001)
+      e[i].edx &= ~(1u << 20);
+  }
+  assert_ok(vmm_vcpu_set_cpuid(t.vcpu, e, n));
+  struct vmm_sregs b = s;
+  b.cr4 |= 1ull << 20; /* SMEP */
+  assert_vmm(vmm_vcpu_set_sregs(t.vcpu, &b), VMM_EINVAL);
+  b = s;
+  b.efer |= 1ull << 11; /* NXE */
+  assert_vmm(vmm_vcpu_set_sregs(t.vcpu, &b), VMM_EINVAL);
+  assert_vmm(vmm_vcpu_reg_write(t.vcpu, VMM_REG_EFER, b.efer), VMM_EINVAL);
+
+  /* Offered: accepted (or, on an engine that cannot hold it, ENOTSUP). */
+  for (size_t i = 0; i < n; i++) {
+    if (e[i].function == 7 && e[i].index == 0)
+      e[i].ebx |= 1u << 7;
+    if (e[i].function == 0x80000001)
+      e[i].edx |= 1u << 20;
+  }
+  assert_ok(vmm_vcpu_set_cpuid(t.vcpu, e, n));
+  b = s;
+  b.efer |= 1ull << 11;
+  assert_ok(vmm_vcpu_set_sregs(t.vcpu, &b));
+  b.cr4 |= 1ull << 20;
+  int rc = vmm_vcpu_set_sregs(t.vcpu, &b);
+  if (rc != 0)
+    assert_vmm(rc, VMM_ENOTSUP);
+  vmmt_fini(&t);
+}
+
 /* An engine either holds a valid state or refuses it (ENOTSUP): never does
    it accept and silently run something else. This host's KVM (PVM) has no
    paging outside long mode, hence the two outcomes. */
@@ -1294,6 +1340,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_regs_invalid),
       cmocka_unit_test(test_sregs_roundtrip),
       cmocka_unit_test(test_sregs_invalid),
+      cmocka_unit_test(test_sregs_need_cpuid),
       cmocka_unit_test(test_sregs_held_or_refused),
       cmocka_unit_test(test_fpu),
       cmocka_unit_test(test_fpu_seen_by_guest),

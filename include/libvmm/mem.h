@@ -36,6 +36,8 @@ enum vmm_mem_flags {
  * @param gpa    first guest-physical address, page aligned.
  * @param size   size in bytes, page aligned, non-zero; gpa + size must not
  *               exceed 2^52 (the architectural physical address limit).
+ *               Engines may allow less: KVM stops at the host's physical
+ *               address width and refuses the slot with its own error.
  * @param host   NULL to let the library allocate zeroed memory (memfd), or a
  *               page-aligned caller mapping of at least size bytes that
  *               stays valid until the slot is removed or the VM destroyed.

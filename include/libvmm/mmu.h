@@ -49,9 +49,13 @@ VMM_EXTERN int vmm_vcpu_translate(vmm_vcpu *vcpu, vmm_gva_t gva,
                                   unsigned access, struct vmm_translation *out);
 
 /**
- * Copy between a host buffer and guest virtual memory as the vCPU sees it
- * (supervisor access, no A/D updates). The range may cross pages.
- * @return 0; -VMM_EPAGEFAULT; -VMM_ENOMAP if a page maps outside RAM.
+ * Copy between a host buffer and guest virtual memory through the vCPU's
+ * page tables, as a debugger would: permission bits (R/W, U/S, NX, SMEP,
+ * SMAP) are ignored, no accessed/dirty bits are set, only pages that are not
+ * mapped fail. The range may cross pages; every page is translated first,
+ * so on failure nothing is copied.
+ * @return 0; -VMM_EPAGEFAULT (not mapped, or reserved bits); -VMM_EFAULT
+ *         (non-canonical); -VMM_ENOMAP if a page maps outside RAM.
  */
 VMM_EXTERN int vmm_vcpu_read_virt(vmm_vcpu *vcpu, vmm_gva_t gva, void *buf,
                                   size_t len);

@@ -372,7 +372,7 @@ VMM_EXTERN int vmm_vcpu_insn_count(vmm_vcpu *vcpu, uint64_t *count);
 /* Mode helpers                                                             */
 
 enum vmm_cpu_mode {
-  /** 16-bit real mode, all segment bases 0 unless code_selector says so. */
+  /** 16-bit real mode, all segment bases and selectors 0. */
   VMM_MODE_REAL = 0,
   /** 32-bit protected mode, flat 4 GiB segments, paging off. */
   VMM_MODE_PROT32 = 1,

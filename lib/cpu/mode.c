@@ -238,7 +238,7 @@ int vmm_vcpu_set_mode(vmm_vcpu *vcpu, const struct vmm_mode_setup *s) {
       sr.efer = X86_EFER_LME | X86_EFER_LMA;
     }
   }
-  if ((err = vmm__check_sregs(&sr)) < 0 || (err = ops->set_sregs(vcpu, &sr)) < 0)
+  if ((err = vmm__check_sregs(&sr, vcpu->cpuid, vcpu->ncpuid)) < 0 || (err = ops->set_sregs(vcpu, &sr)) < 0)
     return err;
   r.rflags = X86_RFLAGS_FIXED | (s->cpl == 3 ? X86_RFLAGS_IOPL : 0);
   return ops->set_regs(vcpu, &r);

@@ -143,7 +143,7 @@ int vmm_vcpu_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *sregs) {
 
 int vmm_vcpu_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *sregs) {
   STATE_CHECK(vcpu, sregs);
-  int err = vmm__check_sregs(sregs);
+  int err = vmm__check_sregs(sregs, vcpu->cpuid, vcpu->ncpuid);
   if (err < 0)
     return err;
   return vcpu->vm->ops->set_sregs(vcpu, sregs);
@@ -396,7 +396,12 @@ static int enter(vmm_vcpu *vcpu) {
   }
   vcpu->running = true;
   vcpu->thread = pthread_self();
+  /* Under the slot table's read lock, so vmm_mem_slot_remove() (which
+     checks the count under the write lock) either sees this vCPU running
+     or finishes before it can use the slot. */
+  pthread_rwlock_rdlock(&vcpu->vm->mem.lock);
   atomic_fetch_add(&vcpu->vm->running, 1);
+  pthread_rwlock_unlock(&vcpu->vm->mem.lock);
   pthread_mutex_unlock(&vcpu->lock);
   return 0;
 }

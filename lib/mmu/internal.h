@@ -68,6 +68,13 @@ struct vmm__paging {
 };
 
 /*
+ * Internal access bit: a host access (debugger view). Permission bits (R/W,
+ * U/S, NX, SMEP, SMAP) are ignored; only non-present entries and reserved
+ * bits fault.
+ */
+#define VMM__ACCESS_HOST (1u << 30)
+
+/*
  * Walk the guest page tables. access: enum vmm_access bits. Returns 0,
  * -VMM_EPAGEFAULT (out->error_code set), or -VMM_EFAULT for a
  * non-canonical address in long mode. A page-table entry that is not in

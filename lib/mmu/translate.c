@@ -44,6 +44,12 @@ int vmm_vcpu_translate(vmm_vcpu *vcpu, vmm_gva_t gva, unsigned access,
   return vmm__mmu_walk(&vcpu->vm->mem, &pg, gva, access, out);
 }
 
+/*
+ * Host copies through the vCPU's page tables, with debugger semantics:
+ * permissions are ignored (a breakpoint can be written into read-only code,
+ * user memory read under SMAP), only unmapped pages fail. Every page is
+ * translated before anything is copied, so a failure copies nothing.
+ */
 static int virt_copy(vmm_vcpu *vcpu, vmm_gva_t gva, void *buf, size_t len,
                      bool write) {
   if (vcpu == NULL || (buf == NULL && len != 0))
@@ -54,23 +60,29 @@ static int virt_copy(vmm_vcpu *vcpu, vmm_gva_t gva, void *buf, size_t len,
   int err = vmm__vcpu_paging(vcpu, &pg);
   if (err < 0)
     return err;
-  uint8_t *p = buf;
-  while (len > 0) {
-    struct vmm_translation t;
-    err = vmm__mmu_walk(&vcpu->vm->mem, &pg, gva,
-                        write ? VMM_ACCESS_WRITE : VMM_ACCESS_READ, &t);
-    if (err < 0)
-      return err;
-    size_t n = VMM_PAGE_SIZE - (gva & (VMM_PAGE_SIZE - 1));
-    if (n > len)
-      n = len;
-    err = write ? vmm_mem_write(vcpu->vm, t.gpa, p, n)
-                : vmm_mem_read(vcpu->vm, t.gpa, p, n);
-    if (err < 0)
-      return err;
-    p += n;
-    gva += n;
-    len -= n;
+  for (int pass = 0; pass < 2; pass++) {
+    uint8_t *p = buf;
+    vmm_gva_t va = gva;
+    for (size_t left = len; left > 0;) {
+      struct vmm_translation t;
+      err = vmm__mmu_walk(&vcpu->vm->mem, &pg, va, VMM__ACCESS_HOST, &t);
+      if (err < 0)
+        return err;
+      size_t n = VMM_PAGE_SIZE - (va & (VMM_PAGE_SIZE - 1));
+      if (n > left)
+        n = left;
+      if (pass == 0) {
+        void *hva;
+        if (vmm_mem_gpa_to_hva(vcpu->vm, t.gpa, n, &hva) < 0)
+          return VMM_ENOMAP;
+      } else if ((err = write ? vmm_mem_write(vcpu->vm, t.gpa, p, n)
+                              : vmm_mem_read(vcpu->vm, t.gpa, p, n)) < 0) {
+        return err;
+      }
+      p += n;
+      va += n;
+      left -= n;
+    }
   }
   return 0;
 }

@@ -212,7 +212,7 @@ int vmm__mmu_walk(struct vmm__mem *mem, const struct vmm__paging *pg,
     table = esize == 4 ? (e & 0xfffff000ull) : (e & addr_mask);
   }
 
-  if (err == 0) {
+  if (err == 0 && !(access & VMM__ACCESS_HOST)) {
     bool is_user = access & VMM_ACCESS_USER;
     bool fault = false;
     if (is_user && !user)
