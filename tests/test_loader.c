@@ -867,12 +867,12 @@ static void test_bzimage(void **state) {
   assert_int_equal(r->format, VMM_IMAGE_BZIMAGE);
   assert_int_equal(r->mode, VMM_MODE_LONG64);
   assert_int_equal(r->identity_size, 4ull << 30);
-  assert_int_equal(r->linux.version, 0x20f);
-  assert_int_equal(r->linux.setup_sects, 3);
-  assert_int_equal(r->linux.kernel_offset, 4 * 512);
-  assert_int_equal(r->linux.kernel_size, 0x10000);
-  assert_int_equal(r->linux.kernel, 0x100000);
-  assert_int_equal(r->linux.runtime_start, 0x1000000);
+  assert_int_equal(r->bzimage.version, 0x20f);
+  assert_int_equal(r->bzimage.setup_sects, 3);
+  assert_int_equal(r->bzimage.kernel_offset, 4 * 512);
+  assert_int_equal(r->bzimage.kernel_size, 0x10000);
+  assert_int_equal(r->bzimage.kernel, 0x100000);
+  assert_int_equal(r->bzimage.runtime_start, 0x1000000);
   assert_int_equal(r->entry, 0x100200);
   assert_int_equal(r->regs.rip, 0x100200);
   assert_int_equal(r->regs.rsi, 0x7000);
@@ -889,9 +889,9 @@ static void test_bzimage(void **state) {
   expect_fill(e, 0x110000, 64); /* the kernel zeroes its own bss */
 
   /* The initrd: as high as possible, page aligned, intact. */
-  assert_int_equal(r->linux.initrd, (RAM_SIZE - sizeof(initrd)) & ~0xfffull);
+  assert_int_equal(r->bzimage.initrd, (RAM_SIZE - sizeof(initrd)) & ~0xfffull);
   static uint8_t rd[sizeof(initrd)];
-  mem_read(e, r->linux.initrd, rd, sizeof(rd));
+  mem_read(e, r->bzimage.initrd, rd, sizeof(rd));
   assert_memory_equal(rd, initrd, sizeof(rd));
 
   /* The zero page. */
@@ -907,7 +907,7 @@ static void test_bzimage(void **state) {
   assert_int_equal(ld_le16(zp + 0x206), 0x20f);
   assert_int_equal(zp[0x210], 0xff);
   assert_int_equal(ld_le32(zp + 0x214), 0x100000);
-  assert_int_equal(ld_le32(zp + 0x218), r->linux.initrd);
+  assert_int_equal(ld_le32(zp + 0x218), r->bzimage.initrd);
   assert_int_equal(ld_le32(zp + 0x21c), sizeof(initrd));
   assert_int_equal(ld_le32(zp + 0x228), 0x20000);
   assert_int_equal(ld_le32(zp + 0xc8), 0);
@@ -945,7 +945,7 @@ static void test_bzimage(void **state) {
   /* Relocated: runtime start aligned up, above pref_address. */
   e->opt.kernel_addr = 0x2001000;
   assert_int_equal(load(e, b, p.size), 0);
-  assert_int_equal(e->res.linux.runtime_start, 0x2200000);
+  assert_int_equal(e->res.bzimage.runtime_start, 0x2200000);
   assert_int_equal(e->res.regs.rip, 0x2001200);
   assert_int_equal(rd32(e, 0x7000 + 0x214), 0x2001000);
   /* setup_sects 0 means 4. */
@@ -954,8 +954,8 @@ static void test_bzimage(void **state) {
   p.size = 5 * 512 + 0x10000;
   build_bz(b, &p);
   assert_int_equal(load(e, b, p.size), 0);
-  assert_int_equal(e->res.linux.setup_sects, 4);
-  assert_int_equal(e->res.linux.kernel_offset, 5 * 512);
+  assert_int_equal(e->res.bzimage.setup_sects, 4);
+  assert_int_equal(e->res.bzimage.kernel_offset, 5 * 512);
 }
 
 static void test_bzimage_truncation(void **state) {
@@ -1075,14 +1075,14 @@ static void test_bzimage_errors(void **state) {
   p.initrd_max = 0x1ffffff;
   build_bz(b, &p);
   assert_int_equal(load(e, b, p.size), 0);
-  assert_int_equal(e->res.linux.initrd, 0x1c00000);
+  assert_int_equal(e->res.bzimage.initrd, 0x1c00000);
   e->opt.initrd_addr = 0x3000000;
   BZ_CASE((p.initrd_max = 0x1ffffff, p.xlf = 1), VMM_E2BIG,
           "ends above initrd_addr_max 0x1ffffff");
   /* A kernel that may have its initrd above 4 GiB ignores the limit when
      the caller places it explicitly. */
   BZ_CASE(p.initrd_max = 0x1ffffff, 0, "");
-  assert_int_equal(e->res.linux.initrd, 0x3000000);
+  assert_int_equal(e->res.bzimage.initrd, 0x3000000);
   e->opt.initrd_addr = 0x1000000;
   BZ_CASE((void)0, VMM_EOVERLAP,
           "initrd (0x1000000-0x13fffff) overlaps "
@@ -1374,37 +1374,40 @@ static void test_debian_bzimage(void **state) {
   printf("# %s: protocol %x, setup_sects %u, kernel 0x%llx bytes at file "
          "0x%llx, init_size 0x%x, pref_address 0x%llx, xloadflags 0x%x, "
          "cmdline_size %u\n",
-         bzimage_path, r->linux.version, r->linux.setup_sects,
-         (unsigned long long)r->linux.kernel_size,
-         (unsigned long long)r->linux.kernel_offset, r->linux.init_size,
-         (unsigned long long)r->linux.pref_address, r->linux.xloadflags,
-         r->linux.cmdline_size);
-  assert_true(r->linux.version >= 0x20c);
-  assert_true(r->linux.loadflags & 1);
-  assert_true(r->linux.xloadflags & 1);
-  assert_true(r->linux.relocatable);
-  assert_int_equal(r->linux.kernel_alignment, 0x200000);
-  assert_int_equal(r->linux.pref_address, 0x1000000);
-  assert_true(r->linux.cmdline_size >= 255);
-  assert_true(r->linux.init_size > r->linux.kernel_size);
-  assert_int_equal(r->linux.kernel_offset, (r->linux.setup_sects + 1) * 512);
-  assert_true(r->linux.kernel_offset + r->linux.kernel_size <= size);
+         bzimage_path, r->bzimage.version, r->bzimage.setup_sects,
+         (unsigned long long)r->bzimage.kernel_size,
+         (unsigned long long)r->bzimage.kernel_offset, r->bzimage.init_size,
+         (unsigned long long)r->bzimage.pref_address, r->bzimage.xloadflags,
+         r->bzimage.cmdline_size);
+  assert_true(r->bzimage.version >= 0x20c);
+  assert_true(r->bzimage.loadflags & 1);
+  assert_true(r->bzimage.xloadflags & 1);
+  assert_true(r->bzimage.relocatable);
+  assert_int_equal(r->bzimage.kernel_alignment, 0x200000);
+  assert_int_equal(r->bzimage.pref_address, 0x1000000);
+  assert_true(r->bzimage.cmdline_size >= 255);
+  assert_true(r->bzimage.init_size > r->bzimage.kernel_size);
+  assert_int_equal(r->bzimage.kernel_offset,
+                   (r->bzimage.setup_sects + 1) * 512);
+  assert_true(r->bzimage.kernel_offset + r->bzimage.kernel_size <= size);
 
   /* Where things landed. */
-  assert_int_equal(r->linux.kernel, 0x100000);
-  assert_int_equal(r->linux.runtime_start, 0x1000000);
-  assert_int_equal(r->linux.zero_page, 0x7000);
-  assert_int_equal(r->linux.cmdline, 0x20000);
-  assert_true(r->linux.initrd + sizeof(initrd) <= 256 * MIB);
-  assert_true(r->linux.initrd >= 0x1000000 + r->linux.init_size);
-  assert_int_equal(r->linux.initrd & 0xfff, 0);
-  assert_true(r->linux.initrd + sizeof(initrd) - 1 <= r->linux.initrd_addr_max);
-  uint8_t *buf = malloc(r->linux.kernel_size);
-  mem_read(e, 0x100000, buf, r->linux.kernel_size);
-  assert_memory_equal(buf, b + r->linux.kernel_offset, r->linux.kernel_size);
+  assert_int_equal(r->bzimage.kernel, 0x100000);
+  assert_int_equal(r->bzimage.runtime_start, 0x1000000);
+  assert_int_equal(r->bzimage.zero_page, 0x7000);
+  assert_int_equal(r->bzimage.cmdline, 0x20000);
+  assert_true(r->bzimage.initrd + sizeof(initrd) <= 256 * MIB);
+  assert_true(r->bzimage.initrd >= 0x1000000 + r->bzimage.init_size);
+  assert_int_equal(r->bzimage.initrd & 0xfff, 0);
+  assert_true(r->bzimage.initrd + sizeof(initrd) - 1 <=
+              r->bzimage.initrd_addr_max);
+  uint8_t *buf = malloc(r->bzimage.kernel_size);
+  mem_read(e, 0x100000, buf, r->bzimage.kernel_size);
+  assert_memory_equal(buf, b + r->bzimage.kernel_offset,
+                      r->bzimage.kernel_size);
   free(buf);
   buf = malloc(sizeof(initrd));
-  mem_read(e, r->linux.initrd, buf, sizeof(initrd));
+  mem_read(e, r->bzimage.initrd, buf, sizeof(initrd));
   assert_memory_equal(buf, initrd, sizeof(initrd));
   free(buf);
 
@@ -1421,7 +1424,7 @@ static void test_debian_bzimage(void **state) {
   }
   assert_int_equal(zp[0x210], 0xff);
   assert_int_equal(ld_le32(zp + 0x214), 0x100000);
-  assert_int_equal(ld_le32(zp + 0x218), r->linux.initrd);
+  assert_int_equal(ld_le32(zp + 0x218), r->bzimage.initrd);
   assert_int_equal(ld_le32(zp + 0x21c), sizeof(initrd));
   assert_int_equal(ld_le32(zp + 0x228), 0x20000);
   assert_int_equal(zp[0x1e8], 3);
@@ -1449,7 +1452,42 @@ static void test_debian_bzimage(void **state) {
      at offset kernel_offset + 0x200. */
   uint8_t code[16];
   assert_int_equal(vmm_vcpu_read_virt(vcpu, regs.rip, code, sizeof(code)), 0);
-  assert_memory_equal(code, b + r->linux.kernel_offset + 0x200, sizeof(code));
+  assert_memory_equal(code, b + r->bzimage.kernel_offset + 0x200, sizeof(code));
+
+  /* The kernel accepts that state: single-step its first instructions
+     (startup_64 of the decompressor: segment and stack setup, CPU checks)
+     and require each to retire without a fault, staying inside the kernel's
+     reserved range. Booting further needs the UART and vmmrun. */
+  struct vmm_debug dbg = {.flags = VMM_DEBUG_SINGLESTEP};
+  int drc = vmm_vcpu_set_debug(vcpu, &dbg);
+  if (drc == VMM_ENOTSUP) {
+    printf("# %s cannot single-step: first instructions not run\n",
+           vmm_engine_name(e->engine));
+  } else {
+    assert_int_equal(drc, 0);
+    const struct vmm_loader_region *k = find_region(e, VMM_REGION_KERNEL, 0);
+    uint64_t lo = UINT64_MAX, hi = 0;
+    unsigned steps = 0;
+    for (; steps < 2000; steps++) {
+      struct vmm_exit *ex;
+      assert_int_equal(vmm_vcpu_run(vcpu, &ex), 0);
+      assert_int_equal(vmm_vcpu_get_regs(vcpu, &regs), 0);
+      if (ex->reason != VMM_EXIT_DEBUG)
+        fail_msg("step %u: exit %d at rip 0x%llx", steps, ex->reason,
+                 (unsigned long long)regs.rip);
+      if (regs.rip < k->gpa || regs.rip >= k->gpa + k->size)
+        fail_msg("step %u: rip 0x%llx left the kernel", steps,
+                 (unsigned long long)regs.rip);
+      lo = regs.rip < lo ? regs.rip : lo;
+      hi = regs.rip > hi ? regs.rip : hi;
+    }
+    printf("# %u instructions single-stepped on %s, rip 0x%llx-0x%llx%s\n",
+           steps, vmm_engine_name(e->engine), (unsigned long long)lo,
+           (unsigned long long)hi,
+           hi >= r->bzimage.runtime_start
+               ? " (it copied itself into its init_size area and went on)"
+               : "");
+  }
   vmm_loader_unmap_file(img, size);
   teardown((void **)&e);
 }

@@ -242,7 +242,7 @@ struct vmm_loader_result {
     vmm_gpa_t cmdline;
     vmm_gpa_t initrd;
     uint64_t initrd_size;
-  } linux;
+  } bzimage;
 };
 
 /**

@@ -92,7 +92,7 @@ int vmm__load_bzimage(struct ld *ld) {
                    "no \"HdrS\" setup header magic at 0x202 (boot protocol "
                    "older than 2.00)");
   uint16_t version = ld_le16(b + HDR_VERSION);
-  res->linux.version = version;
+  res->bzimage.version = version;
   if (version < 0x206)
     return ld_fail(ld, VMM_EBADIMAGE,
                    "boot protocol %u.%02u is too old: 2.06 or later needed",
@@ -125,18 +125,18 @@ int vmm__load_bzimage(struct ld *ld) {
   uint64_t pref = version >= 0x20a ? ld_le64(b + HDR_PREF_ADDRESS) : 0;
   uint32_t init_size = version >= 0x20a ? ld_le32(b + HDR_INIT_SIZE) : 0;
 
-  res->linux.setup_sects = setup_sects;
-  res->linux.syssize = syssize;
-  res->linux.loadflags = loadflags;
-  res->linux.xloadflags = xlf;
-  res->linux.cmdline_size = cmdline_size;
-  res->linux.initrd_addr_max = initrd_max;
-  res->linux.kernel_alignment = kalign;
-  res->linux.relocatable = reloc;
-  res->linux.pref_address = pref;
-  res->linux.init_size = init_size;
-  res->linux.kernel_offset = setup_size;
-  res->linux.kernel_size = ksize;
+  res->bzimage.setup_sects = setup_sects;
+  res->bzimage.syssize = syssize;
+  res->bzimage.loadflags = loadflags;
+  res->bzimage.xloadflags = xlf;
+  res->bzimage.cmdline_size = cmdline_size;
+  res->bzimage.initrd_addr_max = initrd_max;
+  res->bzimage.kernel_alignment = kalign;
+  res->bzimage.relocatable = reloc;
+  res->bzimage.pref_address = pref;
+  res->bzimage.init_size = init_size;
+  res->bzimage.kernel_offset = setup_size;
+  res->bzimage.kernel_size = ksize;
 
   if (setup_size > size)
     return ld_fail(ld, VMM_ETRUNC,
@@ -312,11 +312,11 @@ int vmm__load_bzimage(struct ld *ld) {
   res->image_end = kaddr + ksize;
   res->regs.rip = res->entry;
   res->regs.rsi = zp_gpa;
-  res->linux.kernel = kaddr;
-  res->linux.runtime_start = rs;
-  res->linux.zero_page = zp_gpa;
-  res->linux.cmdline = cmd_gpa;
-  res->linux.initrd = rd;
-  res->linux.initrd_size = rd_size;
+  res->bzimage.kernel = kaddr;
+  res->bzimage.runtime_start = rs;
+  res->bzimage.zero_page = zp_gpa;
+  res->bzimage.cmdline = cmd_gpa;
+  res->bzimage.initrd = rd;
+  res->bzimage.initrd_size = rd_size;
   return 0;
 }
