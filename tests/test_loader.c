@@ -1076,6 +1076,12 @@ static void test_bzimage_errors(void **state) {
   build_bz(b, &p);
   assert_int_equal(load(e, b, p.size), 0);
   assert_int_equal(e->res.bzimage.initrd, 0x1c00000);
+  /* Never below 1 MiB (address 0 would read as "no initrd"). */
+  e->opt.initrd_size = 4096;
+  BZ_CASE(p.initrd_max = 0xfffff, VMM_ENOSPC, "no free RAM for the initrd");
+  e->opt.initrd_addr = 0;
+  BZ_CASE((void)0, VMM_EINVAL, "initrd_addr 0");
+  e->opt.initrd_size = sizeof(rd);
   e->opt.initrd_addr = 0x3000000;
   BZ_CASE((p.initrd_max = 0x1ffffff, p.xlf = 1), VMM_E2BIG,
           "ends above initrd_addr_max 0x1ffffff");

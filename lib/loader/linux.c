@@ -54,6 +54,9 @@
 #define DEFAULT_CMDLINE 0x20000ull
 #define DEFAULT_KERNEL 0x100000ull
 #define STARTUP_64 0x200
+/* Auto-placed initrds stay above the first MiB (and off address 0, which
+   the kernel reads as "no initrd"). */
+#define INITRD_MIN 0x100000ull
 #define FOUR_GIB (1ull << 32)
 #define PAGE 4096ull
 
@@ -251,6 +254,9 @@ int vmm__load_bzimage(struct ld *ld) {
     uint64_t max_end = (uint64_t)initrd_max + 1;
     if (o->initrd_addr != VMM_LOADER_ADDR_AUTO) {
       rd = o->initrd_addr;
+      if (rd == 0)
+        return ld_fail(ld, VMM_EINVAL,
+                       "initrd_addr 0: a ramdisk_image of 0 means no initrd");
       bool high_ok = (xlf & XLF_CAN_BE_LOADED_ABOVE_4G) != 0;
       if (rd >= VMM__GPA_LIMIT || rd_size > VMM__GPA_LIMIT - rd)
         return ld_fail(ld, VMM_ENOMAP, "initrd_addr 0x%llx is out of range",
@@ -269,7 +275,7 @@ int vmm__load_bzimage(struct ld *ld) {
                        (unsigned long long)rd_size, initrd_max);
       /* As high as possible, as boot loaders traditionally do, out of the
          way of the kernel's decompression. */
-      if (ld_find_free(ld, rd_size, PAGE, 0, max_end, true, &rd) < 0)
+      if (ld_find_free(ld, rd_size, PAGE, INITRD_MIN, max_end, true, &rd) < 0)
         return ld_fail(ld, VMM_ENOSPC,
                        "no free RAM for the initrd (0x%llx bytes) below "
                        "initrd_addr_max 0x%x",

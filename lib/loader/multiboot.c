@@ -249,11 +249,10 @@ int vmm__load_multiboot(struct ld *ld) {
       at = (cursor + PAGE - 1) & ~(PAGE - 1);
     } else {
       vmm_gpa_t lo = (res->image_end + PAGE - 1) & ~(PAGE - 1);
-      err = m->size == 0
-                ? (at = lo, 0)
-                : ld_find_free(ld, m->size, PAGE, lo, FOUR_GIB, false, &at);
-      if (err < 0)
-        return ld_fail(ld, err,
+      at = lo; /* an empty module takes no space */
+      if (m->size > 0 &&
+          ld_find_free(ld, m->size, PAGE, lo, FOUR_GIB, false, &at) < 0)
+        return ld_fail(ld, VMM_ENOSPC,
                        "no free RAM below 4 GiB for module %zu (%zu bytes)", i,
                        m->size);
     }
