@@ -2,7 +2,7 @@
 # libvmm developer entry point. On a fresh Debian 12 machine:
 #   ./build.sh demo   install what is missing, build, run the demo guest
 #   ./build.sh test   install what is missing, build, run the whole test suite
-# Also: ./build.sh deps | build | sanitize | install-check
+# Also: ./build.sh deps | build | sanitize | install-check | fuzz
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -75,6 +75,39 @@ sanitize)
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     meson test -C build-san --print-errorlogs --num-processes 2 \
       --timeout-multiplier 3
+  ;;
+fuzz)
+  # libFuzzer targets (fuzz/meson.build lists them) built with clang, ASan
+  # and UBSan in build-fuzz, each run for FUZZ_SECONDS on its seed corpus
+  # (fuzz/corpus/<target>/, read only: new inputs go to build-fuzz). A crash,
+  # leak, timeout or sanitizer report fails the command and leaves the
+  # reproducer in build-fuzz/artifacts/.
+  deps
+  # werror stays off here: this build is for sanitizer findings; warnings
+  # are gated by the gcc builds (clang warns about more GNU extensions).
+  CC=clang BUILD=build-fuzz build -Dfuzz=true -Dtests=disabled \
+    -Dbench=false -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=false
+  secs=${FUZZ_SECONDS:-30}
+  mkdir -p build-fuzz/artifacts
+  while read -r t; do
+    [ -n "$t" ] || continue
+    work=build-fuzz/corpus-work/$t
+    rm -rf "$work"
+    mkdir -p "$work" "fuzz/corpus/$t"
+    echo "== $t (${secs}s)"
+    if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+      UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+      "build-fuzz/fuzz/$t" -max_total_time="$secs" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 \
+        -artifact_prefix="build-fuzz/artifacts/$t-" \
+        "$work" "fuzz/corpus/$t" </dev/null >"build-fuzz/$t.log" 2>&1; then
+      tail -n 60 "build-fuzz/$t.log"
+      echo "fuzz target $t failed (log: build-fuzz/$t.log)"
+      exit 1
+    fi
+    grep -E "^(#[0-9]+ +DONE|Done|stat::number_of_executed_units)" \
+      "build-fuzz/$t.log" || tail -n 3 "build-fuzz/$t.log"
+  done < build-fuzz/fuzz/targets.txt
   ;;
 *)
   sed -n '2,6p' "$0"

@@ -8,6 +8,7 @@
 
 #include "common.h"
 #include "io.h"
+#include "loader.h"
 #include "mem.h"
 #include "mmu.h"
 #include "vcpu.h"
