@@ -83,10 +83,8 @@ fuzz)
   # leak, timeout or sanitizer report fails the command and leaves the
   # reproducer in build-fuzz/artifacts/.
   deps
-  # werror stays off here: this build is for sanitizer findings; warnings
-  # are gated by the gcc builds (clang warns about more GNU extensions).
   CC=clang BUILD=build-fuzz build -Dfuzz=true -Dtests=disabled \
-    -Dbench=false -Db_lundef=false -Dbuildtype=debugoptimized -Dwerror=false
+    -Dbench=false -Db_lundef=false -Dbuildtype=debugoptimized
   secs=${FUZZ_SECONDS:-30}
   mkdir -p build-fuzz/artifacts
   while read -r t; do

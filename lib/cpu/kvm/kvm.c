@@ -710,13 +710,13 @@ static int setup_signal_mask(vmm_vcpu *vcpu) {
   if (err != 0)
     return -err;
   sigdelset(&old, sig);
-  struct {
-    struct kvm_signal_mask hdr;
-    uint8_t set[8];
-  } m;
-  m.hdr.len = 8; /* the kernel's sigset_t */
-  memcpy(m.set, &old, sizeof(m.set));
-  err = xioctl(kv->fd, KVM_SET_SIGNAL_MASK, &m);
+  /* struct kvm_signal_mask followed by the kernel's 8-byte sigset_t. */
+  _Alignas(struct kvm_signal_mask) uint8_t
+      m[sizeof(struct kvm_signal_mask) + 8];
+  struct kvm_signal_mask hdr = {.len = 8};
+  memcpy(m, &hdr, sizeof(hdr));
+  memcpy(m + sizeof(hdr), &old, 8);
+  err = xioctl(kv->fd, KVM_SET_SIGNAL_MASK, m);
   if (err < 0)
     return err;
   kv->mask_set = true;
