@@ -7,8 +7,10 @@
 #define LIBVMM_VMM_H
 
 #include "common.h"
+#include "dev.h"
 #include "io.h"
 #include "loader.h"
+#include "loop.h"
 #include "mem.h"
 #include "mmu.h"
 #include "vcpu.h"
