@@ -16,4 +16,11 @@
 #include "vcpu.h"
 #include "vm.h"
 
+/* Stock devices. */
+#include "cmos_rtc.h"
+#include "exit_port.h"
+#include "fw_cfg.h"
+#include "i8042.h"
+#include "uart16550.h"
+
 #endif
