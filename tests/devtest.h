@@ -1,89 +1,43 @@
 /*
- * Helpers shared by the device and loop tests (test_dev*.c, test_loop.c).
+ * Helpers shared by the device and loop tests (test_dev*.c, test_loop.c),
+ * on top of testutil.h (engine selection, assert_vmm, guest binaries).
  *
- * Each program takes the engine as argv[1] ("kvm" or "bt") and exits 77
- * with a message when that engine cannot run here. Register models are
- * driven directly through the VM's port bus (as a vCPU's access would be,
- * without the cost of a guest exit); guest programs from tests/guests/
- * check the same devices end to end. Guest binaries are found in
- * $DEVTEST_BIN_DIR (set by the build), else next to the test program.
+ * Register models are driven directly through the VM's port bus, as a
+ * vCPU's access would be dispatched but without the cost of a guest exit;
+ * guest programs (tests/guests/dev_*.asm) check the same devices end to
+ * end.
  */
 #ifndef LIBVMM_DEVTEST_H
 #define LIBVMM_DEVTEST_H
 
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "testutil.h"
 
-#include <cmocka.h>
 #include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "internal.h" /* the port bus, for register-level tests */
 
-#define DT_SKIP 77
-#define DT_RAM (2ull << 20)
-#define DT_CODE 0x10000ull
+/* Where the device guests keep their results. */
 #define DT_DATA 0x30000ull
-#define DT_STACK 0x80000ull
-#define DT_KSTACK 0x70000ull
-#define DT_TABLES 0x100000ull
 
-static enum vmm_engine_kind dt_engine = VMM_ENGINE_KVM;
-
-static inline int dt_select_engine(int argc, char **argv) {
-  const char *name = argc > 1 ? argv[1] : "kvm";
-  if (strcmp(name, "kvm") == 0) {
-    dt_engine = VMM_ENGINE_KVM;
-  } else if (strcmp(name, "bt") == 0) {
-    dt_engine = VMM_ENGINE_BT;
-  } else {
-    fprintf(stderr, "usage: %s [kvm|bt]\n", argv[0]);
-    return 2;
-  }
-  if (vmm_engine_available(dt_engine))
-    return 0;
-  printf("SKIP: the %s engine is not available here (%s)\n",
-         vmm_engine_name(dt_engine),
-         dt_engine == VMM_ENGINE_KVM
-             ? "/dev/kvm is missing or unusable"
-             : "not built into this libvmm, or not implemented yet");
-  return DT_SKIP;
-}
-
-#define assert_vmm(expr, want)                                                 \
-  do {                                                                         \
-    int dt_rc_ = (int)(expr);                                                  \
-    int dt_want_ = (want);                                                     \
-    if (dt_rc_ != dt_want_)                                                    \
-      fail_msg("%s returned %s (%d), expected %s (%d)", #expr,                 \
-               vmm_err_name(dt_rc_), dt_rc_, vmm_err_name(dt_want_),           \
-               dt_want_);                                                      \
-  } while (0)
-#define assert_ok(expr) assert_vmm(expr, 0)
-
-/* A VM on the engine under test with RAM at 0. NULL (test skipped) when
-   the engine cannot provide what flags ask for. */
+/* A VM on the engine under test with RAM at 0. The test is skipped when
+   the engine cannot provide what flags ask for (the BT engine has no
+   interrupt controller yet). */
 static inline vmm_vm *dt_vm_flags(uint32_t flags, unsigned vcpus) {
   struct vmm_vm_config cfg;
   vmm_vm *vm = NULL;
   vmm_vm_config_init(&cfg);
-  cfg.engine = dt_engine;
+  cfg.engine = vmmt_engine;
   cfg.flags = flags;
   cfg.max_vcpus = vcpus;
   int err = vmm_vm_create(&cfg, &vm);
-  if (err < 0 && flags != 0 && dt_engine != VMM_ENGINE_KVM) {
+  if (err < 0 && flags != 0 && vmmt_engine != VMM_ENGINE_KVM) {
     print_message("skipped: the %s engine has no interrupt controller yet "
                   "(%s)\n",
-                  vmm_engine_name(dt_engine), vmm_strerror(err));
+                  vmm_engine_name(vmmt_engine), vmm_strerror(err));
     skip();
   }
   assert_ok(err);
-  assert_ok(vmm_mem_slot_add(vm, 0, DT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_mem_slot_add(vm, 0, VMMT_RAM, NULL, 0, NULL));
   return vm;
 }
 
@@ -118,50 +72,18 @@ static inline uint8_t dt_inb(vmm_vm *vm, uint16_t port) {
   return (uint8_t)dt_in(vm, port, 1);
 }
 
-/* Read a guest binary built from tests/guests/<name>.asm. */
-static inline uint8_t *dt_read_bin(const char *name, size_t *len) {
-  const char *dir = getenv("DEVTEST_BIN_DIR");
-  char self[1024], path[1200];
-  if (dir == NULL) {
-    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    self[n > 0 ? n : 0] = 0;
-    char *slash = strrchr(self, '/');
-    if (slash != NULL)
-      *slash = 0;
-    dir = n > 0 ? self : ".";
-  }
-  snprintf(path, sizeof(path), "%s/%s.bin", dir, name);
-  FILE *f = fopen(path, "rb");
-  if (f == NULL)
-    fail_msg("cannot open guest %s", path);
-  uint8_t *buf = malloc(1 << 16);
-  assert_non_null(buf);
-  *len = fread(buf, 1, 1 << 16, f);
-  fclose(f);
-  assert_true(*len > 0);
-  return buf;
-}
-
-/* Create vCPU index of vm in 64-bit mode at cpl running guest name from
-   DT_CODE, RSP at DT_STACK. */
+/* Create vCPU index of vm in 64-bit mode at cpl running guest name (from
+   tests/guests/<name>.asm) at VMMT_CODE, RSP at VMMT_STACK. */
 static inline vmm_vcpu *dt_guest(vmm_vm *vm, unsigned index, const char *name,
                                  unsigned cpl) {
   vmm_vcpu *vcpu;
   size_t len;
-  uint8_t *bin = dt_read_bin(name, &len);
-  assert_ok(vmm_mem_write(vm, DT_CODE, bin, len));
+  uint8_t *bin = vmmt_read_bin(name, &len);
+  assert_ok(vmm_mem_write(vm, VMMT_CODE, bin, len));
   free(bin);
   assert_ok(vmm_vcpu_create(vm, index, &vcpu));
-  struct vmm_mode_setup ms = {.mode = VMM_MODE_LONG64,
-                              .cpl = cpl,
-                              .tables = DT_TABLES,
-                              .kernel_stack = DT_KSTACK};
-  assert_ok(vmm_vcpu_set_mode(vcpu, &ms));
-  struct vmm_regs r;
-  assert_ok(vmm_vcpu_get_regs(vcpu, &r));
-  r.rip = DT_CODE;
-  r.rsp = DT_STACK;
-  assert_ok(vmm_vcpu_set_regs(vcpu, &r));
+  vmmt_setup_vcpu(vcpu, VMM_MODE_LONG64, cpl);
+  vmmt_set_ip_sp(vcpu, VMMT_CODE, VMMT_STACK);
   return vcpu;
 }
 
@@ -201,8 +123,5 @@ static inline long long dt_stat(vmm_dev *dev, const char *key) {
   json_decref(s);
   return v;
 }
-
-#define dt_run_group(tests)                                                    \
-  cmocka_run_group_tests_name(vmm_engine_name(dt_engine), tests, NULL, NULL)
 
 #endif

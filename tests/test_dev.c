@@ -374,7 +374,7 @@ static void test_irq_lines_irqchip(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -385,5 +385,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_irq_lines_recorded),
       cmocka_unit_test(test_irq_lines_irqchip),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

@@ -282,7 +282,7 @@ static void test_memory_bytes(void **state) {
     struct vmm_vm_config cfg;
     vmm_vm *vm;
     vmm_vm_config_init(&cfg);
-    cfg.engine = dt_engine;
+    cfg.engine = vmmt_engine;
     assert_ok(vmm_vm_create(&cfg, &vm));
     /* The device exists before the slots: the bytes follow them anyway. */
     cmos(vm, false);
@@ -454,7 +454,7 @@ static void test_guest(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -469,5 +469,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_state),
       cmocka_unit_test(test_guest),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

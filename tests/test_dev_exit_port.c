@@ -141,7 +141,7 @@ static void test_guest_without_device(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -150,5 +150,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_guest_exit_status),
       cmocka_unit_test(test_guest_without_device),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

@@ -42,7 +42,7 @@ static void test_items(void **state) {
   struct vmm_vm_config cfg;
   vmm_vm *vm;
   vmm_vm_config_init(&cfg);
-  cfg.engine = dt_engine;
+  cfg.engine = vmmt_engine;
   cfg.max_vcpus = 3;
   assert_ok(vmm_vm_create(&cfg, &vm));
   fw_cfg(vm, "console=ttyS0 quiet");
@@ -274,7 +274,7 @@ static void test_guest(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -285,5 +285,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_state_and_config),
       cmocka_unit_test(test_guest),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

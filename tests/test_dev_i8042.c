@@ -294,7 +294,7 @@ static void test_guest_reboot(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -305,5 +305,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_state_and_config),
       cmocka_unit_test(test_guest_reboot),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

@@ -964,7 +964,7 @@ static void test_guest_interrupt(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -988,5 +988,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_socket_client),
       cmocka_unit_test(test_guest_interrupt),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }

@@ -434,7 +434,7 @@ static void test_many_vms(void **state) {
 }
 
 int main(int argc, char **argv) {
-  int rc = dt_select_engine(argc, argv);
+  int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
     return rc;
   const struct CMUnitTest tests[] = {
@@ -449,5 +449,5 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_loop_call),
       cmocka_unit_test(test_many_vms),
   };
-  return dt_run_group(tests);
+  return vmmt_run_group(tests);
 }
