@@ -164,9 +164,9 @@ typedef void (*vmm_vcpu_done_fn)(vmm_vcpu *vcpu, int status,
  * called. Stop a vCPU without destroying the VM with vmm_vcpu_kick() or
  * vmm_vm_stop(); the completion then reports VMM_EXIT_STOPPED.
  *
- * @return 0; -VMM_EBUSY if a run started earlier has not completed yet
- *         (its callback has not returned); -VMM_ESTATE while the VM is
- *         being destroyed; -VMM_EINVAL; system errors.
+ * @return 0; -VMM_EBUSY if a run started earlier has not been delivered
+ *         yet (its callback has not been called); -VMM_ESTATE while the VM
+ *         is being destroyed; -VMM_EINVAL; system errors.
  */
 VMM_EXTERN int vmm_vcpu_start(vmm_vcpu *vcpu, vmm_vcpu_done_fn done,
                               void *opaque);
