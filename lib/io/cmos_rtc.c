@@ -560,11 +560,14 @@ static int restore(vmm_dev *dev, const json_t *in, void *opaque) {
   bool nmi, stale;
   (void)dev;
   json_t *t = json_object_get(in, "time_ns");
+  /* The clock's range (1900-2199): the offset must not overflow. */
+  static const int64_t t_min = -2208988800ll * NS, t_max = 7258118400ll * NS;
   if (vmm__json_header(in, "cmos", STATE_VERSION) < 0 ||
       vmm__json_bytes(in, "ram", ram, sizeof(ram), &len) < 0 ||
       len != sizeof(ram) || vmm__json_uint(in, "index", 127, &index) < 0 ||
       vmm__json_bool(in, "nmi_disabled", &nmi) < 0 ||
-      vmm__json_bool(in, "mem_stale", &stale) < 0 || !json_is_integer(t))
+      vmm__json_bool(in, "mem_stale", &stale) < 0 || !json_is_integer(t) ||
+      json_integer_value(t) < t_min || json_integer_value(t) >= t_max)
     return VMM_EINVAL;
   pthread_mutex_lock(&c->lock);
   memcpy(c->ram, ram, sizeof(ram));
