@@ -346,6 +346,68 @@ static void test_priorities(void **state) {
   assert_ok(vmm_vm_destroy(vm));
 }
 
+/*
+ * The checks Linux's 8250 autoconfiguration makes, in its order, and what
+ * it must conclude: a 16550A (not an 8250/16450, not a 16650/16750/XScale),
+ * a working scratch register and IER, a passing loopback test, and a THRE
+ * interrupt that is raised again when re-enabled (no UART_BUG_THRE).
+ */
+static void test_linux_8250_probe(void **state) {
+  (void)state;
+  vmm_vm *vm = dt_vm();
+  uart_cb(vm);
+  /* IER: the four defined bits hold, cleared reads back 0. */
+  uint8_t saved = dt_inb(vm, IER);
+  dt_outb(vm, IER, 0);
+  assert_int_equal(dt_inb(vm, IER) & 0x0f, 0);
+  dt_outb(vm, IER, 0x0f);
+  assert_int_equal(dt_inb(vm, IER) & 0x0f, 0x0f);
+  dt_outb(vm, IER, saved);
+  /* Loopback: MCR = LOOP | RTS | OUT2 reads back CTS | DCD. */
+  uint8_t mcr = dt_inb(vm, MCR);
+  dt_outb(vm, MCR, 0x1a);
+  assert_int_equal(dt_inb(vm, MSR) & 0xf0, 0x90);
+  dt_outb(vm, MCR, mcr);
+  /* FIFO enabled: IIR bits 7:6 = 11, a 16550A. */
+  dt_outb(vm, FCR, 0x01);
+  assert_int_equal(dt_inb(vm, IIR) >> 6, 3);
+  /* No EFR behind LCR 0x80 or 0xBF (offset 2 must not read 0). */
+  dt_outb(vm, LCR, 0x80);
+  assert_int_not_equal(dt_inb(vm, IIR), 0);
+  dt_outb(vm, LCR, 0xbf);
+  assert_int_not_equal(dt_inb(vm, IIR), 0);
+  /* Not a 16750: the 64-byte FIFO bit does not show in IIR bit 5. */
+  dt_outb(vm, LCR, 0x80);
+  dt_outb(vm, FCR, 0x21);
+  uint8_t s1 = dt_inb(vm, IIR) >> 5;
+  dt_outb(vm, FCR, 0x01);
+  dt_outb(vm, LCR, 0x00);
+  dt_outb(vm, FCR, 0x21);
+  uint8_t s2 = dt_inb(vm, IIR) >> 5;
+  assert_false(s1 == 6 && s2 == 7);
+  /* Not an XScale: IER bit 6 does not stick. */
+  dt_outb(vm, IER, 0x40);
+  assert_int_equal(dt_inb(vm, IER) & 0x40, 0);
+  dt_outb(vm, IER, 0);
+  /* Scratch register. */
+  dt_outb(vm, SCR, 0xa5);
+  assert_int_equal(dt_inb(vm, SCR), 0xa5);
+  dt_outb(vm, SCR, 0x5a);
+  assert_int_equal(dt_inb(vm, SCR), 0x5a);
+  /* Startup: LSR is not 0xff (a port is there); THRE re-asserts. */
+  dt_outb(vm, FCR, 0x07);
+  assert_int_not_equal(dt_inb(vm, LSR), 0xff);
+  dt_outb(vm, IER, 0x02);
+  uint8_t iir1 = dt_inb(vm, IIR);
+  dt_outb(vm, IER, 0x00);
+  dt_outb(vm, IER, 0x02);
+  uint8_t iir2 = dt_inb(vm, IIR);
+  dt_outb(vm, IER, 0x00);
+  assert_false(iir1 & 0x01);
+  assert_false(iir2 & 0x01);
+  assert_ok(vmm_vm_destroy(vm));
+}
+
 static void test_state(void **state) {
   (void)state;
   vmm_vm *vm = dt_vm();
@@ -976,6 +1038,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_thre_interrupt_and_out2),
       cmocka_unit_test(test_loopback_and_modem_status),
       cmocka_unit_test(test_priorities),
+      cmocka_unit_test(test_linux_8250_probe),
       cmocka_unit_test(test_state),
       cmocka_unit_test(test_config_errors),
       cmocka_unit_test(test_torture),
