@@ -2,8 +2,8 @@
  * A harness driving every stock device with arbitrary input, as a hostile
  * guest (register accesses of any width at and around the devices' ports)
  * and a hostile snapshot (saved states with any members changed) would.
- * Used by test_dev_fuzz.c with pseudo-random inputs, and meant to be the
- * body of a libFuzzer target.
+ * Used by tests/test_dev_fuzz.c with pseudo-random inputs and by the
+ * libFuzzer target fuzz/fuzz_devices.c.
  *
  * Input: a sequence of operations, each an opcode byte and its operands;
  * the input ending mid-operation ends it. Checked after every input:
@@ -44,15 +44,8 @@ static void dh_out(vmm_dev *dev, const uint8_t *buf, size_t len, void *opaque) {
   ((struct dh *)opaque)->out_bytes += len;
 }
 
-/* Returns 0, or a negative code if the VM cannot be built here. */
-static inline int dh_init(struct dh *h, enum vmm_engine_kind engine) {
-  struct vmm_vm_config cfg;
-  memset(h, 0, sizeof(*h));
-  vmm_vm_config_init(&cfg);
-  cfg.engine = engine;
-  int err = vmm_vm_create(&cfg, &h->vm);
-  if (err < 0)
-    return err;
+/* Attach the five devices anew (after dh_detach(): fresh state). */
+static inline int dh_attach(struct dh *h) {
   struct vmm_uart_config u;
   vmm_uart_config_init(&u);
   u.backend = VMM_UART_CALLBACK;
@@ -68,14 +61,36 @@ static inline int dh_init(struct dh *h, enum vmm_engine_kind engine) {
   f.cmdline = "console=ttyS0";
   struct vmm_exit_port_config x;
   vmm_exit_port_config_init(&x);
-  if ((err = vmm_mem_slot_add(h->vm, 0, 2 << 20, NULL, 0, NULL)) < 0 ||
-      (err = vmm_uart_create(h->vm, &u, &h->dev[0])) < 0 ||
+  int err;
+  if ((err = vmm_uart_create(h->vm, &u, &h->dev[0])) < 0 ||
       (err = vmm_i8042_create(h->vm, &k, &h->dev[1])) < 0 ||
       (err = vmm_cmos_create(h->vm, &c, &h->dev[2])) < 0 ||
       (err = vmm_fw_cfg_create(h->vm, &f, &h->dev[3])) < 0 ||
       (err = vmm_exit_port_create(h->vm, &x, &h->dev[4])) < 0 ||
       (err = vmm_fw_cfg_add_file(h->dev[3], "etc/a", "abc", 3, NULL)) < 0 ||
-      (err = vmm_fw_cfg_add_file(h->dev[3], "opt/b", "", 0, NULL)) < 0) {
+      (err = vmm_fw_cfg_add_file(h->dev[3], "opt/b", "", 0, NULL)) < 0)
+    return err;
+  return 0;
+}
+
+static inline void dh_detach(struct dh *h) {
+  for (int i = 4; i >= 0; i--) {
+    vmm_dev_detach(h->dev[i]);
+    h->dev[i] = NULL;
+  }
+}
+
+/* Returns 0, or a negative code if the VM cannot be built here. */
+static inline int dh_init(struct dh *h, enum vmm_engine_kind engine) {
+  struct vmm_vm_config cfg;
+  memset(h, 0, sizeof(*h));
+  vmm_vm_config_init(&cfg);
+  cfg.engine = engine;
+  int err = vmm_vm_create(&cfg, &h->vm);
+  if (err < 0)
+    return err;
+  if ((err = vmm_mem_slot_add(h->vm, 0, 2 << 20, NULL, 0, NULL)) < 0 ||
+      (err = dh_attach(h)) < 0) {
     vmm_vm_destroy(h->vm);
     return err;
   }
@@ -182,10 +197,16 @@ static inline void dh_check_uart(struct dh *h) {
   }
 }
 
-/* Run one input. Returns h->failure (NULL when all held). */
+/*
+ * Run one input on freshly attached devices (so every input starts from
+ * the same state and replays exactly). Returns h->failure (NULL when all
+ * held).
+ */
 static inline const char *dh_run(struct dh *h, const uint8_t *d, size_t n) {
   h->failure = NULL;
-  vmm_dev_reset_all(h->vm);
+  dh_detach(h);
+  if (dh_attach(h) < 0)
+    return "devices could not be attached";
   vmm_vm_system_event_clear(h->vm);
   size_t i = 0;
   while (i + 2 <= n) {
