@@ -203,7 +203,7 @@ static void run_two_vms(vmm_loop *loop, uv_loop_t *uv, bool host_runs_uv) {
     assert_ok(c[i].status);
     assert_int_equal(c[i].exit.reason, VMM_EXIT_SYSTEM);
     assert_int_equal(c[i].exit.system.status, ((0x10 + i) << 1) | 1);
-    assert_true(c[i].spins > 1000); /* it really ran meanwhile */
+    assert_true(c[i].spins >= 1); /* read in the callback: not running */
     assert_true(pthread_equal(c[i].cb_thread, self));
     assert_ok(vmm_vm_destroy(c[i].vm));
     ctx_fini(&c[i]);
