@@ -61,10 +61,12 @@ install-check)
   export PKG_CONFIG_PATH="$pcdir" PKG_CONFIG_SYSROOT_DIR="$stage"
   pkg-config --cflags --libs libvmm
   mkdir "$stage/src"
-  cp examples/hello.c examples/long_mode.c examples/Makefile "$stage/src/"
+  cp examples/hello.c examples/long_mode.c examples/serial.c \
+    examples/Makefile "$stage/src/"
   make -s -C "$stage/src" CFLAGS="-O2 -Wall -Wextra -Werror"
   LD_LIBRARY_PATH="$stage$prefix/$libdir" "$stage/src/hello"
   LD_LIBRARY_PATH="$stage$prefix/$libdir" "$stage/src/long_mode"
+  LD_LIBRARY_PATH="$stage$prefix/$libdir" "$stage/src/serial"
   ;;
 sanitize)
   # AddressSanitizer + UndefinedBehaviorSanitizer, every test.

@@ -11,6 +11,7 @@
 #include <stdatomic.h>
 
 #include "io/internal.h"
+#include "loop/internal.h"
 #include "mmu/internal.h"
 
 #define VMM__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -120,6 +121,11 @@ struct vmm_vm {
 
   /* Pending system event: (uint64_t)event << 32 | (uint32_t)status, 0 none. */
   atomic_uint_fast64_t system_event;
+
+  /* Attached devices and device-driven interrupt lines (lib/io/dev.c). */
+  struct vmm__devs devs;
+  /* The VM's event loop and the destroy latch (lib/loop/), under lock. */
+  struct vmm__vm_loop loop;
 };
 
 struct vmm_vcpu {
@@ -143,6 +149,9 @@ struct vmm_vcpu {
   struct vmm_cpuid_entry cpuid[VMM_CPUID_MAX_ENTRIES];
   size_t ncpuid;
   bool has_run;
+
+  /* Library-managed run thread (lib/loop/vcpu_thread.c), under vm->lock. */
+  struct vmm__vthread *vthread;
 };
 
 /* Logging through the VM's log callback. */

@@ -100,7 +100,12 @@ VMM_EXTERN int vmm_vm_create(const struct vmm_vm_config *cfg, vmm_vm **out);
  *
  * Must not be called while a caller-owned thread is inside vmm_vcpu_run()
  * for one of its vCPUs: stop them with vmm_vm_stop() and let the threads
- * return first. In that case nothing is freed and -VMM_EBUSY is returned.
+ * return first. In that case nothing is freed and -VMM_EBUSY is returned
+ * (as it is when called from one of the VM's I/O handlers). vCPUs running
+ * on library threads (vmm_vcpu_start(), loop.h) are stopped and joined
+ * here, and their undelivered completions dropped. Devices are destroyed
+ * (newest first), then vCPUs, then the VM's own loop if it has one. With
+ * a loop the host runs, call this on that loop's thread (see loop.h).
  * @return 0 or -VMM_EBUSY.
  */
 VMM_EXTERN int vmm_vm_destroy(vmm_vm *vm);

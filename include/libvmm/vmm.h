@@ -7,11 +7,20 @@
 #define LIBVMM_VMM_H
 
 #include "common.h"
+#include "dev.h"
 #include "io.h"
 #include "loader.h"
+#include "loop.h"
 #include "mem.h"
 #include "mmu.h"
 #include "vcpu.h"
 #include "vm.h"
+
+/* Stock devices. */
+#include "cmos_rtc.h"
+#include "exit_port.h"
+#include "fw_cfg.h"
+#include "i8042.h"
+#include "uart16550.h"
 
 #endif

@@ -112,11 +112,15 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
     goto fail_pio;
   if ((err = -pthread_mutex_init(&vm->lock, NULL)) < 0)
     goto fail_mmio;
-  if ((err = ops->vm_init(vm)) < 0)
+  if ((err = vmm__devs_init(&vm->devs)) < 0)
     goto fail_lock;
+  if ((err = ops->vm_init(vm)) < 0)
+    goto fail_devs;
   *out = vm;
   return 0;
 
+fail_devs:
+  vmm__devs_fini(vm);
 fail_lock:
   pthread_mutex_destroy(&vm->lock);
 fail_mmio:
@@ -135,10 +139,18 @@ fail_alloc:
 int vmm_vm_destroy(vmm_vm *vm) {
   if (vm == NULL)
     return 0;
+  /* Threads the library manages are stopped and joined here; a thread the
+     caller owns must have left vmm_vcpu_run() (-VMM_EBUSY otherwise). */
+  int err = vmm__vthreads_stop(vm);
+  if (err < 0)
+    return err;
   if (atomic_load(&vm->running) != 0)
     return VMM_EBUSY;
+  /* Devices go first: their teardown may still need the VM's loop. */
+  vmm__devs_fini(vm);
   for (unsigned i = 0; i < vm->cfg.max_vcpus; i++)
     vmm__vcpu_free(vm->vcpus[i]);
+  vmm__vm_loop_fini(vm);
   vm->ops->vm_fini(vm);
   vmm__mem_fini(&vm->mem);
   vmm__iobus_fini(&vm->mmio);

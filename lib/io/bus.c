@@ -12,6 +12,11 @@
  */
 static _Thread_local const struct vmm__iobus *dispatching;
 
+bool vmm__iobus_in_handler(const vmm_vm *vm) {
+  return dispatching != NULL &&
+         (dispatching == &vm->pio || dispatching == &vm->mmio);
+}
+
 int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit) {
   memset(bus, 0, sizeof(*bus));
   bus->limit = limit;
@@ -58,7 +63,7 @@ int vmm_io_register(vmm_vm *vm, enum vmm_io_space space, uint64_t base,
     return VMM_EINVAL;
   if (base >= bus->limit || len > bus->limit - base)
     return VMM_EINVAL;
-  if (dispatching == &vm->pio || dispatching == &vm->mmio)
+  if (vmm__iobus_in_handler(vm))
     return VMM_ESTATE;
 
   int err = 0;
@@ -93,7 +98,7 @@ int vmm_io_unregister(vmm_vm *vm, enum vmm_io_space space, uint64_t base) {
   struct vmm__iobus *bus = bus_of(vm, space);
   if (bus == NULL)
     return VMM_EINVAL;
-  if (dispatching == &vm->pio || dispatching == &vm->mmio)
+  if (vmm__iobus_in_handler(vm))
     return VMM_ESTATE;
 
   int err = VMM_ENOENT;

@@ -38,4 +38,69 @@ void vmm__iobus_fini(struct vmm__iobus *bus);
 int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
                         void *data, uint32_t len, bool is_write);
 
+/* True while the calling thread runs an I/O handler of vm. */
+bool vmm__iobus_in_handler(const vmm_vm *vm);
+
+/*
+ * The devices of a VM and the lines they drive (lib/io/dev.c).
+ *
+ * list is guarded by lock. The interrupt state is guarded by irq_lock, a
+ * leaf lock: devices call vmm_dev_irq_set() with their own lock held, and
+ * the engine's irq_line() and the host's handler are called under it.
+ */
+struct vmm__devs {
+  pthread_mutex_t lock;
+  vmm_dev **list;
+  size_t count, cap;
+
+  pthread_mutex_t irq_lock;
+  uint32_t irq_level;                  /* bit n: line n asserted */
+  uint16_t irq_sources[VMM_IRQ_LINES]; /* devices asserting each line */
+  vmm_irq_handler_fn irq_fn;
+  void *irq_opaque;
+};
+
+int vmm__devs_init(struct vmm__devs *devs);
+/* Detach every device (reverse order), then free the table. */
+void vmm__devs_fini(vmm_vm *vm);
+
+/*
+ * Lay a caller's configuration (a struct starting with size_t size, from
+ * an older or the current header) over defaults already in dst. Returns 0,
+ * or -VMM_EINVAL for a NULL or mis-sized user struct.
+ */
+int vmm__config_merge(void *dst, size_t dst_size, const void *user);
+
+/* The device's opaque pointer if dev was attached with ops (a stock
+   device's type check), else NULL. */
+void *vmm__dev_data(const vmm_dev *dev, const struct vmm_dev_ops *ops);
+
+/*
+ * Helpers for device register models. A multi-byte access to byte-wide
+ * registers is split as an 8-bit ISA bus splits it: one access per byte at
+ * consecutive addresses. fn handles one byte.
+ */
+typedef void (*vmm__byte_fn)(void *dev, uint64_t addr, uint8_t *byte,
+                             bool is_write);
+void vmm__io_bytes(void *dev, uint64_t addr, void *data, uint32_t len,
+                   bool is_write, vmm__byte_fn fn);
+
+/*
+ * Checked reads of saved device state (untrusted JSON). Each returns 0 or
+ * -VMM_EINVAL when the member is missing, of the wrong type or out of
+ * range; *out is only written on success.
+ */
+struct json_t;
+int vmm__json_uint(const struct json_t *obj, const char *key, uint64_t max,
+                   uint64_t *out);
+int vmm__json_bool(const struct json_t *obj, const char *key, bool *out);
+/* An array of at most max integers 0..255. */
+int vmm__json_bytes(const struct json_t *obj, const char *key, uint8_t *buf,
+                    size_t max, size_t *len);
+/* Check the "type" and "version" members written by every stock device. */
+int vmm__json_header(const struct json_t *obj, const char *type,
+                     uint64_t version);
+/* A byte array as a JSON array of integers (new reference, NULL on OOM). */
+struct json_t *vmm__json_from_bytes(const uint8_t *buf, size_t len);
+
 #endif
