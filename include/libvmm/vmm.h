@@ -14,6 +14,7 @@
 #include "mem.h"
 #include "mmu.h"
 #include "vcpu.h"
+#include "virtio.h"
 #include "vm.h"
 
 /* Stock devices. */
