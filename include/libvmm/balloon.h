@@ -18,7 +18,9 @@
  * not touched). See docs/balloon.md.
  *
  * Threading: every function here is thread-safe. The device's work happens
- * on the thread that runs the vCPU whose MMIO write notified it.
+ * on the thread that runs the vCPU whose MMIO write notified it, inside
+ * that MMIO exit: a request's discards delay that vCPU (Linux sends 256
+ * frames per request, about a millisecond of work).
  */
 #ifndef LIBVMM_BALLOON_H
 #define LIBVMM_BALLOON_H
@@ -84,9 +86,10 @@ struct vmm_balloon_stats {
 };
 
 /**
- * Statistics callback: the guest delivered a statistics buffer. Runs on the
- * thread that processed the guest's notification (a vCPU thread), without
- * the device lock held, so it may call any vmm_balloon_* function.
+ * Statistics callback: the guest delivered a statistics buffer. Runs
+ * without the device lock held, on a thread that was inside the device -
+ * normally the vCPU thread whose notification delivered the buffer. It may
+ * call any vmm_balloon_* function except vmm_balloon_destroy().
  */
 typedef void (*vmm_balloon_stats_fn)(vmm_balloon *balloon,
                                      const struct vmm_balloon_stats *stats,
@@ -168,8 +171,9 @@ struct vmm_balloon_info {
   uint64_t rejected_pfns;  /* frame numbers outside writable RAM */
   /** Requests (descriptor chains) handled per queue. */
   uint64_t inflate_requests, deflate_requests, report_requests;
-  /** Host time spent discarding memory, nanoseconds. */
-  uint64_t discard_ns;
+  /** Host time spent handling inflate, deflate and free page report
+      requests (reading frame lists, discarding), nanoseconds. */
+  uint64_t work_ns;
 };
 
 /** Read the host-side view. @return 0 or -VMM_EINVAL. */

@@ -170,8 +170,13 @@ int vmm__virtio_create(vmm_vm *vm, const struct vmm_virtio_mmio_config *cfg,
                        const struct vmm__virtio_ops *ops, void *dev,
                        uint64_t features, uint16_t queue_size_max,
                        vmm_virtio **out);
-/* Detach (no handler runs after this returns) and free. NULL is fine. */
-void vmm__virtio_destroy(vmm_virtio *v);
+/*
+ * Detach (no handler runs after this returns) and free. NULL is fine.
+ * Returns 0, or the error of vmm_io_unregister() (called from a handler of
+ * the VM): nothing is freed then, and the device model must not free the
+ * objects the transport points to either.
+ */
+int vmm__virtio_destroy(vmm_virtio *v);
 
 /* One guest access to the device window; what the MMIO handler does. */
 void vmm__virtio_mmio_access(vmm_virtio *v, uint64_t off, void *data,

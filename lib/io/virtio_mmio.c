@@ -562,17 +562,26 @@ fail:
   return err;
 }
 
-void vmm__virtio_destroy(vmm_virtio *v) {
+int vmm__virtio_destroy(vmm_virtio *v) {
   if (v == NULL)
-    return;
-  /* Waits for a handler running on another thread to finish. */
-  vmm_io_unregister(v->vm, VMM_IO_MMIO, v->cfg.base);
+    return 0;
+  /* Waits for a handler running on another thread to finish. From a
+     handler of the VM it fails, and freeing would leave the bus pointing
+     at freed memory: leak instead (the API forbids the call anyway). */
+  int err = vmm_io_unregister(v->vm, VMM_IO_MMIO, v->cfg.base);
+  if (err < 0) {
+    vmm__log(v->vm, VMM_LOG_ERROR,
+             "virtio %s: not destroyed (%s); called from a handler?",
+             v->ops->name, vmm_strerror(err));
+    return err;
+  }
   if (v->irq_level && v->cfg.irq_fn == NULL)
     vmm_vm_irq_line(v->vm, v->cfg.gsi, false);
   pthread_mutex_destroy(&v->lock);
   for (unsigned i = 0; i < VMM__VIRTIO_MAX_QUEUES; i++)
     free(v->q[i].bufs);
   free(v);
+  return 0;
 }
 
 /* ------------------------------------------------------------------------ */
