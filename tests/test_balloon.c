@@ -3,22 +3,19 @@
  * stands on (vmm_mem_discard, vmm_mem_slot_resident,
  * vmm_mem_slot_set_mergeable).
  *
- *   test_balloon                    host-side tests: the device driven
+ *   test_balloon [kvm|bt]           host-side tests: the device driven
  *                                   through the MMIO bus by virtio_driver.h
- *   test_balloon guest ENGINE BIN   the freestanding guest driver
- *                                   (tests/guests/balloon) on one engine
+ *                                   (no vCPU runs; the VM is the engine's)
+ *   test_balloon guest kvm|bt BIN   the freestanding guest driver
+ *                                   (tests/guests/balloon) on that engine
  *
  * Every check of host memory uses the library's vmm_mem_slot_resident()
  * and, independently, the kernel's own accounting (/proc/self/smaps Rss of
  * the mapping, and the memfd's allocated blocks), so the API cannot vouch
  * for itself.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "testutil.h"
 
-#include <cmocka.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,7 +28,6 @@
 #include "guests/balloon/protocol.h"
 #include "virtio_driver.h"
 
-#define SKIP_STATUS 77
 #define BASE 0xd0000000ull
 #define MIB (1ull << 20)
 #define PAGE 4096ull
@@ -53,8 +49,6 @@
 #define F_REPORTING (1ull << 5)
 #define F_V1 (1ull << 32)
 #define F_ALL (F_STATS | F_DOOM | F_REPORTING | F_V1)
-
-static bool g_skipped;
 
 /* ------------------------------------------------------------------------ */
 /* Independent measurements                                                 */
@@ -175,16 +169,9 @@ static void balloon_config(struct fixture *f, struct vmm_balloon_config *c,
 }
 
 static int setup_common(void **state, unsigned version, uint32_t features) {
-  if (!vmm_engine_available(VMM_ENGINE_AUTO)) {
-    print_message("no engine available here\n");
-    g_skipped = true;
-    skip();
-  }
   struct fixture *f = calloc(1, sizeof(*f));
   f->base = BASE;
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  assert_int_equal(vmm_vm_create(&cfg, &f->vm), 0);
+  f->vm = vmmt_vm_create(1, 0);
   assert_int_equal(vmm_mem_slot_add(f->vm, 0, RAM_SIZE, NULL, VMM_MEM_DIRTY_LOG,
                                     &f->ram_slot),
                    0);
@@ -927,7 +914,7 @@ struct guest_case {
 #define G_REPORT_SIZE (8 * MIB)
 #define G_DEFLATED_TARGET (8 * MIB)
 
-static const char *g_engine, *g_bin;
+static const char *g_bin;
 
 struct run {
   vmm_vm *vm;
@@ -1045,20 +1032,10 @@ static void *load_file(const char *path, size_t *size) {
 }
 
 static void run_guest_case(const struct guest_case *gc) {
-  enum vmm_engine_kind eng =
-      !strcmp(g_engine, "kvm") ? VMM_ENGINE_KVM : VMM_ENGINE_BT;
-  if (!vmm_engine_available(eng)) {
-    print_message("%s engine not available here%s\n", g_engine,
-                  eng == VMM_ENGINE_BT ? " (not built yet)" : "");
-    g_skipped = true;
-    skip();
-  }
+  const char *eng = vmm_engine_name(vmmt_engine);
   struct run r;
   memset(&r, 0, sizeof(r));
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  cfg.engine = eng;
-  assert_int_equal(vmm_vm_create(&cfg, &r.vm), 0);
+  r.vm = vmmt_vm_create(1, 0);
   void *anon = NULL;
   if (gc->anon) {
     anon = mmap(NULL, G_RAM, PROT_READ | PROT_WRITE,
@@ -1139,7 +1116,7 @@ static void run_guest_case(const struct guest_case *gc) {
   expect_drop(&r1, &r2, G_POOL_SIZE, memfd, "guest inflate");
   print_message("%s/%s: inflated %llu MiB, host resident %llu -> %llu MiB "
                 "(smaps %llu -> %llu)\n",
-                g_engine, gc->name, (unsigned long long)(G_POOL_SIZE / MIB),
+                eng, gc->name, (unsigned long long)(G_POOL_SIZE / MIB),
                 (unsigned long long)(r1.api / MIB),
                 (unsigned long long)(r2.api / MIB),
                 (unsigned long long)(r1.smaps / MIB),
@@ -1187,8 +1164,8 @@ static void run_guest_case(const struct guest_case *gc) {
   assert_int_equal(vs.errors, 0);
   assert_int_equal(res.features, vs.driver_features);
   print_message("%s/%s: %u notifications, %llu interrupts, queue size %u\n",
-                g_engine, gc->name, res.notifies,
-                (unsigned long long)vs.interrupts, res.queue_size);
+                eng, gc->name, res.notifies, (unsigned long long)vs.interrupts,
+                res.queue_size);
 
   vmm_balloon_destroy(b);
   assert_int_equal(vmm_vm_destroy(r.vm), 0);
@@ -1237,7 +1214,10 @@ static void test_guest_private_anon(void **state) {
 int main(int argc, char **argv) {
   int failed;
   if (argc == 4 && !strcmp(argv[1], "guest")) {
-    g_engine = argv[2];
+    char *engine_args[] = {argv[0], argv[2]};
+    int rc = vmmt_select_engine(2, engine_args);
+    if (rc != 0)
+      return rc;
     g_bin = argv[3];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_guest_modern),
@@ -1246,8 +1226,11 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_guest_stats_declined),
         cmocka_unit_test(test_guest_private_anon),
     };
-    failed = cmocka_run_group_tests_name(g_engine, tests, NULL, NULL);
-  } else if (argc == 1) {
+    failed = cmocka_run_group_tests_name("balloon-guest", tests, NULL, NULL);
+  } else if (argc <= 2) {
+    int rc = vmmt_select_engine(argc, argv);
+    if (rc != 0)
+      return rc;
     const struct CMUnitTest tests[] = {
         T(test_create_validation, setup_bare),
         T(test_target_and_config, setup_modern),
@@ -1267,8 +1250,8 @@ int main(int argc, char **argv) {
     };
     failed = cmocka_run_group_tests(tests, NULL, NULL);
   } else {
-    fprintf(stderr, "usage: %s [guest kvm|bt driver.bin]\n", argv[0]);
+    fprintf(stderr, "usage: %s [kvm|bt] | guest kvm|bt driver.bin\n", argv[0]);
     return 2;
   }
-  return failed ? 1 : g_skipped ? SKIP_STATUS : 0;
+  return failed ? 1 : 0;
 }

@@ -3,17 +3,10 @@
  * virtqueue.c), driven through the VM's MMIO bus by the host-side driver in
  * virtio_driver.h, with a small echo device on top. Each malformed-queue
  * case checks the error state it must produce and that the device then
- * leaves the rings alone until a reset.
+ * leaves the rings alone until a reset. No vCPU runs, but the VM (and its
+ * memory) is the engine's: test_virtio [kvm|bt].
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-#include <stdio.h>
-#include <stdlib.h>
-
+#include "testutil.h"
 #include "virtio_driver.h"
 
 #define BASE 0xd0000000ull
@@ -108,14 +101,8 @@ static int irq_hook(vmm_virtio *dev, bool level, void *opaque) {
 }
 
 static int make(void **state, unsigned version, bool with_irq_hook) {
-  if (!vmm_engine_available(VMM_ENGINE_AUTO)) {
-    print_message("no engine available here\n");
-    skip();
-  }
   struct fixture *f = calloc(1, sizeof(*f));
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  assert_int_equal(vmm_vm_create(&cfg, &f->vm), 0);
+  f->vm = vmmt_vm_create(1, 0);
   assert_int_equal(vmm_mem_slot_add(f->vm, 0, RAM_SIZE, NULL, 0, NULL), 0);
   assert_int_equal(
       vmm_mem_slot_add(f->vm, ROM_GPA, ROM_SIZE, NULL, VMM_MEM_READONLY, NULL),
@@ -760,7 +747,10 @@ static void test_error_strings(void **state) {
 
 #define T(fn, s) cmocka_unit_test_setup_teardown(fn, s, teardown)
 
-int main(void) {
+int main(int argc, char **argv) {
+  int rc = vmmt_select_engine(argc, argv);
+  if (rc != 0)
+    return rc;
   const struct CMUnitTest tests[] = {
       T(test_registers_modern, setup_modern),
       T(test_bad_access_width, setup_modern),
