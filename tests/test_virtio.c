@@ -736,6 +736,80 @@ static void test_default_irq_path(void **state) {
   assert_int_equal(st.resets, 1);
 }
 
+struct log_capture {
+  unsigned messages;
+  char last[256];
+};
+
+static void capture_log(enum vmm_log_level level, const char *msg,
+                        void *opaque) {
+  struct log_capture *c = opaque;
+  (void)level;
+  c->messages++;
+  snprintf(c->last, sizeof(c->last), "%s", msg);
+}
+
+static void test_irqchip_path(void **state) {
+  (void)state;
+  /* The VM's interrupt path: the engine's interrupt controller. */
+  struct log_capture logs = {0};
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = vmmt_engine;
+  cfg.flags = VMM_VM_IRQCHIP;
+  cfg.log_fn = capture_log;
+  cfg.log_opaque = &logs;
+  cfg.log_level = VMM_LOG_DEBUG;
+  vmm_vm *vm;
+  int rc = vmm_vm_create(&cfg, &vm);
+  if (rc == VMM_ENOTSUP || rc == VMM_EINVAL) {
+    print_message("%s has no in-kernel interrupt controller: %s\n",
+                  vmm_engine_name(vmmt_engine), vmm_strerror(rc));
+    skip();
+  }
+  assert_ok(rc);
+  assert_ok(vmm_mem_slot_add(vm, 0, RAM_SIZE, NULL, 0, NULL));
+  struct echo e = {0};
+  struct vmm_virtio_mmio_config mc;
+  vmm_virtio_mmio_config_init(&mc);
+  mc.base = BASE;
+  mc.gsi = 10;
+  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v));
+  struct vd d = {vm, BASE};
+  struct vq_drv q;
+  vd_negotiate(&d, F_V1);
+  vq_setup(&d, &q, 0, 16, Q0);
+  vd_set_status(&d, VMM_VIRTIO_STATUS_DRIVER_OK);
+  unsigned before = logs.messages;
+  struct vd_buf b[2] = {{BUF, 1, false}, {BUF + 0x100, 1, true}};
+  vq_add(&d, &q, b, 2);
+  vq_kick(&d, &q);
+  struct vmm_virtio_state st;
+  assert_ok(vmm_virtio_get_state(e.v, &st));
+  assert_true(st.irq_level);
+  vd_ack_interrupts(&d);
+  assert_ok(vmm_virtio_get_state(e.v, &st));
+  assert_false(st.irq_level);
+  /* The engine took every level change: nothing was logged. */
+  if (logs.messages != before)
+    fail_msg("unexpected log: %s", logs.last);
+  /* The gsi must be one the controller has; KVM's IOAPIC has 24. */
+  assert_int_equal(vmm__virtio_destroy(e.v), 0);
+  mc.gsi = 99;
+  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v));
+  d = (struct vd){vm, BASE};
+  vd_negotiate(&d, F_V1);
+  vq_setup(&d, &q, 0, 16, Q0);
+  vd_set_status(&d, VMM_VIRTIO_STATUS_DRIVER_OK);
+  vq_add(&d, &q, b, 2);
+  vq_kick(&d, &q);
+  assert_true(logs.messages > before);
+  assert_non_null(strstr(logs.last, "interrupt line 99"));
+  assert_int_equal(e.requests, 2); /* the device still worked */
+  assert_int_equal(vmm__virtio_destroy(e.v), 0);
+  assert_ok(vmm_vm_destroy(vm));
+}
+
 static void test_error_strings(void **state) {
   (void)state;
   for (int e = 0; e < VMM_VIRTIO_ERR__COUNT; e++)
@@ -777,6 +851,7 @@ int main(int argc, char **argv) {
       T(test_notify_bad_queue, setup_modern),
       T(test_ring_slot_removed, setup_modern),
       T(test_default_irq_path, setup_no_hook),
+      cmocka_unit_test(test_irqchip_path),
       cmocka_unit_test(test_error_strings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
