@@ -159,7 +159,7 @@ static struct sample library_run(const struct scenario *sc,
   struct vmm_balloon_config bc;
   vmm_balloon_config_init(&bc);
   bc.mmio.base = BASE;
-  vmm_balloon *b;
+  vmm_dev *b;
   CHECK(vmm_balloon_create(vm, &bc, &b));
   CHECK(vmm_mem_write(vm, BG_LOAD, image, image_len));
   struct bg_params p = {
@@ -212,8 +212,7 @@ static struct sample library_run(const struct scenario *sc,
     exit(1);
   }
   s.discard_ms = info.work_ns / 1e6;
-  vmm_balloon_destroy(b);
-  vmm_vm_destroy(vm);
+  vmm_vm_destroy(vm); /* the balloon goes with it */
   if (anon != NULL)
     munmap(anon, ram);
   return s;

@@ -14,7 +14,7 @@
  * Input: byte 0 configures the device
  *   bit 0     legacy layout (version 1) instead of modern
  *   bits 1-3  offered features: statistics, deflate-on-OOM, reporting
- *   bit 4     interrupts through a hook instead of the VM's path
+ *   bit 4     interrupt line 23 instead of 5
  * then operations, each an opcode byte followed by its operands (missing
  * bytes read as zero):
  *   0 write32  reg:u8 (offset reg*4) value:u32
@@ -64,6 +64,15 @@ static void fz_log(enum vmm_log_level level, const char *msg, void *opaque) {
   (void)n;
 }
 
+/* Every line change of the VM; a device must never leave one asserted
+   after it is gone (checked after each input). */
+static int fz_lines;
+
+static void fz_irq(vmm_vm *vm, uint32_t gsi, bool level, void *opaque) {
+  (void)vm, (void)gsi, (void)opaque;
+  fz_lines += level ? 1 : -1;
+}
+
 static void fz_init(void) {
   if (fz_vm != NULL)
     return;
@@ -84,7 +93,8 @@ static void fz_init(void) {
       vmm_mem_slot_add(fz_vm, FZ_ROM_GPA, FZ_ROM, NULL, VMM_MEM_READONLY,
                        NULL) < 0 ||
       vmm_mem_slot_add(fz_vm, FZ_ANON_GPA, FZ_ANON, fz_anon, 0, NULL) < 0 ||
-      vmm_mem_write(fz_vm, FZ_ROM_GPA, fz_rom, FZ_ROM) < 0)
+      vmm_mem_write(fz_vm, FZ_ROM_GPA, fz_rom, FZ_ROM) < 0 ||
+      vmm_vm_set_irq_handler(fz_vm, fz_irq, NULL) < 0)
     abort();
 }
 
@@ -135,20 +145,12 @@ static uint64_t take_addr(struct input *in) {
 }
 
 struct fz {
-  struct vmm_balloon *b;
-  int irq_level;
+  vmm_dev *b;
   uint64_t rings[4][3]; /* desc, avail, used of the queues we set up */
   uint16_t avail_idx[4];
 };
 
-static int fz_irq(vmm_virtio *dev, bool level, void *opaque) {
-  struct fz *f = opaque;
-  (void)dev;
-  f->irq_level = level;
-  return 0;
-}
-
-static void stats_cb(vmm_balloon *b, const struct vmm_balloon_stats *s,
+static void stats_cb(vmm_dev *b, const struct vmm_balloon_stats *s,
                      void *opaque) {
   (void)opaque;
   /* Host code calling back from the callback must work. */
@@ -211,7 +213,7 @@ static void host_op(struct fz *f, uint8_t what, uint32_t value) {
     struct vmm_virtio_state vs;
     vmm_balloon_get_info(f->b, &info);
     vmm_balloon_get_stats(f->b, &st);
-    vmm_virtio_get_state(vmm_balloon_virtio(f->b), &vs);
+    vmm_virtio_get_state(f->b, &vs);
     break;
   }
   case 4: {
@@ -222,7 +224,7 @@ static void host_op(struct fz *f, uint8_t what, uint32_t value) {
   }
   default: {
     char line[64];
-    vmm_virtio_mmio_cmdline(vmm_balloon_virtio(f->b), line, value % 64);
+    vmm_virtio_mmio_cmdline(f->b, line, value % 64);
     break;
   }
   }
@@ -321,16 +323,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.features = (cfgb >> 1) & VMM_BALLOON_F_ALL;
   cfg.queue_size = FZ_QSIZE;
   cfg.stats_fn = stats_cb;
-  if (cfgb & 0x10) {
-    cfg.mmio.irq_fn = fz_irq;
-    cfg.mmio.irq_opaque = &f;
-  }
+  cfg.mmio.gsi = cfgb & 0x10 ? 23 : 5;
   if (vmm_balloon_create(fz_vm, &cfg, &f.b) < 0)
     abort();
   /* Bounded: every operation consumes at least its opcode byte. */
   while (in.left > 0)
     run_op(&f, &in);
-  vmm_balloon_destroy(f.b);
+  if (vmm_dev_detach(f.b) < 0)
+    abort();
+  if (fz_lines != 0) {
+    fprintf(stderr, "fuzz_virtio_mmio: interrupt line left asserted\n");
+    abort();
+  }
 
   static uint8_t rom[FZ_ROM];
   if (vmm_mem_read(fz_vm, FZ_ROM_GPA, rom, FZ_ROM) < 0 ||

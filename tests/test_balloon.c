@@ -130,7 +130,7 @@ struct fixture {
   vmm_vm *vm;
   uint32_t ram_slot, rom_slot, anon_slot;
   void *anon;
-  vmm_balloon *b;
+  vmm_dev *b;
   unsigned stats_calls;
   struct vmm_balloon_stats last_stats;
   unsigned irq_calls;
@@ -138,15 +138,17 @@ struct fixture {
   uint64_t base; /* where bdrv_up finds the device */
 };
 
-static int irq_hook(vmm_virtio *dev, bool level, void *opaque) {
+/* The VM's interrupt handler: level changes of the balloon's line. */
+static void irq_hook(vmm_vm *vm, uint32_t gsi, bool level, void *opaque) {
   struct fixture *f = opaque;
-  (void)dev;
+  (void)vm;
+  if (gsi != 5)
+    return;
   f->irq_calls++;
   f->irq_level = level;
-  return 0;
 }
 
-static void on_stats(vmm_balloon *b, const struct vmm_balloon_stats *s,
+static void on_stats(vmm_dev *b, const struct vmm_balloon_stats *s,
                      void *opaque) {
   struct fixture *f = opaque;
   f->stats_calls++;
@@ -161,8 +163,6 @@ static void balloon_config(struct fixture *f, struct vmm_balloon_config *c,
   vmm_balloon_config_init(c);
   c->mmio.base = BASE;
   c->mmio.version = version;
-  c->mmio.irq_fn = irq_hook;
-  c->mmio.irq_opaque = f;
   c->features = features;
   c->stats_fn = on_stats;
   c->stats_opaque = f;
@@ -172,6 +172,7 @@ static int setup_common(void **state, unsigned version, uint32_t features) {
   struct fixture *f = calloc(1, sizeof(*f));
   f->base = BASE;
   f->vm = vmmt_vm_create(1, 0);
+  assert_ok(vmm_vm_set_irq_handler(f->vm, irq_hook, f));
   assert_int_equal(vmm_mem_slot_add(f->vm, 0, RAM_SIZE, NULL, VMM_MEM_DIRTY_LOG,
                                     &f->ram_slot),
                    0);
@@ -207,8 +208,8 @@ static int teardown(void **state) {
   struct fixture *f = *state;
   if (f == NULL)
     return 0;
-  vmm_balloon_destroy(f->b);
-  vmm_vm_destroy(f->vm);
+  /* The VM owns the balloon and destroys it with itself. */
+  assert_ok(vmm_vm_destroy(f->vm));
   munmap(f->anon, ANON_SIZE);
   free(f);
   return 0;
@@ -309,7 +310,7 @@ static struct vmm_balloon_info info_of(struct fixture *f) {
 
 static enum vmm_virtio_error error_of(struct fixture *f) {
   struct vmm_virtio_state st;
-  assert_int_equal(vmm_virtio_get_state(vmm_balloon_virtio(f->b), &st), 0);
+  assert_int_equal(vmm_virtio_get_state(f->b, &st), 0);
   return st.error;
 }
 
@@ -319,7 +320,7 @@ static enum vmm_virtio_error error_of(struct fixture *f) {
 static void test_create_validation(void **state) {
   struct fixture *f = *state;
   struct vmm_balloon_config c;
-  vmm_balloon *b = NULL;
+  vmm_dev *b = NULL;
   balloon_config(f, &c, 2, VMM_BALLOON_F_ALL);
   c.features = 0x100;
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_EINVAL);
@@ -341,23 +342,39 @@ static void test_create_validation(void **state) {
   c.target_bytes = (1ull << 44);
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_ERANGE);
   balloon_config(f, &c, 2, VMM_BALLOON_F_ALL);
-  c.stats_interval_ms = 10; /* polling needs a loop */
+  c.mmio.gsi = VMM_IRQ_LINES;
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_EINVAL);
   balloon_config(f, &c, 2, VMM_BALLOON_F_ALL);
   c.size = sizeof(c) + 8;
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_EINVAL);
   assert_int_equal(vmm_balloon_create(NULL, &c, &b), VMM_EINVAL);
-  /* Two devices on one window collide; on two windows they coexist. */
+  /* Names are unique; windows may not overlap; two balloons coexist. */
   balloon_config(f, &c, 2, VMM_BALLOON_F_ALL);
-  vmm_balloon *b1, *b2;
+  vmm_dev *b1, *b2;
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b1), 0);
+  assert_ptr_equal(vmm_dev_find(f->vm, "balloon"), b1);
+  assert_string_equal(vmm_dev_type(b1), "virtio-mmio");
+  assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_EEXIST);
+  c.mmio.name = "balloon2";
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b), VMM_EOVERLAP);
   c.mmio.base = BASE + VMM_VIRTIO_MMIO_SIZE;
   assert_int_equal(vmm_balloon_create(f->vm, &c, &b2), 0);
-  vmm_balloon_destroy(b1);
-  vmm_balloon_destroy(b2);
-  vmm_balloon_destroy(NULL);
-  assert_null(vmm_balloon_virtio(NULL));
+  assert_ok(vmm_dev_detach(b1));
+  assert_null(vmm_dev_find(f->vm, "balloon"));
+  /* Functions refuse devices that are not balloons. */
+  struct vmm_exit_port_config xc;
+  vmm_exit_port_config_init(&xc);
+  vmm_dev *xp;
+  assert_ok(vmm_exit_port_create(f->vm, &xc, &xp));
+  struct vmm_balloon_info info;
+  char *json;
+  assert_vmm(vmm_balloon_set_target(xp, 0), VMM_EINVAL);
+  assert_vmm(vmm_balloon_get_info(xp, &info), VMM_EINVAL);
+  assert_vmm(vmm_balloon_stats_json(xp, &json), VMM_EINVAL);
+  assert_vmm(vmm_balloon_request_stats(NULL), VMM_EINVAL);
+  assert_vmm(vmm_balloon_set_stats_interval(xp, 1), VMM_EINVAL);
+  /* b2 stays attached: the VM destroys it. */
+  (void)b2;
   assert_string_equal(vmm_balloon_stat_name(4), "free-memory");
   assert_null(vmm_balloon_stat_name(16));
 }
@@ -408,6 +425,15 @@ static void test_target_and_config(void **state) {
   assert_int_equal(i.actual_bytes, 0);
   assert_int_equal(i.target_bytes, 4 * MIB);
   assert_false(i.driver_ok);
+
+  /* A host reset (a machine reset) does the same. */
+  bdrv_up(f, &b, F_ALL, false);
+  vd_w32(&d, 0x104, 5);
+  assert_ok(vmm_dev_reset(f->b));
+  i = info_of(f);
+  assert_int_equal(vd_status(&d), 0);
+  assert_int_equal(i.actual_bytes, 0);
+  assert_int_equal(i.target_bytes, 4 * MIB);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -641,52 +667,85 @@ static void timer_guard(uv_timer_t *t) {
     uv_stop(t->loop);
 }
 
+/* A second balloon polled on a loop the host runs (vmm_vm_set_loop). */
 static void test_stats_polling(void **state) {
-  struct fixture *f = *state;
-  uv_loop_t loop;
-  assert_int_equal(uv_loop_init(&loop), 0);
+  (void)state;
+  struct fixture *f = calloc(1, sizeof(*f));
+  f->vm = vmmt_vm_create(1, 0);
+  f->base = BASE;
+  assert_ok(vmm_mem_slot_add(f->vm, 0, RAM_SIZE, NULL, 0, NULL));
+  uv_loop_t uv;
+  assert_int_equal(uv_loop_init(&uv), 0);
+  struct vmm_loop_config lc;
+  vmm_loop_config_init(&lc);
+  lc.uv = &uv;
+  vmm_loop *loop;
+  assert_ok(vmm_loop_create(&lc, &loop));
+  assert_ok(vmm_vm_set_loop(f->vm, loop));
   struct vmm_balloon_config c;
   balloon_config(f, &c, 2, VMM_BALLOON_F_ALL);
-  c.mmio.base = BASE + VMM_VIRTIO_MMIO_SIZE;
-  c.loop = &loop;
   c.stats_interval_ms = 5;
-  vmm_balloon *pb;
-  assert_int_equal(vmm_balloon_create(f->vm, &c, &pb), 0);
-  vmm_balloon *saved = f->b;
-  f->b = pb;
+  assert_ok(vmm_balloon_create(f->vm, &c, &f->b));
   struct bdrv b;
-  f->base = BASE + VMM_VIRTIO_MMIO_SIZE;
   bdrv_up(f, &b, F_ALL, false);
   post_stats(f, &b, 0);
 
   struct timer_ctx ctx = {.f = f, .b = &b};
-  uv_timer_init(&loop, &ctx.guard);
+  uv_timer_init(&uv, &ctx.guard);
   ctx.guard.data = &ctx;
   uv_timer_start(&ctx.guard, timer_guard, 1, 1);
   uint64_t t0 = uv_hrtime();
   while (ctx.requests_seen < 3 && uv_hrtime() - t0 < 5000000000ull)
-    uv_run(&loop, UV_RUN_ONCE);
+    uv_run(&uv, UV_RUN_ONCE);
   assert_int_equal(ctx.requests_seen, 3);
   assert_true(f->stats_calls >= 3);
   assert_int_equal(f->last_stats.values[4], 3 * MIB);
 
   /* Stop polling: no further requests. A request the timer made after
      the guard's last look may still sit in the used ring; drain it. */
-  assert_int_equal(vmm_balloon_set_stats_interval(pb, 0), 0);
+  assert_ok(vmm_balloon_set_stats_interval(f->b, 0));
+  uv_run(&uv, UV_RUN_NOWAIT); /* the change reaches the loop */
   uint32_t id, len;
   vq_get_used(&b.d, &b.q[b.q_stats], &id, &len);
   ctx.requests_seen = -100; /* keep the guard from stopping the loop */
   uint64_t t1 = uv_hrtime();
   while (uv_hrtime() - t1 < 30000000ull)
-    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_run(&uv, UV_RUN_NOWAIT);
   assert_int_equal(ctx.requests_seen, -100);
-  assert_int_equal(vmm_balloon_set_stats_interval(saved, 10), VMM_ENOTSUP);
 
+  /* On this (the loop's) thread: the VM destroys the balloon, whose timer
+     is closed on the loop; then the loop can go. */
   uv_close((uv_handle_t *)&ctx.guard, NULL);
-  f->b = saved;
-  vmm_balloon_destroy(pb);
-  uv_run(&loop, UV_RUN_DEFAULT); /* runs the close callbacks */
-  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_ok(vmm_vm_destroy(f->vm));
+  assert_ok(vmm_loop_destroy(loop));
+  uv_run(&uv, UV_RUN_DEFAULT); /* runs the close callbacks */
+  assert_int_equal(uv_loop_close(&uv), 0);
+  free(f);
+}
+
+/* Polling on the loop the VM creates for itself (a thread of its own). */
+static void test_stats_polling_threaded(void **state) {
+  struct fixture *f = *state;
+  assert_ok(vmm_balloon_set_stats_interval(f->b, 2));
+  struct bdrv b;
+  bdrv_up(f, &b, F_ALL, false);
+  post_stats(f, &b, 0);
+  /* The loop thread asks; this thread answers, as a vCPU would. */
+  int answered = 0;
+  uint64_t t0 = uv_hrtime();
+  while (answered < 3 && uv_hrtime() - t0 < 5000000000ull) {
+    uint32_t id, len;
+    if (vq_get_used(&b.d, &b.q[b.q_stats], &id, &len)) {
+      answered++;
+      post_stats(f, &b, (uint64_t)answered * MIB);
+    }
+    usleep(200);
+  }
+  assert_int_equal(answered, 3);
+  struct vmm_balloon_stats st;
+  assert_ok(vmm_balloon_get_stats(f->b, &st));
+  assert_int_equal(st.values[4], 3 * MIB);
+  /* The VM's destruction (teardown) stops the timer on its thread. */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -745,7 +804,7 @@ static void test_queue_numbering(void **state) {
       {0, F_ALL, -1, -1},
   };
   for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
-    vmm_balloon_destroy(f->b);
+    assert_ok(vmm_dev_detach(f->b));
     struct vmm_balloon_config c;
     balloon_config(f, &c, 2, cases[k].offered);
     assert_int_equal(vmm_balloon_create(f->vm, &c, &f->b), 0);
@@ -812,6 +871,15 @@ static void test_json(void **state) {
   json_decref(j);
   free(s);
   assert_int_equal(vmm_balloon_stats_json(f->b, NULL), VMM_EINVAL);
+  /* The device interface's stats are the same object. */
+  json_t *o;
+  assert_ok(vmm_dev_stats(f->b, &o));
+  assert_string_equal(json_string_value(json_object_get(o, "type")),
+                      "virtio-balloon");
+  assert_int_equal(json_integer_value(json_object_get(
+                       json_object_get(o, "host"), "inflated_pages")),
+                   1);
+  json_decref(o);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -956,7 +1024,7 @@ static int port_sync(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
   return vmm_vcpu_kick(vcpu);
 }
 
-static void guest_stats(vmm_balloon *b, const struct vmm_balloon_stats *s,
+static void guest_stats(vmm_dev *b, const struct vmm_balloon_stats *s,
                         void *opaque) {
   struct run *r = opaque;
   (void)b;
@@ -1056,7 +1124,7 @@ static void run_guest_case(const struct guest_case *gc) {
   bc.features = gc->offered;
   bc.stats_fn = guest_stats;
   bc.stats_opaque = &r;
-  vmm_balloon *b;
+  vmm_dev *b;
   assert_int_equal(vmm_balloon_create(r.vm, &bc, &b), 0);
 
   size_t n;
@@ -1159,7 +1227,7 @@ static void run_guest_case(const struct guest_case *gc) {
   assert_int_equal(res.zero_pages_seen,
                    back / PAGE + (report ? G_REPORT_SIZE / PAGE : 0));
   struct vmm_virtio_state vs;
-  assert_int_equal(vmm_virtio_get_state(vmm_balloon_virtio(b), &vs), 0);
+  assert_int_equal(vmm_virtio_get_state(b, &vs), 0);
   assert_int_equal(vs.error, VMM_VIRTIO_ERR_NONE);
   assert_int_equal(vs.errors, 0);
   assert_int_equal(res.features, vs.driver_features);
@@ -1167,8 +1235,7 @@ static void run_guest_case(const struct guest_case *gc) {
                 eng, gc->name, res.notifies, (unsigned long long)vs.interrupts,
                 res.queue_size);
 
-  vmm_balloon_destroy(b);
-  assert_int_equal(vmm_vm_destroy(r.vm), 0);
+  assert_int_equal(vmm_vm_destroy(r.vm), 0); /* and the balloon with it */
   if (anon != NULL)
     munmap(anon, G_RAM);
 }
@@ -1240,7 +1307,8 @@ int main(int argc, char **argv) {
         T(test_inflate_malformed, setup_modern),
         T(test_stats, setup_modern),
         T(test_stats_legacy, setup_legacy),
-        T(test_stats_polling, setup_modern),
+        cmocka_unit_test(test_stats_polling),
+        T(test_stats_polling_threaded, setup_modern),
         T(test_reporting, setup_modern),
         T(test_queue_numbering, setup_modern),
         T(test_json, setup_modern),

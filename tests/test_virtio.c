@@ -23,6 +23,8 @@
 
 struct echo {
   vmm_virtio *v;
+  vmm_dev *dev;
+  unsigned destroyed;
   unsigned requests;
   unsigned resets;
   unsigned notifies_q1;
@@ -71,8 +73,15 @@ static void echo_config_write(void *dev, uint32_t off, uint32_t len) {
   (void)dev, (void)off, (void)len;
 }
 
+static void echo_destroy(void *dev) {
+  struct echo *e = dev;
+  e->destroyed++;
+}
+
 static const struct vmm__virtio_ops echo_ops = {
-    .name = "echo",
+    .type = "virtio-echo",
+    .default_name = "echo",
+    .destroy = echo_destroy,
     .device_id = 0x7e,
     .config_size = 8,
     .queue_max = echo_queue_max,
@@ -92,12 +101,14 @@ struct fixture {
   bool irq_level;
 };
 
-static int irq_hook(vmm_virtio *dev, bool level, void *opaque) {
+/* The VM's interrupt handler: sees every level change of every line. */
+static void irq_hook(vmm_vm *vm, uint32_t gsi, bool level, void *opaque) {
   struct fixture *f = opaque;
-  (void)dev;
+  (void)vm;
+  if (gsi != 5)
+    return;
   f->irq_calls++;
   f->irq_level = level;
-  return 0;
 }
 
 static int make(void **state, unsigned version, bool with_irq_hook) {
@@ -107,17 +118,16 @@ static int make(void **state, unsigned version, bool with_irq_hook) {
   assert_int_equal(
       vmm_mem_slot_add(f->vm, ROM_GPA, ROM_SIZE, NULL, VMM_MEM_READONLY, NULL),
       0);
+  if (with_irq_hook)
+    assert_ok(vmm_vm_set_irq_handler(f->vm, irq_hook, f));
   struct vmm_virtio_mmio_config mc;
   vmm_virtio_mmio_config_init(&mc);
   mc.base = BASE;
   mc.version = version;
-  if (with_irq_hook) {
-    mc.irq_fn = irq_hook;
-    mc.irq_opaque = f;
-  }
-  assert_int_equal(
-      vmm__virtio_create(f->vm, &mc, &echo_ops, &f->echo, 0x3, 16, &f->echo.v),
-      0);
+  assert_ok(vmm__virtio_create(f->vm, &mc, &echo_ops, &f->echo, 0x3, 16,
+                               &f->echo.v, &f->echo.dev));
+  assert_string_equal(vmm_dev_name(f->echo.dev), "echo");
+  assert_string_equal(vmm_dev_type(f->echo.dev), "virtio-mmio");
   f->d = (struct vd){f->vm, BASE};
   *state = f;
   return 0;
@@ -137,15 +147,16 @@ static int teardown(void **state) {
   struct fixture *f = *state;
   if (f == NULL)
     return 0;
-  vmm__virtio_destroy(f->echo.v);
-  vmm_vm_destroy(f->vm);
+  /* The VM owns the device: destroying it destroys the model too. */
+  assert_ok(vmm_vm_destroy(f->vm));
+  assert_int_equal(f->echo.destroyed, 1);
   free(f);
   return 0;
 }
 
 static struct vmm_virtio_state state_of(struct fixture *f) {
   struct vmm_virtio_state st;
-  assert_int_equal(vmm_virtio_get_state(f->echo.v, &st), 0);
+  assert_int_equal(vmm_virtio_get_state(f->echo.dev, &st), 0);
   return st;
 }
 
@@ -225,9 +236,9 @@ static void test_registers_modern(void **state) {
   /* Before DRIVER_OK a config change does not interrupt. */
   assert_int_equal(vd_r32(&f->d, VMM__VIRTIO_MMIO_INTERRUPT_STATUS), 0);
   char line[80];
-  assert_int_equal(vmm_virtio_mmio_cmdline(f->echo.v, line, sizeof(line)), 0);
+  assert_int_equal(vmm_virtio_mmio_cmdline(f->echo.dev, line, sizeof(line)), 0);
   assert_string_equal(line, "virtio_mmio.device=0x200@0xd0000000:5");
-  assert_int_equal(vmm_virtio_mmio_cmdline(f->echo.v, line, 10), VMM_E2BIG);
+  assert_int_equal(vmm_virtio_mmio_cmdline(f->echo.dev, line, 10), VMM_E2BIG);
 }
 
 static void test_bad_access_width(void **state) {
@@ -721,8 +732,8 @@ static void test_ring_slot_removed(void **state) {
 
 static void test_default_irq_path(void **state) {
   struct fixture *f = *state;
-  /* No hook and no in-kernel irqchip: vmm_vm_irq_line() refuses, the
-     device keeps working for a polling driver. */
+  /* No handler and no in-kernel irqchip: the line's level is recorded by
+     the device interface, and a polling driver works. */
   struct vq_drv q;
   up(f, &q, F_V1);
   struct vd_buf b[2] = {{BUF, 1, false}, {BUF + 0x100, 1, true}};
@@ -734,6 +745,12 @@ static void test_default_irq_path(void **state) {
   assert_int_equal(st.interrupt_status, VMM__VIRTIO_INT_VRING);
   assert_int_equal(st.interrupts, 1);
   assert_int_equal(st.resets, 1);
+  bool level;
+  assert_ok(vmm_vm_irq_get(f->vm, 5, &level));
+  assert_true(level);
+  vd_ack_interrupts(&f->d);
+  assert_ok(vmm_vm_irq_get(f->vm, 5, &level));
+  assert_false(level);
 }
 
 struct log_capture {
@@ -774,7 +791,8 @@ static void test_irqchip_path(void **state) {
   vmm_virtio_mmio_config_init(&mc);
   mc.base = BASE;
   mc.gsi = 10;
-  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v));
+  mc.name = "echo-irqchip";
+  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v, &e.dev));
   struct vd d = {vm, BASE};
   struct vq_drv q;
   vd_negotiate(&d, F_V1);
@@ -785,29 +803,63 @@ static void test_irqchip_path(void **state) {
   vq_add(&d, &q, b, 2);
   vq_kick(&d, &q);
   struct vmm_virtio_state st;
-  assert_ok(vmm_virtio_get_state(e.v, &st));
+  assert_ok(vmm_virtio_get_state(e.dev, &st));
   assert_true(st.irq_level);
+  bool level;
+  assert_ok(vmm_vm_irq_get(vm, 10, &level));
+  assert_true(level);
   vd_ack_interrupts(&d);
-  assert_ok(vmm_virtio_get_state(e.v, &st));
+  assert_ok(vmm_virtio_get_state(e.dev, &st));
   assert_false(st.irq_level);
   /* The engine took every level change: nothing was logged. */
   if (logs.messages != before)
     fail_msg("unexpected log: %s", logs.last);
-  /* The gsi must be one the controller has; KVM's IOAPIC has 24. */
-  assert_int_equal(vmm__virtio_destroy(e.v), 0);
-  mc.gsi = 99;
-  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v));
-  d = (struct vd){vm, BASE};
-  vd_negotiate(&d, F_V1);
-  vq_setup(&d, &q, 0, 16, Q0);
-  vd_set_status(&d, VMM_VIRTIO_STATUS_DRIVER_OK);
-  vq_add(&d, &q, b, 2);
-  vq_kick(&d, &q);
-  assert_true(logs.messages > before);
-  assert_non_null(strstr(logs.last, "interrupt line 99"));
-  assert_int_equal(e.requests, 2); /* the device still worked */
-  assert_int_equal(vmm__virtio_destroy(e.v), 0);
+  /* Detaching destroys the model; the name is free again. */
+  assert_ok(vmm_dev_detach(e.dev));
+  assert_int_equal(e.destroyed, 1);
+  assert_null(vmm_dev_find(vm, "echo-irqchip"));
+  /* A line the controller does not have is refused up front. */
+  mc.gsi = VMM_IRQ_LINES;
+  assert_vmm(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EINVAL);
   assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_attach_errors(void **state) {
+  struct fixture *f = *state;
+  struct echo e = {0};
+  struct vmm_virtio_mmio_config mc;
+  vmm_virtio_mmio_config_init(&mc);
+  mc.base = BASE + VMM_VIRTIO_MMIO_SIZE;
+  /* The name is taken: the model stays the caller's. */
+  assert_vmm(vmm__virtio_create(f->vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EEXIST);
+  assert_int_equal(e.destroyed, 0);
+  mc.name = "echo2";
+  mc.base = BASE; /* overlaps the first device's window */
+  assert_vmm(vmm__virtio_create(f->vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EOVERLAP);
+  mc.base = 0x1000; /* inside RAM */
+  assert_vmm(vmm__virtio_create(f->vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EOVERLAP);
+  mc.base = BASE + 0x100;
+  assert_vmm(vmm__virtio_create(f->vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EALIGN);
+  mc.base = BASE + VMM_VIRTIO_MMIO_SIZE;
+  mc.version = 3;
+  assert_vmm(vmm__virtio_create(f->vm, &mc, &echo_ops, &e, 0, 16, &e.v, NULL),
+             VMM_EINVAL);
+  assert_int_equal(e.destroyed, 0);
+  /* Another device is not a virtio device. */
+  struct vmm_exit_port_config xc;
+  vmm_exit_port_config_init(&xc);
+  vmm_dev *xp;
+  assert_ok(vmm_exit_port_create(f->vm, &xc, &xp));
+  struct vmm_virtio_state st;
+  char line[64];
+  assert_vmm(vmm_virtio_get_state(xp, &st), VMM_EINVAL);
+  assert_vmm(vmm_virtio_mmio_cmdline(xp, line, sizeof(line)), VMM_EINVAL);
+  assert_vmm(vmm_virtio_get_state(NULL, &st), VMM_EINVAL);
 }
 
 static void test_error_strings(void **state) {
@@ -852,6 +904,7 @@ int main(int argc, char **argv) {
       T(test_ring_slot_removed, setup_modern),
       T(test_default_irq_path, setup_no_hook),
       cmocka_unit_test(test_irqchip_path),
+      T(test_attach_errors, setup_modern),
       cmocka_unit_test(test_error_strings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,6 +17,12 @@
  * numbers outside guest RAM, or in read-only slots, are rejected (counted,
  * not touched). See docs/balloon.md.
  *
+ * The balloon is a device of the device interface (dev.h): the VM owns it
+ * and destroys it with itself, vmm_dev_detach() removes it earlier,
+ * vmm_dev_stats() gives the same JSON object as vmm_balloon_stats_json().
+ * The functions below take the balloon's vmm_dev and return -VMM_EINVAL
+ * for any other device.
+ *
  * Threading: every function here is thread-safe. The device's work happens
  * on the thread that runs the vCPU whose MMIO write notified it, inside
  * that MMIO exit: a request's discards delay that vCPU (Linux sends 256
@@ -31,12 +37,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/** Opaque balloon device. */
-typedef struct vmm_balloon vmm_balloon;
-
-/** libuv's loop type, declared here so this header does not need uv.h. */
-struct uv_loop_s;
 
 /** Optional balloon features the device offers (struct field `features`). */
 enum vmm_balloon_features {
@@ -89,9 +89,9 @@ struct vmm_balloon_stats {
  * Statistics callback: the guest delivered a statistics buffer. Runs
  * without the device lock held, on a thread that was inside the device -
  * normally the vCPU thread whose notification delivered the buffer. It may
- * call any vmm_balloon_* function except vmm_balloon_destroy().
+ * call any vmm_balloon_* function (not vmm_dev_detach() of the balloon).
  */
-typedef void (*vmm_balloon_stats_fn)(vmm_balloon *balloon,
+typedef void (*vmm_balloon_stats_fn)(vmm_dev *balloon,
                                      const struct vmm_balloon_stats *stats,
                                      void *opaque);
 
@@ -111,14 +111,11 @@ struct vmm_balloon_config {
   vmm_balloon_stats_fn stats_fn;
   void *stats_opaque;
   /**
-   * Polling: a libuv loop on which the device starts a timer that asks the
-   * guest for fresh statistics every stats_interval_ms (0 = no polling).
-   * The loop must be run by the host; create, destroy and
-   * vmm_balloon_set_stats_interval() must then be called on the loop's
-   * thread, or while the loop is not running (libuv's rule). NULL: no
-   * polling; vmm_balloon_request_stats() still works.
+   * Ask the guest for fresh statistics every stats_interval_ms (0: never;
+   * vmm_balloon_request_stats() still works). The timer runs on the VM's
+   * event loop (vmm_vm_get_loop(): a threaded one is created if the VM has
+   * none; see loop.h).
    */
-  struct uv_loop_s *loop;
   unsigned stats_interval_ms;
 };
 
@@ -126,32 +123,29 @@ struct vmm_balloon_config {
 VMM_EXTERN void vmm_balloon_config_init(struct vmm_balloon_config *cfg);
 
 /**
- * Create a balloon device and attach it to the VM's MMIO bus.
+ * Create a balloon device and attach it to the VM.
  *
+ * @param out  receives the device (may be NULL; vmm_dev_find() finds it by
+ *             name).
  * @return 0; -VMM_EINVAL for a bad configuration (unknown features, queue
- *         size, version); -VMM_EALIGN for a misaligned base or target;
- *         -VMM_EOVERLAP if the MMIO window overlaps RAM or another handler;
- *         -VMM_ERANGE for a target above 2^32 pages; -VMM_ENOMEM.
- * Destroy the balloon before the VM.
+ *         size, version, gsi); -VMM_EALIGN for a misaligned base or target;
+ *         -VMM_EOVERLAP if the MMIO window overlaps RAM or another range;
+ *         -VMM_ERANGE for a target above 2^32 pages; -VMM_EEXIST if the
+ *         name is taken; -VMM_ENOMEM; loop errors when polling is asked for.
+ * Not from the VM's I/O handlers.
  */
 VMM_EXTERN int vmm_balloon_create(vmm_vm *vm,
                                   const struct vmm_balloon_config *cfg,
-                                  vmm_balloon **out);
-
-/**
- * Detach and free the device. NULL is accepted. Must not be called from a
- * handler or callback of this VM. Pages in the balloon stay discarded.
- */
-VMM_EXTERN void vmm_balloon_destroy(vmm_balloon *balloon);
+                                  vmm_dev **out);
 
 /**
  * Set the balloon's target size: how many bytes the host wants the guest
  * to give up (virtio's num_pages * 4096). The guest is told with a
  * configuration-change interrupt once its driver is running.
  * @return 0; -VMM_EALIGN unless a multiple of 4096; -VMM_ERANGE above
- *         2^32 pages.
+ *         2^32 pages; -VMM_EINVAL.
  */
-VMM_EXTERN int vmm_balloon_set_target(vmm_balloon *balloon, uint64_t bytes);
+VMM_EXTERN int vmm_balloon_set_target(vmm_dev *balloon, uint64_t bytes);
 
 /** Host-side view of the balloon. */
 struct vmm_balloon_info {
@@ -177,11 +171,11 @@ struct vmm_balloon_info {
 };
 
 /** Read the host-side view. @return 0 or -VMM_EINVAL. */
-VMM_EXTERN int vmm_balloon_get_info(vmm_balloon *balloon,
+VMM_EXTERN int vmm_balloon_get_info(vmm_dev *balloon,
                                     struct vmm_balloon_info *info);
 
 /** Copy the latest guest statistics. @return 0 or -VMM_EINVAL. */
-VMM_EXTERN int vmm_balloon_get_stats(vmm_balloon *balloon,
+VMM_EXTERN int vmm_balloon_get_stats(vmm_dev *balloon,
                                      struct vmm_balloon_stats *stats);
 
 /**
@@ -192,14 +186,14 @@ VMM_EXTERN int vmm_balloon_get_stats(vmm_balloon *balloon,
  * or a request is in flight); -VMM_ENOTSUP if the running driver did not
  * accept the statistics queue.
  */
-VMM_EXTERN int vmm_balloon_request_stats(vmm_balloon *balloon);
+VMM_EXTERN int vmm_balloon_request_stats(vmm_dev *balloon);
 
 /**
- * Change the polling interval (0 stops polling). Needs a loop in the
- * configuration (-VMM_ENOTSUP otherwise); see the threading rule there.
+ * Change the polling interval in milliseconds (0 stops polling); the
+ * timer runs on the VM's loop, created if the VM has none.
+ * @return 0; -VMM_EINVAL; loop errors (vmm_vm_get_loop()).
  */
-VMM_EXTERN int vmm_balloon_set_stats_interval(vmm_balloon *balloon,
-                                              unsigned ms);
+VMM_EXTERN int vmm_balloon_set_stats_interval(vmm_dev *balloon, unsigned ms);
 
 /**
  * Everything above as a JSON object (target, actual, features, counters,
@@ -207,10 +201,7 @@ VMM_EXTERN int vmm_balloon_set_stats_interval(vmm_balloon *balloon,
  * *json receives a NUL-terminated string the caller frees with free().
  * @return 0, -VMM_ENOMEM or a vmm_mem_slot_resident() error.
  */
-VMM_EXTERN int vmm_balloon_stats_json(vmm_balloon *balloon, char **json);
-
-/** The device's virtio transport, for vmm_virtio_get_state() and friends. */
-VMM_EXTERN vmm_virtio *vmm_balloon_virtio(vmm_balloon *balloon);
+VMM_EXTERN int vmm_balloon_stats_json(vmm_dev *balloon, char **json);
 
 #ifdef __cplusplus
 }

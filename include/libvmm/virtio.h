@@ -4,7 +4,10 @@
  * The library's virtio devices (the memory balloon first, see balloon.h)
  * sit on the virtio-mmio transport: a 0x200-byte window of guest-physical
  * space with the control registers at 0x000-0x0ff and the device's
- * configuration space from 0x100, plus one interrupt line. Both register
+ * configuration space from 0x100, plus one interrupt line. They are
+ * ordinary devices of the device interface (dev.h): the VM owns them,
+ * vmm_dev_detach() removes one, vmm_dev_reset() resets it, vmm_dev_stats()
+ * reports on it. Both register
  * layouts are implemented: the modern one (Version 2, virtio 1.x, feature
  * VIRTIO_F_VERSION_1 required) and the legacy one (Version 1: GuestPageSize,
  * QueueAlign and QueuePFN instead of 64-bit ring addresses). Queues are split
@@ -23,6 +26,7 @@
 #define LIBVMM_VIRTIO_H
 
 #include "common.h"
+#include "dev.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,36 +76,29 @@ enum vmm_virtio_error {
 /** Describe an error state. Returns a static string, never NULL. */
 VMM_EXTERN const char *vmm_virtio_error_str(enum vmm_virtio_error err);
 
-/** A virtio-mmio device, owned by the device object that created it. */
-typedef struct vmm_virtio vmm_virtio;
-
 /**
- * Interrupt callback: drive the device's interrupt line to level (asserted
- * while InterruptStatus is non-zero). Without one the device uses the VM's
- * interrupt path, vmm_vm_irq_line(vm, gsi, level), which needs
- * VMM_VM_IRQCHIP; a VM without it still works with drivers that poll
- * InterruptStatus. A new event while the line is already asserted is
- * signalled by lowering and raising it again, so edge-triggered routings see
- * every event. Called with the device's lock held, on whatever thread caused
- * the event (a vCPU thread, or a host thread calling a device function): it
- * must not call back into the device. Return 0 or a negative code (logged).
+ * Where a virtio-mmio device lives and how it interrupts.
+ *
+ * Interrupts go through the device interface (vmm_dev_irq_set()): the line
+ * is asserted while InterruptStatus is non-zero, and reaches the engine's
+ * interrupt controller with VMM_VM_IRQCHIP and the host's handler
+ * (vmm_vm_set_irq_handler()) if one is set; drivers may also poll
+ * InterruptStatus. A new event while the line is already asserted lowers
+ * and raises it again, so an edge-triggered routing sees every event.
  */
-typedef int (*vmm_virtio_irq_fn)(vmm_virtio *dev, bool level, void *opaque);
-
-/** Where a virtio-mmio device lives and how it interrupts. */
 struct vmm_virtio_mmio_config {
+  /** Device name in the VM (vmm_dev_find()); NULL: the device type's
+      default ("balloon" for the balloon). Copied. */
+  const char *name;
   /** Guest-physical base, VMM_VIRTIO_MMIO_SIZE aligned, outside RAM. */
   vmm_gpa_t base;
-  /** Interrupt line (GSI) passed to vmm_vm_irq_line(). */
+  /** Interrupt line, below VMM_IRQ_LINES. */
   uint32_t gsi;
   /** Register layout: 2 (modern, default) or 1 (legacy). */
   unsigned version;
-  /** Optional interrupt override, see vmm_virtio_irq_fn. */
-  vmm_virtio_irq_fn irq_fn;
-  void *irq_opaque;
 };
 
-/** Fill cfg with defaults: base 0, gsi 5, version 2, no irq_fn. */
+/** Fill cfg with defaults: no name, base 0, gsi 5, version 2. */
 VMM_EXTERN void vmm_virtio_mmio_config_init(struct vmm_virtio_mmio_config *cfg);
 
 /** Snapshot of a device's transport state. */
@@ -126,19 +123,21 @@ struct vmm_virtio_state {
 };
 
 /**
- * Read the device's transport state. Thread-safe.
- * @return 0 or -VMM_EINVAL for NULL arguments.
+ * Read the transport state of a virtio device (any of the library's).
+ * Thread-safe.
+ * @return 0, or -VMM_EINVAL for NULL arguments or a device that is not a
+ *         virtio device.
  */
-VMM_EXTERN int vmm_virtio_get_state(vmm_virtio *dev,
+VMM_EXTERN int vmm_virtio_get_state(vmm_dev *dev,
                                     struct vmm_virtio_state *state);
 
 /**
  * Write the Linux kernel parameter that makes a guest kernel probe this
- * device, e.g. "virtio_mmio.device=0x200@0xd0000000:5", into buf (always
- * NUL-terminated when size > 0).
+ * virtio device, e.g. "virtio_mmio.device=0x200@0xd0000000:5", into buf
+ * (always NUL-terminated when size > 0).
  * @return 0; -VMM_E2BIG if buf is too small; -VMM_EINVAL.
  */
-VMM_EXTERN int vmm_virtio_mmio_cmdline(vmm_virtio *dev, char *buf, size_t size);
+VMM_EXTERN int vmm_virtio_mmio_cmdline(vmm_dev *dev, char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -40,9 +40,10 @@
 
 enum queue_role { Q_NONE, Q_INFLATE, Q_DEFLATE, Q_STATS, Q_REPORTING };
 
-struct vmm_balloon {
+struct balloon {
   vmm_vm *vm;
   vmm_virtio *virtio;
+  vmm_dev *dev;
   uint32_t features; /* enum vmm_balloon_features offered */
   uint16_t queue_size;
   uint32_t target_pages; /* the host's num_pages, under the transport lock */
@@ -61,9 +62,12 @@ struct vmm_balloon {
   uint64_t inflate_requests, deflate_requests, report_requests;
   uint64_t work_ns; /* inflate and report handling */
 
-  /* Polling timer (optional), touched only on the loop's thread. */
-  uv_timer_t *timer;
+  /* Statistics polling on the VM's loop: interval_ms and loop under the
+     transport lock, the timer only on the loop's thread. */
   unsigned interval_ms;
+  vmm_loop *loop;
+  uv_timer_t *timer;
+  struct vmm__work timer_work;
 };
 
 static const char *const stat_names[VMM_BALLOON_STAT__COUNT] = {
@@ -85,13 +89,13 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static uint32_t cfg_get32(const vmm_balloon *b, uint32_t off) {
+static uint32_t cfg_get32(const struct balloon *b, uint32_t off) {
   uint32_t v;
   memcpy(&v, b->virtio->config + off, 4);
   return v;
 }
 
-static void cfg_set32(vmm_balloon *b, uint32_t off, uint32_t v) {
+static void cfg_set32(struct balloon *b, uint32_t off, uint32_t v) {
   memcpy(b->virtio->config + off, &v, 4);
 }
 
@@ -142,7 +146,7 @@ static enum queue_role role_of(unsigned q, uint64_t features) {
 }
 
 static uint16_t op_queue_max(void *dev, unsigned q, uint64_t features) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   return role_of(q, features) != Q_NONE ? b->queue_size : 0;
 }
 
@@ -150,7 +154,7 @@ static uint16_t op_queue_max(void *dev, unsigned q, uint64_t features) {
 /* Inflate, deflate, report                                                 */
 
 /* vmm_mem_discard() refuses anything but writable RAM, as a whole. */
-static int discard(vmm_balloon *b, vmm_gpa_t gpa, uint64_t len) {
+static int discard(struct balloon *b, vmm_gpa_t gpa, uint64_t len) {
   return vmm_mem_discard(b->vm, gpa, len);
 }
 
@@ -159,7 +163,7 @@ static int discard(vmm_balloon *b, vmm_gpa_t gpa, uint64_t len) {
  * go page by page so the valid frames are still reclaimed and only the bad
  * ones are rejected. Returns the number of pages discarded.
  */
-static uint64_t discard_run(vmm_balloon *b, uint64_t first_pfn, uint64_t n) {
+static uint64_t discard_run(struct balloon *b, uint64_t first_pfn, uint64_t n) {
   int err = discard(b, first_pfn << PFN_SHIFT, n << PFN_SHIFT);
   if (err == 0)
     return n;
@@ -177,14 +181,14 @@ static uint64_t discard_run(vmm_balloon *b, uint64_t first_pfn, uint64_t n) {
 }
 
 /* Does frame pfn lie in writable guest RAM? */
-static bool pfn_is_ram(vmm_balloon *b, uint64_t pfn) {
+static bool pfn_is_ram(struct balloon *b, uint64_t pfn) {
   uint32_t flags = 0;
   void *p = vmm__mem_hva(&b->vm->mem, pfn << PFN_SHIFT, PFN_SIZE, &flags);
   return p != NULL && !(flags & VMM_MEM_READONLY);
 }
 
 /* Account for an inflated run: discard it, count what went and what not. */
-static void flush_run(vmm_balloon *b, uint64_t lo, uint64_t n) {
+static void flush_run(struct balloon *b, uint64_t lo, uint64_t n) {
   if (n == 0)
     return;
   uint64_t ok = discard_run(b, lo, n);
@@ -199,7 +203,7 @@ static void flush_run(vmm_balloon *b, uint64_t lo, uint64_t n) {
  * Deflate needs no host work (pages fault back in on use): frames are only
  * checked and counted.
  */
-static int handle_pfns(vmm_balloon *b, const struct vmm__virtq_chain *c,
+static int handle_pfns(struct balloon *b, const struct vmm__virtq_chain *c,
                        bool inflate) {
   uint32_t pfns[PFN_BATCH];
   uint32_t total = c->readable / 4;
@@ -237,7 +241,8 @@ static int handle_pfns(vmm_balloon *b, const struct vmm__virtq_chain *c,
   return 0;
 }
 
-static void handle_inflate_deflate(vmm_balloon *b, unsigned q, bool inflate) {
+static void handle_inflate_deflate(struct balloon *b, unsigned q,
+                                   bool inflate) {
   struct vmm__virtq_chain c;
   bool used = false;
   while (vmm__virtq_pop(b->virtio, q, &c) > 0) {
@@ -273,7 +278,7 @@ static void handle_inflate_deflate(vmm_balloon *b, unsigned q, bool inflate) {
     vmm__virtq_signal(b->virtio, q);
 }
 
-static void handle_reporting(vmm_balloon *b, unsigned q) {
+static void handle_reporting(struct balloon *b, unsigned q) {
   struct vmm__virtq_chain c;
   bool used = false;
   while (vmm__virtq_pop(b->virtio, q, &c) > 0) {
@@ -309,7 +314,7 @@ static void handle_reporting(vmm_balloon *b, unsigned q) {
 /* ------------------------------------------------------------------------ */
 /* Statistics                                                               */
 
-static void parse_stats(vmm_balloon *b, const struct vmm__virtq_chain *c) {
+static void parse_stats(struct balloon *b, const struct vmm__virtq_chain *c) {
   /* Entries are 10 bytes; a trailing fragment (the spec once said
      "multiple of 6") is ignored. Unknown tags are ignored as required. */
   uint32_t n = c->readable / STAT_ENTRY_SIZE;
@@ -334,7 +339,7 @@ static void parse_stats(vmm_balloon *b, const struct vmm__virtq_chain *c) {
   b->stats_callback_due = true;
 }
 
-static void handle_stats(vmm_balloon *b, unsigned q) {
+static void handle_stats(struct balloon *b, unsigned q) {
   struct vmm__virtq_chain c;
   while (vmm__virtq_pop(b->virtio, q, &c) > 0) {
     if (b->stats_held) {
@@ -362,7 +367,7 @@ static void handle_stats(vmm_balloon *b, unsigned q) {
 /* Transport callbacks                                                      */
 
 static void op_notify(void *dev, unsigned q) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   switch (role_of(q, vmm__virtio_features(b->virtio))) {
   case Q_INFLATE: handle_inflate_deflate(b, q, true); break;
   case Q_DEFLATE: handle_inflate_deflate(b, q, false); break;
@@ -373,7 +378,7 @@ static void op_notify(void *dev, unsigned q) {
 }
 
 static void op_config_write(void *dev, uint32_t off, uint32_t len) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   VMM__UNUSED(off);
   VMM__UNUSED(len);
   /* The driver writes actual (and poison_val, never offered, so unused).
@@ -383,12 +388,12 @@ static void op_config_write(void *dev, uint32_t off, uint32_t len) {
 }
 
 static void op_activate(void *dev) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   b->stats_first = true;
 }
 
 static void op_reset(void *dev) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   /* The target is the host's and survives; the rest is the driver's. */
   cfg_set32(b, CFG_ACTUAL, 0);
   cfg_set32(b, CFG_FREE_PAGE_HINT_CMD_ID, 0);
@@ -399,18 +404,22 @@ static void op_reset(void *dev) {
 
 /* After a guest access: deliver statistics without holding the lock. */
 static void op_unlocked(void *dev) {
-  vmm_balloon *b = dev;
+  struct balloon *b = dev;
   pthread_mutex_lock(&b->virtio->lock);
   bool due = b->stats_callback_due;
   b->stats_callback_due = false;
   struct vmm_balloon_stats s = b->stats;
   pthread_mutex_unlock(&b->virtio->lock);
   if (due && b->stats_fn != NULL)
-    b->stats_fn(b, &s, b->stats_opaque);
+    b->stats_fn(b->dev, &s, b->stats_opaque);
 }
 
+static void op_destroy(void *dev);
+static int op_stats(void *dev, json_t **out);
+
 static const struct vmm__virtio_ops balloon_ops = {
-    .name = "balloon",
+    .type = "virtio-balloon",
+    .default_name = "balloon",
     .device_id = BALLOON_DEVICE_ID,
     .config_size = CFG_SIZE,
     .queue_max = op_queue_max,
@@ -419,10 +428,18 @@ static const struct vmm__virtio_ops balloon_ops = {
     .activate = op_activate,
     .reset = op_reset,
     .unlocked = op_unlocked,
+    .destroy = op_destroy,
+    .stats = op_stats,
 };
 
 /* ------------------------------------------------------------------------ */
 /* Host API                                                                 */
+
+/* The balloon behind a device, or NULL for any other device. */
+static struct balloon *balloon_of(vmm_dev *dev) {
+  vmm_virtio *v = vmm__virtio_of(dev);
+  return v != NULL && v->ops == &balloon_ops ? v->model : NULL;
+}
 
 void vmm_balloon_config_init(struct vmm_balloon_config *cfg) {
   if (cfg == NULL)
@@ -444,7 +461,7 @@ static int check_target(uint64_t bytes) {
 }
 
 /* Index of the statistics queue for the driver's features, or -1. */
-static int stats_queue(vmm_balloon *b) {
+static int stats_queue(struct balloon *b) {
   uint64_t f = vmm__virtio_features(b->virtio);
   for (unsigned q = 0; q < VMM__VIRTIO_MAX_QUEUES; q++)
     if (role_of(q, f) == Q_STATS)
@@ -452,7 +469,7 @@ static int stats_queue(vmm_balloon *b) {
   return -1;
 }
 
-static int request_stats_locked(vmm_balloon *b) {
+static int request_stats_locked(struct balloon *b) {
   if (!vmm__virtio_live(b->virtio))
     return VMM_EAGAIN;
   int q = stats_queue(b);
@@ -468,29 +485,94 @@ static int request_stats_locked(vmm_balloon *b) {
   return 0;
 }
 
+/* ---- Polling, on the VM's loop (the CMOS RTC's pattern, docs/devices.md) */
+
 static void on_timer(uv_timer_t *t) {
-  vmm_balloon *b = t->data;
-  if (b == NULL)
-    return;
+  struct balloon *b = t->data;
   vmm__virtio_lock(b->virtio);
   /* EAGAIN (driver not there yet, or still answering) is routine. */
   request_stats_locked(b);
   vmm__virtio_unlock(b->virtio);
 }
 
-static void on_timer_closed(uv_handle_t *h) {
+/* Loop thread: make the timer match interval_ms. */
+static void timer_sync(struct vmm__work *w) {
+  struct balloon *b =
+      (struct balloon *)((char *)w - offsetof(struct balloon, timer_work));
+  vmm__virtio_lock(b->virtio);
+  unsigned ms = b->interval_ms;
+  vmm__virtio_unlock(b->virtio);
+  if (ms == 0) {
+    if (b->timer != NULL)
+      uv_timer_stop(b->timer);
+    return;
+  }
+  if (b->timer == NULL) {
+    uv_timer_t *t = malloc(sizeof(*t));
+    if (t == NULL || uv_timer_init(vmm_loop_uv(b->loop), t) < 0) {
+      free(t);
+      vmm__log(b->vm, VMM_LOG_ERROR, "balloon: cannot create the timer");
+      return;
+    }
+    t->data = b;
+    /* Device timers never keep the host's loop alive by themselves. */
+    uv_unref((uv_handle_t *)t);
+    b->timer = t;
+  }
+  uv_timer_start(b->timer, on_timer, ms, ms);
+}
+
+static void close_timer(uv_handle_t *h) {
   free(h);
 }
 
-int vmm_balloon_create(vmm_vm *vm, const struct vmm_balloon_config *user_cfg,
-                       vmm_balloon **out) {
-  if (vm == NULL || user_cfg == NULL || out == NULL)
+/* Loop thread: nothing of the device may stay queued or armed. */
+static void teardown_on_loop(vmm_loop *loop, void *opaque) {
+  struct balloon *b = opaque;
+  vmm__loop_cancel(loop, &b->timer_work);
+  if (b->timer != NULL)
+    uv_close((uv_handle_t *)b->timer, close_timer);
+  b->timer = NULL;
+}
+
+static void op_destroy(void *dev) {
+  struct balloon *b = dev;
+  if (b->loop != NULL)
+    vmm_loop_call(b->loop, teardown_on_loop, b);
+  free(b);
+}
+
+int vmm_balloon_set_stats_interval(vmm_dev *dev, unsigned ms) {
+  struct balloon *b = balloon_of(dev);
+  if (b == NULL)
     return VMM_EINVAL;
-  if (user_cfg->size == 0 || user_cfg->size > sizeof(struct vmm_balloon_config))
-    return VMM_EINVAL;
+  vmm__virtio_lock(b->virtio);
+  b->interval_ms = ms;
+  vmm_loop *loop = b->loop;
+  vmm__virtio_unlock(b->virtio);
+  if (loop == NULL && ms == 0)
+    return 0; /* nothing armed, nothing wanted: no loop needed */
+  if (loop == NULL) {
+    /* Not under our lock: vmm_vm_get_loop() takes the VM's. */
+    int err = vmm_vm_get_loop(b->vm, &loop);
+    if (err < 0)
+      return err;
+    vmm__virtio_lock(b->virtio);
+    if (b->loop == NULL)
+      b->loop = loop;
+    loop = b->loop;
+    vmm__virtio_unlock(b->virtio);
+  }
+  vmm__loop_post(loop, &b->timer_work);
+  return 0;
+}
+
+int vmm_balloon_create(vmm_vm *vm, const struct vmm_balloon_config *user,
+                       vmm_dev **out) {
   struct vmm_balloon_config cfg;
   vmm_balloon_config_init(&cfg);
-  memcpy(&cfg, user_cfg, user_cfg->size);
+  if (vm == NULL || vmm__config_merge(&cfg, sizeof(cfg), user) < 0)
+    return VMM_EINVAL;
   if (cfg.features & ~(uint32_t)VMM_BALLOON_F_ALL)
     return VMM_EINVAL;
   if (cfg.queue_size < 2 || cfg.queue_size > 1024 ||
@@ -499,10 +581,8 @@ int vmm_balloon_create(vmm_vm *vm, const struct vmm_balloon_config *user_cfg,
   int err = check_target(cfg.target_bytes);
   if (err < 0)
     return err;
-  if (cfg.stats_interval_ms != 0 && cfg.loop == NULL)
-    return VMM_EINVAL;
 
-  vmm_balloon *b = calloc(1, sizeof(*b));
+  struct balloon *b = calloc(1, sizeof(*b));
   if (b == NULL)
     return VMM_ENOMEM;
   b->vm = vm;
@@ -512,53 +592,34 @@ int vmm_balloon_create(vmm_vm *vm, const struct vmm_balloon_config *user_cfg,
   b->stats_fn = cfg.stats_fn;
   b->stats_opaque = cfg.stats_opaque;
   b->stats_first = true;
-  if (cfg.loop != NULL) {
-    b->timer = malloc(sizeof(*b->timer));
-    if (b->timer == NULL) {
-      free(b);
-      return VMM_ENOMEM;
-    }
-    uv_timer_init(cfg.loop, b->timer);
-    b->timer->data = b;
-  }
+  vmm__work_init(&b->timer_work, timer_sync);
+  /* num_pages must be in place before the window is reachable. */
+  uint8_t initial[4];
+  memcpy(initial, &b->target_pages, 4);
+  vmm_dev *dev;
   err = vmm__virtio_create(vm, &cfg.mmio, &balloon_ops, b,
                            virtio_features(cfg.features), cfg.queue_size,
-                           &b->virtio);
+                           &b->virtio, &dev);
   if (err < 0) {
-    if (b->timer != NULL) {
-      b->timer->data = NULL;
-      uv_close((uv_handle_t *)b->timer, on_timer_closed);
-    }
     free(b);
     return err;
   }
+  b->dev = dev;
   vmm__virtio_lock(b->virtio);
-  cfg_set32(b, CFG_NUM_PAGES, b->target_pages);
+  memcpy(b->virtio->config + CFG_NUM_PAGES, initial, 4);
   vmm__virtio_unlock(b->virtio);
-  if (b->timer != NULL && cfg.stats_interval_ms != 0)
-    vmm_balloon_set_stats_interval(b, cfg.stats_interval_ms);
-  *out = b;
+  if (cfg.stats_interval_ms != 0 &&
+      (err = vmm_balloon_set_stats_interval(dev, cfg.stats_interval_ms)) < 0) {
+    vmm_dev_detach(dev);
+    return err;
+  }
+  if (out != NULL)
+    *out = dev;
   return 0;
 }
 
-void vmm_balloon_destroy(vmm_balloon *b) {
-  if (b == NULL)
-    return;
-  /* First detach: no guest access can reach b after this. It fails only
-     when called from one of the VM's handlers, which the API forbids;
-     leaking is then the safe way out. */
-  if (vmm__virtio_destroy(b->virtio) < 0)
-    return;
-  if (b->timer != NULL) {
-    uv_timer_stop(b->timer);
-    /* The handle outlives us until the loop runs its close callback. */
-    b->timer->data = NULL;
-    uv_close((uv_handle_t *)b->timer, on_timer_closed);
-  }
-  free(b);
-}
-
-int vmm_balloon_set_target(vmm_balloon *b, uint64_t bytes) {
+int vmm_balloon_set_target(vmm_dev *dev, uint64_t bytes) {
+  struct balloon *b = balloon_of(dev);
   if (b == NULL)
     return VMM_EINVAL;
   int err = check_target(bytes);
@@ -575,7 +636,8 @@ int vmm_balloon_set_target(vmm_balloon *b, uint64_t bytes) {
   return 0;
 }
 
-int vmm_balloon_get_info(vmm_balloon *b, struct vmm_balloon_info *info) {
+int vmm_balloon_get_info(vmm_dev *dev, struct vmm_balloon_info *info) {
+  struct balloon *b = balloon_of(dev);
   if (b == NULL || info == NULL)
     return VMM_EINVAL;
   vmm__virtio_lock(b->virtio);
@@ -599,7 +661,8 @@ int vmm_balloon_get_info(vmm_balloon *b, struct vmm_balloon_info *info) {
   return 0;
 }
 
-int vmm_balloon_get_stats(vmm_balloon *b, struct vmm_balloon_stats *stats) {
+int vmm_balloon_get_stats(vmm_dev *dev, struct vmm_balloon_stats *stats) {
+  struct balloon *b = balloon_of(dev);
   if (b == NULL || stats == NULL)
     return VMM_EINVAL;
   vmm__virtio_lock(b->virtio);
@@ -608,31 +671,14 @@ int vmm_balloon_get_stats(vmm_balloon *b, struct vmm_balloon_stats *stats) {
   return 0;
 }
 
-int vmm_balloon_request_stats(vmm_balloon *b) {
+int vmm_balloon_request_stats(vmm_dev *dev) {
+  struct balloon *b = balloon_of(dev);
   if (b == NULL)
     return VMM_EINVAL;
   vmm__virtio_lock(b->virtio);
   int err = request_stats_locked(b);
   vmm__virtio_unlock(b->virtio);
   return err;
-}
-
-int vmm_balloon_set_stats_interval(vmm_balloon *b, unsigned ms) {
-  if (b == NULL)
-    return VMM_EINVAL;
-  if (b->timer == NULL)
-    return VMM_ENOTSUP;
-  b->interval_ms = ms;
-  /* Neither call fails on an initialised timer with a callback. */
-  if (ms == 0)
-    uv_timer_stop(b->timer);
-  else
-    uv_timer_start(b->timer, on_timer, ms, ms);
-  return 0;
-}
-
-vmm_virtio *vmm_balloon_virtio(vmm_balloon *b) {
-  return b != NULL ? b->virtio : NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -664,24 +710,25 @@ static int add_slots(vmm_vm *vm, json_t *root) {
   return 0;
 }
 
-int vmm_balloon_stats_json(vmm_balloon *b, char **out) {
-  if (b == NULL || out == NULL)
-    return VMM_EINVAL;
+/* Everything the host may want, as one new JSON object. */
+static int op_stats(void *dev, json_t **out) {
+  struct balloon *b = dev;
   struct vmm_balloon_info info;
   struct vmm_balloon_stats st;
   struct vmm_virtio_state vs;
-  vmm_balloon_get_info(b, &info);
-  vmm_balloon_get_stats(b, &st);
-  vmm_virtio_get_state(b->virtio, &vs);
+  vmm_balloon_get_info(b->dev, &info);
+  vmm_balloon_get_stats(b->dev, &st);
+  vmm_virtio_get_state(b->dev, &vs);
 
   int err = VMM_ENOMEM;
   json_t *root = json_pack(
-      "{s:I, s:I, s:b, s:b, s:s, s:{s:b, s:b, s:b}, "
+      "{s:s, s:I, s:I, s:b, s:b, s:s, s:{s:b, s:b, s:b}, "
       "s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}}",
-      "target_bytes", (json_int_t)info.target_bytes, "actual_bytes",
-      (json_int_t)info.actual_bytes, "driver_ok", info.driver_ok, "needs_reset",
-      info.needs_reset, "error", vmm_virtio_error_str(vs.error), "features",
-      "stats", (info.features & VMM_BALLOON_F_STATS) != 0, "deflate_on_oom",
+      "type", "virtio-balloon", "target_bytes", (json_int_t)info.target_bytes,
+      "actual_bytes", (json_int_t)info.actual_bytes, "driver_ok",
+      info.driver_ok, "needs_reset", info.needs_reset, "error",
+      vmm_virtio_error_str(vs.error), "features", "stats",
+      (info.features & VMM_BALLOON_F_STATS) != 0, "deflate_on_oom",
       (info.features & VMM_BALLOON_F_DEFLATE_ON_OOM) != 0, "reporting",
       (info.features & VMM_BALLOON_F_REPORTING) != 0, "host", "inflated_pages",
       (json_int_t)info.inflated_pages, "deflated_pages",
@@ -695,34 +742,46 @@ int vmm_balloon_stats_json(vmm_balloon *b, char **out) {
     return VMM_ENOMEM;
   json_t *stats = json_object();
   if (stats == NULL || json_object_set_new(root, "stats", stats) < 0)
-    goto out;
+    goto fail;
   for (unsigned t = 0; t < VMM_BALLOON_STAT__COUNT; t++)
     if ((st.valid & (1u << t)) &&
         json_object_set_new(stats, stat_names[t],
                             json_integer((json_int_t)st.values[t])) < 0)
-      goto out;
+      goto fail;
   if (json_object_set_new(root, "stats_updates",
                           json_integer((json_int_t)st.updates)) < 0)
-    goto out;
+    goto fail;
   if (st.time_ns != 0 &&
       json_object_set_new(
           root, "stats_age_ms",
           json_integer((json_int_t)((now_ns() - st.time_ns) / 1000000))) < 0)
-    goto out;
+    goto fail;
   if ((err = add_slots(b->vm, root)) < 0)
-    goto out;
-  err = VMM_ENOMEM;
+    goto fail;
+  *out = root;
+  return 0;
+fail:
+  json_decref(root);
+  return err;
+}
+
+int vmm_balloon_stats_json(vmm_dev *dev, char **out) {
+  struct balloon *b = balloon_of(dev);
+  if (b == NULL || out == NULL)
+    return VMM_EINVAL;
+  json_t *root;
+  int err = op_stats(b, &root);
+  if (err < 0)
+    return err;
   char *s = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
   if (s == NULL)
-    goto out;
+    return VMM_ENOMEM;
   /* jansson's allocator may not be malloc (json_set_alloc_funcs); the
      caller frees with free(). */
   *out = strdup(s);
   json_free_t jfree;
   json_get_alloc_funcs(NULL, &jfree);
   jfree(s);
-  err = *out != NULL ? 0 : VMM_ENOMEM;
-out:
-  json_decref(root);
-  return err;
+  return *out != NULL ? 0 : VMM_ENOMEM;
 }

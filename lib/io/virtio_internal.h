@@ -3,11 +3,15 @@
  * transport (lib/io/virtio_mmio.c, virtqueue.c) and the device models built
  * on it (lib/balloon/, later console, block, ...). See docs/virtio.md.
  *
+ * A virtio device is a device of the device interface (dev.h): create
+ * attaches it, vmm_dev_detach() or the VM's destruction removes it and
+ * frees the model through ops->destroy.
+ *
  * Locking: a device has one mutex. The transport takes it for every guest
- * register access and calls the device's ops with it held; device code
+ * register access and calls the model's ops with it held; model code
  * called from elsewhere (host API threads, timers) takes it with
  * vmm__virtio_lock(). Every vmm__virtq_* and vmm__virtio_* function below
- * except create/destroy/lock expects the lock held.
+ * except create, _of and lock expects the lock held.
  */
 #ifndef LIBVMM_IO_VIRTIO_INTERNAL_H
 #define LIBVMM_IO_VIRTIO_INTERNAL_H
@@ -103,12 +107,17 @@ struct vmm__virtq {
   struct vmm__virtq_buf *bufs; /* max-size entries, allocated at create */
 };
 
+struct json_t;
+
 /*
- * A device model. dev is the model's own object. Every op runs with the
- * transport lock held and may use the vmm__virtq_* functions.
+ * A device model. model is the model's own object. Every op except destroy
+ * and stats runs with the transport lock held and may use the vmm__virtq_*
+ * functions.
  */
 struct vmm__virtio_ops {
-  const char *name;
+  /* Device type for vmm_dev_type() ("virtio-balloon"); default name. */
+  const char *type;
+  const char *default_name;
   uint32_t device_id;
   /* Bytes of device configuration space (<= VMM__VIRTIO_CONFIG_MAX). */
   uint32_t config_size;
@@ -117,28 +126,40 @@ struct vmm__virtio_ops {
    * features the driver wrote. Real drivers number optional queues
    * compactly after the ones they use, so the answer may depend on them.
    */
-  uint16_t (*queue_max)(void *dev, unsigned q, uint64_t driver_features);
+  uint16_t (*queue_max)(void *model, unsigned q, uint64_t driver_features);
   /* The driver made buffers available in queue q (DRIVER_OK is set). */
-  void (*notify)(void *dev, unsigned q);
+  void (*notify)(void *model, unsigned q);
   /* The driver wrote config bytes [off, off+len) (already stored). */
-  void (*config_write)(void *dev, uint32_t off, uint32_t len);
+  void (*config_write)(void *model, uint32_t off, uint32_t len);
   /* The driver set DRIVER_OK. Optional. */
-  void (*activate)(void *dev);
-  /* The driver reset the device (transport state already cleared). */
-  void (*reset)(void *dev);
+  void (*activate)(void *model);
+  /* The device was reset, by the driver or the host (transport state
+     already cleared). */
+  void (*reset)(void *model);
   /*
    * Optional: runs after the transport dropped the lock at the end of a
    * guest access or vmm__virtio_unlock(), on the same thread, so the model
    * can call host callbacks without holding the lock.
    */
-  void (*unlocked)(void *dev);
+  void (*unlocked)(void *model);
+  /* The device is gone (detached or its VM destroyed): free the model. No
+     guest access can reach it any more. Not under the lock. */
+  void (*destroy)(void *model);
+  /* Optional: counters for vmm_dev_stats(), a new JSON object. Not under
+     the lock. */
+  int (*stats)(void *model, struct json_t **out);
 };
+
+/* Internal only: hosts see virtio devices as vmm_dev. */
+typedef struct vmm_virtio vmm_virtio;
 
 struct vmm_virtio {
   vmm_vm *vm;
+  vmm_dev *dev; /* the device-interface object, set by realize */
   pthread_mutex_t lock;
   const struct vmm__virtio_ops *ops;
-  void *dev;
+  void *model;
+  bool attached; /* the model belongs to the device now */
   struct vmm_virtio_mmio_config cfg;
 
   uint64_t device_features;
@@ -162,21 +183,20 @@ struct vmm_virtio {
 };
 
 /*
- * Create a transport for a device model and attach it to the VM's MMIO
- * bus. features: device-specific feature bits offered (VERSION_1 is added
- * for the modern layout). queue_size_max bounds every queue.
+ * Create a virtio-mmio device for a model and attach it to the VM through
+ * the device interface (name: cfg->name or ops->default_name). features:
+ * device-specific feature bits offered (VERSION_1 is added for the modern
+ * layout). queue_size_max bounds every queue. On success the device owns
+ * the model (ops->destroy frees it when the device goes); on failure the
+ * caller still owns it. *out_dev may be NULL.
  */
 int vmm__virtio_create(vmm_vm *vm, const struct vmm_virtio_mmio_config *cfg,
-                       const struct vmm__virtio_ops *ops, void *dev,
+                       const struct vmm__virtio_ops *ops, void *model,
                        uint64_t features, uint16_t queue_size_max,
-                       vmm_virtio **out);
-/*
- * Detach (no handler runs after this returns) and free. NULL is fine.
- * Returns 0, or the error of vmm_io_unregister() (called from a handler of
- * the VM): nothing is freed then, and the device model must not free the
- * objects the transport points to either.
- */
-int vmm__virtio_destroy(vmm_virtio *v);
+                       vmm_virtio **out, vmm_dev **out_dev);
+
+/* The transport of a virtio device, or NULL for any other device. */
+vmm_virtio *vmm__virtio_of(const vmm_dev *dev);
 
 /* One guest access to the device window; what the MMIO handler does. */
 void vmm__virtio_mmio_access(vmm_virtio *v, uint64_t off, void *data,

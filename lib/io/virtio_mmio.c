@@ -35,18 +35,14 @@ void vmm_virtio_mmio_config_init(struct vmm_virtio_mmio_config *cfg) {
 /* Interrupts                                                               */
 
 static void set_line(vmm_virtio *v, bool level) {
-  int err;
-  if (v->cfg.irq_fn != NULL)
-    err = v->cfg.irq_fn(v, level, v->cfg.irq_opaque);
-  else
-    err = vmm_vm_irq_line(v->vm, v->cfg.gsi, level);
+  int err = vmm_dev_irq_set(v->dev, v->cfg.gsi, level);
   v->irq_level = level;
   if (err < 0 && !v->irq_error_logged) {
-    /* Once: a VM without an interrupt controller is fine for polling
-       drivers, and a flood of identical messages helps nobody. */
+    /* Once: an engine that refuses the line will refuse it every time,
+       and a flood of identical messages helps nobody. */
     v->irq_error_logged = true;
     vmm__log(v->vm, VMM_LOG_DEBUG, "virtio %s: interrupt line %u: %s",
-             v->ops->name, v->cfg.gsi, vmm_strerror(err));
+             v->ops->type, v->cfg.gsi, vmm_strerror(err));
   }
 }
 
@@ -86,7 +82,7 @@ void vmm__virtio_fail(vmm_virtio *v, enum vmm_virtio_error err, const char *fmt,
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
   vmm__log(v->vm, VMM_LOG_WARN, "virtio %s at 0x%llx: %s (%s); needs reset",
-           v->ops->name, (unsigned long long)v->cfg.base,
+           v->ops->type, (unsigned long long)v->cfg.base,
            vmm_virtio_error_str(err), msg);
   v->error = err;
   v->errors++;
@@ -109,7 +105,7 @@ void vmm__virtio_config_changed(vmm_virtio *v) {
 static uint16_t queue_max(vmm_virtio *v, unsigned q) {
   if (q >= VMM__VIRTIO_MAX_QUEUES)
     return 0;
-  uint16_t max = v->ops->queue_max(v->dev, q, vmm__virtio_features(v));
+  uint16_t max = v->ops->queue_max(v->model, q, vmm__virtio_features(v));
   return max < v->queue_size_max ? max : v->queue_size_max;
 }
 
@@ -129,7 +125,7 @@ static void reset(vmm_virtio *v) {
     q->bufs = bufs;
   }
   update_line(v);
-  v->ops->reset(v->dev);
+  v->ops->reset(v->model);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -139,7 +135,7 @@ static bool features_acceptable(vmm_virtio *v) {
   if (v->driver_features & ~v->device_features) {
     vmm__log(v->vm, VMM_LOG_INFO,
              "virtio %s: driver wants features 0x%llx the device lacks",
-             v->ops->name,
+             v->ops->type,
              (unsigned long long)(v->driver_features & ~v->device_features));
     return false;
   }
@@ -147,7 +143,7 @@ static bool features_acceptable(vmm_virtio *v) {
       !(v->driver_features & (1ull << VMM_VIRTIO_F_VERSION_1))) {
     vmm__log(v->vm, VMM_LOG_INFO,
              "virtio %s: modern device, driver did not accept VERSION_1",
-             v->ops->name);
+             v->ops->type);
     return false;
   }
   return true;
@@ -188,21 +184,21 @@ static void write_status(vmm_virtio *v, uint32_t val) {
     /* Legacy has no way to refuse; use the common subset. */
     vmm__log(v->vm, VMM_LOG_INFO,
              "virtio %s: legacy driver features 0x%llx masked to 0x%llx",
-             v->ops->name, (unsigned long long)v->driver_features,
+             v->ops->type, (unsigned long long)v->driver_features,
              (unsigned long long)vmm__virtio_features(v));
     v->driver_features &= v->device_features;
   }
   v->status = val | dev_bits;
   if ((added & VMM_VIRTIO_STATUS_DRIVER_OK) && !dev_bits) {
     if (v->ops->activate != NULL)
-      v->ops->activate(v->dev);
+      v->ops->activate(v->model);
     /*
      * Drivers (Linux's balloon among them) may queue buffers and notify
      * before DRIVER_OK; the device could not look then, so look now.
      */
     for (unsigned q = 0; q < VMM__VIRTIO_MAX_QUEUES && vmm__virtio_live(v); q++)
       if (v->q[q].ready)
-        v->ops->notify(v->dev, q);
+        v->ops->notify(v->model, q);
   }
 }
 
@@ -369,7 +365,7 @@ static void notify(vmm_virtio *v, uint32_t val) {
   /* Before DRIVER_OK the device may not use buffers; write_status() looks
      at every ready queue when the driver gets there. */
   if (v->q[val].ready && vmm__virtio_live(v))
-    v->ops->notify(v->dev, val);
+    v->ops->notify(v->model, val);
 }
 
 static void write_reg(vmm_virtio *v, uint64_t off, uint32_t val) {
@@ -445,7 +441,7 @@ static void config_access(vmm_virtio *v, uint64_t off, void *data, uint32_t len,
   }
   memcpy(v->config + off, data, len);
   if (v->ops->config_write != NULL)
-    v->ops->config_write(v->dev, (uint32_t)off, len);
+    v->ops->config_write(v->model, (uint32_t)off, len);
 }
 
 void vmm__virtio_mmio_access(vmm_virtio *v, uint64_t off, void *data,
@@ -480,7 +476,7 @@ static int mmio_handler(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
 }
 
 /* ------------------------------------------------------------------------ */
-/* Lifetime                                                                 */
+/* Lifetime: a device of the device interface                               */
 
 void vmm__virtio_lock(vmm_virtio *v) {
   pthread_mutex_lock(&v->lock);
@@ -489,7 +485,7 @@ void vmm__virtio_lock(vmm_virtio *v) {
 void vmm__virtio_unlock(vmm_virtio *v) {
   pthread_mutex_unlock(&v->lock);
   if (v->ops->unlocked != NULL)
-    v->ops->unlocked(v->dev);
+    v->ops->unlocked(v->model);
 }
 
 /* The window must not shadow RAM: the guest would never reach it. */
@@ -506,15 +502,70 @@ static int check_window(vmm_vm *vm, vmm_gpa_t base) {
   return 0;
 }
 
+static int dev_realize(vmm_dev *dev, void *opaque) {
+  vmm_virtio *v = opaque;
+  v->dev = dev;
+  return vmm_dev_io_register(dev, VMM_IO_MMIO, v->cfg.base,
+                             VMM_VIRTIO_MMIO_SIZE, mmio_handler, v);
+}
+
+/* Host reset (vmm_dev_reset, a machine reset): as if the driver wrote 0. */
+static void dev_reset(vmm_dev *dev, void *opaque) {
+  vmm_virtio *v = opaque;
+  VMM__UNUSED(dev);
+  vmm__virtio_lock(v);
+  reset(v);
+  vmm__virtio_unlock(v);
+}
+
+static void free_transport(vmm_virtio *v) {
+  pthread_mutex_destroy(&v->lock);
+  for (unsigned i = 0; i < VMM__VIRTIO_MAX_QUEUES; i++)
+    free(v->q[i].bufs);
+  free(v);
+}
+
+/* Ranges are gone and our lines released when this runs. */
+static void dev_destroy(vmm_dev *dev, void *opaque) {
+  vmm_virtio *v = opaque;
+  VMM__UNUSED(dev);
+  if (v == NULL)
+    return;
+  if (v->attached)
+    v->ops->destroy(v->model);
+  free_transport(v);
+}
+
+static int dev_stats(vmm_dev *dev, struct json_t **out, void *opaque) {
+  vmm_virtio *v = opaque;
+  VMM__UNUSED(dev);
+  if (v->ops->stats == NULL)
+    return VMM_ENOTSUP;
+  return v->ops->stats(v->model, out);
+}
+
+static const struct vmm_dev_ops virtio_dev_ops = {
+    .size = sizeof(struct vmm_dev_ops),
+    .type = "virtio-mmio",
+    .realize = dev_realize,
+    .reset = dev_reset,
+    .destroy = dev_destroy,
+    .stats = dev_stats,
+};
+
+vmm_virtio *vmm__virtio_of(const vmm_dev *dev) {
+  return vmm__dev_data(dev, &virtio_dev_ops);
+}
+
 int vmm__virtio_create(vmm_vm *vm, const struct vmm_virtio_mmio_config *cfg,
-                       const struct vmm__virtio_ops *ops, void *dev,
+                       const struct vmm__virtio_ops *ops, void *model,
                        uint64_t features, uint16_t queue_size_max,
-                       vmm_virtio **out) {
+                       vmm_virtio **out, vmm_dev **out_dev) {
   if (vm == NULL || cfg == NULL || ops == NULL || out == NULL ||
       ops->config_size > VMM__VIRTIO_CONFIG_MAX || queue_size_max == 0 ||
-      (queue_size_max & (queue_size_max - 1)))
+      (queue_size_max & (queue_size_max - 1)) || ops->destroy == NULL)
     return VMM_EINVAL;
-  if (cfg->version != 1 && cfg->version != 2)
+  if ((cfg->version != 1 && cfg->version != 2) || cfg->gsi >= VMM_IRQ_LINES)
     return VMM_EINVAL;
   if (cfg->base % VMM_VIRTIO_MMIO_SIZE)
     return VMM_EALIGN;
@@ -529,65 +580,45 @@ int vmm__virtio_create(vmm_vm *vm, const struct vmm_virtio_mmio_config *cfg,
     return VMM_ENOMEM;
   v->vm = vm;
   v->ops = ops;
-  v->dev = dev;
+  v->model = model;
   v->cfg = *cfg;
+  v->cfg.name = NULL; /* not kept: vmm_dev_name() has the copy */
   v->queue_size_max = queue_size_max;
   v->device_features = features;
   if (cfg->version == 2)
     v->device_features |= 1ull << VMM_VIRTIO_F_VERSION_1;
   else
     v->device_features &= 0xffffffffull;
+  if ((err = -pthread_mutex_init(&v->lock, NULL)) < 0) {
+    free(v);
+    return err;
+  }
   for (unsigned i = 0; i < VMM__VIRTIO_MAX_QUEUES; i++) {
     v->q[i].bufs = calloc(queue_size_max, sizeof(*v->q[i].bufs));
     if (v->q[i].bufs == NULL) {
-      err = VMM_ENOMEM;
-      goto fail;
+      free_transport(v);
+      return VMM_ENOMEM;
     }
   }
-  if ((err = -pthread_mutex_init(&v->lock, NULL)) < 0)
-    goto fail;
-  err = vmm_io_register(vm, VMM_IO_MMIO, cfg->base, VMM_VIRTIO_MMIO_SIZE,
-                        mmio_handler, v);
-  if (err < 0) {
-    pthread_mutex_destroy(&v->lock);
-    goto fail;
-  }
-  *out = v;
-  return 0;
-
-fail:
-  for (unsigned i = 0; i < VMM__VIRTIO_MAX_QUEUES; i++)
-    free(v->q[i].bufs);
-  free(v);
-  return err;
-}
-
-int vmm__virtio_destroy(vmm_virtio *v) {
-  if (v == NULL)
-    return 0;
-  /* Waits for a handler running on another thread to finish. From a
-     handler of the VM it fails, and freeing would leave the bus pointing
-     at freed memory: leak instead (the API forbids the call anyway). */
-  int err = vmm_io_unregister(v->vm, VMM_IO_MMIO, v->cfg.base);
-  if (err < 0) {
-    vmm__log(v->vm, VMM_LOG_ERROR,
-             "virtio %s: not destroyed (%s); called from a handler?",
-             v->ops->name, vmm_strerror(err));
+  /* On failure vmm_dev_attach() calls dev_destroy(), which frees the
+     transport and, with attached still false, leaves the model alone. */
+  vmm_dev *dev;
+  err = vmm_dev_attach(vm, cfg->name != NULL ? cfg->name : ops->default_name,
+                       &virtio_dev_ops, v, &dev);
+  if (err < 0)
     return err;
-  }
-  if (v->irq_level && v->cfg.irq_fn == NULL)
-    vmm_vm_irq_line(v->vm, v->cfg.gsi, false);
-  pthread_mutex_destroy(&v->lock);
-  for (unsigned i = 0; i < VMM__VIRTIO_MAX_QUEUES; i++)
-    free(v->q[i].bufs);
-  free(v);
+  v->attached = true;
+  *out = v;
+  if (out_dev != NULL)
+    *out_dev = dev;
   return 0;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Public introspection                                                     */
 
-int vmm_virtio_get_state(vmm_virtio *v, struct vmm_virtio_state *st) {
+int vmm_virtio_get_state(vmm_dev *dev, struct vmm_virtio_state *st) {
+  vmm_virtio *v = vmm__virtio_of(dev);
   if (v == NULL || st == NULL)
     return VMM_EINVAL;
   pthread_mutex_lock(&v->lock);
@@ -610,7 +641,8 @@ int vmm_virtio_get_state(vmm_virtio *v, struct vmm_virtio_state *st) {
   return 0;
 }
 
-int vmm_virtio_mmio_cmdline(vmm_virtio *v, char *buf, size_t size) {
+int vmm_virtio_mmio_cmdline(vmm_dev *dev, char *buf, size_t size) {
+  vmm_virtio *v = vmm__virtio_of(dev);
   if (v == NULL || (buf == NULL && size != 0))
     return VMM_EINVAL;
   int n = snprintf(buf, size, "virtio_mmio.device=0x%x@0x%llx:%u",

@@ -56,7 +56,7 @@ static bool ram_range(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len, bool write) {
 
 int vmm__virtq_enable(vmm_virtio *v, unsigned qi) {
   struct vmm__virtq *q = &v->q[qi];
-  uint32_t max = v->ops->queue_max(v->dev, qi, vmm__virtio_features(v));
+  uint32_t max = v->ops->queue_max(v->model, qi, vmm__virtio_features(v));
   if (max > v->queue_size_max)
     max = v->queue_size_max;
   if (q->num == 0 || q->num > max || (q->num & (q->num - 1))) {
