@@ -825,6 +825,37 @@ static void test_irqchip_path(void **state) {
   assert_ok(vmm_vm_destroy(vm));
 }
 
+static void test_error_log_rate(void **state) {
+  (void)state;
+  /* A guest that fails, resets and fails again in a loop must not flood
+     the host's log with warnings. */
+  struct log_capture logs = {0};
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = vmmt_engine;
+  cfg.log_fn = capture_log;
+  cfg.log_opaque = &logs;
+  cfg.log_level = VMM_LOG_WARN;
+  vmm_vm *vm;
+  assert_ok(vmm_vm_create(&cfg, &vm));
+  struct echo e = {0};
+  struct vmm_virtio_mmio_config mc;
+  vmm_virtio_mmio_config_init(&mc);
+  mc.base = BASE;
+  assert_ok(vmm__virtio_create(vm, &mc, &echo_ops, &e, 0, 16, &e.v, &e.dev));
+  struct vd d = {vm, BASE};
+  for (int i = 0; i < 100; i++) {
+    vd_w32(&d, VMM__VIRTIO_MMIO_STATUS, 0);
+    vd_w32(&d, VMM__VIRTIO_MMIO_QUEUE_NOTIFY, 7);
+  }
+  struct vmm_virtio_state st;
+  assert_ok(vmm_virtio_get_state(e.dev, &st));
+  assert_int_equal(st.errors, 100);
+  assert_int_equal(logs.messages, 8);
+  assert_non_null(strstr(logs.last, "notification for a queue"));
+  assert_ok(vmm_vm_destroy(vm));
+}
+
 static void test_attach_errors(void **state) {
   struct fixture *f = *state;
   struct echo e = {0};
@@ -905,6 +936,7 @@ int main(int argc, char **argv) {
       T(test_default_irq_path, setup_no_hook),
       cmocka_unit_test(test_irqchip_path),
       T(test_attach_errors, setup_modern),
+      cmocka_unit_test(test_error_log_rate),
       cmocka_unit_test(test_error_strings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

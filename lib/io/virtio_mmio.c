@@ -81,9 +81,11 @@ void vmm__virtio_fail(vmm_virtio *v, enum vmm_virtio_error err, const char *fmt,
   va_start(ap, fmt);
   vsnprintf(msg, sizeof(msg), fmt, ap);
   va_end(ap);
-  vmm__log(v->vm, VMM_LOG_WARN, "virtio %s at 0x%llx: %s (%s); needs reset",
-           v->ops->type, (unsigned long long)v->cfg.base,
-           vmm_virtio_error_str(err), msg);
+  /* A guest can fail, reset and fail again as fast as it can exit: the
+     first few errors are warnings, the rest only debug noise. */
+  vmm__log(v->vm, v->errors < 8 ? VMM_LOG_WARN : VMM_LOG_DEBUG,
+           "virtio %s at 0x%llx: %s (%s); needs reset", v->ops->type,
+           (unsigned long long)v->cfg.base, vmm_virtio_error_str(err), msg);
   v->error = err;
   v->errors++;
   v->status |= VMM_VIRTIO_STATUS_NEEDS_RESET;
