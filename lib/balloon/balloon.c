@@ -153,23 +153,19 @@ static uint16_t op_queue_max(void *dev, unsigned q, uint64_t features) {
 /* ------------------------------------------------------------------------ */
 /* Inflate, deflate, report                                                 */
 
-/* vmm_mem_discard() refuses anything but writable RAM, as a whole. */
-static int discard(struct balloon *b, vmm_gpa_t gpa, uint64_t len) {
-  return vmm_mem_discard(b->vm, gpa, len);
-}
-
 /*
- * Discard a run of contiguous frames. If the run is not all writable RAM,
- * go page by page so the valid frames are still reclaimed and only the bad
- * ones are rejected. Returns the number of pages discarded.
+ * Discard a run of contiguous frames. vmm_mem_discard() refuses, whole, a
+ * range that is not all writable RAM; then go page by page so the valid
+ * frames are still reclaimed and only the bad ones are rejected. Returns
+ * the number of pages discarded.
  */
 static uint64_t discard_run(struct balloon *b, uint64_t first_pfn, uint64_t n) {
-  int err = discard(b, first_pfn << PFN_SHIFT, n << PFN_SHIFT);
+  int err = vmm_mem_discard(b->vm, first_pfn << PFN_SHIFT, n << PFN_SHIFT);
   if (err == 0)
     return n;
   uint64_t done = 0;
   for (uint64_t i = 0; i < n; i++) {
-    if (discard(b, (first_pfn + i) << PFN_SHIFT, PFN_SIZE) == 0)
+    if (vmm_mem_discard(b->vm, (first_pfn + i) << PFN_SHIFT, PFN_SIZE) == 0)
       done++;
   }
   if (done < n)
