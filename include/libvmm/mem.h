@@ -116,6 +116,52 @@ VMM_EXTERN int vmm_mem_write(vmm_vm *vm, vmm_gpa_t gpa, const void *buf,
 VMM_EXTERN int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t slot,
                                      uint64_t *bitmap, size_t bitmap_bytes);
 
+/* ------------------------------------------------------------------------ */
+/* Host memory management (the balloon's tools, usable by any host)         */
+
+/**
+ * Give the host memory behind [gpa, gpa + size) back to the host OS. The
+ * range must be page aligned and backed by slots the guest may write (it
+ * may span adjacent slots). Library memfd slots get a hole punched
+ * (fallocate); caller memory gets MADV_REMOVE when it is a shared mapping
+ * of a file that supports it, MADV_DONTNEED otherwise (private anonymous
+ * memory). Afterwards the pages read as zero (private file mappings: as the
+ * file's contents) and are allocated again on first use; KVM drops its
+ * mappings of them through the kernel's MMU notifiers. Discarded pages are
+ * marked in the dirty log of dirty-logged slots, since their contents
+ * changed.
+ *
+ * @return 0; -VMM_EINVAL for size 0 or an overflowing range; -VMM_EALIGN;
+ *         -VMM_ENOMAP if any page is not RAM; -VMM_EREADONLY if any page
+ *         lies in a read-only slot (nothing is discarded in these cases);
+ *         a negative errno from the kernel (e.g. mlocked caller memory).
+ * Thread-safe; may be called while vCPUs run.
+ */
+VMM_EXTERN int vmm_mem_discard(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size);
+
+/**
+ * Host memory currently resident for a slot, in bytes: pages of the slot's
+ * host mapping present in RAM (page cache for memfd and other shared
+ * mappings, resident anonymous pages otherwise), measured with mincore(2).
+ * Thread-safe. Cost: one bit of work per page of the slot.
+ * @return 0; -VMM_ENOENT for an unknown slot; a negative errno.
+ */
+VMM_EXTERN int vmm_mem_slot_resident(vmm_vm *vm, uint32_t slot,
+                                     uint64_t *bytes);
+
+/**
+ * Let the kernel merge identical pages of a slot with other mergeable
+ * memory (KSM, MADV_MERGEABLE), or stop it. The kernel merges only private
+ * anonymous memory, so this needs a slot created with caller memory from
+ * mmap(MAP_PRIVATE | MAP_ANONYMOUS); merging then happens while KSM runs
+ * (/sys/kernel/mm/ksm/run, a system setting the library does not change).
+ * @return 0; -VMM_ENOENT; -VMM_ENOTSUP for a library (memfd) slot, for
+ *         shared caller memory the kernel did not mark, or a kernel
+ *         without KSM; a negative errno.
+ */
+VMM_EXTERN int vmm_mem_slot_set_mergeable(vmm_vm *vm, uint32_t slot,
+                                          bool enable);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@
 #ifndef LIBVMM_VMM_H
 #define LIBVMM_VMM_H
 
+#include "balloon.h"
 #include "common.h"
 #include "dev.h"
 #include "io.h"
@@ -14,6 +15,7 @@
 #include "mem.h"
 #include "mmu.h"
 #include "vcpu.h"
+#include "virtio.h"
 #include "vm.h"
 
 /* Stock devices. */

@@ -2,6 +2,9 @@
  * Guest physical memory: slots, gpa-to-hva translation, copies and the
  * software half of dirty logging. See docs/memory.md.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -373,5 +376,194 @@ int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,
     err = vm->ops->dirty_log_fetch(vm, s, bitmap);
 out:
   pthread_rwlock_unlock(&mem->lock);
+  return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Host memory management: discard, residency, same-page merging            */
+
+/*
+ * Check that every page of [gpa, gpa+size) is in a slot the guest may
+ * write. Caller holds the read lock.
+ */
+static int discard_check_locked(struct vmm__mem *mem, vmm_gpa_t gpa,
+                                uint64_t size) {
+  while (size > 0) {
+    struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+    if (s == NULL)
+      return VMM_ENOMAP;
+    if (s->flags & VMM_MEM_READONLY)
+      return VMM_EREADONLY;
+    uint64_t n = s->gpa + s->size - gpa;
+    if (n >= size)
+      break;
+    gpa += n;
+    size -= n;
+  }
+  return 0;
+}
+
+/* Give [off, off+len) of one slot back to the host OS. */
+static int discard_slot(struct vmm__slot *s, uint64_t off, uint64_t len) {
+  if (s->fd >= 0) {
+    /* Punching the hole frees the page cache and unmaps it everywhere. */
+    if (fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) == 0)
+      return 0;
+    if (errno != EOPNOTSUPP)
+      return -errno;
+  }
+  /*
+   * Caller memory: we do not know how it was mapped. MADV_REMOVE frees a
+   * shared file mapping's backing store; the kernel refuses it for private
+   * mappings (EINVAL without a file, EACCES for a private file mapping),
+   * where MADV_DONTNEED drops our copy of the pages instead.
+   */
+  void *p = s->host + off;
+  if (madvise(p, len, MADV_REMOVE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != EACCES && errno != EOPNOTSUPP)
+    return -errno;
+  if (madvise(p, len, MADV_DONTNEED) == 0)
+    return 0;
+  return -errno;
+}
+
+int vmm_mem_discard(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size) {
+  if (vm == NULL || size == 0 || gpa + size < gpa)
+    return VMM_EINVAL;
+  if (!page_aligned(gpa) || !page_aligned(size))
+    return VMM_EALIGN;
+
+  struct vmm__mem *mem = &vm->mem;
+  /*
+   * The read lock keeps slots from being unmapped under the madvise; the
+   * guest may keep running and simply sees fresh pages afterwards.
+   */
+  pthread_rwlock_rdlock(&mem->lock);
+  int err = discard_check_locked(mem, gpa, size);
+  while (err == 0 && size > 0) {
+    struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+    uint64_t off = gpa - s->gpa;
+    uint64_t n = s->size - off;
+    if (n > size)
+      n = size;
+    err = discard_slot(s, off, n);
+    /* The contents changed (to zero): a migration must resend them. */
+    vmm__slot_mark_dirty(s, gpa, n);
+    gpa += n;
+    size -= n;
+  }
+  pthread_rwlock_unlock(&mem->lock);
+  return err;
+}
+
+int vmm_mem_slot_resident(vmm_vm *vm, uint32_t id, uint64_t *bytes) {
+  if (vm == NULL || bytes == NULL)
+    return VMM_EINVAL;
+  enum { CHUNK_PAGES = 16384 };
+  unsigned char *vec = malloc(CHUNK_PAGES);
+  if (vec == NULL)
+    return VMM_ENOMEM;
+
+  int err = 0;
+  uint64_t resident = 0;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  int i = find_id_locked(&vm->mem, id);
+  if (i < 0) {
+    err = VMM_ENOENT;
+    goto out;
+  }
+  const struct vmm__slot *s = vm->mem.slots[i];
+  for (uint64_t off = 0; off < s->size;) {
+    uint64_t n = s->size - off;
+    if (n > (uint64_t)CHUNK_PAGES * VMM_PAGE_SIZE)
+      n = (uint64_t)CHUNK_PAGES * VMM_PAGE_SIZE;
+    if (mincore(s->host + off, n, vec) < 0) {
+      err = -errno;
+      goto out;
+    }
+    for (uint64_t p = 0; p < n / VMM_PAGE_SIZE; p++)
+      resident += vec[p] & 1;
+    off += n;
+  }
+  *bytes = resident * VMM_PAGE_SIZE;
+out:
+  pthread_rwlock_unlock(&vm->mem.lock);
+  free(vec);
+  return err;
+}
+
+/*
+ * Whether the mapping holding addr carries a VmFlags entry in
+ * /proc/self/smaps. madvise(MADV_MERGEABLE) succeeds silently on mappings
+ * KSM will never touch (shared ones), so we look at what the kernel
+ * recorded instead of trusting the return value.
+ */
+static int vma_has_flag(const void *addr, const char *flag) {
+  FILE *f = fopen("/proc/self/smaps", "re");
+  if (f == NULL)
+    return -errno;
+  char line[512];
+  bool in_vma = false;
+  int found = 0;
+  uintptr_t a = (uintptr_t)addr;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    unsigned long lo, hi;
+    char perms[8];
+    /* Mapping headers are "lo-hi perms ...", field lines "Name: value". */
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3) {
+      in_vma = a >= lo && a < hi;
+      continue;
+    }
+    if (in_vma && strncmp(line, "VmFlags:", 8) == 0) {
+      size_t n = strlen(flag);
+      for (char *p = line + 8; (p = strstr(p, flag)) != NULL; p += n)
+        if (p[-1] == ' ' && (p[n] == ' ' || p[n] == '\n'))
+          found = 1;
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+int vmm_mem_slot_set_mergeable(vmm_vm *vm, uint32_t id, bool enable) {
+  if (vm == NULL)
+    return VMM_EINVAL;
+  int err = 0;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  int i = find_id_locked(&vm->mem, id);
+  if (i < 0) {
+    err = VMM_ENOENT;
+    goto out;
+  }
+  const struct vmm__slot *s = vm->mem.slots[i];
+  if (s->owned) {
+    /* memfd memory is shared, and KSM merges private anonymous pages. */
+    vmm__log(vm, VMM_LOG_WARN,
+             "slot %u: KSM needs private anonymous caller memory", id);
+    err = VMM_ENOTSUP;
+    goto out;
+  }
+  if (madvise(s->host, s->size, enable ? MADV_MERGEABLE : MADV_UNMERGEABLE) <
+      0) {
+    err = errno == EINVAL ? VMM_ENOTSUP : -errno;
+    goto out;
+  }
+  if (enable) {
+    int has = vma_has_flag(s->host, "mg");
+    if (has == 0) {
+      vmm__log(vm, VMM_LOG_WARN,
+               "slot %u: the kernel did not mark the memory mergeable "
+               "(shared mapping?)",
+               id);
+      err = VMM_ENOTSUP;
+    } else if (has < 0) {
+      err = has;
+    }
+  }
+out:
+  pthread_rwlock_unlock(&vm->mem.lock);
   return err;
 }
