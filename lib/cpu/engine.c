@@ -1,6 +1,8 @@
 /*
  * Engine selection.
  */
+#include <stdio.h>
+
 #include "engine.h"
 
 const struct vmm__engine_ops *vmm__engine_lookup(enum vmm_engine_kind kind) {
@@ -20,18 +22,33 @@ const struct vmm__engine_ops *vmm__engine_lookup(enum vmm_engine_kind kind) {
 }
 
 const struct vmm__engine_ops *
-vmm__engine_choose(const struct vmm_vm_config *cfg) {
+vmm__engine_choose(const struct vmm_vm_config *cfg, char *why, size_t len) {
   if (cfg->engine != VMM_ENGINE_AUTO) {
     const struct vmm__engine_ops *ops = vmm__engine_lookup(cfg->engine);
+    snprintf(why, len, "requested");
     return ops != NULL && ops->available(cfg) ? ops : NULL;
   }
   const struct vmm__engine_ops *kvm = vmm__engine_lookup(VMM_ENGINE_KVM);
   const struct vmm__engine_ops *bt = vmm__engine_lookup(VMM_ENGINE_BT);
   bool have_kvm = kvm != NULL && kvm->available(cfg);
   bool have_bt = bt != NULL && bt->available(cfg);
-  if (have_kvm && (!have_bt || vmm__kvm_runs_kernel_natively(cfg)))
+  if (have_kvm && !have_bt) {
+    snprintf(why, len, "auto: kvm is the only engine available here (bt %s)",
+             bt == NULL ? "not built" : "cannot run on this host");
     return kvm;
-  if (have_bt)
+  }
+  if (have_kvm) {
+    uint64_t ns = 0;
+    bool native = vmm__kvm_runs_kernel_natively(cfg, &ns);
+    snprintf(why, len,
+             "auto: kvm %s guest kernel code (probe loop: %llu us), so %s",
+             native ? "runs" : "emulates", (unsigned long long)(ns / 1000),
+             native ? "kvm" : "bt");
+    return native ? kvm : bt;
+  }
+  if (have_bt) {
+    snprintf(why, len, "auto: bt, kvm is not available here");
     return bt;
+  }
   return NULL;
 }

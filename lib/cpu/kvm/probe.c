@@ -19,7 +19,8 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *parent) {
+bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *parent,
+                                   uint64_t *probe_ns) {
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
   cfg.engine = VMM_ENGINE_KVM;
@@ -31,6 +32,8 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *parent) {
   vmm_vm *vm = NULL;
   vmm_vcpu *vcpu = NULL;
   bool native = false;
+  if (probe_ns != NULL)
+    *probe_ns = 0;
   if (vmm_vm_create(&cfg, &vm) < 0)
     return false;
   if (vmm_mem_slot_add(vm, 0, 0x4000, NULL, 0, NULL) < 0 ||
@@ -62,6 +65,8 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *parent) {
       best = dt;
   }
   native = best <= PROBE_NATIVE_LIMIT_NS;
+  if (probe_ns != NULL)
+    *probe_ns = best;
   vmm__logv_cfg(parent, VMM_LOG_INFO,
                 "kvm: CPL0 probe loop took %llu ns: kernel code runs %s",
                 (unsigned long long)best, native ? "natively" : "emulated");
