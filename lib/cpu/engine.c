@@ -32,19 +32,23 @@ vmm__engine_choose(const struct vmm_vm_config *cfg, char *why, size_t len) {
   const struct vmm__engine_ops *bt = vmm__engine_lookup(VMM_ENGINE_BT);
   bool have_kvm = kvm != NULL && kvm->available(cfg);
   bool have_bt = bt != NULL && bt->available(cfg);
-  if (have_kvm && !have_bt) {
-    snprintf(why, len, "auto: kvm is the only engine available here (bt %s)",
-             bt == NULL ? "not built" : "cannot run on this host");
-    return kvm;
-  }
   if (have_kvm) {
+    /* Measured even when KVM is the only choice: the reason then still
+       tells the host whether guest kernel code will crawl. */
     uint64_t ns = 0;
     bool native = vmm__kvm_runs_kernel_natively(cfg, &ns);
-    snprintf(why, len,
-             "auto: kvm %s guest kernel code (probe loop: %llu us), so %s",
-             native ? "runs" : "emulates", (unsigned long long)(ns / 1000),
-             native ? "kvm" : "bt");
-    return native ? kvm : bt;
+    if (!have_bt)
+      snprintf(why, len,
+               "auto: kvm, the only engine here (bt %s); it %s guest kernel "
+               "code (probe loop: %llu us)",
+               bt == NULL ? "not built" : "cannot run on this host",
+               native ? "runs" : "emulates", (unsigned long long)(ns / 1000));
+    else
+      snprintf(why, len,
+               "auto: kvm %s guest kernel code (probe loop: %llu us), so %s",
+               native ? "runs" : "emulates", (unsigned long long)(ns / 1000),
+               native ? "kvm" : "bt");
+    return native || !have_bt ? kvm : bt;
   }
   if (have_bt) {
     snprintf(why, len, "auto: bt, kvm is not available here");
