@@ -2,7 +2,7 @@
  * End-to-end tests of vmmrun (tools/vmmrun, docs/vmmrun.md), run as a
  * separate process the way users run it, on one engine per invocation:
  *
- *   test_vmmrun <kvm|bt> <vmmrun> <test-kernel.elf>
+ *   test_vmmrun <kvm|bt> <vmmrun> <test-kernel.elf> <mptable.bin>
  *
  * The multiboot test kernel (tests/kernel) prints on COM1, checks its IDT
  * and fw_cfg and ends through the exit port; small flat guests written
@@ -25,7 +25,7 @@
 
 #include "testutil.h"
 
-static const char *vmmrun_path, *kernel_path;
+static const char *vmmrun_path, *kernel_path, *mptable_path;
 static char tmpdir[256];
 
 /* ------------------------------------------------------------------------ */
@@ -524,6 +524,27 @@ static void test_cpus(void **state) {
   proc_free(&p);
 }
 
+/* The MP table (KVM's in-kernel APICs): tests/vmmrun/mptable.asm checks it
+   and reports the enabled processors, 0x40 when there is none. */
+static void test_mptable(void **state) {
+  (void)state;
+  struct proc p;
+  int one = 3, three = 7; /* (1 << 1) | 1, (3 << 1) | 1 */
+  if (vmmt_engine != VMM_ENGINE_KVM)
+    one = 0x81; /* no in-kernel APICs, no table: (0x40 << 1) | 1 */
+  run(&p, ENG, ARGS(mptable_path));
+  expect_status(&p, one);
+  proc_free(&p);
+  if (vmmt_engine == VMM_ENGINE_KVM) {
+    run(&p, ENG, ARGS("-c", "3", mptable_path));
+    expect_status(&p, three);
+    proc_free(&p);
+  }
+  run(&p, ENG, ARGS("--irqchip", "off", mptable_path));
+  expect_status(&p, 0x81);
+  proc_free(&p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Flags and config files                                                   */
 
@@ -1005,22 +1026,25 @@ static void test_help_version_engines(void **state) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s <kvm|bt> <vmmrun> <test-kernel.elf>\n", argv[0]);
+  if (argc != 5) {
+    fprintf(stderr,
+            "usage: %s <kvm|bt> <vmmrun> <test-kernel.elf> <mptable.bin>\n",
+            argv[0]);
     return 2;
   }
   int rc = vmmt_select_engine(2, argv);
   if (rc != 0)
     return rc;
   /* Absolute, so config files elsewhere can name them. */
-  static char vmmrun_abs[PATH_MAX], kernel_abs[PATH_MAX];
-  if (realpath(argv[2], vmmrun_abs) == NULL ||
-      realpath(argv[3], kernel_abs) == NULL) {
-    perror(argv[realpath(argv[2], vmmrun_abs) == NULL ? 2 : 3]);
-    return 1;
-  }
-  vmmrun_path = vmmrun_abs;
-  kernel_path = kernel_abs;
+  static char abs[3][PATH_MAX];
+  for (int i = 0; i < 3; i++)
+    if (realpath(argv[2 + i], abs[i]) == NULL) {
+      perror(argv[2 + i]);
+      return 1;
+    }
+  vmmrun_path = abs[0];
+  kernel_path = abs[1];
+  mptable_path = abs[2];
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_vmmrun-%s-XXXXXX", argv[1]);
   if (mkdtemp(tmpdir) == NULL) {
     perror("mkdtemp");
@@ -1037,6 +1061,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_unclaimed),
       cmocka_unit_test(test_stats_file),
       cmocka_unit_test(test_cpus),
+      cmocka_unit_test(test_mptable),
       cmocka_unit_test(test_bad_flags),
       cmocka_unit_test(test_bad_configs),
       cmocka_unit_test(test_config),

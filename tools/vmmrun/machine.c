@@ -433,6 +433,55 @@ out:
   return status;
 }
 
+/*
+ * On KVM's in-kernel interrupt controllers, tell OS kernels (Linux reads no
+ * fw_cfg) about the vCPUs and the IOAPIC with an MP table, so they can start
+ * the secondary vCPUs. Not for flat images: their memory is the caller's.
+ */
+static int add_mptable(struct vmmrun_machine *m, const struct vmmrun_opts *o) {
+  if (!m->irqchip || vmm_vm_engine(m->vm) != VMM_ENGINE_KVM ||
+      (m->load->format != VMM_IMAGE_BZIMAGE &&
+       m->load->format != VMM_IMAGE_MULTIBOOT))
+    return 0;
+  if (o->cpus > VMMRUN_MPTABLE_MAX_CPUS) {
+    vmmrun_log(1, "no MP table for %u vCPUs (at most %u): the guest sees one",
+               o->cpus, VMMRUN_MPTABLE_MAX_CPUS);
+    return 0;
+  }
+  size_t size = vmmrun_mptable_size(o->cpus);
+  for (size_t i = 0; i < m->load->nr_regions; i++) {
+    const struct vmm_loader_region *r = &m->load->regions[i];
+    if (r->gpa < VMMRUN_MPTABLE_ADDR + size &&
+        VMMRUN_MPTABLE_ADDR < r->gpa + r->size) {
+      vmmrun_log(1, "no MP table: the image uses 0x%x", VMMRUN_MPTABLE_ADDR);
+      return 0;
+    }
+  }
+  struct vmm_cpuid_entry cpuid[VMM_CPUID_MAX_ENTRIES];
+  size_t n = VMM_CPUID_MAX_ENTRIES;
+  uint32_t signature = 0, features = 0;
+  if (vmm_vcpu_get_cpuid(m->vcpus[0], cpuid, &n) == 0)
+    for (size_t i = 0; i < n; i++)
+      if (cpuid[i].function == 1) {
+        signature = cpuid[i].eax;
+        features = cpuid[i].edx;
+      }
+  uint8_t *buf = malloc(size);
+  int err = buf == NULL ? VMM_ENOMEM : 0;
+  if (err == 0 && vmmrun_mptable_build(buf, size, VMMRUN_MPTABLE_ADDR, o->cpus,
+                                       signature, features) < 0)
+    err = VMM_EINVAL;
+  if (err == 0)
+    err = vmm_mem_write(m->vm, VMMRUN_MPTABLE_ADDR, buf, size);
+  free(buf);
+  if (err < 0)
+    return fail(VMMRUN_EXIT_ERROR, "cannot write the MP table: %s",
+                vmm_strerror(err));
+  vmmrun_log(2, "MP table at 0x%x: %u vCPUs, IOAPIC", VMMRUN_MPTABLE_ADDR,
+             o->cpus);
+  return 0;
+}
+
 int vmmrun_machine_create(struct vmmrun_machine *m, const struct vmmrun_opts *o,
                           const void *demo_image, size_t demo_size) {
   memset(m, 0, sizeof(*m));
@@ -476,6 +525,8 @@ int vmmrun_machine_create(struct vmmrun_machine *m, const struct vmmrun_opts *o,
   if ((err = vmm_loader_apply(m->vcpus[0], m->load)) < 0)
     return fail(VMMRUN_EXIT_USAGE, "cannot enter the image: %s",
                 vmm_strerror(err));
+  if ((status = add_mptable(m, o)) != 0)
+    return status;
   if ((err = vmm_vm_set_exit_handler(m->vm, on_guest_exit, m)) < 0)
     return fail(VMMRUN_EXIT_ERROR, "exit handler: %s", vmm_strerror(err));
   return 0;

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -401,6 +402,13 @@ static int run(struct vmmrun_opts *o) {
     uv_signal_start(&r.signals[i], on_signal, signums[i]);
   }
   r.handles_open = true;
+  /* Handlers in place: a signal that came while the machine was being
+     built is delivered now (to the loop, which then ends the run). */
+  sigset_t set;
+  sigemptyset(&set);
+  for (size_t i = 0; i < 3; i++)
+    sigaddset(&set, signums[i]);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
 
   char err[512];
   if (o->control != NULL &&
@@ -462,6 +470,15 @@ int main(int argc, char **argv) {
 
   /* Writes to a control client that went away must not kill us. */
   signal(SIGPIPE, SIG_IGN);
+  /* The signals that stop a run are held until their handlers are in place
+     (run()): before that their default action would kill vmmrun with the
+     socket files and the terminal left as they were. */
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
   if (argc <= 1) {
     o.demo = true;
   } else if (vmmrun_parse_args(&o, argc, argv, err, sizeof(err)) < 0) {
