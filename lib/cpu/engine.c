@@ -36,7 +36,7 @@ vmm__engine_choose(const struct vmm_vm_config *cfg, char *why, size_t len) {
     /* Measured even when KVM is the only choice: the reason then still
        tells the host whether guest kernel code will crawl. */
     uint64_t ns = 0;
-    bool native = vmm__kvm_runs_kernel_natively(cfg, &ns);
+    bool native = vmm__kvm_probe(cfg, &ns);
     if (!have_bt)
       snprintf(why, len,
                "auto: kvm, the only engine here (bt %s); it %s guest kernel "

@@ -19,8 +19,11 @@ static uint64_t now_ns(void) {
   return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
-bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *parent,
-                                   uint64_t *probe_ns) {
+bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg) {
+  return vmm__kvm_probe(cfg, NULL);
+}
+
+bool vmm__kvm_probe(const struct vmm_vm_config *parent, uint64_t *probe_ns) {
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
   cfg.engine = VMM_ENGINE_KVM;
