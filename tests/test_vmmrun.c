@@ -2,8 +2,9 @@
  * End-to-end tests of vmmrun (tools/vmmrun, docs/vmmrun.md), run as a
  * separate process the way users run it, on one engine per invocation:
  *
- *   test_vmmrun <kvm|bt> <vmmrun> <test-kernel.elf> <mptable.bin>
+ *   test_vmmrun <kvm|bt> <vmmrun> <test-kernel.elf> <guest-dir>
  *
+ * guest-dir holds the assembled guests of tests/vmmrun/ (vmmrun-*.bin).
  * The multiboot test kernel (tests/kernel) prints on COM1, checks its IDT
  * and fw_cfg and ends through the exit port; small flat guests written
  * below cover triple faults, halts, resets, power-off and accesses nobody
@@ -25,7 +26,8 @@
 
 #include "testutil.h"
 
-static const char *vmmrun_path, *kernel_path, *mptable_path;
+static const char *vmmrun_path, *kernel_path;
+static char mptable_path[PATH_MAX + 32], balloon_poll_path[PATH_MAX + 32];
 static char tmpdir[256];
 
 /* ------------------------------------------------------------------------ */
@@ -571,6 +573,9 @@ static void test_bad_flags(void **state) {
       {ARGS("--raw-mode", "v86", kernel_path), "--raw-mode: expected"},
       {ARGS("--load-addr", "banana", raw), "--load-addr: expected an address"},
       {ARGS("--irqchip", "maybe", kernel_path), "--irqchip: expected"},
+      {ARGS("--balloon", "12x", kernel_path), "--balloon: expected a target"},
+      {ARGS("--balloon", "5K", kernel_path), "--balloon: expected a target"},
+      {ARGS("--balloon", "1G", kernel_path), "more than the guest's 256 MiB"},
       {ARGS("--bogus", kernel_path), "unknown option --bogus"},
       {ARGS("-Z", kernel_path), "unknown option -Z"},
       {ARGS(kernel_path, "extra"), "unexpected argument \"extra\""},
@@ -620,6 +625,8 @@ static void test_bad_configs(void **state) {
       {"{\"serial\": 5}", "config: serial: expected \"stdio\""},
       {"{\"irqchip\": \"maybe\"}", "config: irqchip: expected"},
       {"{\"demo\": \"yes\"}", "config: demo: expected true or false"},
+      {"{\"balloon\": \"lots\"}", "config: balloon: expected a target"},
+      {"{\"balloon\": -1}", "config: balloon: expected a target"},
       {"{\"verbose\": 7}", "config: verbose: expected an integer -1..2"},
       {"{\"load_addr\": \"0x1g\"}", "config: load_addr: expected an address"},
       {"{\"load-addr\": 4096}", "config: load-addr: unknown key"},
@@ -927,6 +934,7 @@ static void test_control(void **state) {
       {"[\"stats\"]\n", "expected a JSON object"},
       {"stats please\n", "not JSON"},
       {"{\"cmd\": \"serial\"}\n", "serial: data: expected a string"},
+      {"{\"cmd\": \"balloon\"}\n", "this guest has no balloon"},
       {"{\"cmd\": \"stats\"\r\n", "not JSON"},
   };
   for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -968,6 +976,76 @@ static void test_control(void **state) {
   expect_err(&p, "stopped through the control socket");
   struct stat st;
   assert_int_equal(stat(sock, &st), -1);
+  proc_free(&p);
+}
+
+/* --balloon and the control socket's balloon command: a guest waits for the
+   host to change the target (tests/vmmrun/balloon_poll.asm) and reports
+   the new one in MiB through the exit port. */
+static void test_balloon(void **state) {
+  (void)state;
+  const char *sock = tmp_path("balloon.sock");
+  const char *stats = tmp_path("balloon.json");
+  unlink(sock);
+  struct proc p;
+  spawn(&p, ENG,
+        ARGS("--balloon", "4M", "--control", sock, "--stats", stats,
+             "--raw-mode", "prot32", "--load-addr", "0x10000", "-t", "120",
+             balloon_poll_path));
+  struct client c;
+  client_connect(&c, sock, 30);
+  json_t *j = request(&c, "{\"cmd\": \"balloon\"}\n");
+  assert_true(ok(j));
+  json_t *b = json_object_get(j, "balloon");
+  assert_int_equal(jint(b, "target_bytes"), 4 << 20);
+  assert_int_equal(jint(b, "actual_bytes"), 0);
+  assert_false(json_is_true(json_object_get(b, "driver_ok")));
+  json_decref(j);
+  static const char *const bad[] = {
+      "{\"cmd\": \"balloon\", \"target\": \"3K\"}\n",
+      "{\"cmd\": \"balloon\", \"target\": \"1G\"}\n",
+      "{\"cmd\": \"balloon\", \"target\": -1}\n",
+      "{\"cmd\": \"balloon\", \"target\": [1]}\n",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    j = request(&c, bad[i]);
+    assert_false(ok(j));
+    assert_non_null(strstr(jstr(j, "error"), "balloon: target: expected"));
+    json_decref(j);
+  }
+  /* Integers are MiB, as for --memory. */
+  j = request(&c, "{\"cmd\": \"balloon\", \"target\": 12, \"id\": 3}\n");
+  assert_true(ok(j));
+  assert_int_equal(jint(json_object_get(j, "balloon"), "target_bytes"),
+                   12 << 20);
+  json_decref(j);
+  assert_null(client_read(&c));
+  close(c.fd);
+  finish(&p, 60);
+  expect_status(&p, (12 << 1) | 1);
+  json_t *s = load_json(stats);
+  json_t *dev = json_object_get(json_object_get(s, "devices"), "balloon");
+  assert_string_equal(jstr(dev, "type"), "virtio-balloon");
+  assert_int_equal(jint(dev, "target_bytes"), 12 << 20);
+  json_t *r = find_port(json_object_get(json_object_get(s, "io"), "mmio"),
+                        "base", (json_int_t)0xd0000000);
+  assert_string_equal(jstr(r, "device"), "balloon");
+  assert_true(jint(r, "accesses") >= 4);
+  json_decref(s);
+  proc_free(&p);
+
+  /* From a config file: true is an empty balloon. */
+  char json[512];
+  snprintf(json, sizeof(json),
+           "{\"engine\": \"%s\", \"balloon\": true, \"kernel\": \"%s\"}", ENG,
+           kernel_path);
+  run(&p, NULL,
+      ARGS("--config", write_text("balloon.json", json), "--stats", stats));
+  expect_status(&p, 1);
+  s = load_json(stats);
+  dev = json_object_get(json_object_get(s, "devices"), "balloon");
+  assert_int_equal(jint(dev, "target_bytes"), 0);
+  json_decref(s);
   proc_free(&p);
 }
 
@@ -1028,7 +1106,7 @@ static void test_help_version_engines(void **state) {
 int main(int argc, char **argv) {
   if (argc != 5) {
     fprintf(stderr,
-            "usage: %s <kvm|bt> <vmmrun> <test-kernel.elf> <mptable.bin>\n",
+            "usage: %s <kvm|bt> <vmmrun> <test-kernel.elf> <guest-dir>\n",
             argv[0]);
     return 2;
   }
@@ -1044,7 +1122,9 @@ int main(int argc, char **argv) {
     }
   vmmrun_path = abs[0];
   kernel_path = abs[1];
-  mptable_path = abs[2];
+  snprintf(mptable_path, sizeof(mptable_path), "%s/vmmrun-mptable.bin", abs[2]);
+  snprintf(balloon_poll_path, sizeof(balloon_poll_path),
+           "%s/vmmrun-balloon-poll.bin", abs[2]);
   snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_vmmrun-%s-XXXXXX", argv[1]);
   if (mkdtemp(tmpdir) == NULL) {
     perror("mkdtemp");
@@ -1062,6 +1142,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_stats_file),
       cmocka_unit_test(test_cpus),
       cmocka_unit_test(test_mptable),
+      cmocka_unit_test(test_balloon),
       cmocka_unit_test(test_bad_flags),
       cmocka_unit_test(test_bad_configs),
       cmocka_unit_test(test_config),

@@ -285,8 +285,11 @@ static json_t *devices_json(vmm_vm *vm) {
       d = json_object(); /* a device without counters still shows up */
     else if (rc < 0)
       d = NULL;
-    if (d != NULL && json_object_set_new(
-                         d, "type", json_string(vmm_dev_type(devs[i]))) < 0) {
+    /* The device's type, unless its counters already say it more exactly
+       (the balloon is a "virtio-balloon" on a "virtio-mmio" device). */
+    if (d != NULL && json_object_get(d, "type") == NULL &&
+        json_object_set_new(d, "type", json_string(vmm_dev_type(devs[i]))) <
+            0) {
       json_decref(d);
       d = NULL;
     }

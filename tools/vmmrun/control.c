@@ -3,7 +3,8 @@
  * machine's loop. Each line a client sends is one JSON object, {"cmd":
  * "...", ...}; each gets one line back, {"ok": true, ...} or {"ok": false,
  * "error": "..."}, with the request's "id" echoed when it had one.
- * Commands: stats, info, pause, resume, stop, serial (docs/vmmrun.md).
+ * Commands: stats, info, pause, resume, stop, serial, balloon
+ * (docs/vmmrun.md).
  *
  * Clients are untrusted: lines are bounded (64 KiB), malformed JSON and
  * unknown commands get an error reply, and a client that sends an
@@ -131,7 +132,7 @@ static void handle_line(struct client *cl, const char *line, size_t len) {
   if (cmd == NULL) {
     reply(cl,
           error_msg("cmd: expected a string (stats, info, pause, resume, "
-                    "stop, serial)"),
+                    "stop, serial, balloon)"),
           id);
   } else if (strcmp(cmd, "stats") == 0) {
     json_t *m = ok_msg();
@@ -154,6 +155,13 @@ static void handle_line(struct client *cl, const char *line, size_t len) {
   } else if (strcmp(cmd, "stop") == 0) {
     reply(cl, ok_msg(), id);
     stop = true;
+  } else if (strcmp(cmd, "balloon") == 0) {
+    json_t *b =
+        vmmrun_balloon(r, json_object_get(req, "target"), err, sizeof(err));
+    json_t *m = b != NULL ? ok_msg() : error_msg("%s", err);
+    if (b != NULL)
+      json_object_set_new(m, "balloon", b);
+    reply(cl, m, id);
   } else if (strcmp(cmd, "serial") == 0) {
     const json_t *d = json_object_get(req, "data");
     if (!json_is_string(d)) {
@@ -170,7 +178,7 @@ static void handle_line(struct client *cl, const char *line, size_t len) {
   } else {
     reply(cl,
           error_msg("unknown command \"%.64s\" (stats, info, pause, resume, "
-                    "stop, serial)",
+                    "stop, serial, balloon)",
                     cmd),
           id);
   }

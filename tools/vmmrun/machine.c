@@ -275,6 +275,15 @@ static int add_devices(struct vmmrun_machine *m, const struct vmmrun_opts *o) {
     return fail(VMMRUN_EXIT_ERROR, "cannot add the power port: %s",
                 vmm_strerror(err));
 
+  if (o->balloon) {
+    struct vmm_balloon_config bc;
+    vmm_balloon_config_init(&bc); /* 0xd0000000, GSI 5: outside RAM */
+    bc.target_bytes = o->balloon_target;
+    if ((err = vmm_balloon_create(m->vm, &bc, &m->balloon)) < 0)
+      return fail(VMMRUN_EXIT_ERROR, "--balloon: cannot add the device: %s",
+                  vmm_strerror(err));
+  }
+
   /* What the host tells the guest about the machine (the demo prints it). */
   char info[256], mem[32];
   size_text(o->memory, mem, sizeof(mem));
@@ -387,6 +396,21 @@ static int load_image(struct vmmrun_machine *m, const struct vmmrun_opts *o,
   opt.raw_entry = o->entry;
   opt.raw_mode = o->raw_mode;
   opt.cmdline = o->append;
+  /* Linux finds virtio-mmio devices on its command line. */
+  char cmdline[4096];
+  if (m->balloon != NULL && fmt == VMM_IMAGE_BZIMAGE) {
+    char param[128];
+    if ((err = vmm_virtio_mmio_cmdline(m->balloon, param, sizeof(param))) < 0 ||
+        (size_t)snprintf(cmdline, sizeof(cmdline), "%s%s%s",
+                         o->append ? o->append : "", o->append ? " " : "",
+                         param) >= sizeof(cmdline)) {
+      status = fail(VMMRUN_EXIT_USAGE, "--append: too long with --balloon");
+      goto out;
+    }
+    opt.cmdline = cmdline;
+  }
+  if (opt.cmdline != NULL)
+    vmmrun_log(2, "command line: %s", opt.cmdline);
 
   struct vmm_loader_module module;
   if (o->initrd != NULL) {

@@ -215,6 +215,46 @@ int vmmrun_pause(struct vmmrun *r, bool pause, char *err, size_t errlen) {
   return 0;
 }
 
+json_t *vmmrun_balloon(struct vmmrun *r, const json_t *target, char *err,
+                       size_t errlen) {
+  vmm_dev *b = r->m.balloon;
+  if (b == NULL) {
+    snprintf(err, errlen,
+             "balloon: this guest has no balloon (start vmmrun with "
+             "--balloon)");
+    return NULL;
+  }
+  if (target != NULL) {
+    uint64_t bytes = 0;
+    int ok = -1;
+    if (json_is_string(target))
+      ok = vmmrun_parse_size(json_string_value(target), 1ull << 20, &bytes);
+    else if (json_is_integer(target) && json_integer_value(target) >= 0 &&
+             (uint64_t)json_integer_value(target) <= (r->o->memory >> 20))
+      ok = 0, bytes = (uint64_t)json_integer_value(target) << 20;
+    int e = ok < 0 || (bytes & 0xfff) || bytes > r->o->memory
+                ? VMM_EINVAL
+                : vmm_balloon_set_target(b, bytes);
+    if (e < 0) {
+      snprintf(err, errlen,
+               "balloon: target: expected a size like \"64M\" or an integer "
+               "(MiB), a multiple of 4K, at most the guest's %llu MiB",
+               (unsigned long long)(r->o->memory >> 20));
+      return NULL;
+    }
+  }
+  /* Fresh guest statistics for the next query (the driver answers
+     asynchronously; none when it is not running or did not take them). */
+  vmm_balloon_request_stats(b);
+  json_t *j = NULL;
+  int e = vmm_dev_stats(b, &j);
+  if (e < 0) {
+    snprintf(err, errlen, "balloon: %s", vmm_strerror(e));
+    return NULL;
+  }
+  return j;
+}
+
 long vmmrun_serial_input(struct vmmrun *r, const char *data, size_t len) {
   return r->m.uart ? vmm_uart_input(r->m.uart, data, len) : -1;
 }

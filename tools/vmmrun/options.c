@@ -29,6 +29,7 @@ enum opt_type {
   T_SERIAL,
   T_DURATION,
   T_TRISTATE,
+  T_BALLOON, /* a size (target); JSON also true/false */
   T_BOOL,    /* flag without a value; JSON true/false */
   T_VERBOSE, /* -v counts up, -q sets -1; JSON -1..2 */
   T_QUIET,
@@ -52,6 +53,7 @@ enum opt_id {
   O_STATS,
   O_CONTROL,
   O_IRQCHIP,
+  O_BALLOON,
   O_DEMO,
   O_VERBOSE,
   O_QUIET,
@@ -98,6 +100,8 @@ static const struct opt opts[] = {
      "control socket: one JSON command per line (docs/vmmrun.md)"},
     {O_IRQCHIP, "irqchip", 0, T_TRISTATE, "auto|on|off",
      "engine's interrupt controller and PIT (default auto: if it has one)"},
+    {O_BALLOON, "balloon", 0, T_BALLOON, "TARGET",
+     "add a virtio-balloon asking for TARGET (64M; 0: none yet)"},
     {O_DEMO, "demo", 0, T_BOOL, NULL,
      "boot the built-in demo guest (what no arguments do)"},
     {O_VERBOSE, "verbose", 'v', T_VERBOSE, NULL,
@@ -294,6 +298,9 @@ static const char *expected(const struct opt *d) {
     return "expected seconds like 10 or 2.5, or a string like \"500ms\", "
            "\"2m\" (0: no timeout; at most 30 days)";
   case T_TRISTATE: return "expected \"auto\", \"on\", \"off\", true or false";
+  case T_BALLOON:
+    return "expected a target size like \"64M\" or an integer (MiB), a "
+           "multiple of 4K (0: an empty balloon; config: also true or false)";
   case T_BOOL: return "expected true or false";
   case T_VERBOSE: return "expected an integer -1..2";
   default: return "not allowed here";
@@ -355,6 +362,21 @@ static int apply(struct vmmrun_opts *o, const struct opt *d, const char *str,
           goto bad;
         o->timeout = v;
         return 0;
+      }
+      break;
+    case T_BALLOON:
+      if (json_is_boolean(json)) {
+        o->balloon = json_is_true(json);
+        o->balloon_target = 0;
+        return 0;
+      }
+      if (json_is_integer(json)) {
+        json_int_t v = json_integer_value(json);
+        if (v < 0)
+          goto bad;
+        char buf[32];
+        snprintf(buf, sizeof(buf), "%lld", (long long)v);
+        return apply(o, d, buf, NULL, base_dir, field, err, errlen);
       }
       break;
     case T_BOOL:
@@ -456,6 +478,15 @@ static int apply(struct vmmrun_opts *o, const struct opt *d, const char *str,
     if (parse_tristate(str, &o->irqchip) < 0)
       goto bad;
     return 0;
+  case T_BALLOON: {
+    uint64_t v;
+    if (vmmrun_parse_size(str, 1ull << 20, &v) < 0 || (v & 0xfff) ||
+        v > VMMRUN_MAX_MEMORY)
+      goto bad;
+    o->balloon = true;
+    o->balloon_target = v;
+    return 0;
+  }
   default: goto bad;
   }
 bad:
@@ -721,6 +752,12 @@ int vmmrun_opts_check(const struct vmmrun_opts *o, char *err, size_t errlen) {
     return fail(err, errlen,
                 "no kernel given (vmmrun KERNEL, --kernel or \"kernel\" in "
                 "the config; no arguments at all boot the demo)");
+  if (o->balloon && o->balloon_target > o->memory)
+    return fail(err, errlen,
+                "--balloon: a target of %llu MiB is more than the guest's "
+                "%llu MiB of memory",
+                (unsigned long long)(o->balloon_target >> 20),
+                (unsigned long long)(o->memory >> 20));
   if (o->initrd != NULL && o->format != VMM_IMAGE_AUTO &&
       o->format != VMM_IMAGE_BZIMAGE)
     return fail(err, errlen, "--initrd: only bzImage kernels take an initrd");

@@ -63,6 +63,8 @@ struct vmmrun_opts {
   char *stats;
   char *control;
   enum vmmrun_tristate irqchip;
+  bool balloon;            /* --balloon: add the virtio-balloon */
+  uint64_t balloon_target; /* its initial target, bytes */
   bool demo;
   int verbose; /* -1 quiet, 0 default, 1 info, 2 debug */
   char *config;
@@ -111,6 +113,7 @@ struct vmmrun_machine {
   vmm_vcpu **vcpus;
   unsigned nvcpus;
   vmm_dev *uart;
+  vmm_dev *balloon; /* NULL without --balloon */
   bool irqchip;
   bool log_mute; /* library diagnostics are dropped while set */
   struct vmm_loader_result *load;
@@ -165,6 +168,11 @@ void vmmrun_finish(struct vmmrun *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Pause (stop every vCPU and keep them stopped) or resume. 0 or -1. */
 int vmmrun_pause(struct vmmrun *r, bool pause, char *err, size_t errlen);
+/* The balloon's state (new reference), after setting its target when
+   target is not NULL (a size string, or an integer of MiB). NULL with a
+   message in err when there is no balloon or the target is bad. */
+struct json_t *vmmrun_balloon(struct vmmrun *r, const struct json_t *target,
+                              char *err, size_t errlen);
 /* Queue input for the guest's serial port; bytes taken or -1. */
 long vmmrun_serial_input(struct vmmrun *r, const char *data, size_t len);
 /* Print a diagnostic (level: 0 always, 1 with -v, 2 with -vv). */
