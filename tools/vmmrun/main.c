@@ -389,15 +389,22 @@ static void list_engines(void) {
   vmm_vm_destroy(vm);
 }
 
-/* Create (truncate) the stats file now, so a bad path fails before the
-   guest runs rather than after. */
+/* Check now that the stats file can be written, so a bad path fails before
+   the guest runs rather than after (without touching an existing file). */
 static int check_stats_path(const char *path) {
-  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    vmmrun_log(0, "--stats: %s: %s", path, strerror(errno));
+  char *dir = strdup(path);
+  char *slash = dir ? strrchr(dir, '/') : NULL;
+  if (slash != NULL)
+    slash[slash == dir ? 1 : 0] = 0;
+  int rc = access(path, F_OK) == 0
+               ? access(path, W_OK)
+               : access(slash != NULL ? dir : ".", W_OK | X_OK);
+  int err = errno;
+  free(dir);
+  if (rc < 0) {
+    vmmrun_log(0, "--stats: %s: %s", path, strerror(err));
     return -1;
   }
-  close(fd);
   return 0;
 }
 
@@ -540,7 +547,7 @@ int main(int argc, char **argv) {
     vmmrun_log(0, "%s", err);
     status = VMMRUN_EXIT_USAGE;
   } else {
-    if (o.demo && o.timeout == 0)
+    if (o.demo && !o.timeout_set)
       o.timeout = VMMRUN_DEMO_TIMEOUT;
     status = run(&o);
   }

@@ -361,6 +361,7 @@ static int apply(struct vmmrun_opts *o, const struct opt *d, const char *str,
         if (!isfinite(v) || v < 0 || v > 30 * 86400.0)
           goto bad;
         o->timeout = v;
+        o->timeout_set = true;
         return 0;
       }
       break;
@@ -473,6 +474,7 @@ static int apply(struct vmmrun_opts *o, const struct opt *d, const char *str,
   case T_DURATION:
     if (parse_duration(str, &o->timeout) < 0)
       goto bad;
+    o->timeout_set = true;
     return 0;
   case T_TRISTATE:
     if (parse_tristate(str, &o->irqchip) < 0)

@@ -59,7 +59,8 @@ struct vmmrun_opts {
   char *append;
   enum vmmrun_serial_kind serial;
   char *serial_path;
-  double timeout; /* seconds, 0: none */
+  double timeout;   /* seconds, 0: none */
+  bool timeout_set; /* given (a demo's default applies otherwise) */
   char *stats;
   char *control;
   enum vmmrun_tristate irqchip;
