@@ -854,6 +854,9 @@ static void test_control(void **state) {
              "120"));
   struct client c, c2;
   client_connect(&c, sock, 30);
+  struct stat st;
+  assert_int_equal(stat(sock, &st), 0);
+  assert_int_equal(st.st_mode & 0777, 0600);
   assert_true(wait_output(&p, "fw_cfg: QEMU", 30));
 
   json_t *j = request(&c, "{\"cmd\": \"info\", \"id\": 42}\n");
@@ -974,7 +977,6 @@ static void test_control(void **state) {
   finish(&p, 30);
   expect_status(&p, 10);
   expect_err(&p, "stopped through the control socket");
-  struct stat st;
   assert_int_equal(stat(sock, &st), -1);
   proc_free(&p);
 }

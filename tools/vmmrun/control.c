@@ -275,6 +275,9 @@ int vmmrun_control_start(struct vmmrun *r, const char *path,
   uv_pipe_init(vmmrun_uv(r), &c->server, 0);
   c->server.data = c;
   int rc = uv_pipe_bind(&c->server, path);
+  /* Whoever can connect can stop the guest: the owner only. */
+  if (rc == 0 && chmod(path, 0600) < 0)
+    rc = -errno;
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)&c->server, 8, on_connection);
   if (rc < 0) {
