@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # libvmm developer entry point. On a fresh Debian 12 machine:
-#   ./build.sh demo   install what is missing, build, run the demo guest
+#   ./build.sh demo   install what is missing, build, boot the demo guest
+#                     with vmmrun (no arguments: tools/vmmrun, docs/vmmrun.md)
 #   ./build.sh test   install what is missing, build, run the whole test suite
 # Also: ./build.sh deps | build | sanitize | install-check | fuzz
 set -euo pipefail
@@ -8,7 +9,8 @@ cd "$(dirname "$0")"
 
 PACKAGES=(meson ninja-build pkg-config nasm gcc libc6-dev
           libuv1-dev libjansson-dev libcmocka-dev libzydis-dev
-          clang libclang-rt-14-dev)
+          clang libclang-rt-14-dev
+          busybox-static cpio)
 BUILD=${BUILD:-build}
 # Extra meson options for every configuration, e.g. MESON_ARGS=-Dwerror=true
 read -r -a EXTRA <<<"${MESON_ARGS:-}"
@@ -40,7 +42,7 @@ deps) deps ;;
 build) deps; build ;;
 demo)
   deps; build
-  "$BUILD/examples/hello"
+  "$BUILD/tools/vmmrun/vmmrun"
   ;;
 test)
   deps; build
@@ -110,7 +112,7 @@ fuzz)
   done < build-fuzz/fuzz/targets.txt
   ;;
 *)
-  sed -n '2,6p' "$0"
+  sed -n '2,7p' "$0"
   exit 2
   ;;
 esac

@@ -15,6 +15,7 @@
 #include "mmu/internal.h"
 
 #define VMM__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define VMM__ENGINE_REASON_MAX 160
 #define VMM__UNUSED(x) ((void)(x))
 
 #if defined(__GNUC__)
@@ -99,14 +100,48 @@ struct vmm__engine_ops {
 extern const struct vmm__engine_ops vmm__kvm_ops;
 /* Whether KVM here runs guest CPL0 code natively (measured, kvm/probe.c). */
 bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
+/* The same, and the best probe time in *probe_ns (0 if none ran). */
+bool vmm__kvm_probe(const struct vmm_vm_config *cfg, uint64_t *probe_ns);
 #ifdef LIBVMM_HAVE_BT
 extern const struct vmm__engine_ops vmm__bt_ops;
 #endif
+
+/*
+ * Run statistics of a vCPU (lib/cpu/stats.c, include/libvmm/stats.h).
+ * Written only by the thread running the vCPU (load + store, no locked
+ * instruction), read by any thread; times in TSC cycles.
+ */
+struct vmm__vcpu_stats {
+  atomic_uint_least64_t runs;
+  atomic_uint_least64_t exits[VMM_STATS_REASONS];
+  atomic_uint_least64_t io_handled, mmio_handled;
+  atomic_uint_least64_t run_cycles, guest_cycles, io_cycles, exit_cycles;
+};
+
+static inline uint64_t vmm__tsc(void) {
+  return __builtin_ia32_rdtsc();
+}
+
+/* Cycles from a to b; 0 if the TSC went backwards (a thread that migrated
+   between CPUs whose TSCs differ slightly). */
+static inline uint64_t vmm__tsc_delta(uint64_t a, uint64_t b) {
+  return b > a ? b - a : 0;
+}
+
+/* Single-writer counter update: a plain load and store, no lock prefix. */
+static inline void vmm__stat_add(atomic_uint_least64_t *c, uint64_t v) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                        memory_order_relaxed);
+}
 
 struct vmm_vm {
   struct vmm_vm_config cfg;
   const struct vmm__engine_ops *ops;
   void *engine; /* engine-private VM state */
+  /* Why this engine was chosen (vmm_vm_engine_reason()). */
+  char engine_reason[VMM__ENGINE_REASON_MAX];
+  /* TSC and CLOCK_MONOTONIC at creation: the statistics' TSC rate. */
+  uint64_t stats_tsc0, stats_ns0;
 
   struct vmm__mem mem;
   struct vmm__iobus pio;
@@ -152,7 +187,12 @@ struct vmm_vcpu {
 
   /* Library-managed run thread (lib/loop/vcpu_thread.c), under vm->lock. */
   struct vmm__vthread *vthread;
+
+  struct vmm__vcpu_stats stats;
 };
+
+/* Monotonic clock in nanoseconds. */
+uint64_t vmm__now_ns(void);
 
 /* Logging through the VM's log callback. */
 void vmm__log(const vmm_vm *vm, enum vmm_log_level level, const char *fmt, ...)

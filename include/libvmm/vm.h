@@ -113,6 +113,14 @@ VMM_EXTERN int vmm_vm_destroy(vmm_vm *vm);
 /** The engine the VM actually runs on (never VMM_ENGINE_AUTO). */
 VMM_EXTERN enum vmm_engine_kind vmm_vm_engine(const vmm_vm *vm);
 
+/**
+ * Why the VM runs on its engine, for logs and statistics: "requested", or
+ * for VMM_ENGINE_AUTO the choice and its grounds (e.g. "auto: kvm emulates
+ * guest kernel code (probe loop: 4210 us), so bt"). Valid as long as the
+ * VM; "" for NULL.
+ */
+VMM_EXTERN const char *vmm_vm_engine_reason(const vmm_vm *vm);
+
 /** Engine name: "kvm" or "bt". */
 VMM_EXTERN const char *vmm_engine_name(enum vmm_engine_kind kind);
 

@@ -14,6 +14,7 @@
 #include "loop.h"
 #include "mem.h"
 #include "mmu.h"
+#include "stats.h"
 #include "vcpu.h"
 #include "virtio.h"
 #include "vm.h"

@@ -460,6 +460,10 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
 
   vmm_vm *vm = vcpu->vm;
   struct vmm_exit *e = &vcpu->exit;
+  /* Statistics (stats.h): two TSC reads per exit, single-writer stores. */
+  struct vmm__vcpu_stats *st = &vcpu->stats;
+  uint64_t t_run = vmm__tsc();
+  vmm__stat_add(&st->runs, 1);
   /* An I/O or MMIO exit was served and the engine has yet to finish the
      instruction: done on the next entry, or by sync() before returning. */
   bool half_done = false;
@@ -476,16 +480,23 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
         e->reason = VMM_EXIT_SYSTEM;
         e->system.event = (uint32_t)(ev >> 32);
         e->system.status = (int32_t)(uint32_t)ev;
+        vmm__stat_add(&st->exits[VMM_EXIT_SYSTEM], 1);
         break;
       }
       if (atomic_exchange(&vcpu->stop_requested, false)) {
         e->reason = VMM_EXIT_STOPPED;
+        vmm__stat_add(&st->exits[VMM_EXIT_STOPPED], 1);
         break;
       }
     }
+    uint64_t t0 = vmm__tsc();
     err = vm->ops->run(vcpu);
+    uint64_t t1 = vmm__tsc();
+    vmm__stat_add(&st->guest_cycles, vmm__tsc_delta(t0, t1));
     if (err < 0)
       break;
+    unsigned why = (unsigned)e->reason;
+    vmm__stat_add(&st->exits[why < VMM_STATS_REASONS ? why : 0], 1);
     if (e->reason == VMM_EXIT_NONE) {
       half_done = false;
       continue;
@@ -495,7 +506,10 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
       break;
     if (e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO) {
       int rc = dispatch_io(vcpu, e);
+      vmm__stat_add(&st->io_cycles, vmm__tsc_delta(t1, vmm__tsc()));
       if (rc == 0) {
+        vmm__stat_add(
+            e->reason == VMM_EXIT_IO ? &st->io_handled : &st->mmio_handled, 1);
         half_done = true;
         continue;
       }
@@ -507,10 +521,17 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
     /* The handler pointer is read without the lock: a pointer-sized load
        is atomic on every target, and a stale value is harmless. */
     vmm_exit_handler_fn fn = __atomic_load_n(&vm->exit_fn, __ATOMIC_ACQUIRE);
-    if (fn == NULL || fn(vcpu, e, vm->exit_opaque) != VMM_EXIT_ACTION_RESUME)
+    if (fn == NULL)
+      break;
+    uint64_t t2 = vmm__tsc();
+    enum vmm_exit_action action = fn(vcpu, e, vm->exit_opaque);
+    vmm__stat_add(&st->exit_cycles, vmm__tsc_delta(t2, vmm__tsc()));
+    if (action != VMM_EXIT_ACTION_RESUME)
       break;
     half_done = e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO;
   }
+  /* Before leave(): once it returns the vCPU may be freed. */
+  vmm__stat_add(&st->run_cycles, vmm__tsc_delta(t_run, vmm__tsc()));
   leave(vcpu);
   if (exit_out != NULL)
     *exit_out = e;

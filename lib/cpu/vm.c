@@ -84,7 +84,9 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
   if (err < 0)
     return err;
 
-  const struct vmm__engine_ops *ops = vmm__engine_choose(&cfg);
+  char why[VMM__ENGINE_REASON_MAX];
+  const struct vmm__engine_ops *ops =
+      vmm__engine_choose(&cfg, why, sizeof(why));
   if (ops == NULL) {
     vmm__logv_cfg(&cfg, VMM_LOG_ERROR, "engine %s is not available here",
                   vmm_engine_name(cfg.engine));
@@ -97,6 +99,9 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
   vm->cfg = cfg;
   vm->cfg.kvm_device = strdup(cfg.kvm_device);
   vm->ops = ops;
+  memcpy(vm->engine_reason, why, sizeof(why));
+  vm->stats_ns0 = vmm__now_ns();
+  vm->stats_tsc0 = vmm__tsc();
   vm->vcpus = calloc(cfg.max_vcpus, sizeof(vm->vcpus[0]));
   atomic_init(&vm->running, 0);
   atomic_init(&vm->system_event, 0);
@@ -164,6 +169,10 @@ int vmm_vm_destroy(vmm_vm *vm) {
 
 enum vmm_engine_kind vmm_vm_engine(const vmm_vm *vm) {
   return vm != NULL ? vm->ops->kind : VMM_ENGINE_AUTO;
+}
+
+const char *vmm_vm_engine_reason(const vmm_vm *vm) {
+  return vm != NULL ? vm->engine_reason : "";
 }
 
 int vmm_vm_stop(vmm_vm *vm) {

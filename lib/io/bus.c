@@ -85,7 +85,7 @@ int vmm_io_register(vmm_vm *vm, enum vmm_io_space space, uint64_t base,
   }
   memmove(&bus->ranges[i + 1], &bus->ranges[i],
           (bus->count - i) * sizeof(bus->ranges[0]));
-  bus->ranges[i] = (struct vmm__io_range){base, len, fn, opaque};
+  bus->ranges[i] = (struct vmm__io_range){base, len, fn, opaque, 0};
   bus->count++;
 out:
   pthread_rwlock_unlock(&bus->lock);
@@ -125,6 +125,7 @@ int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
     if (r->base <= addr && addr - r->base <= r->len - len && len <= r->len) {
       const struct vmm__iobus *prev = dispatching;
       dispatching = bus;
+      __atomic_fetch_add(&bus->ranges[i].hits, 1, __ATOMIC_RELAXED);
       rc = r->fn(vcpu, addr, data, len, is_write, r->opaque);
       dispatching = prev;
       if (rc > 0)
@@ -133,4 +134,34 @@ int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
   }
   pthread_rwlock_unlock(&bus->lock);
   return rc;
+}
+
+int vmm__iobus_snapshot(struct vmm__iobus *bus, struct vmm__io_range **out,
+                        size_t *count) {
+  int err = 0;
+  *out = NULL;
+  *count = 0;
+  pthread_rwlock_rdlock(&bus->lock);
+  if (bus->count > 0) {
+    struct vmm__io_range *r = malloc(bus->count * sizeof(*r));
+    if (r == NULL) {
+      err = VMM_ENOMEM;
+    } else {
+      for (size_t i = 0; i < bus->count; i++) {
+        r[i] = bus->ranges[i];
+        r[i].hits = __atomic_load_n(&bus->ranges[i].hits, __ATOMIC_RELAXED);
+      }
+      *out = r;
+      *count = bus->count;
+    }
+  }
+  pthread_rwlock_unlock(&bus->lock);
+  return err;
+}
+
+void vmm__iobus_reset_hits(struct vmm__iobus *bus) {
+  pthread_rwlock_rdlock(&bus->lock);
+  for (size_t i = 0; i < bus->count; i++)
+    __atomic_store_n(&bus->ranges[i].hits, 0, __ATOMIC_RELAXED);
+  pthread_rwlock_unlock(&bus->lock);
 }

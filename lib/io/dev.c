@@ -330,6 +330,27 @@ int vmm__config_merge(void *dst, size_t dst_size, const void *user) {
   return 0;
 }
 
+bool vmm__dev_range_owner(vmm_vm *vm, enum vmm_io_space space, uint64_t base,
+                          char name[VMM_DEV_NAME_MAX + 1]) {
+  bool found = false;
+  /* Lock order: the list, then a device's ranges (nothing takes them the
+     other way round); a listed device cannot be torn down meanwhile. */
+  pthread_mutex_lock(&vm->devs.lock);
+  for (size_t i = 0; i < vm->devs.count && !found; i++) {
+    vmm_dev *dev = vm->devs.list[i];
+    pthread_mutex_lock(&dev->range_lock);
+    for (size_t j = 0; j < dev->nranges && !found; j++) {
+      if (dev->ranges[j].space == space && dev->ranges[j].base == base) {
+        memcpy(name, dev->name, sizeof(dev->name));
+        found = true;
+      }
+    }
+    pthread_mutex_unlock(&dev->range_lock);
+  }
+  pthread_mutex_unlock(&vm->devs.lock);
+  return found;
+}
+
 void *vmm__dev_data(const vmm_dev *dev, const struct vmm_dev_ops *ops) {
   if (dev == NULL || dev->ops.realize != ops->realize ||
       dev->ops.destroy != ops->destroy)

@@ -11,6 +11,9 @@ struct vmm__io_range {
   uint64_t base, len;
   vmm_io_handler_fn fn;
   void *opaque;
+  /* Accesses dispatched to the handler (statistics). Updated with relaxed
+     atomic adds under the read lock: several vCPUs may dispatch at once. */
+  uint64_t hits;
 };
 
 /*
@@ -37,6 +40,15 @@ void vmm__iobus_fini(struct vmm__iobus *bus);
  */
 int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
                         void *data, uint32_t len, bool is_write);
+
+/*
+ * Copy the ranges (with their hit counts) into a new array (*out, freed by
+ * the caller; NULL when there are none). Returns 0 or -VMM_ENOMEM.
+ */
+int vmm__iobus_snapshot(struct vmm__iobus *bus, struct vmm__io_range **out,
+                        size_t *count);
+/* Zero every range's hit count. */
+void vmm__iobus_reset_hits(struct vmm__iobus *bus);
 
 /* True while the calling thread runs an I/O handler of vm. */
 bool vmm__iobus_in_handler(const vmm_vm *vm);
@@ -70,6 +82,13 @@ void vmm__devs_fini(vmm_vm *vm);
  * or -VMM_EINVAL for a NULL or mis-sized user struct.
  */
 int vmm__config_merge(void *dst, size_t dst_size, const void *user);
+
+/*
+ * The name of the device that registered the range at base in space
+ * (through vmm_dev_io_register()), copied into name; false if none did.
+ */
+bool vmm__dev_range_owner(vmm_vm *vm, enum vmm_io_space space, uint64_t base,
+                          char name[VMM_DEV_NAME_MAX + 1]);
 
 /* The device's opaque pointer if dev was attached with ops (a stock
    device's type check), else NULL. */

@@ -1,0 +1,25 @@
+; A flat 32-bit guest (loaded at 0x10000) that finds vmmrun's virtio-balloon
+; at 0xd0000000 (magic "virt", device 5), waits until the host changes the
+; balloon's target (num_pages in its configuration space) and writes the
+; new target in MiB to the exit port; 0x7f if the device is not there.
+bits 32
+org 0x10000
+
+BALLOON equ 0xd0000000
+
+    cmp dword [BALLOON], 0x74726976 ; "virt"
+    jne fail
+    cmp dword [BALLOON + 8], 5      ; DeviceID: balloon
+    jne fail
+    mov ebx, [BALLOON + 0x100]      ; num_pages at start
+.wait:
+    mov eax, [BALLOON + 0x100]
+    cmp eax, ebx
+    je .wait
+    shr eax, 8                      ; 4 KiB pages to MiB
+    out 0xf4, al
+    hlt
+fail:
+    mov al, 0x7f
+    out 0xf4, al
+    hlt
