@@ -100,7 +100,8 @@ struct vmm__engine_ops {
 extern const struct vmm__engine_ops vmm__kvm_ops;
 /* Whether KVM here runs guest CPL0 code natively (measured, kvm/probe.c). */
 bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
-/* The same, and the best probe time in *probe_ns (0 if none ran). */
+/* The same, and the measured cost per loop iteration in *probe_ns (0 if
+   none ran). */
 bool vmm__kvm_probe(const struct vmm_vm_config *cfg, uint64_t *probe_ns);
 #ifdef LIBVMM_HAVE_BT
 extern const struct vmm__engine_ops vmm__bt_ops;

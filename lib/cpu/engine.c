@@ -40,13 +40,14 @@ vmm__engine_choose(const struct vmm_vm_config *cfg, char *why, size_t len) {
     if (!have_bt)
       snprintf(why, len,
                "auto: kvm, the only engine here (bt %s); it %s guest kernel "
-               "code (probe loop: %llu us)",
+               "code (probe loop: %llu ns per iteration)",
                bt == NULL ? "not built" : "cannot run on this host",
-               native ? "runs" : "emulates", (unsigned long long)(ns / 1000));
+               native ? "runs" : "emulates", (unsigned long long)ns);
     else
       snprintf(why, len,
-               "auto: kvm %s guest kernel code (probe loop: %llu us), so %s",
-               native ? "runs" : "emulates", (unsigned long long)(ns / 1000),
+               "auto: kvm %s guest kernel code (probe loop: %llu ns per "
+               "iteration), so %s",
+               native ? "runs" : "emulates", (unsigned long long)ns,
                native ? "kvm" : "bt");
     return native || !have_bt ? kvm : bt;
   }
