@@ -547,8 +547,8 @@ static int channel_load(const json_t *o, struct channel *c, int64_t *elapsed) {
       vmm__json_uint(o, "status", 0xff, &status) < 0 ||
       vmm__json_bool(o, "latch_msb", &c->latch_msb) < 0)
     return VMM_EINVAL;
-  if (c->bcd && count > 9999)
-    return VMM_EINVAL;
+  /* A count loaded in binary stays when a control word selects BCD: any
+     16-bit value is a state the guest can reach. */
   c->count = (uint32_t)count;
   c->mode = (uint8_t)mode;
   c->rw = (uint8_t)rw;
@@ -589,11 +589,15 @@ static int restore(vmm_dev *dev, const json_t *st, void *opaque) {
   p->port61_bits = (uint8_t)bits;
   p->edges = (int64_t)edges;
   p->missed = (uint32_t)missed;
-  /* Edges already accounted are kept; none is replayed. */
-  if (p->ch[0].counting && !p->ch[0].paused &&
-      p->edges > ticks_at(&p->ch[0], t) / period(&p->ch[0]))
-    p->edges = ticks_at(&p->ch[0], t) / period(&p->ch[0]);
-  update_irq(p, t);
+  struct channel *c0 = &p->ch[0];
+  /* Edges cannot lie ahead of the count (a state from elsewhere). */
+  if (c0->counting && !c0->paused && p->edges > ticks_at(c0, t) / period(c0))
+    p->edges = ticks_at(c0, t) / period(c0);
+  /* Derived state only: the line of modes 0 and 1 as OUT is now. Edges
+     due are left to the timer, so a restored state saves back unchanged. */
+  set_line(p, c0->counting && !c0->paused && c0->mode <= 1 &&
+                  ticks_at(c0, t) >= period(c0));
+  vmm__timer_arm(p->vm->clock, &p->timer, t);
   pthread_mutex_unlock(&p->lock);
   return 0;
 }

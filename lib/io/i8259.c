@@ -338,14 +338,16 @@ static int on_io(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
 
 static int realize(vmm_dev *dev, void *opaque) {
   struct vmm__pic *p = opaque;
-  int err;
-  if ((err = vmm_dev_io_register(dev, VMM_IO_PORT, 0x20, 2, on_io, p)) < 0 ||
-      (err = vmm_dev_io_register(dev, VMM_IO_PORT, 0xa0, 2, on_io, p)) < 0)
-    return err;
-  if (p->elcr_ports &&
-      (err = vmm_dev_io_register(dev, VMM_IO_PORT, 0x4d0, 2, on_io, p)) < 0)
-    return err;
-  return vmm__irqchip_attach_pic(p->vm, p);
+  /* The hub first: a second PIC is refused as such (-VMM_EEXIST), not as
+     overlapping ports. destroy detaches on failure. */
+  int err = vmm__irqchip_attach_pic(p->vm, p);
+  if (err == 0)
+    err = vmm_dev_io_register(dev, VMM_IO_PORT, 0x20, 2, on_io, p);
+  if (err == 0)
+    err = vmm_dev_io_register(dev, VMM_IO_PORT, 0xa0, 2, on_io, p);
+  if (err == 0 && p->elcr_ports)
+    err = vmm_dev_io_register(dev, VMM_IO_PORT, 0x4d0, 2, on_io, p);
+  return err;
 }
 
 static void destroy(vmm_dev *dev, void *opaque) {

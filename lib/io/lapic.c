@@ -737,10 +737,11 @@ void vmm__lapic_init_reset(struct vmm__lapics *l, unsigned i) {
 
 static int realize(vmm_dev *dev, void *opaque) {
   struct vmm__lapics *l = opaque;
-  int err = vmm_dev_io_register(dev, VMM_IO_MMIO, l->base, WINDOW, on_mmio, l);
-  if (err < 0)
-    return err;
-  return vmm__irqchip_attach_lapic(l->vm, l);
+  /* The hub first: second local APICs are -VMM_EEXIST, not an overlap. */
+  int err = vmm__irqchip_attach_lapic(l->vm, l);
+  if (err == 0)
+    err = vmm_dev_io_register(dev, VMM_IO_MMIO, l->base, WINDOW, on_mmio, l);
+  return err;
 }
 
 static void destroy(vmm_dev *dev, void *opaque) {
@@ -773,10 +774,12 @@ static json_t *words(const uint32_t *w, size_t n) {
 }
 
 static json_t *apic_save(const struct apic *a, int64_t t) {
-  int64_t remaining = a->deadline >= 0 ? a->deadline - t : -1;
-  int64_t elapsed = a->deadline >= 0 ? t - a->start : 0;
-  if (remaining < -1)
-    remaining = 0;
+  /* -1: not running; an overdue timer is saved due now (0). */
+  int64_t remaining = -1, elapsed = 0;
+  if (a->deadline >= 0) {
+    remaining = a->deadline > t ? a->deadline - t : 0;
+    elapsed = t > a->start ? t - a->start : 0;
+  }
   return json_pack(
       "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:o, s:o, "
       "s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:b}",
@@ -869,7 +872,7 @@ static int apic_load(const json_t *o, struct apic *a, int64_t *elapsed,
       vmm__json_uint(o, "timer_elapsed_ns", INT64_MAX / 4, &el) < 0 ||
       !json_is_integer(r) || (rem = json_integer_value(r)) < -1 ||
       rem > INT64_MAX / 4 ||
-      vmm__json_uint(o, "tsc_deadline", INT64_MAX, &tscd) < 0 ||
+      !json_is_integer(json_object_get(o, "tsc_deadline")) ||
       vmm__json_uint(o, "missed", 1000, &missed) < 0 ||
       vmm__json_bool(o, "lint0_level", &a->lint0_level) < 0 ||
       vmm__json_bool(o, "extint_latched", &a->extint_latched) < 0)
@@ -877,6 +880,8 @@ static int apic_load(const json_t *o, struct apic *a, int64_t *elapsed,
   /* Vectors 0-15 never enter IRR or ISR. */
   if ((a->irr[0] & 0xffff) || (a->isr[0] & 0xffff))
     return VMM_EINVAL;
+  /* Any 64-bit value (JSON integers are signed: saved as its bits). */
+  tscd = (uint64_t)json_integer_value(json_object_get(o, "tsc_deadline"));
   a->tsc_deadline = tscd;
   a->missed = (uint32_t)missed;
   *elapsed = (int64_t)el;
