@@ -276,14 +276,19 @@ static void test_tsc_calibration(void **state) {
   }
   set_args(t.vcpu[0], 0, 59659, 0); /* 50 ms, Linux's CAL_LATCH */
   assert_int_equal(run_to_exit(t.vcpu[0]), 1);
-  uint64_t delta;
+  uint64_t delta, gap;
   assert_ok(vmm_mem_read(t.vm, DT_DATA, &delta, 8));
-  double ms = (double)delta / (double)khz;
-  print_message("PIT calibration: 50 ms of counter 2 = %.3f ms of TSC "
-                "(%u polls of port 0x61)\n",
-                ms, data32(&t, 8));
+  assert_ok(vmm_mem_read(t.vm, DT_DATA + 16, &gap, 8));
+  double ms = (double)delta / (double)khz, gap_ms = (double)gap / (double)khz;
+  double expect = 59659 * 1000.0 / 1193182;
+  print_message("PIT calibration: %.3f ms of counter 2 = %.3f ms of TSC "
+                "(%u polls of port 0x61, longest gap %.3f ms)\n",
+                expect, ms, data32(&t, 8), gap_ms);
   assert_true(data32(&t, 8) > 1);
-  assert_true(ms > 49.0 && ms < 55.0);
+  /* OUT2 never rises early; it is seen late by at most one poll gap (a
+     loaded host deschedules the guest now and then). */
+  assert_true(ms > expect * 0.999);
+  assert_true(ms < expect + gap_ms + 0.5);
   pt_fini(&t);
 }
 
