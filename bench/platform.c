@@ -113,7 +113,8 @@ static struct lat run_timerfd(int64_t period) {
   int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
   int64_t late[N], dl = mono() + period;
   for (int i = 0; i < N; i++, dl += period) {
-    struct itimerspec its = {.it_value = {dl / 1000000000ll, dl % 1000000000ll}};
+    struct itimerspec its = {
+        .it_value = {dl / 1000000000ll, dl % 1000000000ll}};
     timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
     struct pollfd p = {.fd = fd, .events = POLLIN};
     poll(&p, 1, -1);
@@ -176,15 +177,18 @@ static void bench_timers(int rounds) {
       struct lat a = run_clock(vm, periods[p]);
       struct lat b = run_timerfd(periods[p]);
       struct lat d = run_uv(periods[p]);
-      c.mean += a.mean / rounds, c.p50 += a.p50 / rounds, c.p99 += a.p99 / rounds;
-      f.mean += b.mean / rounds, f.p50 += b.p50 / rounds, f.p99 += b.p99 / rounds;
-      u.mean += d.mean / rounds, u.p50 += d.p50 / rounds, u.p99 += d.p99 / rounds;
+      c.mean += a.mean / rounds, c.p50 += a.p50 / rounds,
+          c.p99 += a.p99 / rounds;
+      f.mean += b.mean / rounds, f.p50 += b.p50 / rounds,
+          f.p99 += b.p99 / rounds;
+      u.mean += d.mean / rounds, u.p50 += d.p50 / rounds,
+          u.p99 += d.p99 / rounds;
     }
     printf("  period %4lld us: clock %7.1f / %7.1f / %7.1f   timerfd %7.1f / "
            "%7.1f / %7.1f   libuv %7.1f / %7.1f / %7.1f\n",
-           (long long)periods[p] / 1000, c.mean / 1e3, c.p50 / 1e3,
-           c.p99 / 1e3, f.mean / 1e3, f.p50 / 1e3, f.p99 / 1e3, u.mean / 1e3,
-           u.p50 / 1e3, u.p99 / 1e3);
+           (long long)periods[p] / 1000, c.mean / 1e3, c.p50 / 1e3, c.p99 / 1e3,
+           f.mean / 1e3, f.p50 / 1e3, f.p99 / 1e3, u.mean / 1e3, u.p50 / 1e3,
+           u.p99 / 1e3);
     printf("                   mean lateness: clock/timerfd %.2f, "
            "clock/libuv %.3f\n",
            c.mean / f.mean, c.mean / u.mean);
@@ -199,13 +203,13 @@ static void bench_timers(int rounds) {
    [0x10800] (IDT at 0x11000), then sti; hlt; jmp back. The handler at
    0x10100: out 0x80, EOI, iretq. */
 static const uint8_t irq_guest[] = {
-    0xb0, 0x11, 0xe6, 0x20, 0xb0, 0x20, 0xe6, 0x21, 0xb0, 0x04, 0xe6,
-    0x21, 0xb0, 0x01, 0xe6, 0x21, 0xb0, 0xef, 0xe6, 0x21, 0x0f, 0x01,
-    0x1c, 0x25, 0x00, 0x08, 0x01, 0x00, /* lidt [0x10800] */
-    0xfb, 0xf4, 0xeb, 0xfc,             /* sti; hlt; jmp -4 */
+    0xb0, 0x11, 0xe6, 0x20, 0xb0, 0x20, 0xe6, 0x21, 0xb0, 0x04,
+    0xe6, 0x21, 0xb0, 0x01, 0xe6, 0x21, 0xb0, 0xef, 0xe6, 0x21,
+    0x0f, 0x01, 0x1c, 0x25, 0x00, 0x08, 0x01, 0x00, /* lidt [0x10800] */
+    0xfb, 0xf4, 0xeb, 0xfc,                         /* sti; hlt; jmp -4 */
 };
-static const uint8_t irq_handler[] = {0xe6, 0x80, 0xb0, 0x20, 0xe6, 0x20,
-                                      0x48, 0xcf};
+static const uint8_t irq_handler[] = {0xe6, 0x80, 0xb0, 0x20,
+                                      0xe6, 0x20, 0x48, 0xcf};
 
 struct irq_run {
   atomic_llong seen; /* handler time, 0 while waiting */
@@ -241,9 +245,8 @@ static struct lat run_irq(uint32_t flags, int count) {
   uint8_t gate[16] = {0x00, 0x01, 0x10, 0x00, 0x00, 0x8e, 0x01, 0x00};
   check(vmm_mem_write(vm, 0x11000 + 0x24 * 16, gate, 16), "gate");
   check(vmm_vcpu_create(vm, 0, &vcpu), "vcpu");
-  struct vmm_mode_setup m = {.mode = VMM_MODE_LONG64,
-                             .tables = 0x100000,
-                             .kernel_stack = 0x70000};
+  struct vmm_mode_setup m = {
+      .mode = VMM_MODE_LONG64, .tables = 0x100000, .kernel_stack = 0x70000};
   check(vmm_vcpu_set_mode(vcpu, &m), "mode");
   struct vmm_regs regs;
   check(vmm_vcpu_get_regs(vcpu, &regs), "regs");
@@ -291,8 +294,8 @@ static void bench_irq(int rounds) {
 /* Exit round trips                                                         */
 
 /* CPL 3: out 0x81, al; dec ecx; jnz; out 0x82, al (unclaimed) */
-static const uint8_t exit_loop[] = {0xe6, 0x81, 0xff, 0xc9, 0x75,
-                                    0xfa, 0xe6, 0x82};
+static const uint8_t exit_loop[] = {0xe6, 0x81, 0xff, 0xc9,
+                                    0x75, 0xfa, 0xe6, 0x82};
 
 static int on_port81(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
                      bool is_write, void *opaque) {

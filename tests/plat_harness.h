@@ -37,9 +37,8 @@ struct ph {
 };
 
 static const uint16_t ph_ports[] = {
-    0x1f,  0x20,  0x21,  0x22,  0x9f,  0xa0,  0xa1,  0xa2,
-    0x3f,  0x40,  0x41,  0x42,  0x43,  0x44,  0x60,  0x61,
-    0x62,  0x4cf, 0x4d0, 0x4d1, 0x4d2, 0x3ff,
+    0x1f, 0x20, 0x21, 0x22, 0x9f, 0xa0, 0xa1,  0xa2,  0x3f,  0x40,  0x41,
+    0x42, 0x43, 0x44, 0x60, 0x61, 0x62, 0x4cf, 0x4d0, 0x4d1, 0x4d2, 0x3ff,
 };
 
 static inline void ph_fail(struct ph *h, const char *what) {
@@ -87,8 +86,7 @@ static inline void ph_roundtrip(struct ph *h, vmm_dev *dev) {
     free(j);
 #endif
     ph_fail(h, "a saved state was refused");
-  }
-  else if (vmm_dev_save(dev, &b) < 0 || !json_equal(a, b)) {
+  } else if (vmm_dev_save(dev, &b) < 0 || !json_equal(a, b)) {
 #ifdef PH_DEBUG
     char *j = json_dumps(a, JSON_SORT_KEYS), *k = json_dumps(b, JSON_SORT_KEYS);
     fprintf(stderr, "changed %s:\n%s\n%s\n", vmm_dev_name(dev), j, k);

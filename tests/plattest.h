@@ -47,6 +47,16 @@ static inline void pt_fini(struct pt *t) {
   t->vm = NULL;
 }
 
+/* A platform device's create function refuses a NULL VM and a VM without
+   the user-space platform. */
+#define PT_NEEDS_PLATFORM(create, cfg)                                         \
+  do {                                                                         \
+    vmm_vm *pt_plain_ = dt_vm();                                               \
+    assert_vmm(create(pt_plain_, (cfg), NULL), VMM_ENOTSUP);                   \
+    assert_ok(vmm_vm_destroy(pt_plain_));                                      \
+    assert_vmm(create(NULL, (cfg), NULL), VMM_EINVAL);                         \
+  } while (0)
+
 /* Manual time, in nanoseconds since the VM was created. */
 static inline void pt_at(struct pt *t, int64_t ns) {
   vmm__clock_advance(t->vm->clock, ns);
@@ -116,8 +126,7 @@ static inline int pt_ack(struct pt *t, unsigned i) {
 /* Take the interrupt vCPU i has pending, which must be want. */
 static inline void pt_take(struct pt *t, unsigned i, int want) {
   if (!pt_pending(t, i))
-    fail_msg("vCPU %u has no interrupt pending, expected vector 0x%x", i,
-             want);
+    fail_msg("vCPU %u has no interrupt pending, expected vector 0x%x", i, want);
   int got = pt_ack(t, i);
   if (got != want)
     fail_msg("vCPU %u took vector 0x%x, expected 0x%x", i, got, want);
@@ -125,8 +134,7 @@ static inline void pt_take(struct pt *t, unsigned i, int want) {
 
 static inline void pt_none(struct pt *t, unsigned i) {
   if (pt_pending(t, i))
-    fail_msg("vCPU %u has an interrupt pending (vector 0x%x)", i,
-             pt_ack(t, i));
+    fail_msg("vCPU %u has an interrupt pending (vector 0x%x)", i, pt_ack(t, i));
 }
 
 /* Enable vCPU i's APIC (SVR, spurious vector 0xff). */

@@ -223,7 +223,7 @@ static void test_bcd_and_read_back(void **state) {
   pt_at(&t, t0 + at_ticks(3000));
   assert_int_equal(dt_inb(t.vm, 0x40), 0xb4); /* OUT high, LSB/MSB, mode 2 */
   assert_int_equal(read16(t.vm, 0x40), 4000);
-  assert_int_equal(read16(t.vm, 0x40), 2000); /* latch released */
+  assert_int_equal(read16(t.vm, 0x40), 2000);        /* latch released */
   assert_int_equal(dt_inb(t.vm, 0x42) & 0x3f, 0x31); /* mode 0, BCD */
   (void)read16(t.vm, 0x42);
   /* The control word does not read back. */

@@ -12,10 +12,7 @@
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 
 static uint8_t next(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (uint8_t)(rng >> 24);
+  return vmmt_rand8(&rng);
 }
 
 static void run(struct ph *h, const uint8_t *buf, size_t n) {

@@ -42,8 +42,7 @@ static void guest_vm(struct pt *t, unsigned n, uint32_t flags,
   vmmt_set_ip_sp(t->vcpu[0], VMMT_CODE, VMMT_STACK);
 }
 
-static void set_args(vmm_vcpu *vcpu, uint64_t rdi, uint64_t rsi,
-                     uint64_t rbx) {
+static void set_args(vmm_vcpu *vcpu, uint64_t rdi, uint64_t rsi, uint64_t rbx) {
   struct vmm_regs r;
   assert_ok(vmm_vcpu_get_regs(vcpu, &r));
   r.rdi = rdi;
@@ -116,7 +115,7 @@ static bool wait_done(struct done *d, int ms) {
 }
 
 #define DONE_INIT                                                              \
-  {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER}
+  { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER }
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                            */
@@ -233,8 +232,8 @@ static void lapic_ticks(unsigned mode, const char *name) {
   double el = wall() - t0;
   assert_int_equal(data32(&t, 0), ticks);
   assert_int_equal(data32(&t, 4), 0);
-  print_message("LAPIC %s: %u ticks of 4 ms in %.4f s: %.2f Hz\n", name,
-                ticks, el, ticks / el);
+  print_message("LAPIC %s: %u ticks of 4 ms in %.4f s: %.2f Hz\n", name, ticks,
+                el, ticks / el);
   /* Periodic: the average rate. One-shot and TSC-deadline re-arm from
      the handler: never early, late by the handling of each tick. */
   assert_true(el > 1.0 * 0.97);
@@ -314,8 +313,8 @@ static void test_ioapic_uart(void **state) {
   if (!wait_done(&d, 20000)) {
     vmm_vm_stop(t.vm);
     wait_done(&d, 5000);
-    fail_msg("the guest did not finish: %u bytes, %u interrupts",
-             data32(&t, 0), data32(&t, 4));
+    fail_msg("the guest did not finish: %u bytes, %u interrupts", data32(&t, 0),
+             data32(&t, 4));
   }
   assert_ok(d.status);
   assert_int_equal(d.exit.reason, VMM_EXIT_SYSTEM);
@@ -421,8 +420,8 @@ static uint8_t sum8(const uint8_t *p, size_t n) {
   return s;
 }
 
-static void check_mptable(vmm_vm *vm, uint64_t addr, unsigned cpus,
-                           bool ioapic, uint32_t ioapic_addr) {
+static void check_mptable(vmm_vm *vm, uint64_t addr, unsigned cpus, bool ioapic,
+                          uint32_t ioapic_addr) {
   uint8_t fps[16];
   assert_ok(vmm_mem_read(vm, addr, fps, 16));
   assert_memory_equal(fps, "_MP_", 4);
@@ -451,7 +450,7 @@ static void check_mptable(vmm_vm *vm, uint64_t addr, unsigned cpus,
     assert_true(off < len);
     switch (t[off]) {
     case 0:
-      assert_int_equal(t[off + 1], ncpu);             /* APIC ID */
+      assert_int_equal(t[off + 1], ncpu);              /* APIC ID */
       assert_int_equal(t[off + 3], ncpu == 0 ? 3 : 1); /* EN, BP */
       ncpu++;
       off += 20;
@@ -471,8 +470,8 @@ static void check_mptable(vmm_vm *vm, uint64_t addr, unsigned cpus,
       break;
     }
     case 3:
-      assert_int_equal(t[off + 1], 0);           /* INT */
-      assert_int_equal(t[off + 5], t[off + 7]);  /* IRQ n on pin n */
+      assert_int_equal(t[off + 1], 0);          /* INT */
+      assert_int_equal(t[off + 5], t[off + 7]); /* IRQ n on pin n */
       assert_true(t[off + 5] < 16 && t[off + 5] != 2);
       irq_seen[t[off + 5]] = true;
       nint++;
@@ -484,8 +483,7 @@ static void check_mptable(vmm_vm *vm, uint64_t addr, unsigned cpus,
       nlint++;
       off += 8;
       break;
-    default:
-      fail_msg("unknown MP entry type %u", t[off]);
+    default: fail_msg("unknown MP entry type %u", t[off]);
     }
   }
   assert_int_equal(off, len);
