@@ -10,7 +10,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "io/clock.h"
 #include "io/internal.h"
+#include "io/irqchip.h"
 #include "loop/internal.h"
 #include "mmu/internal.h"
 
@@ -45,11 +47,21 @@
  * exit.io.data first pointed to) and its own element count.
  *
  * kick() is thread-safe: it makes a running run() return soon (with
- * VMM_EXIT_NONE) or the next one return at once.
+ * VMM_EXIT_NONE) or the next one return at once. It may be called with
+ * the front end's interrupt locks held (never the vCPU's own run state),
+ * so it must not take locks an engine holds while calling the interrupt
+ * acceptance functions below.
+ *
+ * Interrupts reach engines through the acceptance interface at the end of
+ * this file, never through vcpu fields directly.
  */
 struct vmm__engine_ops {
   enum vmm_engine_kind kind;
   const char *name;
+  /* The engine has interrupt controllers of its own (KVM's in-kernel
+     irqchip), which VMM_VM_IRQCHIP selects; without them VMM_VM_IRQCHIP
+     selects the library's user-space platform. */
+  bool has_irqchip;
   bool (*available)(const struct vmm_vm_config *cfg);
 
   int (*vm_init)(vmm_vm *vm);
@@ -95,6 +107,16 @@ struct vmm__engine_ops {
   void (*kick)(vmm_vcpu *vcpu);
   /* Optional: the run thread leaves vmm_vcpu_run() (vcpu->lock held). */
   void (*vcpu_leave)(vmm_vcpu *vcpu);
+
+  /*
+   * Optional, for the user-space platform's TSC-deadline timer. tsc_khz
+   * returns the guest TSC rate when the engine hands IA32_TSC_DEADLINE
+   * (MSR 0x6e0) accesses to vmm__vcpu_msr(), else 0 (the timer mode is
+   * then not advertised). guest_tsc reads the guest's TSC now, on the
+   * vCPU's thread while it is out of the guest.
+   */
+  uint64_t (*tsc_khz)(vmm_vm *vm);
+  int (*guest_tsc)(vmm_vcpu *vcpu, uint64_t *tsc);
 };
 
 extern const struct vmm__engine_ops vmm__kvm_ops;
@@ -135,6 +157,13 @@ static inline void vmm__stat_add(atomic_uint_least64_t *c, uint64_t v) {
                         memory_order_relaxed);
 }
 
+/* Which interrupt controllers a VM has, decided at creation (vm.h flags). */
+enum vmm__irqchip_kind {
+  VMM__IRQCHIP_NONE = 0,   /* vmm_vcpu_inject_irq() only */
+  VMM__IRQCHIP_ENGINE = 1, /* the engine's own (KVM in-kernel) */
+  VMM__IRQCHIP_USER = 2,   /* the library's platform (lib/io/irqchip.c) */
+};
+
 struct vmm_vm {
   struct vmm_vm_config cfg;
   const struct vmm__engine_ops *ops;
@@ -162,6 +191,12 @@ struct vmm_vm {
   struct vmm__devs devs;
   /* The VM's event loop and the destroy latch (lib/loop/), under lock. */
   struct vmm__vm_loop loop;
+
+  /* Interrupt platform (fixed at creation) and the clock of its timers. */
+  enum vmm__irqchip_kind irqchip_kind;
+  struct vmm__irqchip *irqchip; /* VMM__IRQCHIP_USER only */
+  struct vmm__clock *clock;
+  uint64_t tsc_khz; /* guest TSC rate if TSC-deadline is offered, else 0 */
 };
 
 struct vmm_vcpu {
@@ -177,9 +212,25 @@ struct vmm_vcpu {
   pthread_t thread;
 
   atomic_bool stop_requested;
-  /* Pending external interrupt: 0 none, else 0x100 | vector. */
+  /* Interrupt state. Engines use the acceptance functions below, not
+     these fields. pending_irq: the vector queued by vmm_vcpu_inject_irq()
+     (0 none, else 0x100 | vector); irq_bits: VMM__IRQ_* kept by the
+     user-space platform; tpr: its local APIC's TPR, mirrored for CR8. */
   atomic_uint pending_irq;
   atomic_bool pending_nmi;
+  atomic_uint irq_bits;
+  atomic_uint tpr;
+
+  /* Waiting (user-space platform): a halted vCPU, or an AP waiting for
+     INIT/SIPI, sleeps in vmm_vcpu_run() on wait_cond. mp_state is written
+     by the run thread (and the host while the vCPU is not running), the
+     rest under wait_lock. */
+  pthread_mutex_t wait_lock;
+  pthread_cond_t wait_cond;
+  enum vmm_mp_state mp_state;
+  bool waiting;        /* asleep on wait_cond */
+  bool halt_if;        /* RFLAGS.IF when it halted */
+  uint8_t sipi_vector; /* with VMM__IRQ_SIPI */
 
   /* CPUID table kept by the front end for the walker and introspection. */
   struct vmm_cpuid_entry cpuid[VMM_CPUID_MAX_ENTRIES];
@@ -218,5 +269,91 @@ int vmm__vcpu_paging(vmm_vcpu *vcpu, struct vmm__paging *pg);
 const struct vmm_cpuid_entry *
 vmm__cpuid_find(const struct vmm_cpuid_entry *e, size_t n, uint32_t fn,
                 uint32_t index);
+
+/* The VM's user-space interrupt platform, or NULL. */
+static inline struct vmm__irqchip *vmm__irqchip_of(vmm_vm *vm) {
+  return vm->irqchip;
+}
+
+/* Wake the vCPU if it waits in vmm_vcpu_run() (halted, or for a SIPI) and
+   kick it out of the guest unless the calling thread is the one running
+   it (which checks again before it enters). Any thread. */
+void vmm__vcpu_notify(vmm_vcpu *vcpu);
+
+/* ------------------------------------------------------------------------ */
+/*
+ * Interrupt acceptance: the contract between engines and the front end.
+ *
+ * Interrupts come from two sources, both behind these functions: vectors
+ * queued with vmm_vcpu_inject_irq()/vmm_vcpu_inject_nmi(), and the
+ * user-space platform's local APIC, PIC (ExtINT) and IPIs (docs/platform.md).
+ * Engines without an interrupt controller of their own (BT; KVM without
+ * its in-kernel irqchip) must
+ *
+ *  1. At every point where the guest could take an external interrupt
+ *     (instruction boundaries with RFLAGS.IF set, no STI/MOV SS shadow, no
+ *     event being delivered), call vmm__vcpu_irq_pending(). It is a pair
+ *     of relaxed atomic loads, cheap enough for every boundary; a vCPU
+ *     whose answer changes from false to true is also kicked (kick()), so
+ *     an engine may instead check only when it (re)enters the guest.
+ *  2. When it is true and the guest can take it now, call
+ *     vmm__vcpu_irq_ack() - the INTA cycle: it returns the vector (moving
+ *     it from the local APIC's IRR to its ISR, or acknowledging the PIC)
+ *     or -1 when nothing is left after all (a level line dropped; then
+ *     deliver nothing). A vector returned must be delivered through the
+ *     IDT before the next guest instruction: it cannot be put back.
+ *     Acking may run device code (the PIT reinjects ticks on acks), so do
+ *     not hold locks kick() takes.
+ *  3. NMIs likewise: vmm__vcpu_nmi_pending(), then vmm__vcpu_nmi_ack()
+ *     (true: deliver vector 2) when NMIs are not blocked. The engine keeps
+ *     NMI blocking until IRET itself.
+ *  4. HLT: return VMM_EXIT_HLT with RIP after the HLT (BT may keep its
+ *     halted flag; it is cleared by set_regs or by delivering an event).
+ *     With the user-space platform the front end does not return it to the
+ *     caller: it sleeps until an interrupt is deliverable (RFLAGS.IF was
+ *     set at the halt), an NMI/INIT/SIPI arrives, or a kick or system
+ *     event; then it calls run() again, and the engine delivers at entry.
+ *  5. MSRs: pass every RDMSR/WRMSR to vmm__vcpu_msr() first. 0: done
+ *     (value read/written); VMM_IO_DECLINED: not the platform's, handle
+ *     it as usual; -VMM_EINVAL: raise #GP. The platform owns
+ *     IA32_TSC_DEADLINE (0x6e0).
+ *  6. CR8: with the user-space platform, MOV to/from CR8 reads and writes
+ *     the local APIC's TPR: vmm__vcpu_tpr() is TPR[7:4] (lock-free),
+ *     vmm__vcpu_set_tpr() takes the CR8 value.
+ *  7. Provide the ops tsc_khz and guest_tsc for the TSC-deadline timer.
+ *
+ * KVM without its in-kernel irqchip does exactly this (lib/cpu/kvm/kvm.c:
+ * inject_pending() before each KVM_RUN, user-space MSR exits, run->cr8).
+ */
+#define VMM__IRQ_LAPIC (1u << 0)  /* the local APIC has a vector for it */
+#define VMM__IRQ_EXTINT (1u << 1) /* the PIC's INTR reaches it (ExtINT) */
+#define VMM__IRQ_INIT (1u << 2)   /* INIT received, not yet processed */
+#define VMM__IRQ_SIPI (1u << 3)   /* SIPI received (sipi_vector) */
+
+static inline bool vmm__vcpu_irq_pending(vmm_vcpu *vcpu) {
+  return atomic_load_explicit(&vcpu->pending_irq, memory_order_relaxed) != 0 ||
+         (atomic_load_explicit(&vcpu->irq_bits, memory_order_relaxed) &
+          (VMM__IRQ_LAPIC | VMM__IRQ_EXTINT)) != 0;
+}
+
+/* The INTA cycle: the vector to deliver now, or -1. vCPU thread. */
+int vmm__vcpu_irq_ack(vmm_vcpu *vcpu);
+
+static inline bool vmm__vcpu_nmi_pending(vmm_vcpu *vcpu) {
+  return atomic_load_explicit(&vcpu->pending_nmi, memory_order_relaxed);
+}
+
+static inline bool vmm__vcpu_nmi_ack(vmm_vcpu *vcpu) {
+  return atomic_exchange(&vcpu->pending_nmi, false);
+}
+
+/* The platform's MSRs, see 5. above. vCPU thread. */
+int vmm__vcpu_msr(vmm_vcpu *vcpu, uint32_t index, uint64_t *value, bool write);
+
+/* CR8 as the local APIC's TPR, see 6. above. */
+static inline uint8_t vmm__vcpu_tpr(vmm_vcpu *vcpu) {
+  return (uint8_t)(atomic_load_explicit(&vcpu->tpr, memory_order_relaxed) >> 4);
+}
+void vmm__vcpu_set_tpr(vmm_vcpu *vcpu, uint64_t cr8);
 
 #endif

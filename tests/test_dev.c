@@ -353,11 +353,32 @@ static void irq_lines(uint32_t flags) {
   assert_int_equal(log.gsi[before], 3);
   assert_false(log.level[before]);
 
+  /* The host is one more source, ORed with the devices (vmm_vm_irq_line()
+     needs interrupt controllers). */
+  if (flags != 0) {
+    unsigned mark = log.n;
+    assert_ok(vmm_vm_irq_line(vm, 6, true));
+    assert_true(line(vm, 6));
+    assert_ok(vmm_dev_irq_set(a, 6, true));
+    assert_ok(vmm_vm_irq_line(vm, 6, false));
+    assert_true(line(vm, 6)); /* the device still asserts it */
+    assert_ok(vmm_dev_irq_set(a, 6, false));
+    assert_false(line(vm, 6));
+    assert_int_equal(log.n, mark + 2);
+    assert_ok(vmm_vm_irq_line(vm, 6, true));
+    assert_ok(vmm_dev_detach(a)); /* the host's level stays */
+    assert_true(line(vm, 6));
+    a = NULL;
+  }
+
   /* Clearing the handler: lines are still tracked. */
+  unsigned calls = log.n;
   assert_ok(vmm_vm_set_irq_handler(vm, NULL, NULL));
+  if (a == NULL)
+    assert_ok(vmm_dev_attach(vm, "a", &toy_ops, toy_new('a', 0x700), &a));
   assert_ok(vmm_dev_irq_set(a, 4, true));
   assert_true(line(vm, 4));
-  assert_int_equal(log.n, before + 1);
+  assert_int_equal(log.n, calls);
   assert_ok(vmm_vm_destroy(vm));
 }
 
@@ -373,6 +394,12 @@ static void test_irq_lines_irqchip(void **state) {
   irq_lines(VMM_VM_IRQCHIP);
 }
 
+/* And with the library's user-space platform. */
+static void test_irq_lines_user_irqchip(void **state) {
+  (void)state;
+  irq_lines(VMM_VM_IRQCHIP_USER);
+}
+
 int main(int argc, char **argv) {
   int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
@@ -384,6 +411,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_reset_save_restore_stats),
       cmocka_unit_test(test_irq_lines_recorded),
       cmocka_unit_test(test_irq_lines_irqchip),
+      cmocka_unit_test(test_irq_lines_user_irqchip),
   };
   return vmmt_run_group(tests);
 }

@@ -11,10 +11,7 @@
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 
 static uint8_t next(void) {
-  rng ^= rng << 13;
-  rng ^= rng >> 7;
-  rng ^= rng << 17;
-  return (uint8_t)(rng >> 24);
+  return vmmt_rand8(&rng);
 }
 
 static void run(struct dh *h, const uint8_t *buf, size_t n) {

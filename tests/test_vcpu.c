@@ -1025,7 +1025,11 @@ static void test_inject_irq_irqchip(void **state) {
   }
   assert_ok(rc);
   assert_ok(vmm_vcpu_create(vm, 0, &v));
-  assert_vmm(vmm_vcpu_inject_irq(v, 0x40), VMM_ENOTSUP);
+  /* Only the engine's own controllers (KVM's in-kernel irqchip) take
+     interrupts through lines alone; on the user-space platform, which
+     VMM_VM_IRQCHIP selects on BT, the vector is a direct INTR. */
+  bool engine_chip = vmm_dev_find(vm, "lapic") == NULL;
+  assert_vmm(vmm_vcpu_inject_irq(v, 0x40), engine_chip ? VMM_ENOTSUP : 0);
   assert_ok(vmm_vm_destroy(vm));
 }
 

@@ -461,9 +461,12 @@ static int raise_gsi4(vmm_vcpu *vcpu, void *arg) {
   return vmm_vm_irq_line(vmm_vcpu_vm(vcpu), 4, true);
 }
 
-static void test_irq_line_irqchip(void **state) {
-  (void)state;
-  vmm_vm *vm = irqchip_vm(VMM_VM_IRQCHIP);
+/* The same guest on the engine's controllers (VMM_VM_IRQCHIP: KVM's
+   in-kernel ones, the user-space platform on BT) and on the library's
+   user-space platform (VMM_VM_IRQCHIP_USER, every engine). */
+static void irq_line_case(uint32_t flags) {
+  vmm_vm *vm = irqchip_vm(flags);
+  bool engine_chip = vmm_dev_find(vm, "pic") == NULL;
   vmm_vcpu *vcpu;
   struct port_log log = {.on_ready = raise_gsi4};
   assert_vmm(vmm_vm_irq_line(vm, 24, true), VMM_EINVAL);
@@ -471,7 +474,8 @@ static void test_irq_line_irqchip(void **state) {
   irqchip_guest(vm, &vcpu, 0x000);
   assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x10, 0x10, log_port, &log));
   /* With the engine's controllers, interrupts go through lines only. */
-  assert_vmm(vmm_vcpu_inject_irq(vcpu, 0x40), VMM_ENOTSUP);
+  if (engine_chip)
+    assert_vmm(vmm_vcpu_inject_irq(vcpu, 0x40), VMM_ENOTSUP);
 
   vmmt_run_to_port(vcpu, 0xeb);
   assert_int_equal(log.action_rc, 0);
@@ -483,9 +487,18 @@ static void test_irq_line_irqchip(void **state) {
   assert_ok(vmm_vm_destroy(vm));
 }
 
-static void test_pit_irqchip(void **state) {
+static void test_irq_line_irqchip(void **state) {
   (void)state;
-  vmm_vm *vm = irqchip_vm(VMM_VM_IRQCHIP | VMM_VM_PIT);
+  irq_line_case(VMM_VM_IRQCHIP);
+}
+
+static void test_irq_line_user_irqchip(void **state) {
+  (void)state;
+  irq_line_case(VMM_VM_IRQCHIP_USER);
+}
+
+static void pit_case(uint32_t flags) {
+  vmm_vm *vm = irqchip_vm(flags | VMM_VM_PIT);
   vmm_vcpu *vcpu;
   struct port_log log = {0};
   irqchip_guest(vm, &vcpu, 0x080);
@@ -495,6 +508,16 @@ static void test_pit_irqchip(void **state) {
   assert_int_equal(log.ports[0], 0x11);
   assert_int_equal(log.values[0], 0x20); /* IRQ 0 */
   assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_pit_irqchip(void **state) {
+  (void)state;
+  pit_case(VMM_VM_IRQCHIP);
+}
+
+static void test_pit_user_irqchip(void **state) {
+  (void)state;
+  pit_case(VMM_VM_IRQCHIP_USER);
 }
 
 int main(int argc, char **argv) {
@@ -519,7 +542,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_exit_handler),
       cmocka_unit_test(test_irq_line_without_irqchip),
       cmocka_unit_test(test_irq_line_irqchip),
+      cmocka_unit_test(test_irq_line_user_irqchip),
       cmocka_unit_test(test_pit_irqchip),
+      cmocka_unit_test(test_pit_user_irqchip),
   };
   return vmmt_run_group(tests);
 }

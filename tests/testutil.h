@@ -217,6 +217,16 @@ static inline uint64_t vmmt_reg(vmm_vcpu *vcpu, enum vmm_reg reg) {
   return v;
 }
 
+/* xorshift64: the fixed-seed byte streams of the randomized harnesses. */
+static inline uint8_t vmmt_rand8(uint64_t *state) {
+  uint64_t x = *state;
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  *state = x;
+  return (uint8_t)(x >> 24);
+}
+
 /* Run a cmocka group named after the engine under test. */
 #define vmmt_run_group(tests)                                                  \
   cmocka_run_group_tests_name(vmm_engine_name(vmmt_engine), tests, NULL, NULL)

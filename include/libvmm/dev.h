@@ -21,11 +21,12 @@
  * thread-safe except where noted.
  *
  * Interrupts: devices raise "GSI n is at level l" with vmm_dev_irq_set().
- * The library ORs the levels of every device sharing a line and, when the
- * line's level changes, forwards it to the engine's interrupt controller if
- * the VM was created with VMM_VM_IRQCHIP (KVM: in-kernel PIC and IOAPIC),
- * and to the host's interrupt handler if one is set. Without either, the
- * level is only recorded; vmm_vm_irq_get() reads it.
+ * The library ORs the levels of every device sharing a line (and the
+ * host's, vmm_vm_irq_line()) and, when the line's level changes, forwards
+ * it to the VM's interrupt controllers if it has some (VMM_VM_IRQCHIP:
+ * KVM's in-kernel PIC and IOAPIC, or the library's user-space platform,
+ * see vm.h), and to the host's interrupt handler if one is set. Without
+ * either, the level is only recorded; vmm_vm_irq_get() reads it.
  *
  * JSON: save/restore/stats use jansson's json_t. The declarations below
  * only need the forward declaration; callers that use them include
@@ -156,7 +157,8 @@ VMM_EXTERN int vmm_dev_io_register(vmm_dev *dev, enum vmm_io_space space,
 VMM_EXTERN int vmm_dev_irq_set(vmm_dev *dev, uint32_t gsi, bool level);
 
 /**
- * Interrupt handler: called each time a device-driven line changes level,
+ * Interrupt handler: called each time a line changes level (driven by
+ * devices or by vmm_vm_irq_line()),
  * on the thread that changed it, with the library's interrupt lock held
  * (calls are serialized and in order). It must not call vmm_dev_irq_set()
  * or into devices. Called whether or not the VM also has an engine
@@ -170,7 +172,7 @@ VMM_EXTERN int vmm_vm_set_irq_handler(vmm_vm *vm, vmm_irq_handler_fn fn,
                                       void *opaque);
 
 /**
- * Current level of a device-driven line (as the devices drive it, whether
+ * Current level of a line (as the devices and the host drive it, whether
  * or not anything receives it). Thread-safe.
  * @return 0 or -VMM_EINVAL.
  */

@@ -178,7 +178,8 @@ enum vmm_exit_reason {
   VMM_EXIT_IO,
   /** MMIO access no registered handler claimed. */
   VMM_EXIT_MMIO,
-  /** The guest executed HLT with interrupts unable to wake it here. */
+  /** The guest executed HLT with interrupts unable to wake it here
+      (never with the user-space platform: the vCPU waits instead). */
   VMM_EXIT_HLT,
   /** Triple fault or other shutdown condition. The vCPU state is kept. */
   VMM_EXIT_SHUTDOWN,
@@ -318,13 +319,39 @@ VMM_EXTERN int vmm_vcpu_kick(vmm_vcpu *vcpu);
  * Queue an external interrupt with this vector (32..255) for the vCPU; it is
  * delivered when the guest can take it (RFLAGS.IF set, no interrupt
  * shadow). One interrupt can be pending at a time: -VMM_EBUSY otherwise.
- * Not available with VMM_VM_IRQCHIP (use vmm_vm_irq_line()): -VMM_ENOTSUP.
- * Thread-safe: a running vCPU is interrupted to take it.
+ * Not available with the engine's irqchip (KVM's, VMM_VM_IRQCHIP): use
+ * vmm_vm_irq_line(), -VMM_ENOTSUP. With the user-space platform it acts as
+ * a direct INTR: taken before the local APIC's vectors, it bypasses the
+ * APIC (no ISR bit, no EOI). Thread-safe: a running (or halted) vCPU is
+ * interrupted to take it.
  */
 VMM_EXTERN int vmm_vcpu_inject_irq(vmm_vcpu *vcpu, uint8_t vector);
 
 /** Queue a non-maskable interrupt. Thread-safe. */
 VMM_EXTERN int vmm_vcpu_inject_nmi(vmm_vcpu *vcpu);
+
+/** Multiprocessor run states (user-space interrupt platform). */
+enum vmm_mp_state {
+  /** Runs guest code. */
+  VMM_MP_RUNNABLE = 0,
+  /** Executed HLT: waits inside vmm_vcpu_run() for an interrupt it can
+      take (RFLAGS.IF was set at the halt), an NMI, INIT or SIPI. */
+  VMM_MP_HALTED = 1,
+  /** After INIT (or creation, for vCPUs other than 0): waits for a
+      start-up IPI, which starts it in real mode at vector << 12. */
+  VMM_MP_WAIT_SIPI = 2,
+};
+
+/**
+ * Read or set the vCPU's run state. With the user-space platform vCPU 0
+ * starts RUNNABLE and the others WAIT_SIPI, as processors after a reset: a
+ * guest kernel starts them with INIT/SIPI IPIs. A host that sets up an AP
+ * itself makes it RUNNABLE here. While the vCPU is not running only
+ * (-VMM_EBUSY).
+ * @return 0; -VMM_ENOTSUP without the user-space platform; -VMM_EINVAL.
+ */
+VMM_EXTERN int vmm_vcpu_get_mp_state(vmm_vcpu *vcpu, enum vmm_mp_state *state);
+VMM_EXTERN int vmm_vcpu_set_mp_state(vmm_vcpu *vcpu, enum vmm_mp_state state);
 
 /** Debug controls for vmm_vcpu_set_debug(). */
 enum vmm_debug_flags {

@@ -26,16 +26,40 @@ enum vmm_engine_kind {
   VMM_ENGINE_BT = 2,
 };
 
-/** Flags for struct vmm_vm_config.flags. */
+/**
+ * Flags for struct vmm_vm_config.flags.
+ *
+ * Interrupt platforms. A VM has one of:
+ *   - none (no flag): interrupts are injected per vCPU with
+ *     vmm_vcpu_inject_irq(); a HLT returns VMM_EXIT_HLT to the caller;
+ *   - the engine's own controllers (VMM_VM_IRQCHIP on KVM): KVM's in-kernel
+ *     PIC, IOAPIC and local APICs, and with VMM_VM_PIT its i8254;
+ *   - the library's user-space platform (VMM_VM_IRQCHIP_USER, or
+ *     VMM_VM_IRQCHIP on an engine without controllers of its own, i.e. BT):
+ *     an 8259A pair, an IOAPIC and a local APIC per vCPU attached as the
+ *     devices "pic", "ioapic" and "lapic" (i8259.h, ioapic.h, lapic.h), and
+ *     with VMM_VM_PIT an 8254 "pit" (i8254.h). It works on both engines.
+ *     vCPUs then wait inside vmm_vcpu_run() while halted (VMM_EXIT_HLT is
+ *     not returned) and, except vCPU 0, start waiting for INIT/SIPI (see
+ *     vmm_vcpu_set_mp_state()). See docs/platform.md.
+ */
 enum vmm_vm_flags {
   /**
-   * Use the engine's interrupt controllers (KVM: in-kernel PIC, IOAPIC and
-   * local APICs). Without it, interrupts are injected per vCPU with
-   * vmm_vcpu_inject_irq().
+   * Interrupt controllers: the engine's own where it has them (KVM's
+   * in-kernel irqchip), the library's user-space platform otherwise (BT).
+   * Device interrupt lines (vmm_dev_irq_set()) and vmm_vm_irq_line() reach
+   * them.
    */
   VMM_VM_IRQCHIP = 1u << 0,
-  /** Use the engine's PIT (KVM: in-kernel i8254). Requires VMM_VM_IRQCHIP. */
+  /** An i8254 PIT on line 0: KVM's in-kernel PIT with KVM's irqchip, the
+      library's otherwise. Requires VMM_VM_IRQCHIP or VMM_VM_IRQCHIP_USER. */
   VMM_VM_PIT = 1u << 1,
+  /**
+   * The library's user-space interrupt platform on any engine (on KVM
+   * instead of the in-kernel irqchip). Implies VMM_VM_IRQCHIP. At most 255
+   * vCPUs (xAPIC IDs; 0xff is the broadcast address).
+   */
+  VMM_VM_IRQCHIP_USER = 1u << 2,
 };
 
 /** Default signal used to kick a vCPU out of KVM_RUN, see kick_signal. */
@@ -152,10 +176,15 @@ VMM_EXTERN int vmm_vm_system_event(vmm_vm *vm, uint32_t event, int32_t status);
 VMM_EXTERN int vmm_vm_system_event_clear(vmm_vm *vm);
 
 /**
- * Assert or deassert an interrupt line of the engine's interrupt controller
- * (VMM_VM_IRQCHIP). On KVM, GSIs 0-15 reach the PIC and IOAPIC, 16-23 the
- * IOAPIC. Thread-safe.
- * @return 0; -VMM_ENOTSUP without VMM_VM_IRQCHIP; -VMM_EINVAL for a bad gsi.
+ * Drive an interrupt line (GSI) from the host: the host is one more source
+ * on the line, ORed with the devices driving it (vmm_dev_irq_set()), so a
+ * host level and a device level never overwrite each other. The line goes
+ * to the VM's interrupt controllers: on KVM's in-kernel irqchip, GSIs 0-15
+ * reach the PIC and IOAPIC, 16-23 the IOAPIC; on the user-space platform
+ * the same (line n is PIC IRQ n for n < 16 except 2, the cascade, and
+ * IOAPIC pin n). Thread-safe.
+ * @return 0; -VMM_ENOTSUP without interrupt controllers; -VMM_EINVAL for a
+ *         bad gsi.
  */
 VMM_EXTERN int vmm_vm_irq_line(vmm_vm *vm, uint32_t gsi, bool level);
 

@@ -26,4 +26,11 @@
 #include "i8042.h"
 #include "uart16550.h"
 
+/* The user-space interrupt platform (vm.h: VMM_VM_IRQCHIP_USER). */
+#include "i8254.h"
+#include "i8259.h"
+#include "ioapic.h"
+#include "lapic.h"
+#include "mptable.h"
+
 #endif

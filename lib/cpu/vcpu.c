@@ -9,6 +9,14 @@
 #include "engine.h"
 
 #define CPUID_HYPERVISOR (1u << 31)
+#define CPUID_1_ECX_X2APIC (1u << 21)
+#define CPUID_1_ECX_TSC_DEADLINE (1u << 24)
+#define CPUID_1_EDX_APIC (1u << 9)
+#define RFLAGS_IF (1u << 9)
+
+/* The vCPU this thread is running, if any: lets a thread raising an
+   interrupt for its own vCPU skip the kick (it checks before entering). */
+static _Thread_local vmm_vcpu *current_vcpu;
 
 bool vmm__vcpu_state_accessible(vmm_vcpu *vcpu) {
   pthread_mutex_lock(&vcpu->lock);
@@ -35,6 +43,16 @@ static void cpuid_personalize(vmm_vcpu *vcpu) {
     case 1:
       e->ebx = (e->ebx & 0x00ffffffu) | (vcpu->index << 24);
       e->ecx |= CPUID_HYPERVISOR;
+      if (vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER) {
+        /* What the user-space local APIC offers: xAPIC, and the
+           TSC-deadline timer where the engine routes its MSR to it. */
+        e->edx |= CPUID_1_EDX_APIC;
+        e->ecx &= ~CPUID_1_ECX_X2APIC;
+        if (vcpu->vm->tsc_khz != 0)
+          e->ecx |= CPUID_1_ECX_TSC_DEADLINE;
+        else
+          e->ecx &= ~CPUID_1_ECX_TSC_DEADLINE;
+      }
       break;
     case 0xb:
     case 0x1f:
@@ -58,8 +76,26 @@ int vmm_vcpu_create(vmm_vm *vm, unsigned index, vmm_vcpu **out) {
   atomic_init(&vcpu->stop_requested, false);
   atomic_init(&vcpu->pending_irq, 0);
   atomic_init(&vcpu->pending_nmi, false);
+  atomic_init(&vcpu->irq_bits, 0);
+  atomic_init(&vcpu->tpr, 0);
+  /* As after a reset: the bootstrap processor runs, the others wait for
+     INIT/SIPI (only the user-space platform can send those). */
+  vcpu->mp_state = vm->irqchip_kind == VMM__IRQCHIP_USER && index != 0
+                       ? VMM_MP_WAIT_SIPI
+                       : VMM_MP_RUNNABLE;
   int err = -pthread_mutex_init(&vcpu->lock, NULL);
   if (err < 0) {
+    free(vcpu);
+    return err;
+  }
+  if ((err = -pthread_mutex_init(&vcpu->wait_lock, NULL)) < 0) {
+    pthread_mutex_destroy(&vcpu->lock);
+    free(vcpu);
+    return err;
+  }
+  if ((err = -pthread_cond_init(&vcpu->wait_cond, NULL)) < 0) {
+    pthread_mutex_destroy(&vcpu->wait_lock);
+    pthread_mutex_destroy(&vcpu->lock);
     free(vcpu);
     return err;
   }
@@ -82,11 +118,16 @@ int vmm_vcpu_create(vmm_vm *vm, unsigned index, vmm_vcpu **out) {
   }
   vm->vcpus[index] = vcpu;
   pthread_mutex_unlock(&vm->lock);
+  /* Outside vm->lock: the platform's lock ranks below it elsewhere. */
+  if (vm->irqchip != NULL)
+    vmm__irqchip_vcpu_added(vcpu);
   *out = vcpu;
   return 0;
 
 fail:
   pthread_mutex_unlock(&vm->lock);
+  pthread_cond_destroy(&vcpu->wait_cond);
+  pthread_mutex_destroy(&vcpu->wait_lock);
   pthread_mutex_destroy(&vcpu->lock);
   free(vcpu);
   return err;
@@ -96,6 +137,8 @@ void vmm__vcpu_free(vmm_vcpu *vcpu) {
   if (vcpu == NULL)
     return;
   vcpu->vm->ops->vcpu_fini(vcpu);
+  pthread_cond_destroy(&vcpu->wait_cond);
+  pthread_mutex_destroy(&vcpu->wait_lock);
   pthread_mutex_destroy(&vcpu->lock);
   free(vcpu);
 }
@@ -138,7 +181,11 @@ int vmm_vcpu_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *regs) {
 
 int vmm_vcpu_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *sregs) {
   STATE_CHECK(vcpu, sregs);
-  return vcpu->vm->ops->get_sregs(vcpu, sregs);
+  int err = vcpu->vm->ops->get_sregs(vcpu, sregs);
+  /* With the user-space platform CR8 is the local APIC's TPR. */
+  if (err == 0 && vcpu->vm->irqchip != NULL)
+    sregs->cr8 = vmm__vcpu_tpr(vcpu);
+  return err;
 }
 
 int vmm_vcpu_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *sregs) {
@@ -146,7 +193,10 @@ int vmm_vcpu_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *sregs) {
   int err = vmm__check_sregs(sregs, vcpu->cpuid, vcpu->ncpuid);
   if (err < 0)
     return err;
-  return vcpu->vm->ops->set_sregs(vcpu, sregs);
+  if ((err = vcpu->vm->ops->set_sregs(vcpu, sregs)) == 0 &&
+      vcpu->vm->irqchip != NULL)
+    vmm__vcpu_set_tpr(vcpu, sregs->cr8);
+  return err;
 }
 
 int vmm_vcpu_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *fpu) {
@@ -359,24 +409,41 @@ struct vmm_exit *vmm_vcpu_exit(vmm_vcpu *vcpu) {
   return vcpu ? &vcpu->exit : NULL;
 }
 
+/* Wake a vCPU sleeping in wait_runnable(). Returns whether it was. */
+static bool wake(vmm_vcpu *vcpu) {
+  pthread_mutex_lock(&vcpu->wait_lock);
+  bool waiting = vcpu->waiting;
+  pthread_cond_broadcast(&vcpu->wait_cond);
+  pthread_mutex_unlock(&vcpu->wait_lock);
+  return waiting;
+}
+
+void vmm__vcpu_notify(vmm_vcpu *vcpu) {
+  /* A sleeping vCPU only needs the wake-up; the thread running a vCPU
+     checks for interrupts before it next enters the guest. */
+  if (!wake(vcpu) && current_vcpu != vcpu)
+    vcpu->vm->ops->kick(vcpu);
+}
+
 int vmm_vcpu_kick(vmm_vcpu *vcpu) {
   if (vcpu == NULL)
     return VMM_EINVAL;
   atomic_store(&vcpu->stop_requested, true);
   vcpu->vm->ops->kick(vcpu);
+  wake(vcpu);
   return 0;
 }
 
 int vmm_vcpu_inject_irq(vmm_vcpu *vcpu, uint8_t vector) {
   if (vcpu == NULL || vector < 32)
     return VMM_EINVAL;
-  if (vcpu->vm->cfg.flags & VMM_VM_IRQCHIP)
+  if (vcpu->vm->irqchip_kind == VMM__IRQCHIP_ENGINE)
     return VMM_ENOTSUP;
   unsigned expected = 0;
   if (!atomic_compare_exchange_strong(&vcpu->pending_irq, &expected,
                                       0x100u | vector))
     return VMM_EBUSY;
-  vcpu->vm->ops->kick(vcpu);
+  vmm__vcpu_notify(vcpu);
   return 0;
 }
 
@@ -384,7 +451,187 @@ int vmm_vcpu_inject_nmi(vmm_vcpu *vcpu) {
   if (vcpu == NULL)
     return VMM_EINVAL;
   atomic_store(&vcpu->pending_nmi, true);
-  vcpu->vm->ops->kick(vcpu);
+  vmm__vcpu_notify(vcpu);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Interrupt acceptance (the engines' side is documented in internal.h)     */
+
+int vmm__vcpu_irq_ack(vmm_vcpu *vcpu) {
+  unsigned queued = atomic_exchange(&vcpu->pending_irq, 0);
+  if (queued != 0)
+    return (int)(queued & 0xff);
+  if (vcpu->vm->irqchip != NULL)
+    return vmm__irqchip_ack(vcpu);
+  return -1;
+}
+
+int vmm__vcpu_msr(vmm_vcpu *vcpu, uint32_t index, uint64_t *value, bool write) {
+  if (vcpu->vm->irqchip == NULL)
+    return VMM_IO_DECLINED;
+  return vmm__irqchip_msr(vcpu, index, value, write);
+}
+
+void vmm__vcpu_set_tpr(vmm_vcpu *vcpu, uint64_t cr8) {
+  if (vcpu->vm->irqchip != NULL)
+    vmm__irqchip_set_tpr(vcpu, (uint8_t)((cr8 & 0xf) << 4));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Run states: halt, INIT and SIPI (user-space platform)                   */
+
+static struct vmm_segment real_seg(uint16_t sel, uint64_t base, uint8_t type) {
+  return (struct vmm_segment){.base = base,
+                              .limit = 0xffff,
+                              .selector = sel,
+                              .type = type,
+                              .present = 1,
+                              .s = 1};
+}
+
+/* INIT: the processor state of SDM vol. 3 table 10-1 (the parts an INIT
+   resets; x87/SSE state and MSRs other than EFER are kept). */
+static int do_init(vmm_vcpu *vcpu) {
+  const struct vmm__engine_ops *ops = vcpu->vm->ops;
+  struct vmm_sregs s;
+  int err = ops->get_sregs(vcpu, &s);
+  if (err < 0)
+    return err;
+  uint64_t apic_base = s.apic_base;
+  memset(&s, 0, sizeof(s));
+  s.cs = real_seg(0xf000, 0xffff0000ull, 0xb);
+  s.ds = s.es = s.fs = s.gs = s.ss = real_seg(0, 0, 0x3);
+  s.tr = real_seg(0, 0, 0xb);
+  s.tr.s = 0;
+  s.ldt = real_seg(0, 0, 0x2);
+  s.ldt.s = 0;
+  s.gdt.limit = 0xffff;
+  s.idt.limit = 0xffff;
+  s.cr0 = 0x60000010ull;
+  s.apic_base = apic_base;
+  struct vmm_regs r;
+  memset(&r, 0, sizeof(r));
+  r.rip = 0xfff0;
+  r.rflags = 0x2;
+  if ((err = ops->set_sregs(vcpu, &s)) < 0 ||
+      (err = ops->set_regs(vcpu, &r)) < 0) {
+    vmm__log(vcpu->vm, VMM_LOG_ERROR,
+             "vcpu %u: cannot enter the INIT state: %s", vcpu->index,
+             vmm_strerror(err));
+    return err;
+  }
+  return 0;
+}
+
+/* SIPI: real mode at vector << 12 (CS = vector << 8, IP = 0). */
+static int do_sipi(vmm_vcpu *vcpu, uint8_t vector) {
+  const struct vmm__engine_ops *ops = vcpu->vm->ops;
+  struct vmm_sregs s;
+  struct vmm_regs r;
+  int err = ops->get_sregs(vcpu, &s);
+  if (err == 0) {
+    s.cs = real_seg((uint16_t)(vector << 8), (uint64_t)vector << 12, 0xb);
+    err = ops->set_sregs(vcpu, &s);
+  }
+  if (err == 0 && (err = ops->get_regs(vcpu, &r)) == 0) {
+    r.rip = 0;
+    err = ops->set_regs(vcpu, &r);
+  }
+  if (err < 0)
+    vmm__log(vcpu->vm, VMM_LOG_ERROR,
+             "vcpu %u: cannot start at SIPI 0x%02x: %s", vcpu->index, vector,
+             vmm_strerror(err));
+  return err;
+}
+
+/*
+ * Sleep until the vCPU can run guest code: it is halted and an interrupt
+ * it can take (or an NMI) is pending, or it waits for a SIPI and one came.
+ * INIT and SIPI are processed here. Returns early (still not RUNNABLE)
+ * for a stop request or a system event, which the caller reports.
+ */
+static int wait_runnable(vmm_vcpu *vcpu) {
+  vmm_vm *vm = vcpu->vm;
+  int err = 0;
+  pthread_mutex_lock(&vcpu->wait_lock);
+  for (;;) {
+    unsigned bits = atomic_load(&vcpu->irq_bits);
+    if (bits & VMM__IRQ_INIT) {
+      atomic_fetch_and(&vcpu->irq_bits, ~VMM__IRQ_INIT);
+      pthread_mutex_unlock(&vcpu->wait_lock);
+      err = do_init(vcpu);
+      pthread_mutex_lock(&vcpu->wait_lock);
+      if (err < 0)
+        break;
+      /* The BSP restarts at the reset vector, APs wait for a SIPI. */
+      vcpu->mp_state = vcpu->index == 0 ? VMM_MP_RUNNABLE : VMM_MP_WAIT_SIPI;
+      continue;
+    }
+    if (bits & VMM__IRQ_SIPI) {
+      atomic_fetch_and(&vcpu->irq_bits, ~VMM__IRQ_SIPI);
+      if (vcpu->mp_state != VMM_MP_WAIT_SIPI)
+        continue; /* ignored unless waiting for it */
+      uint8_t vector = vcpu->sipi_vector;
+      pthread_mutex_unlock(&vcpu->wait_lock);
+      err = do_sipi(vcpu, vector);
+      pthread_mutex_lock(&vcpu->wait_lock);
+      if (err < 0)
+        break;
+      vcpu->mp_state = VMM_MP_RUNNABLE;
+      continue;
+    }
+    if (vcpu->mp_state == VMM_MP_HALTED &&
+        (vmm__vcpu_nmi_pending(vcpu) ||
+         (vcpu->halt_if && vmm__vcpu_irq_pending(vcpu))))
+      vcpu->mp_state = VMM_MP_RUNNABLE;
+    if (vcpu->mp_state == VMM_MP_RUNNABLE ||
+        atomic_load(&vcpu->stop_requested) || atomic_load(&vm->system_event))
+      break;
+    vcpu->waiting = true;
+    pthread_cond_wait(&vcpu->wait_cond, &vcpu->wait_lock);
+    vcpu->waiting = false;
+  }
+  pthread_mutex_unlock(&vcpu->wait_lock);
+  return err;
+}
+
+/* The engine reported HLT: the vCPU waits, taking what wakes it then. */
+static int halted(vmm_vcpu *vcpu) {
+  struct vmm_regs r;
+  int err = vcpu->vm->ops->get_regs(vcpu, &r);
+  if (err < 0)
+    return err;
+  pthread_mutex_lock(&vcpu->wait_lock);
+  vcpu->halt_if = (r.rflags & RFLAGS_IF) != 0;
+  vcpu->mp_state = VMM_MP_HALTED;
+  pthread_mutex_unlock(&vcpu->wait_lock);
+  return 0;
+}
+
+int vmm_vcpu_get_mp_state(vmm_vcpu *vcpu, enum vmm_mp_state *state) {
+  STATE_CHECK(vcpu, state);
+  if (vcpu->vm->irqchip_kind != VMM__IRQCHIP_USER)
+    return VMM_ENOTSUP;
+  pthread_mutex_lock(&vcpu->wait_lock);
+  *state = vcpu->mp_state;
+  pthread_mutex_unlock(&vcpu->wait_lock);
+  return 0;
+}
+
+int vmm_vcpu_set_mp_state(vmm_vcpu *vcpu, enum vmm_mp_state state) {
+  if (vcpu == NULL || (state != VMM_MP_RUNNABLE && state != VMM_MP_HALTED &&
+                       state != VMM_MP_WAIT_SIPI))
+    return VMM_EINVAL;
+  if (!vmm__vcpu_state_accessible(vcpu))
+    return VMM_EBUSY;
+  if (vcpu->vm->irqchip_kind != VMM__IRQCHIP_USER)
+    return VMM_ENOTSUP;
+  if (state == VMM_MP_HALTED)
+    return halted(vcpu);
+  pthread_mutex_lock(&vcpu->wait_lock);
+  vcpu->mp_state = state;
+  pthread_mutex_unlock(&vcpu->wait_lock);
   return 0;
 }
 
@@ -396,6 +643,7 @@ static int enter(vmm_vcpu *vcpu) {
   }
   vcpu->running = true;
   vcpu->thread = pthread_self();
+  current_vcpu = vcpu;
   /* Under the slot table's read lock, so vmm_mem_slot_remove() (which
      checks the count under the write lock) either sees this vCPU running
      or finishes before it can use the slot. */
@@ -408,6 +656,7 @@ static int enter(vmm_vcpu *vcpu) {
 
 static void leave(vmm_vcpu *vcpu) {
   vmm_vm *vm = vcpu->vm;
+  current_vcpu = NULL;
   pthread_mutex_lock(&vcpu->lock);
   vcpu->running = false;
   vcpu->has_run = true;
@@ -464,6 +713,7 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
   struct vmm__vcpu_stats *st = &vcpu->stats;
   uint64_t t_run = vmm__tsc();
   vmm__stat_add(&st->runs, 1);
+  bool user_irqchip = vm->irqchip_kind == VMM__IRQCHIP_USER;
   /* An I/O or MMIO exit was served and the engine has yet to finish the
      instruction: done on the next entry, or by sync() before returning. */
   bool half_done = false;
@@ -489,7 +739,20 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
         break;
       }
     }
-    uint64_t t0 = vmm__tsc();
+    if (user_irqchip &&
+        VMM__UNLIKELY(
+            vcpu->mp_state != VMM_MP_RUNNABLE ||
+            (atomic_load_explicit(&vcpu->irq_bits, memory_order_relaxed) &
+             (VMM__IRQ_INIT | VMM__IRQ_SIPI)))) {
+      if (half_done && vm->ops->sync != NULL && (err = vm->ops->sync(vcpu)) < 0)
+        break;
+      half_done = false;
+      if ((err = wait_runnable(vcpu)) < 0)
+        break;
+      if (vcpu->mp_state != VMM_MP_RUNNABLE)
+        continue; /* a stop or system event woke it */
+    }
+    uint64_t t0 = vmm__tsc(); /* after any wait: guest time only */
     err = vm->ops->run(vcpu);
     uint64_t t1 = vmm__tsc();
     vmm__stat_add(&st->guest_cycles, vmm__tsc_delta(t0, t1));
@@ -504,6 +767,11 @@ int vmm_vcpu_run(vmm_vcpu *vcpu, struct vmm_exit **exit_out) {
     half_done = false;
     if (e->reason == VMM_EXIT_STOPPED || e->reason == VMM_EXIT_SYSTEM)
       break;
+    if (e->reason == VMM_EXIT_HLT && user_irqchip) {
+      if ((err = halted(vcpu)) < 0)
+        break;
+      continue;
+    }
     if (e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO) {
       int rc = dispatch_io(vcpu, e);
       vmm__stat_add(&st->io_cycles, vmm__tsc_delta(t1, vmm__tsc()));

@@ -37,11 +37,13 @@ static int check_config(const struct vmm_vm_config *cfg) {
                   VMM_MAX_VCPUS, cfg->max_vcpus);
     return VMM_EINVAL;
   }
-  if (cfg->flags & ~(uint32_t)(VMM_VM_IRQCHIP | VMM_VM_PIT)) {
+  if (cfg->flags &
+      ~(uint32_t)(VMM_VM_IRQCHIP | VMM_VM_PIT | VMM_VM_IRQCHIP_USER)) {
     vmm__logv_cfg(cfg, VMM_LOG_ERROR, "unknown flags 0x%x", cfg->flags);
     return VMM_EINVAL;
   }
-  if ((cfg->flags & VMM_VM_PIT) && !(cfg->flags & VMM_VM_IRQCHIP)) {
+  if ((cfg->flags & VMM_VM_PIT) &&
+      !(cfg->flags & (VMM_VM_IRQCHIP | VMM_VM_IRQCHIP_USER))) {
     vmm__logv_cfg(cfg, VMM_LOG_ERROR, "VMM_VM_PIT requires VMM_VM_IRQCHIP");
     return VMM_EINVAL;
   }
@@ -63,6 +65,35 @@ bool vmm_engine_available(enum vmm_engine_kind kind) {
            vmm_engine_available(VMM_ENGINE_BT);
   const struct vmm__engine_ops *ops = vmm__engine_lookup(kind);
   return ops != NULL && ops->available(&cfg);
+}
+
+/*
+ * The user-space platform: the hub, then its stock devices with their
+ * defaults (a host may detach one and attach its own configuration).
+ */
+static int platform_init(vmm_vm *vm) {
+  if (vm->ops->tsc_khz != NULL && vm->ops->guest_tsc != NULL)
+    vm->tsc_khz = vm->ops->tsc_khz(vm);
+  int err = vmm__irqchip_create(vm, &vm->irqchip);
+  if (err < 0)
+    return err;
+  struct vmm_pic_config pic;
+  struct vmm_ioapic_config io;
+  struct vmm_lapic_config la;
+  vmm_pic_config_init(&pic);
+  vmm_ioapic_config_init(&io);
+  vmm_lapic_config_init(&la);
+  if ((err = vmm_pic_create(vm, &pic, NULL)) < 0 ||
+      (err = vmm_ioapic_create(vm, &io, NULL)) < 0 ||
+      (err = vmm_lapic_create(vm, &la, NULL)) < 0)
+    return err;
+  if (vm->cfg.flags & VMM_VM_PIT) {
+    struct vmm_pit_config pit;
+    vmm_pit_config_init(&pit);
+    if ((err = vmm_pit_create(vm, &pit, NULL)) < 0)
+      return err;
+  }
+  return 0;
 }
 
 int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
@@ -92,6 +123,20 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
                   vmm_engine_name(cfg.engine));
     return VMM_ENODEV;
   }
+  enum vmm__irqchip_kind irqchip = VMM__IRQCHIP_NONE;
+  if (cfg.flags & VMM_VM_IRQCHIP_USER) {
+    cfg.flags |= VMM_VM_IRQCHIP;
+    irqchip = VMM__IRQCHIP_USER;
+  } else if (cfg.flags & VMM_VM_IRQCHIP) {
+    irqchip = ops->has_irqchip ? VMM__IRQCHIP_ENGINE : VMM__IRQCHIP_USER;
+  }
+  if (irqchip == VMM__IRQCHIP_USER && cfg.max_vcpus > 255) {
+    vmm__logv_cfg(&cfg, VMM_LOG_ERROR,
+                  "the user-space interrupt platform addresses at most 255 "
+                  "vCPUs (xAPIC IDs), max_vcpus is %u",
+                  cfg.max_vcpus);
+    return VMM_EINVAL;
+  }
 
   vmm_vm *vm = calloc(1, sizeof(*vm));
   if (vm == NULL)
@@ -102,6 +147,7 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
   memcpy(vm->engine_reason, why, sizeof(why));
   vm->stats_ns0 = vmm__now_ns();
   vm->stats_tsc0 = vmm__tsc();
+  vm->irqchip_kind = irqchip;
   vm->vcpus = calloc(cfg.max_vcpus, sizeof(vm->vcpus[0]));
   atomic_init(&vm->running, 0);
   atomic_init(&vm->system_event, 0);
@@ -119,11 +165,23 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
     goto fail_mmio;
   if ((err = vmm__devs_init(&vm->devs)) < 0)
     goto fail_lock;
-  if ((err = ops->vm_init(vm)) < 0)
+  if ((err = vmm__clock_create(vm, &vm->clock)) < 0)
     goto fail_devs;
+  if ((err = ops->vm_init(vm)) < 0)
+    goto fail_clock;
+  if (irqchip == VMM__IRQCHIP_USER && (err = platform_init(vm)) < 0)
+    goto fail_engine;
   *out = vm;
   return 0;
 
+fail_engine:
+  vmm__devs_fini(vm);
+  vmm__irqchip_destroy(vm->irqchip);
+  ops->vm_fini(vm);
+  vmm__clock_destroy(vm->clock);
+  goto fail_lock;
+fail_clock:
+  vmm__clock_destroy(vm->clock);
 fail_devs:
   vmm__devs_fini(vm);
 fail_lock:
@@ -157,6 +215,9 @@ int vmm_vm_destroy(vmm_vm *vm) {
     vmm__vcpu_free(vm->vcpus[i]);
   vmm__vm_loop_fini(vm);
   vm->ops->vm_fini(vm);
+  /* After the devices: their timers and hub registrations are gone. */
+  vmm__irqchip_destroy(vm->irqchip);
+  vmm__clock_destroy(vm->clock);
   vmm__mem_fini(&vm->mem);
   vmm__iobus_fini(&vm->mmio);
   vmm__iobus_fini(&vm->pio);
@@ -206,9 +267,9 @@ int vmm_vm_system_event_clear(vmm_vm *vm) {
 int vmm_vm_irq_line(vmm_vm *vm, uint32_t gsi, bool level) {
   if (vm == NULL)
     return VMM_EINVAL;
-  if (!(vm->cfg.flags & VMM_VM_IRQCHIP) || vm->ops->irq_line == NULL)
+  if (vm->irqchip_kind == VMM__IRQCHIP_NONE)
     return VMM_ENOTSUP;
-  return vm->ops->irq_line(vm, gsi, level);
+  return vmm__irq_host_set(vm, gsi, level);
 }
 
 int vmm_vm_set_exit_handler(vmm_vm *vm, vmm_exit_handler_fn fn, void *opaque) {

@@ -70,11 +70,25 @@ static ptrdiff_t find_locked(struct vmm__devs *devs, const char *name) {
 static int route_locked(vmm_vm *vm, uint32_t gsi, bool level) {
   struct vmm__devs *d = &vm->devs;
   int err = 0;
-  if ((vm->cfg.flags & VMM_VM_IRQCHIP) && vm->ops->irq_line != NULL)
+  if (vm->irqchip_kind == VMM__IRQCHIP_ENGINE && vm->ops->irq_line != NULL)
     err = vm->ops->irq_line(vm, gsi, level);
+  else if (vm->irqchip_kind == VMM__IRQCHIP_USER)
+    vmm__irqchip_line(vm, gsi, level);
   if (d->irq_fn != NULL)
     d->irq_fn(vm, gsi, level, d->irq_opaque);
   return err;
+}
+
+/* The line is the OR of its device sources and the host's; forward a
+   change of that. Caller holds irq_lock. */
+static int update_locked(vmm_vm *vm, uint32_t gsi) {
+  struct vmm__devs *d = &vm->devs;
+  uint32_t bit = 1u << gsi;
+  bool line = d->irq_sources[gsi] != 0 || (d->irq_host & bit) != 0;
+  if (line == ((d->irq_level & bit) != 0))
+    return 0;
+  d->irq_level ^= bit;
+  return route_locked(vm, gsi, line);
 }
 
 int vmm_dev_irq_set(vmm_dev *dev, uint32_t gsi, bool level) {
@@ -94,12 +108,22 @@ int vmm_dev_irq_set(vmm_dev *dev, uint32_t gsi, bool level) {
       dev->irq_asserted &= ~bit;
       d->irq_sources[gsi]--;
     }
-    bool line = d->irq_sources[gsi] != 0;
-    if (line != ((d->irq_level & bit) != 0)) {
-      d->irq_level ^= bit;
-      err = route_locked(vm, gsi, line);
-    }
+    err = update_locked(vm, gsi);
   }
+  pthread_mutex_unlock(&d->irq_lock);
+  return err;
+}
+
+int vmm__irq_host_set(vmm_vm *vm, uint32_t gsi, bool level) {
+  if (gsi >= VMM_IRQ_LINES)
+    return VMM_EINVAL;
+  struct vmm__devs *d = &vm->devs;
+  pthread_mutex_lock(&d->irq_lock);
+  if (level)
+    d->irq_host |= 1u << gsi;
+  else
+    d->irq_host &= ~(1u << gsi);
+  int err = update_locked(vm, gsi);
   pthread_mutex_unlock(&d->irq_lock);
   return err;
 }

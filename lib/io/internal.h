@@ -67,12 +67,15 @@ struct vmm__devs {
 
   pthread_mutex_t irq_lock;
   uint32_t irq_level;                  /* bit n: line n asserted */
+  uint32_t irq_host;                   /* bit n: the host asserts line n */
   uint16_t irq_sources[VMM_IRQ_LINES]; /* devices asserting each line */
   vmm_irq_handler_fn irq_fn;
   void *irq_opaque;
 };
 
 int vmm__devs_init(struct vmm__devs *devs);
+/* The host's source on a line (vmm_vm_irq_line()), ORed with the devices'. */
+int vmm__irq_host_set(vmm_vm *vm, uint32_t gsi, bool level);
 /* Detach every device (reverse order), then free the table. */
 void vmm__devs_fini(vmm_vm *vm);
 

@@ -28,6 +28,7 @@ struct kvm_vm_state {
   int run_size;
   int kick_sig; /* 0: no signal kicks */
   bool readonly_mem;
+  bool msr_exits; /* the platform's MSRs come to user space */
   struct vmm_cpuid_entry supported[VMM_CPUID_MAX_ENTRIES];
   size_t nsupported;
 };
@@ -43,6 +44,7 @@ struct kvm_vcpu_state {
   uint32_t exc_mask;
   struct vmm_debug dbg;
   bool dbg_on;
+  uint64_t cr8_in; /* run->cr8 as given to the last KVM_RUN */
 };
 
 static struct kvm_vm_state *K(vmm_vm *vm) { return vm->engine; }
@@ -112,6 +114,41 @@ static int load_supported_cpuid(vmm_vm *vm) {
   return 0;
 }
 
+/*
+ * The user-space platform owns IA32_TSC_DEADLINE: without an in-kernel
+ * local APIC KVM ignores it, so ask for an exit on every access through
+ * an MSR filter. Without these capabilities the platform simply does not
+ * offer the TSC-deadline timer (tsc_khz() reports 0).
+ */
+static void setup_msr_exits(vmm_vm *vm) {
+  struct kvm_vm_state *k = K(vm);
+  if (ioctl(k->dev_fd, KVM_CHECK_EXTENSION, KVM_CAP_X86_USER_SPACE_MSR) <= 0 ||
+      ioctl(k->dev_fd, KVM_CHECK_EXTENSION, KVM_CAP_X86_MSR_FILTER) <= 0) {
+    vmm__log(vm, VMM_LOG_INFO,
+             "kvm: no user-space MSR exits: no TSC-deadline timer");
+    return;
+  }
+  struct kvm_enable_cap cap = {.cap = KVM_CAP_X86_USER_SPACE_MSR,
+                               .args = {KVM_MSR_EXIT_REASON_FILTER}};
+  /* One MSR, its bit clear: filtered (denied in KVM, sent to us). */
+  static const uint8_t deny[1] = {0};
+  struct kvm_msr_filter f = {
+      .flags = KVM_MSR_FILTER_DEFAULT_ALLOW,
+      .ranges = {{.flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE,
+                  .nmsrs = 1,
+                  .base = X86_MSR_TSC_DEADLINE,
+                  .bitmap = (uint8_t *)deny}}};
+  int err = xioctl(k->vm_fd, KVM_ENABLE_CAP, &cap);
+  if (err == 0)
+    err = xioctl(k->vm_fd, KVM_X86_SET_MSR_FILTER, &f);
+  if (err < 0) {
+    vmm__log(vm, VMM_LOG_INFO, "kvm: MSR filter: %s: no TSC-deadline timer",
+             vmm_strerror(err));
+    return;
+  }
+  k->msr_exits = true;
+}
+
 static int kvm_vm_init(vmm_vm *vm) {
   struct kvm_vm_state *k = calloc(1, sizeof(*k));
   if (k == NULL)
@@ -147,11 +184,12 @@ static int kvm_vm_init(vmm_vm *vm) {
     if ((err = require_cap(vm, k->dev_fd, required[i].cap,
                            required[i].name)) < 0)
       goto fail;
-  if (vm->cfg.flags & VMM_VM_IRQCHIP)
+  bool in_kernel = vm->irqchip_kind == VMM__IRQCHIP_ENGINE;
+  if (in_kernel)
     if ((err = require_cap(vm, k->dev_fd, KVM_CAP_IRQCHIP,
                            "KVM_CAP_IRQCHIP")) < 0)
       goto fail;
-  if (vm->cfg.flags & VMM_VM_PIT)
+  if (in_kernel && (vm->cfg.flags & VMM_VM_PIT))
     if ((err = require_cap(vm, k->dev_fd, KVM_CAP_PIT2, "KVM_CAP_PIT2")) < 0)
       goto fail;
   int max = ioctl(k->dev_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
@@ -181,14 +219,16 @@ static int kvm_vm_init(vmm_vm *vm) {
     if ((err = xioctl(k->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &addr)) < 0)
       goto fail;
   }
-  if (vm->cfg.flags & VMM_VM_IRQCHIP) {
+  if (in_kernel) {
     if ((err = xioctl(k->vm_fd, KVM_CREATE_IRQCHIP, NULL)) < 0) {
       vmm__log(vm, VMM_LOG_ERROR, "kvm: KVM_CREATE_IRQCHIP: %s",
                vmm_strerror(err));
       goto fail;
     }
   }
-  if (vm->cfg.flags & VMM_VM_PIT) {
+  if (vm->irqchip_kind == VMM__IRQCHIP_USER)
+    setup_msr_exits(vm);
+  if (in_kernel && (vm->cfg.flags & VMM_VM_PIT)) {
     struct kvm_pit_config pit = {.flags = 0};
     if ((err = xioctl(k->vm_fd, KVM_CREATE_PIT2, &pit)) < 0) {
       vmm__log(vm, VMM_LOG_ERROR, "kvm: KVM_CREATE_PIT2: %s",
@@ -274,6 +314,24 @@ static int kvm_dirty_log_fetch(vmm_vm *vm, const struct vmm__slot *s,
     for (size_t i = 0; i < words; i++)
       bitmap[i] |= tmp[i];
   free(tmp);
+  return err;
+}
+
+static int kvm_get_msrs(vmm_vcpu *vcpu, struct vmm_msr *msrs, size_t n);
+
+static uint64_t kvm_tsc_khz(vmm_vm *vm) {
+  struct kvm_vm_state *k = K(vm);
+  if (!k->msr_exits)
+    return 0;
+  int khz = ioctl(k->vm_fd, KVM_GET_TSC_KHZ, 0);
+  return khz > 0 ? (uint64_t)khz : 0;
+}
+
+static int kvm_guest_tsc(vmm_vcpu *vcpu, uint64_t *tsc) {
+  struct vmm_msr m = {.index = X86_MSR_TSC};
+  int err = kvm_get_msrs(vcpu, &m, 1);
+  if (err == 0)
+    *tsc = m.value;
   return err;
 }
 
@@ -751,28 +809,50 @@ static void kvm_kick(vmm_vcpu *vcpu) {
   pthread_mutex_unlock(&vcpu->lock);
 }
 
-/* Deliver queued NMIs and interrupts, or ask for an interrupt window. */
+/*
+ * The interrupt acceptance contract (lib/internal.h) for KVM without its
+ * in-kernel irqchip: before each KVM_RUN, an NMI goes in with KVM_NMI (KVM
+ * tracks NMI blocking), and a pending external interrupt is acknowledged
+ * and queued with KVM_INTERRUPT when the last exit said the guest can take
+ * one (IF set, no shadow, nothing queued); otherwise KVM is asked to exit
+ * when it can. With the user-space platform CR8 mirrors the APIC's TPR.
+ */
 static int inject_pending(vmm_vcpu *vcpu) {
   struct kvm_vcpu_state *kv = KV(vcpu);
   struct kvm_run *run = kv->run;
   int err;
-  if (atomic_exchange(&vcpu->pending_nmi, false))
+  if (vmm__vcpu_nmi_pending(vcpu) && vmm__vcpu_nmi_ack(vcpu))
     if ((err = xioctl(kv->fd, KVM_NMI, NULL)) < 0)
       return err;
-  unsigned irq = atomic_load(&vcpu->pending_irq);
+  if (vcpu->vm->irqchip_kind == VMM__IRQCHIP_ENGINE)
+    return 0; /* the in-kernel APIC injects by itself */
   run->request_interrupt_window = 0;
-  if (irq != 0) {
+  if (vmm__vcpu_irq_pending(vcpu)) {
     if (run->ready_for_interrupt_injection && run->if_flag) {
-      struct kvm_interrupt i = {.irq = irq & 0xff};
-      if ((err = xioctl(kv->fd, KVM_INTERRUPT, &i)) < 0)
+      int vector = vmm__vcpu_irq_ack(vcpu);
+      struct kvm_interrupt i = {.irq = (uint32_t)vector};
+      if (vector >= 0 && (err = xioctl(kv->fd, KVM_INTERRUPT, &i)) < 0)
         return err;
-      atomic_store(&vcpu->pending_irq, 0);
     } else {
       run->request_interrupt_window = 1;
     }
   }
+  if (vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER)
+    run->cr8 = kv->cr8_in = vmm__vcpu_tpr(vcpu);
   return 0;
 }
+
+/* A guest RDMSR/WRMSR KVM sent to user space (the platform's filter). */
+static void exit_msr(vmm_vcpu *vcpu, bool write) {
+  struct kvm_run *run = KV(vcpu)->run;
+  uint64_t value = write ? run->msr.data : 0;
+  int rc = vmm__vcpu_msr(vcpu, run->msr.index, &value, write);
+  run->msr.error = rc == 0 ? 0 : 1; /* ours or #GP: nothing else is sent */
+  if (rc == 0 && !write)
+    run->msr.data = value;
+}
+
+static int kvm_sync(vmm_vcpu *vcpu);
 
 static void exit_debug(vmm_vcpu *vcpu, struct vmm_exit *e) {
   struct kvm_vcpu_state *kv = KV(vcpu);
@@ -811,6 +891,8 @@ static int kvm_run(vmm_vcpu *vcpu) {
     return err;
 
   int rc = ioctl(kv->fd, KVM_RUN, 0);
+  if (vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER && run->cr8 != kv->cr8_in)
+    vmm__vcpu_set_tpr(vcpu, run->cr8);
   if (rc < 0) {
     if (errno == EINTR || errno == EAGAIN) {
       __atomic_store_n(&run->immediate_exit, 0, __ATOMIC_RELAXED);
@@ -862,6 +944,12 @@ static int kvm_run(vmm_vcpu *vcpu) {
   case KVM_EXIT_INTR:
     e->reason = VMM_EXIT_NONE;
     break;
+  case KVM_EXIT_X86_RDMSR:
+  case KVM_EXIT_X86_WRMSR:
+    exit_msr(vcpu, run->exit_reason == KVM_EXIT_X86_WRMSR);
+    /* Complete the instruction now, so no caller ever sees it half done. */
+    e->reason = VMM_EXIT_NONE;
+    return kvm_sync(vcpu);
   case KVM_EXIT_FAIL_ENTRY:
     e->reason = VMM_EXIT_INTERNAL_ERROR;
     e->internal.code = VMM_INTERNAL_ENTRY_FAILED;
@@ -918,6 +1006,7 @@ static void kvm_vcpu_leave(vmm_vcpu *vcpu) { drain_kicks(vcpu); }
 const struct vmm__engine_ops vmm__kvm_ops = {
     .kind = VMM_ENGINE_KVM,
     .name = "kvm",
+    .has_irqchip = true,
     .available = kvm_available,
     .vm_init = kvm_vm_init,
     .vm_fini = kvm_vm_fini,
@@ -949,4 +1038,6 @@ const struct vmm__engine_ops vmm__kvm_ops = {
     .sync = kvm_sync,
     .kick = kvm_kick,
     .vcpu_leave = kvm_vcpu_leave,
+    .tsc_khz = kvm_tsc_khz,
+    .guest_tsc = kvm_guest_tsc,
 };

@@ -1,0 +1,48 @@
+; INIT/SIPI start of an application processor for test_platform.c.
+; Two entry points in one image at ORG:
+;   ORG + 0x000  the AP, in real mode: a SIPI with vector 0x10 starts it at
+;                0x1000:0000. It records DATA+0x10 = 0xa55a, DATA+0x12 = its
+;                CS, increments DATA+0x14 (starts), then halts with
+;                interrupts off.
+;   ORG + 0x100  the BSP, 64-bit: enables its APIC and sends APIC ID 1 an
+;                INIT, an INIT level de-assert (a no-op, as Linux sends it)
+;                and a SIPI; waits (bounded) for the AP's mark, sends a
+;                second SIPI (the AP runs: ignored), and writes 0 on the
+;                exit port, or 1 if the AP never came.
+bits 16
+%include "plat.inc"
+org ORG
+ap:
+    mov ax, (DATA >> 4)
+    mov ds, ax
+    mov word [0x10], 0xa55a
+    mov [0x12], cs
+    inc word [0x14]
+.halt:
+    cli
+    hlt
+    jmp .halt
+
+times 0x100 - ($ - $$) db 0
+bits 64
+bsp:
+    mov r15d, LAPIC
+    mov dword [r15 + 0xf0], 0x1ff       ; SVR: enabled
+    mov dword [r15 + 0x310], 1 << 24    ; ICR high: APIC ID 1
+    mov dword [r15 + 0x300], 0x4500     ; INIT, assert
+    mov dword [r15 + 0x300], 0x8500     ; INIT, level de-assert
+    mov dword [r15 + 0x300], 0x4600 | (ORG >> 12) ; SIPI
+    mov ecx, 3000000
+.wait:
+    cmp word [DATA + 0x10], 0xa55a
+    je .up
+    dec ecx
+    jnz .wait
+    mov al, 1
+    out EXIT_PORT, al
+    hlt
+.up:
+    mov dword [r15 + 0x300], 0x4600 | (ORG >> 12) ; ignored: it runs
+    xor eax, eax
+    out EXIT_PORT, al
+    hlt
