@@ -458,51 +458,36 @@ out:
 }
 
 /*
- * On KVM's in-kernel interrupt controllers, tell OS kernels (Linux reads no
- * fw_cfg) about the vCPUs and the IOAPIC with an MP table, so they can start
- * the secondary vCPUs. Not for flat images: their memory is the caller's.
+ * Tell OS kernels (Linux reads no fw_cfg) about the vCPUs and the IOAPIC
+ * with an MP table, so they can route interrupts and start secondary vCPUs,
+ * whenever the VM has interrupt controllers (KVM's or the library's). Not
+ * for flat images: their memory is the caller's.
  */
 static int add_mptable(struct vmmrun_machine *m, const struct vmmrun_opts *o) {
-  if (!m->irqchip || vmm_vm_engine(m->vm) != VMM_ENGINE_KVM ||
-      (m->load->format != VMM_IMAGE_BZIMAGE &&
-       m->load->format != VMM_IMAGE_MULTIBOOT))
+  if (!m->irqchip || (m->load->format != VMM_IMAGE_BZIMAGE &&
+                      m->load->format != VMM_IMAGE_MULTIBOOT))
     return 0;
-  if (o->cpus > VMMRUN_MPTABLE_MAX_CPUS) {
-    vmmrun_log(1, "no MP table for %u vCPUs (at most %u): the guest sees one",
-               o->cpus, VMMRUN_MPTABLE_MAX_CPUS);
-    return 0;
-  }
-  size_t size = vmmrun_mptable_size(o->cpus);
+  struct vmm_mptable_config cfg;
+  vmm_mptable_config_init(&cfg);
+  cfg.cpus = o->cpus;
+  /* The table and its processor entries fit in the BIOS page at 0xf0000;
+     refuse to overwrite anything the image put there. */
+  const uint64_t span = 0x10000;
   for (size_t i = 0; i < m->load->nr_regions; i++) {
     const struct vmm_loader_region *r = &m->load->regions[i];
-    if (r->gpa < VMMRUN_MPTABLE_ADDR + size &&
-        VMMRUN_MPTABLE_ADDR < r->gpa + r->size) {
-      vmmrun_log(1, "no MP table: the image uses 0x%x", VMMRUN_MPTABLE_ADDR);
+    if (r->gpa < cfg.addr + span && cfg.addr < r->gpa + r->size) {
+      vmmrun_log(1, "no MP table: the image uses 0x%llx",
+                 (unsigned long long)cfg.addr);
       return 0;
     }
   }
-  struct vmm_cpuid_entry cpuid[VMM_CPUID_MAX_ENTRIES];
-  size_t n = VMM_CPUID_MAX_ENTRIES;
-  uint32_t signature = 0, features = 0;
-  if (vmm_vcpu_get_cpuid(m->vcpus[0], cpuid, &n) == 0)
-    for (size_t i = 0; i < n; i++)
-      if (cpuid[i].function == 1) {
-        signature = cpuid[i].eax;
-        features = cpuid[i].edx;
-      }
-  uint8_t *buf = malloc(size);
-  int err = buf == NULL ? VMM_ENOMEM : 0;
-  if (err == 0 && vmmrun_mptable_build(buf, size, VMMRUN_MPTABLE_ADDR, o->cpus,
-                                       signature, features) < 0)
-    err = VMM_EINVAL;
-  if (err == 0)
-    err = vmm_mem_write(m->vm, VMMRUN_MPTABLE_ADDR, buf, size);
-  free(buf);
+  size_t size = 0;
+  int err = vmm_mptable_write(m->vm, &cfg, &size);
   if (err < 0)
     return fail(VMMRUN_EXIT_ERROR, "cannot write the MP table: %s",
                 vmm_strerror(err));
-  vmmrun_log(2, "MP table at 0x%x: %u vCPUs, IOAPIC", VMMRUN_MPTABLE_ADDR,
-             o->cpus);
+  vmmrun_log(2, "MP table at 0x%llx (%zu bytes): %u vCPUs, IOAPIC",
+             (unsigned long long)cfg.addr, size, o->cpus);
   return 0;
 }
 

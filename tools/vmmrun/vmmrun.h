@@ -129,21 +129,6 @@ void vmmrun_machine_destroy(struct vmmrun_machine *m);
 /* Unclaimed accesses as JSON (new reference). */
 struct json_t *vmmrun_unclaimed_json(const struct vmmrun_machine *m);
 
-/* ---- mptable.c ---------------------------------------------------------- */
-
-/* Where vmmrun puts the MP table: the BIOS area Linux scans, reserved in
-   the memory map the loaders give. */
-#define VMMRUN_MPTABLE_ADDR 0xf0000u
-/* APIC IDs 0..n-1 for the CPUs and n for the IOAPIC, below broadcast. */
-#define VMMRUN_MPTABLE_MAX_CPUS 254
-
-/* Bytes the table takes for ncpus processors. */
-size_t vmmrun_mptable_size(unsigned ncpus);
-/* Build it in buf for guest-physical address at (signature and features
-   are CPUID 1 EAX and EDX). 0, or -1 for bad arguments. */
-int vmmrun_mptable_build(uint8_t *buf, size_t size, uint32_t at, unsigned ncpus,
-                         uint32_t signature, uint32_t features);
-
 /* ---- control.c ---------------------------------------------------------- */
 
 struct vmmrun;
