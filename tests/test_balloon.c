@@ -758,13 +758,16 @@ static void test_reporting(void **state) {
   assert_true(b.q_report >= 0);
   fill(f, DATA_GPA, 4 * MIB, 0x33);
   struct resident before = measure(f->vm, f->ram_slot);
-  /* Ranges with ragged edges: only whole pages inside them go. */
-  struct vd_buf bufs[3] = {
+  /* Ranges with ragged edges: only whole pages inside them go. An empty
+     buffer names no memory, wherever it points: one at the top of the
+     address space must not wrap into a range of 2^64 bytes. */
+  struct vd_buf bufs[4] = {
       {DATA_GPA + 100, (uint32_t)(2 * MIB - 100), true},
       {DATA_GPA + 2 * MIB, (uint32_t)(2 * MIB - 100), true},
       {ANON_GPA, 0, true},
+      {UINT64_MAX - 7, 0, true},
   };
-  vq_add(&b.d, &b.q[b.q_report], bufs, 3);
+  vq_add(&b.d, &b.q[b.q_report], bufs, 4);
   vq_kick(&b.d, &b.q[b.q_report]);
   uint32_t id, len;
   assert_true(vq_get_used(&b.d, &b.q[b.q_report], &id, &len));

@@ -289,7 +289,12 @@ static void handle_reporting(struct balloon *b, unsigned q) {
     uint64_t t0 = now_ns();
     for (uint16_t i = 0; i < c.count; i++) {
       /* Whole 4 KiB pages inside the buffer; the buffer itself was
-         checked to be writable RAM when the chain was popped. */
+         checked to be writable RAM, not wrapping, when the chain was
+         popped. A buffer shorter than a page holds no whole page, and
+         skipping it first keeps the round-up below from wrapping for a
+         buffer at the very top of the address space. */
+      if (c.bufs[i].len < PFN_SIZE)
+        continue;
       vmm_gpa_t lo = (c.bufs[i].gpa + PFN_SIZE - 1) & ~(PFN_SIZE - 1);
       vmm_gpa_t hi = (c.bufs[i].gpa + c.bufs[i].len) & ~(PFN_SIZE - 1);
       if (hi <= lo)
