@@ -273,6 +273,11 @@ struct bt_vcpu {
   uint64_t shadow_rip; /* interrupt shadow covers the instruction here */
   bool shadow;
   bool nmi_blocked;
+  /* Exception delivery in progress and the fault it ran into (sys.c). */
+  int delivering;
+  int nest_vec;
+  bool nest_has_err;
+  uint32_t nest_err;
 
   /* Derived mode. */
   uint32_t key;

@@ -221,29 +221,29 @@ struct nested {
 #define NEST(v, e) ((struct nested){.vec = (v), .has_err = true, .err = (e)})
 #define NEST_NONE ((struct nested){.vec = -1})
 
-/* The nested exception a failed memory access raised: bt_read/bt_write
-   report exceptions through b->pending_*; see bt_raise_pf. */
-static struct nested fault_nested(struct bt_vcpu *b, int err);
-
 static bool is_contributory(int v) {
   return v == X86_EXC_DE || v == X86_EXC_TS || v == X86_EXC_NP ||
          v == X86_EXC_SS || v == X86_EXC_GP;
 }
 
 /*
- * During delivery, memory accesses and checks do not deliver their own
- * faults: they record them here, and bt_deliver combines them with the
- * event being delivered (double fault rules).
+ * During delivery (b->delivering), memory accesses and checks do not
+ * deliver their own faults: bt_raise records them in b->nest and
+ * bt_deliver combines them with the event being delivered (double fault
+ * rules). fault_nested() turns a failed access into that record.
  */
-static __thread int t_delivering; /* nesting guard for the current thread */
-
-static struct nested g_last; /* only used under t_delivering (per call) */
-
 static struct nested fault_nested(struct bt_vcpu *b, int err) {
-  VMM__UNUSED(b);
   if (err == BT_EXIT)
     return NEST(-2, 0);
-  return g_last;
+  return (struct nested){.vec = b->nest_vec, .has_err = b->nest_has_err,
+                         .err = b->nest_err};
+}
+
+static void nest_record(struct bt_vcpu *b, int vec, bool has_err,
+                        uint32_t err) {
+  b->nest_vec = vec;
+  b->nest_has_err = has_err;
+  b->nest_err = err;
 }
 
 static uint32_t ext_bit(int type) {
@@ -486,10 +486,10 @@ int bt_deliver(struct bt_vcpu *b, unsigned vec, int type, bool has_err,
   /* Registers are restored if delivery fails part-way. */
   uint64_t save_sp = b->ctx.gpr[R_SP];
   for (int round = 0; round < 3; round++) {
-    t_delivering++;
-    g_last = NEST_NONE;
+    b->delivering++;
+    nest_record(b, -1, false, 0);
     struct nested n = deliver_once(b, vec, type, has_err, err, ret_rip);
-    t_delivering--;
+    b->delivering--;
     if (n.vec == -1) {
       b->halted = false;
       return type == BT_EV_EXC ? BT_FAULT : 0;
@@ -539,9 +539,9 @@ int bt_raise(struct bt_vcpu *b, unsigned vec, bool has_err, uint32_t err) {
     has_err = false;
   else if (!has_error_code(vec))
     has_err = false;
-  if (t_delivering) {
+  if (b->delivering) {
     /* Inside a delivery: record, let bt_deliver combine. */
-    g_last = (struct nested){.vec = (int)vec, .has_err = has_err, .err = err};
+    nest_record(b, (int)vec, has_err, err);
     return BT_FAULT;
   }
   if (exit_instead(b, vec, has_err, err, vec == X86_EXC_PF ? b->cr2 : 0))
@@ -557,9 +557,9 @@ int bt_raise(struct bt_vcpu *b, unsigned vec, bool has_err, uint32_t err) {
 }
 
 int bt_raise_pf(struct bt_vcpu *b, uint64_t lin, uint32_t err) {
-  if (t_delivering) {
+  if (b->delivering) {
     b->cr2 = lin;
-    g_last = (struct nested){.vec = X86_EXC_PF, .has_err = true, .err = err};
+    nest_record(b, X86_EXC_PF, true, err);
     return BT_FAULT;
   }
   if (exit_instead(b, X86_EXC_PF, true, err, lin))

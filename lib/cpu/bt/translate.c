@@ -72,6 +72,7 @@ struct tx {
     uint64_t target;
   } lk[4];
   unsigned nlk;
+  struct bt_desc dummy; /* sink when the descriptor arena is full */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -443,8 +444,7 @@ static struct bt_desc *new_desc(struct tx *t, unsigned i, enum bt_desc_kind k,
   struct bt_desc *d = bt_desc_alloc(t->b, index);
   if (d == NULL) {
     t->e.fail = true;
-    static struct bt_desc dummy;
-    return &dummy; /* discarded: the translation fails and is retried */
+    return &t->dummy; /* discarded: the translation fails and is retried */
   }
   struct xi *x = &t->x[i];
   d->kind = (uint8_t)k;
