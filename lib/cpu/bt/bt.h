@@ -279,6 +279,11 @@ struct bt_vcpu {
   bool nest_has_err;
   uint32_t nest_err;
 
+  /* Paging features from the vCPU's CPUID (set_cpuid). */
+  unsigned maxphy;
+  bool gbpages;
+  bool last_user_page; /* U/S of the last bt_translate() */
+
   /* Derived mode. */
   uint32_t key;
   ZydisMachineMode zmode;
@@ -391,6 +396,7 @@ int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
              uint64_t *phys0, uint64_t *phys1, unsigned *got);
 int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
                  uint64_t *gpa);
+void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg);
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d);
 int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d);
 /* Code pages (SMC): mark before translating; check after writes. */

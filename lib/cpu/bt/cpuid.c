@@ -36,8 +36,8 @@ void bt_supported_cpuid(struct bt_vm *m) {
 
   unsigned a7, b7, c7, d7;
   __cpuid_count(7, 0, a7, b7, c7, d7);
-  /* BMI1, SMEP, BMI2, ERMS, ADX. */
-  uint32_t ebx7 = BIT(3) | BIT(7) | BIT(8) | BIT(9) | BIT(19);
+  /* BMI1, SMEP, BMI2, ERMS, ADX, SMAP. */
+  uint32_t ebx7 = BIT(3) | BIT(7) | BIT(8) | BIT(9) | BIT(19) | BIT(20);
   add(m, 7, 0, VMM_CPUID_INDEXED, 0, b7 & ebx7, 0, 0);
 
   __cpuid(0x80000000, a, b, c, d);

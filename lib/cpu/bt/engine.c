@@ -585,6 +585,14 @@ static int bt_set_cpuid(vmm_vcpu *vcpu, const struct vmm_cpuid_entry *e,
       }
     }
   }
+  /* Paging features the walker honours. */
+  struct bt_vcpu *b = BV(vcpu);
+  const struct vmm_cpuid_entry *x = vmm__cpuid_find(e, n, 0x80000008, 0);
+  b->maxphy = x ? (x->eax & 0xff) : 36;
+  if (b->maxphy < 32 || b->maxphy > 52)
+    b->maxphy = 36;
+  x = vmm__cpuid_find(e, n, 0x80000001, 0);
+  b->gbpages = x && (x->edx & (1u << 26));
   return 0;
 }
 
@@ -943,6 +951,8 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       host = bt_tc_addr(&b->tc, f->entry);
     }
 
+    /* RF suppresses breakpoints for one instruction only. */
+    b->vflags &= ~X86_RFLAGS_RF;
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);

@@ -1634,6 +1634,15 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     if (b->cpl != 0)
       return bt_raise(b, X86_EXC_GP, true, 0);
     break;
+  case ZYDIS_MNEMONIC_STAC:
+  case ZYDIS_MNEMONIC_CLAC:
+    if (b->cpl != 0)
+      return bt_raise(b, X86_EXC_UD, false, 0);
+    if (m == ZYDIS_MNEMONIC_STAC)
+      b->vflags |= X86_RFLAGS_AC;
+    else
+      b->vflags &= ~X86_RFLAGS_AC;
+    break;
   case ZYDIS_MNEMONIC_SWAPGS:
     if (!code64(b))
       return bt_raise(b, X86_EXC_UD, false, 0);

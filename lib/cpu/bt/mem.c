@@ -50,19 +50,21 @@ static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
 /* ------------------------------------------------------------------------ */
 /* Translation                                                              */
 
-static void paging(struct bt_vcpu *b, struct vmm__paging *pg) {
+void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg) {
+  memset(pg, 0, sizeof(*pg));
   pg->cr0 = b->cr0;
   pg->cr3 = b->cr3;
   pg->cr4 = b->cr4;
   pg->efer = b->efer;
   pg->ac = (b->vflags & X86_RFLAGS_AC) != 0;
-  pg->maxphyaddr = 40;
+  pg->maxphyaddr = b->maxphy;
+  pg->gbpages = b->gbpages;
 }
 
 int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
                  uint64_t *gpa) {
   struct vmm__paging pg;
-  paging(b, &pg);
+  bt_paging(b, &pg);
   unsigned a = VMM_ACCESS_SET_AD;
   if (acc & BT_W)
     a |= VMM_ACCESS_WRITE;
@@ -77,6 +79,7 @@ int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
   if (err < 0)
     return bt_raise(b, X86_EXC_GP, true, 0);
   *gpa = t.gpa;
+  b->last_user_page = t.user;
   return 0;
 }
 
@@ -522,9 +525,16 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
 }
 
 
+/* Leave the fragment at this instruction: completed (RIP after it) or
+   not (RIP on it, e.g. waiting for MMIO data). */
 static void leave_at(struct bt_vcpu *b, const struct bt_desc *d, bool retired) {
   b->ctx.rip = retired ? d->rip + d->len : d->rip;
   bt_unretire(b, d->n - d->idx - (retired ? 1u : 0u));
+}
+
+/* Leave after an exception was delivered: RIP is the handler's now. */
+static void leave_fault(struct bt_vcpu *b, const struct bt_desc *d) {
+  bt_unretire(b, d->n - d->idx);
 }
 
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
@@ -548,28 +558,31 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   bool w = o->actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
   uint64_t lin;
   if (bt_operand_lin(b, &di, o, size, w, &lin) < 0) {
-    leave_at(b, d, false);
+    leave_fault(b, d);
     return 1;
   }
   if (bt_needs_align16(&di, o) && (lin & 15)) {
     bt_raise(b, X86_EXC_GP, true, 0);
-    leave_at(b, d, false);
+    leave_fault(b, d);
     return 1;
   }
   uint64_t gpa[2];
   unsigned part[2];
   if (xlate2(b, lin, size, w ? BT_W : BT_R, false, gpa, part) < 0) {
-    leave_at(b, d, false);
+    leave_fault(b, d);
     return 1;
   }
   d->traps++;
   struct bt_bounce *bb = &b->bounce;
   bool ro = false, code = false;
   uint8_t *p = ram(b, gpa[0], part[0], &ro, &code, NULL);
+  /* With SMAP on, a supervisor access to a user page depends on
+     RFLAGS.AC, which the TLB does not track: no entry for it. */
+  bool smap_dep = b->cpl != 3 && (b->cr4 & X86_CR4_SMAP) && b->last_user_page;
   if (part[1] == 0 && p != NULL && !(w && (ro || code))) {
     if (w)
-      mark_dirty(b, gpa[0], 4096 - (unsigned)(gpa[0] & 0xfff));
-    if (d->retry != 0) {
+      mark_dirty(b, gpa[0] & ~0xfffull, 4096);
+    if (d->retry != 0 && !smap_dep) {
       tlb_fill(b, lin, p, w);
       c->cont = d->retry;
       return 0;

@@ -1065,12 +1065,7 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
   if (i > 0) {
     /* Do not raise for instructions after the first. */
     struct vmm__paging pg;
-    pg.cr0 = b->cr0;
-    pg.cr3 = b->cr3;
-    pg.cr4 = b->cr4;
-    pg.efer = b->efer;
-    pg.ac = false;
-    pg.maxphyaddr = 40;
+    bt_paging(b, &pg);
     struct vmm_translation tr;
     unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD | (b->cpl == 3 ? VMM_ACCESS_USER : 0);
     if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc, acc, &tr) < 0) {
@@ -1110,8 +1105,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
     unsigned got2;
     uint64_t q0;
     if (i > 0) {
-      struct vmm__paging pg = {.cr0 = b->cr0, .cr3 = b->cr3, .cr4 = b->cr4,
-                               .efer = b->efer, .maxphyaddr = 40};
+      struct vmm__paging pg;
+      bt_paging(b, &pg);
       struct vmm_translation tr;
       unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD | (b->cpl == 3 ? VMM_ACCESS_USER : 0);
       if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc2, acc, &tr) < 0) {
