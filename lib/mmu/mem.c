@@ -340,7 +340,11 @@ int vmm_mem_read(vmm_vm *vm, vmm_gpa_t gpa, void *buf, size_t len) {
 }
 
 int vmm_mem_write(vmm_vm *vm, vmm_gpa_t gpa, const void *buf, size_t len) {
-  return mem_copy(vm, gpa, (void *)buf, len, true);
+  int err = mem_copy(vm, gpa, (void *)buf, len, true);
+  /* Engines that keep translations of guest code must drop stale ones. */
+  if (err == 0 && len != 0 && vm->ops->mem_written != NULL)
+    vm->ops->mem_written(vm, gpa, len);
+  return err;
 }
 
 int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,

@@ -141,6 +141,10 @@ static int bt_dirty_log_fetch(vmm_vm *vm, const struct vmm__slot *s,
   return 0;
 }
 
+static void bt_mem_written(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len) {
+  bt_code_written(vm, NULL, gpa, len);
+}
+
 static int bt_irq_line(vmm_vm *vm, uint32_t gsi, bool level) {
   VMM__UNUSED(vm);
   VMM__UNUSED(gsi);
@@ -1048,4 +1052,5 @@ const struct vmm__engine_ops vmm__bt_ops = {
     .run = bt_run,
     .sync = bt_sync,
     .kick = bt_kick,
+    .mem_written = bt_mem_written,
 };
