@@ -34,6 +34,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_FPU 0x240
 #define E_CPUID 0x280
 #define E_LOOP_MEM 0x2a0
+#define E_CROSS 0x2c0
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -443,6 +444,21 @@ static void test_tables_outside_ram(void **state) {
   vmmt_fini(&t);
 }
 
+/* An access crossing into the next page must never hit an empty soft-TLB
+   entry (regression: the fuzzer found one that used a stale host
+   address). */
+static void test_cross_page_access(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CROSS);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 0x11223344);
+  uint32_t v;
+  assert_ok(vmm_mem_read(t.vm, 0x2fffe, &v, 4));
+  assert_int_equal(v, 0x11223344);
+  vmmt_fini(&t);
+}
+
 struct sync_dev {
   unsigned reads;
 };
@@ -669,6 +685,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dirty_log),
       cmocka_unit_test(test_wild_access),
       cmocka_unit_test(test_tables_outside_ram),
+      cmocka_unit_test(test_cross_page_access),
       cmocka_unit_test(test_sync_completes_read),
       cmocka_unit_test(test_fpu_virtual_controls),
       cmocka_unit_test(test_cpuid),

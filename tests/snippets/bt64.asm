@@ -26,6 +26,8 @@
 ;                    invalid operation with the exception unmasked in FCW.
 ;   0x280 cpuid      cpuid leaf in eax, then hlt.
 ;   0x2a0 loop_mem   a loop of 1000 loads and stores, hlt.
+;   0x2c0 cross      a 4-byte store and load across the page boundary at
+;                    0x30000 (TLB indices never used before), hlt.
 bits 64
 org 0x10000
 
@@ -165,4 +167,10 @@ loop_mem:
     mov [rdi + 8], rax
     dec ecx
     jnz .l
+    hlt
+
+times 0x2c0 - ($ - $$) db 0xcc
+cross:
+    mov dword [0x2fffe], 0x11223344
+    mov eax, [0x2fffe]
     hlt

@@ -154,10 +154,9 @@ struct bt_desc {
   uint32_t traps; /* slow-path count, for adaptive retranslation */
 };
 
-/* Arena sizes of one translation cache (flushed together). */
-#define BT_MAX_FRAGS 16384
-#define BT_MAX_LINKS 32768
-#define BT_MAX_DESCS 65536
+/* Arena sizes of one translation cache (flushed together) scale with its
+   code size: a fragment is a few hundred bytes of code on average. */
+#define BT_FRAG_BYTES 512
 #define BT_FRAG_HASH 4096
 #define BT_PAGE_HASH 1024
 
@@ -173,12 +172,12 @@ struct bt_tc {
   uint8_t *rx; /* executable view */
   size_t size, used;
   struct bt_frag *frags;
-  unsigned nfrags;
+  unsigned nfrags, max_frags;
   struct bt_link *links;
-  unsigned nlinks;
+  unsigned nlinks, max_links;
   struct bt_desc *descs;
-  unsigned ndescs;
-  struct bt_pagelist *pages; /* arena */
+  unsigned ndescs, max_descs;
+  struct bt_pagelist *pages; /* arena, two per fragment */
   unsigned npages;
   struct bt_frag *hash[BT_FRAG_HASH];
   struct bt_pagelist *phash[BT_PAGE_HASH];
@@ -226,14 +225,24 @@ struct bt_vm {
   bool fsgsbase;
 };
 
-/* A pending MMIO access the instruction at `rip` waits for. */
+/*
+ * MMIO reads of the instruction at `rip`, in program order. An instruction
+ * needing MMIO data exits for each read in turn and is re-executed from
+ * the start each time: reads already served replay from this log (in
+ * order, matched by address and size). The log is cleared when the
+ * instruction (or a string iteration) completes.
+ */
+#define BT_MMIO_LOG 8
 struct bt_mmio {
-  bool valid;
-  bool done; /* read data present */
   uint64_t rip;
-  uint64_t gpa;
-  uint8_t size;
-  uint8_t data[8];
+  unsigned n;      /* entries in log */
+  unsigned cursor; /* next entry the current execution replays */
+  bool waiting;    /* the last entry's data comes with the next run() */
+  struct {
+    uint64_t gpa;
+    uint8_t size;
+    uint8_t data[8];
+  } log[BT_MMIO_LOG];
 };
 
 /* The bounce buffer state between BT_D_MEM and BT_D_MEMPOST. */
@@ -454,6 +463,10 @@ void bt_wp_shootdown(vmm_vm *vm, struct bt_vcpu *self);
 void bt_process_invalidations(struct bt_vcpu *b);
 void bt_code_forget_range(struct bt_vm *m, uint64_t gpa, uint64_t size);
 int bt_complete_pio(struct bt_vcpu *b);
+/* Start executing the instruction at ctx->rip (MMIO replay), and mark it
+   (or one string iteration) complete. */
+void bt_mmio_begin(struct bt_vcpu *b);
+void bt_mmio_retire(struct bt_vcpu *b);
 void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d);
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
               ZydisDecodedInstruction *di, ZydisDecodedOperand *op);

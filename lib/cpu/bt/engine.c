@@ -372,7 +372,8 @@ static int bt_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *r) {
     bt_update_mode(b);
   /* A new RIP abandons any instruction left half-done by an exit. */
   b->pio.valid = false;
-  b->mmio.valid = false;
+  b->mmio.n = 0;
+  b->mmio.waiting = false;
   b->halted = false;
   return 0;
 }
@@ -1011,7 +1012,7 @@ static int bt_sync(vmm_vcpu *vcpu) {
   set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
-  if (err == 0 && b->mmio.valid && b->mmio.done)
+  if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
   set_gs(b, host_gs);
   count_sync(b);

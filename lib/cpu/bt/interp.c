@@ -609,6 +609,7 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
       areg_set(b, R_SI, abits, si + (uint64_t)step);
     if (uses_di)
       areg_set(b, R_DI, abits, di + (uint64_t)step);
+    bt_mmio_retire(b); /* each iteration reads afresh */
     count--;
     done++;
     if (rep)
@@ -642,9 +643,12 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
 
 /* Complete an IN or INS left half-done by an exit (engine run()). */
 int bt_complete_pio(struct bt_vcpu *b) {
-  if (b->mmio.valid && !b->mmio.done) {
-    memcpy(b->mmio.data, b->vcpu->exit.mmio.data, sizeof(b->mmio.data));
-    b->mmio.done = true;
+  struct bt_mmio *m = &b->mmio;
+  if (m->waiting) {
+    m->waiting = false;
+    if (m->n > 0)
+      memcpy(m->log[m->n - 1].data, b->vcpu->exit.mmio.data,
+             sizeof(m->log[0].data));
   }
   if (!b->pio.valid)
     return 0;
@@ -1939,5 +1943,9 @@ int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
     in.next = (uint32_t)in.next;
   else if (cbits == 16)
     in.next &= 0xffff;
-  return emulate(b, &in);
+  bt_mmio_begin(b);
+  int rc = emulate(b, &in);
+  if (rc == BT_OK)
+    bt_mmio_retire(b);
+  return rc;
 }

@@ -13,9 +13,14 @@
 /* ------------------------------------------------------------------------ */
 /* Soft TLB                                                                 */
 
-/* Entry i is empty when its tag names a page whose index is not i. */
+/*
+ * Entry i is empty when its tag names a page whose index is neither i nor
+ * i + 1: an access indexed by its first byte's page (index i) compares the
+ * tag with its last byte's page, whose index is i or, when the access
+ * crosses into the next page, i + 1. Either must miss.
+ */
 static uint64_t tlb_empty(unsigned i) {
-  return -(uint64_t)(((i + 1) & (BT_TLB_SIZE - 1)) << 12);
+  return -(uint64_t)(((i + 2) & (BT_TLB_SIZE - 1)) << 12);
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {
@@ -353,15 +358,29 @@ static void mark_dirty(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
   vmm__mem_mark_dirty(&b->vcpu->vm->mem, gpa, len);
 }
 
+void bt_mmio_begin(struct bt_vcpu *b) {
+  struct bt_mmio *m = &b->mmio;
+  if (m->rip != b->ctx.rip) {
+    m->rip = b->ctx.rip;
+    m->n = 0;
+  }
+  m->cursor = 0;
+}
+
+void bt_mmio_retire(struct bt_vcpu *b) {
+  b->mmio.n = 0;
+  b->mmio.cursor = 0;
+}
+
 static int mmio_read(struct bt_vcpu *b, uint64_t gpa, void *buf, unsigned len) {
   struct bt_mmio *m = &b->mmio;
-  if (m->valid && m->done && m->rip == b->ctx.rip && m->gpa == gpa &&
-      m->size == len) {
-    memcpy(buf, m->data, len);
-    m->valid = false;
+  if (m->rip == b->ctx.rip && m->cursor < m->n &&
+      m->log[m->cursor].gpa == gpa && m->log[m->cursor].size == len) {
+    memcpy(buf, m->log[m->cursor].data, len);
+    m->cursor++;
     return 0;
   }
-  if (len > 8 || b->exit_ready) {
+  if (len > 8 || b->exit_ready || m->cursor == BT_MMIO_LOG) {
     bt_internal_error(b, VMM_INTERNAL_EMULATION,
                       "MMIO read of %u bytes at 0x%llx not supported", len,
                       (unsigned long long)gpa);
@@ -372,8 +391,11 @@ static int mmio_read(struct bt_vcpu *b, uint64_t gpa, void *buf, unsigned len) {
   e->reason = VMM_EXIT_MMIO;
   e->mmio.gpa = gpa;
   e->mmio.size = (uint8_t)len;
-  *m = (struct bt_mmio){.valid = true, .rip = b->ctx.rip, .gpa = gpa,
-                        .size = (uint8_t)len};
+  m->rip = b->ctx.rip;
+  m->n = m->cursor + 1;
+  m->log[m->cursor].gpa = gpa;
+  m->log[m->cursor].size = (uint8_t)len;
+  m->waiting = true;
   b->exit_ready = true;
   return BT_EXIT;
 }
@@ -541,6 +563,7 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   struct bt_ctx *c = &b->ctx;
   bt_unspill(b, d);
   c->rip = d->rip;
+  bt_mmio_begin(b);
   ZydisDecodedInstruction di;
   ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
   if (bt_decode(b, d->bytes, d->len, &di, op) < 0) {
@@ -665,6 +688,7 @@ int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d) {
     }
   }
   bb->active = false;
+  bt_mmio_retire(b);
   if (b->cur_invalid)
     leave = 1;
   if (leave) {

@@ -37,10 +37,13 @@ int bt_tc_init(struct bt_tc *tc, size_t size) {
     goto fail;
   }
   tc->fd = fd;
-  tc->frags = calloc(BT_MAX_FRAGS, sizeof(*tc->frags));
-  tc->links = calloc(BT_MAX_LINKS, sizeof(*tc->links));
-  tc->descs = calloc(BT_MAX_DESCS, sizeof(*tc->descs));
-  tc->pages = calloc(BT_MAX_FRAGS * 2, sizeof(*tc->pages));
+  tc->max_frags = (unsigned)(size / BT_FRAG_BYTES);
+  tc->max_links = tc->max_frags * 2;
+  tc->max_descs = tc->max_frags * 4;
+  tc->frags = calloc(tc->max_frags, sizeof(*tc->frags));
+  tc->links = calloc(tc->max_links, sizeof(*tc->links));
+  tc->descs = calloc(tc->max_descs, sizeof(*tc->descs));
+  tc->pages = calloc(tc->max_frags * 2, sizeof(*tc->pages));
   if (!tc->frags || !tc->links || !tc->descs || !tc->pages) {
     bt_tc_fini(tc);
     return VMM_ENOMEM;
@@ -128,7 +131,7 @@ struct bt_frag *bt_frag_find(struct bt_vcpu *b, uint64_t pc, uint64_t phys0) {
 
 struct bt_frag *bt_frag_alloc(struct bt_vcpu *b) {
   struct bt_tc *tc = &b->tc;
-  if (tc->nfrags == BT_MAX_FRAGS)
+  if (tc->nfrags == tc->max_frags)
     return NULL;
   struct bt_frag *f = &tc->frags[tc->nfrags++];
   memset(f, 0, sizeof(*f));
@@ -137,7 +140,7 @@ struct bt_frag *bt_frag_alloc(struct bt_vcpu *b) {
 
 struct bt_link *bt_link_alloc(struct bt_vcpu *b) {
   struct bt_tc *tc = &b->tc;
-  if (tc->nlinks == BT_MAX_LINKS)
+  if (tc->nlinks == tc->max_links)
     return NULL;
   struct bt_link *l = &tc->links[tc->nlinks++];
   memset(l, 0, sizeof(*l));
@@ -146,7 +149,7 @@ struct bt_link *bt_link_alloc(struct bt_vcpu *b) {
 
 struct bt_desc *bt_desc_alloc(struct bt_vcpu *b, uint32_t *index) {
   struct bt_tc *tc = &b->tc;
-  if (tc->ndescs == BT_MAX_DESCS)
+  if (tc->ndescs == tc->max_descs)
     return NULL;
   *index = tc->ndescs;
   struct bt_desc *d = &tc->descs[tc->ndescs++];
@@ -161,7 +164,7 @@ static struct bt_pagelist *page_get(struct bt_vcpu *b, uint64_t page,
   for (struct bt_pagelist *p = tc->phash[h]; p; p = p->next)
     if (p->page == page)
       return p;
-  if (!create || tc->npages == BT_MAX_FRAGS * 2)
+  if (!create || tc->npages == tc->max_frags * 2)
     return NULL;
   struct bt_pagelist *p = &tc->pages[tc->npages++];
   p->page = page;

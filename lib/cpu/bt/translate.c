@@ -1230,8 +1230,8 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   struct bt_tc *tc = &b->tc;
   struct bt_frag *f = bt_frag_alloc(b);
   size_t room = tc->size - tc->used;
-  if (f == NULL || room < 4096 || tc->nlinks + 8 > BT_MAX_LINKS ||
-      tc->ndescs + 3 * TU_MAX > BT_MAX_DESCS) {
+  if (f == NULL || room < 4096 || tc->nlinks + 8 > tc->max_links ||
+      tc->ndescs + 3 * TU_MAX > tc->max_descs) {
     free(t);
     *retry = 1;
     return NULL;
