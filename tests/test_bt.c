@@ -35,6 +35,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_CPUID 0x280
 #define E_LOOP_MEM 0x2a0
 #define E_CROSS 0x2c0
+#define E_BITMEM 0x2e0
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -459,6 +460,24 @@ static void test_cross_page_access(void **state) {
   vmmt_fini(&t);
 }
 
+/* A bit test with a register offset addresses memory far from its operand:
+   within RAM it works (atomically with lock); far away it faults in the
+   guest, never reaching host memory past the guest page. */
+static void test_bit_offset_confined(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_BITMEM);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 14);
+  assert_int_equal(e->fault.cr2, 0x30000ull + (1ull << 41));
+  assert_int_equal(reg(&t, VMM_REG_RBX), 1);
+  uint8_t byte;
+  assert_ok(vmm_mem_read(t.vm, 0x3000c, &byte, 1));
+  assert_int_equal(byte, 0x10);
+  vmmt_fini(&t);
+}
+
 struct sync_dev {
   unsigned reads;
 };
@@ -686,6 +705,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_wild_access),
       cmocka_unit_test(test_tables_outside_ram),
       cmocka_unit_test(test_cross_page_access),
+      cmocka_unit_test(test_bit_offset_confined),
       cmocka_unit_test(test_sync_completes_read),
       cmocka_unit_test(test_fpu_virtual_controls),
       cmocka_unit_test(test_cpuid),

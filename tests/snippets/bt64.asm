@@ -28,6 +28,9 @@
 ;   0x2a0 loop_mem   a loop of 1000 loads and stores, hlt.
 ;   0x2c0 cross      a 4-byte store and load across the page boundary at
 ;                    0x30000 (TLB indices never used before), hlt.
+;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
+;                    0x3000c), rbx = CF of a second bts there; then bts
+;                    with rax = 2^44: the element is 2^41 bytes away (#PF).
 bits 64
 org 0x10000
 
@@ -173,4 +176,15 @@ times 0x2c0 - ($ - $$) db 0xcc
 cross:
     mov dword [0x2fffe], 0x11223344
     mov eax, [0x2fffe]
+    hlt
+
+times 0x2e0 - ($ - $$) db 0xcc
+bitmem:
+    mov eax, 100
+    lock bts [0x30000], eax
+    bts [0x30000], eax
+    setc bl
+    movzx ebx, bl
+    mov rax, 1 << 44
+    bts [0x30000], rax
     hlt

@@ -213,7 +213,20 @@ struct bt_codepage {
 
 #define BT_CODE_HASH 1024
 
+/* Host CPU features the engine may pass through (bt_vm.host). */
+#define BT_H_SSE3 (1u << 0)
+#define BT_H_SSSE3 (1u << 1)
+#define BT_H_SSE4 (3u << 2) /* SSE4.1 and SSE4.2 (with POPCNT) */
+#define BT_H_LZCNT (1u << 4)
+#define BT_H_BMI1 (1u << 5)
+#define BT_H_BMI2 (1u << 6)
+#define BT_H_ADX (1u << 7)
+#define BT_H_MOVBE (1u << 8)
+#define BT_H_AES (1u << 9)
+#define BT_H_PCLMUL (1u << 10)
+
 struct bt_vm {
+  uint32_t host; /* BT_H_* */
   pthread_mutex_t lock; /* code pages, invalidation queues */
   struct bt_codepage *code[BT_CODE_HASH];
   /* Per slot id: one bit per page holding translated code. */
@@ -406,6 +419,8 @@ int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
 int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
                  uint64_t *gpa);
 void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg);
+uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len);
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d);
 int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d);
 /* Code pages (SMC): mark before translating; check after writes. */

@@ -1223,6 +1223,70 @@ static int do_sysexit(struct bt_vcpu *b, struct insn *in) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Bit tests on memory with a register bit offset                           */
+
+/*
+ * BT/BTS/BTR/BTC m, r address memory at ea + (offset >> log2(bits)) *
+ * bytes, anywhere within +-2^63 bits: run natively they would reach past
+ * the checked operand, so C finds the element, then runs the host
+ * instruction on it (atomically with lock) with the offset reduced.
+ */
+static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
+  unsigned bits = in->op[0].size;
+  unsigned bytes = bits / 8;
+  uint64_t off;
+  int err = op_read(b, in, 1, &off);
+  if (err < 0)
+    return err;
+  int64_t soff = bits == 16 ? (int16_t)off : bits == 32 ? (int32_t)off : (int64_t)off;
+  int64_t elem = soff >> (bits == 16 ? 4 : bits == 32 ? 5 : 6);
+  uint64_t bit = (uint64_t)soff & (bits - 1);
+  const ZydisDecodedOperand *o = &in->op[0];
+  uint64_t ea = ea_of(b, &in->di, o, in->next) + (uint64_t)(elem * (int64_t)bytes);
+  if (in->di.address_width == 16)
+    ea &= 0xffff;
+  else if (in->di.address_width == 32)
+    ea &= 0xffffffff;
+  int s = sreg_index(o->mem.segment);
+  bool write = in->di.mnemonic != ZYDIS_MNEMONIC_BT;
+  uint64_t lin;
+  if ((err = seg_lin(b, s < 0 ? S_DS : s, ea, bytes, write, &lin)) < 0)
+    return err;
+  uint64_t v = 0;
+  if ((err = bt_read(b, lin, &v, bytes, false)) < 0)
+    return err;
+  /* Atomic on RAM within one page; otherwise read-modify-write. */
+  uint64_t gpa;
+  uint8_t *p = NULL;
+  if (write && (lin & 0xfff) + bytes <= 4096 &&
+      bt_translate(b, lin, BT_W, false, &gpa) == 0)
+    p = bt_ram_writable(b, gpa, bytes);
+  uint64_t fl = b->ctx.flags;
+  uint64_t nv = v;
+  uint64_t cf;
+#define BITOP(insn)                                                              do {                                                                             if (p != NULL && bytes == 8)                                                     __asm__ volatile("pushq %2; popfq; lock " insn "q %3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint64_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else if (p != NULL && bytes == 4)                                                __asm__ volatile("pushq %2; popfq; lock " insn "l %k3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint32_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else if (p != NULL)                                                              __asm__ volatile("pushq %2; popfq; lock " insn "w %w3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint16_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else                                                                             __asm__ volatile("pushq %2; popfq; " insn "q %3, %1; pushfq; popq %0"                           : "=r"(fl), "+r"(nv) : "0"(fl), "r"(bit) : "cc");         } while (0)
+  switch (in->di.mnemonic) {
+  case ZYDIS_MNEMONIC_BTS: BITOP("bts"); break;
+  case ZYDIS_MNEMONIC_BTR: BITOP("btr"); break;
+  case ZYDIS_MNEMONIC_BTC: BITOP("btc"); break;
+  default:
+    p = NULL;
+    __asm__("pushq %1; popfq; btq %2, %3; pushfq; popq %0"
+            : "=r"(fl) : "0"(fl), "r"(bit), "r"(v) : "cc");
+    break;
+  }
+#undef BITOP
+  cf = fl;
+  set_status(b, cf, STATUS);
+  if (write && p == NULL && (err = bt_write(b, lin, &nv, bytes, false)) < 0)
+    return err;
+  if (p != NULL)
+    bt_ram_written(b, gpa, bytes);
+  b->ctx.rip = in->next;
+  return BT_OK;
+}
+
+/* ------------------------------------------------------------------------ */
 /* BCD and other legacy arithmetic (invalid in 64-bit mode)                 */
 
 static int do_bcd(struct bt_vcpu *b, struct insn *in) {
@@ -1669,6 +1733,13 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_AAS: case ZYDIS_MNEMONIC_AAM: case ZYDIS_MNEMONIC_AAD:
   case ZYDIS_MNEMONIC_SALC:
     return do_bcd(b, in);
+
+  case ZYDIS_MNEMONIC_BT: case ZYDIS_MNEMONIC_BTS: case ZYDIS_MNEMONIC_BTR:
+  case ZYDIS_MNEMONIC_BTC:
+    if (in->op[0].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+        in->op[1].type == ZYDIS_OPERAND_TYPE_REGISTER)
+      return do_bitmem(b, in);
+    return bt_raise(b, X86_EXC_UD, false, 0);
 
   case ZYDIS_MNEMONIC_XLAT: {
     unsigned abits = in->di.address_width;

@@ -358,6 +358,19 @@ static void mark_dirty(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
   vmm__mem_mark_dirty(&b->vcpu->vm->mem, gpa, len);
 }
 
+/* Host pointer to writable RAM at gpa (len within one page), or NULL for
+   MMIO, read-only slots and pages holding translated code. */
+uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  bool ro = false, code = false;
+  uint8_t *p = ram(b, gpa, len, &ro, &code, NULL);
+  return (p && !ro && !code) ? p : NULL;
+}
+
+/* Bookkeeping after C wrote RAM through bt_ram_writable(). */
+void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  mark_dirty(b, gpa, len);
+}
+
 void bt_mmio_begin(struct bt_vcpu *b) {
   struct bt_mmio *m = &b->mmio;
   if (m->rip != b->ctx.rip) {

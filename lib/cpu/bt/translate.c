@@ -153,26 +153,28 @@ static int pick(uint32_t *avoid, bool legacy) {
 /* ------------------------------------------------------------------------ */
 /* Classification                                                           */
 
-static bool isa_native(const ZydisDecodedInstruction *di) {
+/* Extensions the guest may run natively: what the engine reports and the
+   host has (an instruction the host lacks would raise SIGILL here). */
+static bool isa_native(const struct bt_vm *m, const ZydisDecodedInstruction *di) {
   switch (di->meta.isa_ext) {
   case ZYDIS_ISA_EXT_BASE:
   case ZYDIS_ISA_EXT_X87:
   case ZYDIS_ISA_EXT_MMX:
   case ZYDIS_ISA_EXT_SSE:
   case ZYDIS_ISA_EXT_SSE2:
-  case ZYDIS_ISA_EXT_SSE3:
-  case ZYDIS_ISA_EXT_SSSE3:
-  case ZYDIS_ISA_EXT_SSE4:
-  case ZYDIS_ISA_EXT_LZCNT:
-  case ZYDIS_ISA_EXT_BMI1:
-  case ZYDIS_ISA_EXT_BMI2:
-  case ZYDIS_ISA_EXT_ADOX_ADCX:
-  case ZYDIS_ISA_EXT_MOVBE:
-  case ZYDIS_ISA_EXT_AES:
-  case ZYDIS_ISA_EXT_PCLMULQDQ:
   case ZYDIS_ISA_EXT_LONGMODE:
   case ZYDIS_ISA_EXT_PAUSE:
     return true;
+  case ZYDIS_ISA_EXT_SSE3: return m->host & BT_H_SSE3;
+  case ZYDIS_ISA_EXT_SSSE3: return m->host & BT_H_SSSE3;
+  case ZYDIS_ISA_EXT_SSE4: return (m->host & BT_H_SSE4) == BT_H_SSE4;
+  case ZYDIS_ISA_EXT_LZCNT: return m->host & BT_H_LZCNT;
+  case ZYDIS_ISA_EXT_BMI1: return m->host & BT_H_BMI1;
+  case ZYDIS_ISA_EXT_BMI2: return m->host & BT_H_BMI2;
+  case ZYDIS_ISA_EXT_ADOX_ADCX: return m->host & BT_H_ADX;
+  case ZYDIS_ISA_EXT_MOVBE: return m->host & BT_H_MOVBE;
+  case ZYDIS_ISA_EXT_AES: return m->host & BT_H_AES;
+  case ZYDIS_ISA_EXT_PCLMULQDQ: return m->host & BT_H_PCLMUL;
   default:
     return false;
   }
@@ -279,8 +281,11 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_CLFLUSH: case ZYDIS_MNEMONIC_CLFLUSHOPT:
   case ZYDIS_MNEMONIC_CLWB: case ZYDIS_MNEMONIC_ENDBR32:
   case ZYDIS_MNEMONIC_ENDBR64:
-  case ZYDIS_MNEMONIC_LFENCE: case ZYDIS_MNEMONIC_SFENCE:
     return X_NOP;
+  /* Ordering still matters between vCPU threads sharing guest RAM. */
+  case ZYDIS_MNEMONIC_LFENCE: case ZYDIS_MNEMONIC_SFENCE:
+  case ZYDIS_MNEMONIC_MFENCE: case ZYDIS_MNEMONIC_PAUSE:
+    return X_IDENT;
   default:
     return -1;
   }
@@ -355,6 +360,10 @@ static enum xclass classify(struct tx *t, struct xi *x) {
   int s = special(x);
   if (s >= 0)
     return (enum xclass)s;
+  /* Anything else outside the implemented extensions is #UD (C knows a
+     few system instructions of other extensions, e.g. STAC/CLAC). */
+  if (!isa_native(b->vm, di))
+    return X_EMUL;
   ZydisMnemonic m = di->mnemonic;
   ZydisInstructionCategory cat = di->meta.category;
   bool flat = t->flat;
@@ -395,6 +404,15 @@ static enum xclass classify(struct tx *t, struct xi *x) {
     return flat && di->operand_width / 8 == t->sbytes ? X_LEAVE : X_EMUL;
   case ZYDIS_MNEMONIC_LEA:
     return X_LEA;
+  case ZYDIS_MNEMONIC_BT:
+  case ZYDIS_MNEMONIC_BTS:
+  case ZYDIS_MNEMONIC_BTR:
+  case ZYDIS_MNEMONIC_BTC:
+    /* A register bit offset reaches beyond the operand (see interp.c). */
+    if (x->op[0].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+        x->op[1].type == ZYDIS_OPERAND_TYPE_REGISTER)
+      return X_EMUL;
+    break;
   default:
     break;
   }
@@ -408,7 +426,7 @@ static enum xclass classify(struct tx *t, struct xi *x) {
             ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR64)
                ? X_EMUL_END
                : X_EMUL;
-  if (!isa_native(di) || !cat_native(cat) || has_hidden_stack(x))
+  if (!cat_native(cat) || has_hidden_stack(x))
     return X_EMUL;
   return x->memop >= 0 ? X_MEM : X_IDENT;
 }
