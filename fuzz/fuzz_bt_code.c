@@ -11,6 +11,7 @@
  * (so jumps forward land in more fuzzed bytes).
  */
 #include <libvmm/vmm.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,12 @@ static int any_io(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
   if (!is_write)
     memset(data, 0x5a, len);
   return 0;
+}
+
+/* FUZZ_BT_VERBOSE=1 prints the engine's diagnostics (to replay a crash). */
+static void print_log(enum vmm_log_level level, const char *msg, void *opaque) {
+  (void)opaque;
+  fprintf(stderr, "libvmm[%d]: %s\n", (int)level, msg);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,6 +55,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   vmm_vm_config_init(&cfg);
   cfg.engine = VMM_ENGINE_BT;
   cfg.bt_cache_size = 256u << 10;
+  if (getenv("FUZZ_BT_VERBOSE")) {
+    cfg.log_fn = print_log;
+    cfg.log_level = VMM_LOG_DEBUG;
+  }
   vmm_vm *vm;
   if (vmm_vm_create(&cfg, &vm) < 0)
     abort();

@@ -146,7 +146,7 @@ void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm) {
   ZydisEncoderRequest q;
   req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
   op_gs(&q, &q.operands[0], off, -1, 4);
-  op_imm(&q.operands[1], imm);
+  op_imm(&q.operands[1], (uint64_t)(int64_t)(int32_t)imm);
   e_req(e, &q);
 }
 
@@ -174,7 +174,8 @@ void e_mov_r32_i(struct emit *e, unsigned r, uint32_t imm) {
   ZydisEncoderRequest q;
   req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
   op_reg(&q.operands[0], zr32(r));
-  op_imm(&q.operands[1], imm);
+  /* Zydis takes immediates of narrower operands sign-extended. */
+  op_imm(&q.operands[1], (uint64_t)(int64_t)(int32_t)imm);
   e_req(e, &q);
 }
 

@@ -773,7 +773,11 @@ static void mov_mem_imm(struct tx *t, unsigned base, unsigned bytes,
   q.operands[0].mem.base = zr64(base);
   q.operands[0].mem.size = (ZyanU16)bytes;
   q.operands[1].type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
-  q.operands[1].imm.u = imm;
+  /* Zydis takes immediates of narrower operands sign-extended. */
+  q.operands[1].imm.s = bytes == 1   ? (int8_t)imm
+                        : bytes == 2 ? (int16_t)imm
+                        : bytes == 4 ? (int32_t)imm
+                                     : (int64_t)imm;
   e_req(&t->e, &q);
 }
 
