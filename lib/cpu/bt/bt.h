@@ -142,7 +142,7 @@ struct bt_desc {
   uint8_t n;         /* TU length */
   uint8_t s1;        /* register receiving the host address (BT_D_MEM) */
   uint8_t nspill;    /* registers spilled to ctx->spill[0..nspill) */
-  uint8_t spill[4];  /* ... which ones */
+  uint8_t spill[5];  /* ... which ones */
   uint8_t ends_tu;   /* EMUL: always leave the fragment afterwards */
   uint8_t bytes[15];
   uint32_t arg;

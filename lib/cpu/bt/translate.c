@@ -702,6 +702,7 @@ static void emit_ool(struct tx *t, struct ool *q) {
     struct bt_desc *pd = new_desc(t, q->i, BT_D_MEMPOST, &pi);
     md->s1 = pd->s1 = (uint8_t)q->s1;
     md->nspill = pd->nspill = q->nspill;
+    _Static_assert(sizeof(md->spill) == sizeof(q->spill), "spill maps");
     memcpy(md->spill, q->spill, sizeof(md->spill));
     memcpy(pd->spill, q->spill, sizeof(pd->spill));
     callout(t, mi);
