@@ -36,6 +36,10 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_LOOP_MEM 0x2a0
 #define E_CROSS 0x2c0
 #define E_BITMEM 0x2e0
+#define E_MMIO_LOOP 0x320
+#define E_SPIN_PATCH 0x340
+#define E_PATCHER 0x360
+#define E_TF 0x380
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -321,6 +325,20 @@ static void test_singlestep(void **state) {
   vmmt_fini(&t);
 }
 
+/* The guest's own trap flag: #DB after the instruction following popf. */
+static void test_guest_trap_flag(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_TF);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 1));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 1);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 1);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_TF + 15);
+  assert_true(reg(&t, VMM_REG_RFLAGS) & 0x100);
+  vmmt_fini(&t);
+}
+
 static void test_hw_breakpoint(void **state) {
   (void)state;
   struct vmmt t;
@@ -368,6 +386,56 @@ static void test_smc_same_unit(void **state) {
   set_rip(&t, VMMT_CODE + E_SMC_SELF);
   vmmt_run_to_port(t.vcpu, 0xeb);
   assert_int_equal(reg(&t, VMM_REG_RAX) & 0xff, 0x42);
+  vmmt_fini(&t);
+}
+
+struct spinner {
+  vmm_vcpu *vcpu;
+  struct vmm_exit exit;
+  int err;
+};
+
+static void *run_spinner(void *arg) {
+  struct spinner *s = arg;
+  struct vmm_exit *e;
+  s->err = vmm_vcpu_run(s->vcpu, &e);
+  if (s->err == 0)
+    s->exit = *e;
+  return NULL;
+}
+
+/* One vCPU rewrites code another vCPU is running in a loop: the other one
+   must see the new code (cross-modifying code). */
+static void test_smc_other_vcpu(void **state) {
+  (void)state;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  t.vm = vmmt_vm_create(2, 0);
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  vmm_vcpu *v1;
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  assert_ok(vmm_vcpu_create(t.vm, 1, &v1));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  vmmt_setup_vcpu(v1, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_SPIN_PATCH);
+  assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
+  struct spinner s = {.vcpu = t.vcpu};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
+  struct timespec ts = {0, 50 * 1000000L};
+  nanosleep(&ts, NULL); /* let it spin in translated code */
+  vmmt_run_expect(v1, VMM_EXIT_HLT);
+  /* Bounded wait: kick it if the patch is never seen. */
+  struct kicker k = {t.vcpu, 3000};
+  pthread_t kt;
+  assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(s.err, 0);
+  assert_int_equal(s.exit.reason, VMM_EXIT_IO);
+  assert_int_equal(s.exit.io.port, 0xeb);
+  pthread_cancel(kt);
+  pthread_join(kt, NULL);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 2);
   vmmt_fini(&t);
 }
 
@@ -475,6 +543,58 @@ static void test_bit_offset_confined(void **state) {
   uint8_t byte;
   assert_ok(vmm_mem_read(t.vm, 0x3000c, &byte, 1));
   assert_int_equal(byte, 0x10);
+  vmmt_fini(&t);
+}
+
+struct adapt_log {
+  unsigned retranslated;
+  unsigned writes;
+  uint32_t last;
+};
+
+static void capture_log(enum vmm_log_level level, const char *msg,
+                        void *opaque) {
+  struct adapt_log *a = opaque;
+  (void)level;
+  if (strstr(msg, "retranslated as a callout"))
+    a->retranslated++;
+}
+
+static int count_writes(vmm_vcpu *vcpu, uint64_t addr, void *data,
+                        uint32_t len, bool is_write, void *opaque) {
+  struct adapt_log *a = opaque;
+  (void)vcpu, (void)addr;
+  if (is_write) {
+    a->writes++;
+    memcpy(&a->last, data, len < 4 ? len : 4);
+  }
+  return 0;
+}
+
+/* An instruction that keeps trapping (MMIO) is retranslated once as a
+   callout, and keeps working. */
+static void test_adaptive_retranslation(void **state) {
+  (void)state;
+  struct adapt_log a = {0};
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.log_fn = capture_log;
+  cfg.log_opaque = &a;
+  cfg.log_level = VMM_LOG_DEBUG;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  assert_ok(vmm_vm_create(&cfg, &t.vm));
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_MMIO_LOOP);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_MMIO, 0xd0000000, 0x1000,
+                            count_writes, &a));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(a.writes, 40);
+  assert_int_equal(a.last, 1);
+  assert_int_equal(a.retranslated, 1);
   vmmt_fini(&t);
 }
 
@@ -698,8 +818,10 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_sw_breakpoint),
       cmocka_unit_test(test_singlestep),
       cmocka_unit_test(test_hw_breakpoint),
+      cmocka_unit_test(test_guest_trap_flag),
       cmocka_unit_test(test_smc_host_write),
       cmocka_unit_test(test_smc_same_unit),
+      cmocka_unit_test(test_smc_other_vcpu),
       cmocka_unit_test(test_mmio_rmw),
       cmocka_unit_test(test_dirty_log),
       cmocka_unit_test(test_wild_access),
@@ -707,6 +829,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_cross_page_access),
       cmocka_unit_test(test_bit_offset_confined),
       cmocka_unit_test(test_sync_completes_read),
+      cmocka_unit_test(test_adaptive_retranslation),
       cmocka_unit_test(test_fpu_virtual_controls),
       cmocka_unit_test(test_cpuid),
       cmocka_unit_test(test_small_cache),

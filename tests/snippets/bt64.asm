@@ -28,6 +28,11 @@
 ;   0x2a0 loop_mem   a loop of 1000 loads and stores, hlt.
 ;   0x2c0 cross      a 4-byte store and load across the page boundary at
 ;                    0x30000 (TLB indices never used before), hlt.
+;   0x340 spin_patch loops until another vCPU patches its mov eax, 1 into
+;                    mov eax, 2 (at 0x340), then out 0xeb.
+;   0x360 patcher    patches spin_patch's immediate, hlt.
+;   0x380 tf         sets RFLAGS.TF with popf; #DB after the next insn.
+;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
 ;                    with rax = 2^44: the element is 2^41 bytes away (#PF).
@@ -187,4 +192,34 @@ bitmem:
     movzx ebx, bl
     mov rax, 1 << 44
     bts [0x30000], rax
+    hlt
+
+times 0x320 - ($ - $$) db 0xcc
+mmio_loop:
+    mov edi, 0xd0000000
+    mov ecx, 40
+.l: mov [rdi], ecx
+    dec ecx
+    jnz .l
+    hlt
+
+times 0x340 - ($ - $$) db 0xcc
+spin_patch:
+.l: mov eax, 1
+    cmp eax, 2
+    jne .l
+    out 0xeb, al
+
+times 0x360 - ($ - $$) db 0xcc
+patcher:
+    mov byte [spin_patch + 1], 2
+    hlt
+
+times 0x380 - ($ - $$) db 0xcc
+tf:
+    pushfq
+    or qword [rsp], 0x100
+    popfq
+    mov eax, 1
+    mov eax, 2
     hlt

@@ -272,6 +272,9 @@ struct bt_bounce {
 };
 
 #define BT_IOBUF 4096
+#define BT_ADAPT_SIZE 512
+/* Slow-path trips of one memory instruction before it becomes a callout. */
+#define BT_ADAPT_TRAPS 16
 
 struct bt_vcpu {
   struct bt_ctx ctx; /* first: GS base = &ctx = this */
@@ -295,6 +298,7 @@ struct bt_vcpu {
   uint64_t shadow_rip; /* interrupt shadow covers the instruction here */
   bool shadow;
   bool nmi_blocked;
+  uint64_t nevents; /* exceptions and interrupts raised or delivered */
   /* Exception delivery in progress and the fault it ran into (sys.c). */
   int delivering;
   int nest_vec;
@@ -343,6 +347,10 @@ struct bt_vcpu {
   unsigned ninval;
   bool inval_all;
   _Atomic bool inval_pending;
+
+  /* Instructions retranslated as callouts (linear PC + 1, 0 = empty). */
+  uint64_t adapt[BT_ADAPT_SIZE];
+  uint64_t stat_adapted;
 
   /* Counting mode. */
   bool counting;      /* compile fragments for counting */
@@ -397,6 +405,9 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to);
 void bt_unlink_backward(struct bt_vcpu *b);
 void bt_unlink_cross_page(struct bt_vcpu *b);
 void bt_invalidate_page(struct bt_vcpu *b, uint64_t page);
+void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f);
+bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc);
+void bt_adaptive_add(struct bt_vcpu *b, uint64_t pc);
 void bt_jc_flush(struct bt_vcpu *b);
 void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f);
 uint64_t bt_tc_addr(const struct bt_tc *tc, uint32_t off);

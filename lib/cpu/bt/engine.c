@@ -798,6 +798,19 @@ static uint64_t get_gs(struct bt_vcpu *b) {
 }
 
 
+static void guest_single_step(struct bt_vcpu *b) {
+  b->dr[6] |= 0x4000; /* BS */
+  if (b->exc_mask & (1u << X86_EXC_DB)) {
+    struct vmm_exit *e = &b->vcpu->exit;
+    memset(e, 0, sizeof(*e));
+    e->reason = VMM_EXIT_FAULT;
+    e->fault.vector = X86_EXC_DB;
+    b->exit_ready = true;
+    return;
+  }
+  bt_deliver(b, X86_EXC_DB, BT_EV_EXC, false, 0, b->ctx.rip);
+}
+
 /* Exit: fill vcpu->exit and stop the dispatcher. */
 static void make_exit(struct bt_vcpu *b, enum vmm_exit_reason r) {
   memset(&b->vcpu->exit, 0, sizeof(b->vcpu->exit));
@@ -958,11 +971,18 @@ static int dispatch(struct bt_vcpu *b, bool one) {
 
     /* RF suppresses breakpoints for one instruction only. */
     b->vflags &= ~X86_RFLAGS_RF;
+    /* The guest's own single-step: a trap after each instruction that
+       began with TF set and raised nothing (one-instruction TUs). */
+    bool guest_tf = (b->vflags & X86_RFLAGS_TF) != 0;
+    uint64_t events_before = b->nevents;
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);
     atomic_store(&b->ctx.in_tc, 0);
     stepped = true;
+    if (guest_tf && reason != BT_X_BUDGET && b->nevents == events_before &&
+        !b->exit_ready && !b->halted)
+      guest_single_step(b);
     switch (reason) {
     case BT_X_LINK: {
       struct bt_link *l = &b->tc.links[b->ctx.arg];

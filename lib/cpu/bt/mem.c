@@ -572,6 +572,28 @@ static void leave_fault(struct bt_vcpu *b, const struct bt_desc *d) {
   bt_unretire(b, d->n - d->idx);
 }
 
+/*
+ * Adaptive translation: an instruction with an inline soft-TLB lookup that
+ * keeps taking the slow path anyway (MMIO, writes next to translated code,
+ * page-crossing accesses) is retranslated as a plain callout, which skips
+ * the lookup that always misses. Its fragment becomes unreachable now and
+ * is translated again at the next lookup.
+ */
+static void adapt(struct bt_vcpu *b, struct bt_desc *d) {
+  if (d->retry == 0 || ++d->traps != BT_ADAPT_TRAPS)
+    return;
+  uint64_t pc = b->ctx.segbase[S_CS] + d->rip;
+  if ((b->key & BT_K_CODE_MASK) != BT_K_CODE64)
+    pc = (uint32_t)pc;
+  bt_adaptive_add(b, pc);
+  bt_frag_drop(b, d->frag);
+  b->stat_adapted++;
+  vmm__log(b->vcpu->vm, VMM_LOG_DEBUG,
+           "bt: instruction at 0x%llx keeps trapping: retranslated as a "
+           "callout",
+           (unsigned long long)pc);
+}
+
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   struct bt_ctx *c = &b->ctx;
   bt_unspill(b, d);
@@ -608,7 +630,6 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
     leave_fault(b, d);
     return 1;
   }
-  d->traps++;
   struct bt_bounce *bb = &b->bounce;
   bool ro = false, code = false;
   uint8_t *p = ram(b, gpa[0], part[0], &ro, &code, NULL);
@@ -623,13 +644,15 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
       c->cont = d->retry;
       return 0;
     }
-    /* No inline lookup (real mode, segments): run it on RAM directly. */
+    /* No inline lookup (real mode, segments, SMAP): run it on RAM. */
+    adapt(b, d);
     bb->active = false;
     c->gpr[d->s1] = (uint64_t)(uintptr_t)p;
     c->cont = d->bounce;
     return 0;
   }
   /* Bounce: page-crossing, MMIO, read-only or code page. */
+  adapt(b, d);
   if (size > sizeof(bb->buf)) {
     bt_internal_error(b, VMM_INTERNAL_EMULATION,
                       "%u-byte access needs a bounce buffer", size);

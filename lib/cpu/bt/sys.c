@@ -480,6 +480,7 @@ static bool exit_instead(struct bt_vcpu *b, unsigned vec, bool has_err,
 
 int bt_deliver(struct bt_vcpu *b, unsigned vec, int type, bool has_err,
                uint32_t err, uint64_t ret_rip) {
+  b->nevents++;
   int first = -1;
   if (type == BT_EV_EXC || type == BT_EV_SOFTX)
     first = (int)vec;
@@ -535,6 +536,7 @@ static bool has_error_code(unsigned vec) {
 }
 
 int bt_raise(struct bt_vcpu *b, unsigned vec, bool has_err, uint32_t err) {
+  b->nevents++;
   if (!pmode(b))
     has_err = false;
   else if (!has_error_code(vec))

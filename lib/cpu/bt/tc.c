@@ -240,6 +240,33 @@ void bt_unlink_cross_page(struct bt_vcpu *b) {
   pthread_mutex_unlock(&b->link_lock);
 }
 
+/* Make f unreachable: unhash it and point links into it back at their
+   stubs. Its code stays intact until the next flush, so a callout running
+   inside it may return into it. Caller holds link_lock. */
+static void frag_drop_locked(struct bt_vcpu *b, struct bt_frag *f) {
+  if (!f->valid)
+    return;
+  f->valid = false;
+  struct bt_frag **pp = &b->tc.hash[frag_hash(f->pc, f->key)];
+  while (*pp && *pp != f)
+    pp = &(*pp)->hnext;
+  if (*pp)
+    *pp = f->hnext;
+  for (struct bt_link *l = f->in; l; l = l->next_in) {
+    if (l->to == f)
+      link_set(b, l, NULL);
+    l->listed = NULL;
+  }
+  f->in = NULL;
+}
+
+void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f) {
+  pthread_mutex_lock(&b->link_lock);
+  frag_drop_locked(b, f);
+  bt_jc_flush(b);
+  pthread_mutex_unlock(&b->link_lock);
+}
+
 /* Drop every fragment translated from guest-physical page `page`. */
 void bt_invalidate_page(struct bt_vcpu *b, uint64_t page) {
   struct bt_pagelist *p = page_get(b, page, false);
@@ -248,27 +275,44 @@ void bt_invalidate_page(struct bt_vcpu *b, uint64_t page) {
   pthread_mutex_lock(&b->link_lock);
   for (struct bt_frag *f = p->frags; f;) {
     struct bt_frag *next = f->phys[0] == page ? f->pnext[0] : f->pnext[1];
-    if (f->valid) {
-      f->valid = false;
-      if (f == b->cur)
-        b->cur_invalid = true;
-      /* Unhash. */
-      struct bt_frag **pp = &b->tc.hash[frag_hash(f->pc, f->key)];
-      while (*pp && *pp != f)
-        pp = &(*pp)->hnext;
-      if (*pp)
-        *pp = f->hnext;
-      /* Links into it go back to their stubs. */
-      for (struct bt_link *l = f->in; l; l = l->next_in) {
-        if (l->to == f)
-          link_set(b, l, NULL);
-        l->listed = NULL;
-      }
-      f->in = NULL;
-    }
+    if (f->valid && f == b->cur)
+      b->cur_invalid = true;
+    frag_drop_locked(b, f);
     f = next;
   }
   p->frags = NULL;
   bt_jc_flush(b);
   pthread_mutex_unlock(&b->link_lock);
+}
+
+/* The adaptive set: instructions retranslated as callouts (docs/bt.md,
+   "Self-modifying code"). Open addressing on the linear PC. */
+static unsigned adapt_slot(uint64_t pc) {
+  return (unsigned)((pc * 0x9e3779b97f4a7c15ull) >> 55) & (BT_ADAPT_SIZE - 1);
+}
+
+bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc) {
+  unsigned i = adapt_slot(pc);
+  for (unsigned k = 0; k < 8; k++) {
+    uint64_t v = b->adapt[(i + k) & (BT_ADAPT_SIZE - 1)];
+    if (v == pc + 1)
+      return true;
+    if (v == 0)
+      return false;
+  }
+  return false;
+}
+
+void bt_adaptive_add(struct bt_vcpu *b, uint64_t pc) {
+  unsigned i = adapt_slot(pc);
+  for (unsigned k = 0; k < 8; k++) {
+    uint64_t *v = &b->adapt[(i + k) & (BT_ADAPT_SIZE - 1)];
+    if (*v == 0 || *v == pc + 1) {
+      *v = pc + 1;
+      return;
+    }
+  }
+  /* Crowded: start over (the set is only a performance hint). */
+  memset(b->adapt, 0, sizeof(b->adapt));
+  b->adapt[i] = pc + 1;
 }

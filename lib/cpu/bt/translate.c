@@ -647,7 +647,10 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   }
   int seg = sreg_of(o->mem.segment);
   bool fs_gs_32 = !t->code64 && (seg == S_FS || seg == S_GS);
-  if (t->flat && !fs_gs_32) {
+  uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  if (t->flat && !fs_gs_32 && !bt_adaptive(t->b, pc)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
     spill(e, 0, (unsigned)s1);
