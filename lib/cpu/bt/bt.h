@@ -52,7 +52,8 @@ struct bt_ctx {
   uint16_t pad0;
   uint64_t jmp;
   uint64_t post;
-  uint8_t pad1[BT_OFF_SEGBASE - BT_OFF_POST - 8];
+  uint64_t tlb_mask;
+  uint8_t pad1[BT_OFF_SEGBASE - BT_OFF_TLB_MASK - 8];
   uint64_t segbase[6];
   uint8_t pad2[BT_OFF_FPU - BT_OFF_SEGBASE - 48];
   uint8_t fpu[512] __attribute__((aligned(64)));
@@ -84,6 +85,7 @@ BT_CHECK_OFF(mxcsr_host, BT_OFF_MXCSR_HOST);
 BT_CHECK_OFF(fcw_host, BT_OFF_FCW_HOST);
 BT_CHECK_OFF(jmp, BT_OFF_JMP);
 BT_CHECK_OFF(post, BT_OFF_POST);
+BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
@@ -227,6 +229,7 @@ struct bt_codepage {
 
 struct bt_vm {
   uint32_t host; /* BT_H_* */
+  bool fast_pext; /* PEXT is a single fast instruction on this host */
   pthread_mutex_t lock; /* code pages, invalidation queues */
   struct bt_codepage *code[BT_CODE_HASH];
   /* Per slot id: one bit per page holding translated code. */
@@ -315,6 +318,7 @@ struct bt_vcpu {
   ZydisMachineMode zmode;
   ZydisStackWidth zstack;
   unsigned tlb_set; /* 0 supervisor, 1 user */
+  unsigned tlb_size; /* entries in use: BT_TLB_SIZE, or 256 (slow PEXT) */
 
   /* Dispatcher / exits. */
   bool exit_ready; /* vcpu->exit holds an exit to report */
@@ -431,6 +435,7 @@ int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
                  uint64_t *gpa);
 void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg);
 uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+uint8_t *bt_ram_readable(struct bt_vcpu *b, uint64_t gpa, unsigned len);
 void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len);
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d);
 int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d);

@@ -37,10 +37,23 @@ static uint32_t host_features(void) {
   return h;
 }
 
+/* PEXT is microcoded (hundreds of cycles) on AMD before family 0x19. */
+static bool fast_pext(void) {
+  unsigned a, b, c, d;
+  __cpuid(0, a, b, c, d);
+  bool amd = b == 0x68747541; /* "Auth" */
+  __cpuid(1, a, b, c, d);
+  unsigned family = (a >> 8) & 0xf;
+  if (family == 0xf)
+    family += (a >> 20) & 0xff;
+  return !amd || family >= 0x19;
+}
+
 void bt_supported_cpuid(struct bt_vm *m) {
   unsigned a, b, c, d;
   m->nsupported = 0;
   m->host = host_features();
+  m->fast_pext = fast_pext();
   __cpuid(0, a, b, c, d);
   add(m, 0, 0, 0, 7, b, c, d); /* max basic leaf 7, host vendor */
 

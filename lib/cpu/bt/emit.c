@@ -231,6 +231,15 @@ void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt) {
   vex3(e, ZYDIS_MNEMONIC_SHLX, dst, src, cnt, false);
 }
 
+void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off) {
+  ZydisEncoderRequest q;
+  req_init(&q, ZYDIS_MNEMONIC_PEXT, 3);
+  op_reg(&q.operands[0], zr64(dst));
+  op_reg(&q.operands[1], zr64(src));
+  op_gs(&q, &q.operands[2], off, -1, 8);
+  e_req(e, &q);
+}
+
 void e_movzx8(struct emit *e, unsigned dst, unsigned src) {
   ZydisEncoderRequest q;
   req_init(&q, ZYDIS_MNEMONIC_MOVZX, 2);

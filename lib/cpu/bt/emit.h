@@ -62,6 +62,8 @@ void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
 void e_rorx(struct emit *e, unsigned dst, unsigned src, unsigned imm);
 void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
 void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
+/* pext dst, src, qword gs:[off] */
+void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off);
 void e_movzx8(struct emit *e, unsigned dst, unsigned src);        /* movzx r32, r8(low) */
 void e_movzx16(struct emit *e, unsigned dst, unsigned src);       /* movzx r32, r16 */
 void e_jrcxz(struct emit *e, int label);

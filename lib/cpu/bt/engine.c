@@ -326,6 +326,8 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   b->ctx.exit_jc = (uint64_t)(uintptr_t)vmm__bt_exit_jc;
   b->ctx.exit_budget = (uint64_t)(uintptr_t)vmm__bt_exit_budget;
   vcpu->engine = b;
+  b->tlb_size = b->vm->fast_pext ? BT_TLB_SIZE : 256;
+  b->ctx.tlb_mask = (uint64_t)(b->tlb_size - 1) << 12;
   reset_state(b);
   bt_update_mode(b);
   bt_tlb_flush(b);

@@ -425,7 +425,7 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
 /* ------------------------------------------------------------------------ */
 /* String instructions                                                      */
 
-#define STR_CHUNK 65536 /* elements per callout, so kicks stay prompt */
+#define STR_CHUNK (1u << 20) /* elements per callout, so kicks stay prompt */
 
 static uint64_t areg_get(struct bt_vcpu *b, unsigned n, unsigned abits) {
   uint64_t v = b->ctx.gpr[n];
@@ -451,6 +451,132 @@ static void charge_iters(struct bt_vcpu *b, uint64_t k) {
     b->ctx.budget += (int64_t)(k - 1);
   if (b->counting && k == 0)
     b->ctx.budget -= 1;
+}
+
+/*
+ * The host pointer to `n` elements at segment offset `off` walking in the
+ * direction of `fwd`, shrinking *n to what stays in one page and does not
+ * wrap the offset register. Only where segments add nothing to check
+ * (64-bit mode, flat 32-bit) and for RAM the access may use directly;
+ * anything else (faults included) returns NULL for the element-by-element
+ * path, which raises faults at the exact element.
+ */
+static uint8_t *chunk_ptr(struct bt_vcpu *b, int seg, uint64_t off,
+                          unsigned size, bool fwd, bool write, unsigned abits,
+                          uint64_t *n) {
+  uint64_t lin;
+  if (code64(b))
+    lin = off + ((seg == S_FS || seg == S_GS) ? b->seg[seg].base : 0);
+  else if ((b->key & BT_K_FLAT) && seg != S_FS && seg != S_GS)
+    lin = off;
+  else
+    return NULL;
+  uint64_t po = lin & 0xfff;
+  if (po + size > 4096)
+    return NULL;
+  uint64_t room = fwd ? (4096 - po) / size : po / size + 1;
+  if (abits < 64) {
+    uint64_t span = 1ull << abits;
+    uint64_t wrap = fwd ? (span - off) / size : off / size + 1;
+    if (wrap < room)
+      room = wrap;
+  }
+  if (room < *n)
+    *n = room;
+  if (*n == 0)
+    return NULL;
+  struct vmm__paging pg;
+  bt_paging(b, &pg);
+  unsigned acc = VMM_ACCESS_SET_AD | (write ? VMM_ACCESS_WRITE : 0) |
+                 (b->cpl == 3 ? VMM_ACCESS_USER : 0);
+  struct vmm_translation t;
+  if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, lin, acc, &t) < 0)
+    return NULL;
+  if (b->cpl != 3 && (b->cr4 & X86_CR4_SMAP) && t.user &&
+      !(b->vflags & X86_RFLAGS_AC))
+    return NULL;
+  uint64_t first = fwd ? t.gpa : t.gpa - (*n - 1) * size;
+  uint8_t *p = write ? bt_ram_writable(b, first, (unsigned)(*n * size))
+                     : bt_ram_readable(b, first, (unsigned)(*n * size));
+  if (p == NULL)
+    return NULL;
+  if (write)
+    bt_ram_written(b, first, (unsigned)(*n * size));
+  return fwd ? p : p + (*n - 1) * size;
+}
+
+/* A run of rep string elements on host memory; returns how many ran (0:
+   use the element-by-element path). Sets *stop when repe/repne ended. */
+static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m,
+                             unsigned size, int64_t step, unsigned abits,
+                             int src_seg, bool uses_si, bool uses_di,
+                             bool cond, bool repne, uint64_t max, bool *stop) {
+  bool fwd = step > 0;
+  bool is_stos = m == ZYDIS_MNEMONIC_STOSB || m == ZYDIS_MNEMONIC_STOSW ||
+                 m == ZYDIS_MNEMONIC_STOSD || m == ZYDIS_MNEMONIC_STOSQ;
+  bool is_movs = m == ZYDIS_MNEMONIC_MOVSB || m == ZYDIS_MNEMONIC_MOVSW ||
+                 m == ZYDIS_MNEMONIC_MOVSD || m == ZYDIS_MNEMONIC_MOVSQ;
+  uint64_t n = max;
+  uint8_t *src = NULL, *dst = NULL;
+  if (uses_si &&
+      !(src = chunk_ptr(b, src_seg, areg_get(b, R_SI, abits), size, fwd,
+                        false, abits, &n)))
+    return 0;
+  if (uses_di &&
+      !(dst = chunk_ptr(b, S_ES, areg_get(b, R_DI, abits), size, fwd,
+                        is_stos || is_movs, abits, &n)))
+    return 0;
+  /* Element i is at base + i * step. */
+  uint64_t k = 0;
+  if (is_movs) {
+    bool overlap = dst < src + n * size && src < dst + n * size;
+    if (!overlap && fwd) {
+      memcpy(dst, src, n * size);
+    } else if (!overlap) {
+      memcpy(dst - (n - 1) * size, src - (n - 1) * size, n * size);
+    } else {
+      for (uint64_t i = 0; i < n; i++)
+        memmove(dst + (int64_t)i * step, src + (int64_t)i * step, size);
+    }
+    k = n;
+  } else if (is_stos) {
+    uint64_t v = b->ctx.gpr[R_AX];
+    if (size == 1) {
+      memset(fwd ? dst : dst - (n - 1), (int)(v & 0xff), n);
+    } else {
+      for (uint64_t i = 0; i < n; i++)
+        memcpy(dst + (int64_t)i * step, &v, size);
+    }
+    k = n;
+  } else if (!cond) { /* lods */
+    uint64_t v = 0;
+    memcpy(&v, src + (int64_t)(n - 1) * step, size);
+    gpr_set(b, R_AX, size, v);
+    k = n;
+  } else { /* cmps, scas */
+    uint64_t f = 0;
+    for (k = 0; k < n;) {
+      uint64_t a = 0, c = 0;
+      if (uses_si)
+        memcpy(&a, src + (int64_t)k * step, size);
+      else
+        a = b->ctx.gpr[R_AX] & mask_of(size);
+      memcpy(&c, dst + (int64_t)k * step, size);
+      f = cmp_flags(a, c, size);
+      k++;
+      bool zf = f & X86_RFLAGS_ZF;
+      if (repne ? zf : !zf) {
+        *stop = true;
+        break;
+      }
+    }
+    set_status(b, f, STATUS);
+  }
+  if (uses_si)
+    areg_set(b, R_SI, abits, areg_get(b, R_SI, abits) + (uint64_t)(step * (int64_t)k));
+  if (uses_di)
+    areg_set(b, R_DI, abits, areg_get(b, R_DI, abits) + (uint64_t)(step * (int64_t)k));
+  return k;
 }
 
 static int do_string(struct bt_vcpu *b, struct insn *in) {
@@ -569,6 +695,27 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
   uint64_t done = 0;
   int err = 0;
   while (count > 0 && done < STR_CHUNK && done < limit) {
+    if (rep) {
+      uint64_t max = count;
+      if (max > STR_CHUNK - done)
+        max = STR_CHUNK - done;
+      if (max > limit - done)
+        max = limit - done;
+      bool stop = false;
+      uint64_t k = string_chunk(b, m, size, step, abits, src_seg, uses_si,
+                                uses_di, cond, repne, max, &stop);
+      if (k > 0) {
+        count -= k;
+        done += k;
+        areg_set(b, R_CX, abits, count);
+        bt_mmio_retire(b);
+        if (stop)
+          count = 0;
+        if (atomic_load(&b->kicked))
+          break;
+        continue;
+      }
+    }
     uint64_t si = areg_get(b, R_SI, abits), di = areg_get(b, R_DI, abits);
     uint64_t a = 0, c = 0;
     if (uses_si) {

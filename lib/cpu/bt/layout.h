@@ -6,8 +6,10 @@
 #ifndef LIBVMM_BT_LAYOUT_H
 #define LIBVMM_BT_LAYOUT_H
 
-#define BT_TLB_BITS 8
-#define BT_TLB_SIZE 256
+/* Soft-TLB capacity (entries per privilege); hosts with a slow PEXT use
+   the first 256 (bt_vcpu.tlb_size). */
+#define BT_TLB_BITS 12
+#define BT_TLB_SIZE 4096
 #define BT_JC_BITS 12
 #define BT_JC_SIZE 4096
 #define BT_NSPILL 8
@@ -31,6 +33,7 @@
 #define BT_OFF_FCW_HOST 0x124
 #define BT_OFF_JMP 0x128 /* scratch target for indirect jumps */
 #define BT_OFF_POST 0x130 /* where real-mode memory paths continue */
+#define BT_OFF_TLB_MASK 0x138 /* (tlb_size - 1) << 12, PEXT's mask */
 #define BT_OFF_SEGBASE 0x140 /* uint64_t segbase[6]: ES CS SS DS FS GS */
 #define BT_OFF_FPU 0x180     /* 512-byte FXSAVE area, 64-byte aligned */
 #define BT_OFF_TLB_R 0x400   /* uint64_t [2][BT_TLB_SIZE] negated read tags */

@@ -19,33 +19,33 @@
  * tag with its last byte's page, whose index is i or, when the access
  * crosses into the next page, i + 1. Either must miss.
  */
-static uint64_t tlb_empty(unsigned i) {
-  return -(uint64_t)(((i + 2) & (BT_TLB_SIZE - 1)) << 12);
+static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
+  return -(uint64_t)(((i + 2) & (b->tlb_size - 1)) << 12);
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {
   for (unsigned s = 0; s < 2; s++)
-    for (unsigned i = 0; i < BT_TLB_SIZE; i++) {
-      b->ctx.tlb_r[s][i] = tlb_empty(i);
-      b->ctx.tlb_w[s][i] = tlb_empty(i);
+    for (unsigned i = 0; i < b->tlb_size; i++) {
+      b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
     }
 }
 
 void bt_tlb_flush_writes(struct bt_vcpu *b) {
   for (unsigned s = 0; s < 2; s++)
-    for (unsigned i = 0; i < BT_TLB_SIZE; i++)
-      b->ctx.tlb_w[s][i] = tlb_empty(i);
+    for (unsigned i = 0; i < b->tlb_size; i++)
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
 }
 
 static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
                      bool write) {
   uint64_t page = lin & ~0xfffull;
-  unsigned i = (unsigned)(page >> 12) & (BT_TLB_SIZE - 1);
+  unsigned i = (unsigned)(page >> 12) & (b->tlb_size - 1);
   unsigned s = b->tlb_set;
   uint64_t add = (uint64_t)(uintptr_t)hva - (lin & 0xfff) - page;
   /* One entry describes one page: a different page evicts both tags. */
   if (b->ctx.tlb_r[s][i] != -page || b->ctx.tlb_add[s][i] != add)
-    b->ctx.tlb_w[s][i] = tlb_empty(i);
+    b->ctx.tlb_w[s][i] = tlb_empty(b, i);
   b->ctx.tlb_add[s][i] = add;
   b->ctx.tlb_r[s][i] = -page;
   if (write)
@@ -366,6 +366,12 @@ uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
   return (p && !ro && !code) ? p : NULL;
 }
 
+/* Host pointer to RAM at gpa for reading (len within one page), or NULL. */
+uint8_t *bt_ram_readable(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  bool ro = false, code = false;
+  return ram(b, gpa, len, &ro, &code, NULL);
+}
+
 /* Bookkeeping after C wrote RAM through bt_ram_writable(). */
 void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
   mark_dirty(b, gpa, len);
@@ -453,6 +459,16 @@ static int xlate2(struct bt_vcpu *b, uint64_t lin, unsigned len, unsigned acc,
   return err;
 }
 
+/* C accesses at the current privilege fill the soft TLB as translated
+   code would, so stack operations emulated after a miss make the next
+   inline lookup hit. */
+static void c_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *p, bool write,
+                   bool sys) {
+  bool smap_dep = b->cpl != 3 && (b->cr4 & X86_CR4_SMAP) && b->last_user_page;
+  if (!sys && !smap_dep)
+    tlb_fill(b, lin, p, write);
+}
+
 int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
             bool sys) {
   uint64_t gpa[2];
@@ -465,6 +481,8 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
     bool ro, code;
     uint8_t *p = ram(b, gpa[i], part[i], &ro, &code, NULL);
     if (p != NULL) {
+      if (part[1] == 0)
+        c_fill(b, lin, p, false, sys);
       memcpy(out, p, part[i]);
     } else {
       if (part[1] != 0)
@@ -490,9 +508,11 @@ int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
     uint8_t *p = ram(b, gpa[i], part[i], &ro, &code, NULL);
     if (p != NULL && !ro) {
       memcpy(p, in, part[i]);
-      mark_dirty(b, gpa[i], part[i]);
+      mark_dirty(b, gpa[i] & ~0xfffull, 4096);
       if (code)
         bt_code_written(b->vcpu->vm, b, gpa[i], part[i]);
+      else if (part[1] == 0)
+        c_fill(b, lin, p, true, sys);
     } else if ((err = mmio_write(b, gpa[i], in, part[i])) < 0) {
       return err;
     }

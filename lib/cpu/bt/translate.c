@@ -583,8 +583,12 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
   if (size == 0)
     size = 1;
-  e_rorx(e, t1, a, 12);
-  e_movzx8(e, t1, t1);
+  if (t->b->tlb_size == BT_TLB_SIZE) {
+    e_pext_gs(e, t1, a, BT_OFF_TLB_MASK);
+  } else {
+    e_rorx(e, t1, a, 12);
+    e_movzx8(e, t1, t1);
+  }
   e_mov_r_gsidx(e, t2, tags, t1);
   e_lea(e, 64, R_CX, (int)a, (int)t2, 1, align16 ? 0 : (int64_t)size - 1);
   e_mov_r_gsidx(e, t2, adds, t1);
