@@ -12,6 +12,9 @@
 
 #include "testutil.h"
 
+/* The translator's hand encoders, checked against Zydis's decoder. */
+#include "cpu/bt/emit.h"
+
 /* Not public: whether KVM runs guest kernel code natively (kvm/probe.c). */
 bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 
@@ -154,15 +157,17 @@ static void test_insn_limit(void **state) {
   vmmt_fini(&t);
 }
 
-/* Map the gigabyte at 0x40000000 onto a 2 MiB RAM slot at 0x400000, so a
-   rep of 2^40 bytes stays in RAM for a very long time. */
+/* Map the gigabytes at 0x40000000..0xffffffff onto a 2 MiB RAM slot at
+   0x400000, so a rep of 2^40 bytes stays in RAM for seconds. */
 static void alias_gigabyte(struct vmmt *t) {
   assert_ok(vmm_mem_slot_add(t->vm, 0x400000, 2u << 20, NULL, 0, NULL));
   uint64_t pd[512];
   for (int i = 0; i < 512; i++)
     pd[i] = 0x400000 | 0x83; /* P, RW, PS */
-  /* The mode helper's page directory for the second gigabyte. */
-  assert_ok(vmm_mem_write(t->vm, VMMT_TABLES + 0x6000, pd, sizeof(pd)));
+  /* The mode helper's page directories for gigabytes 1 to 3. */
+  for (int g = 1; g < 4; g++)
+    assert_ok(vmm_mem_write(t->vm, VMMT_TABLES + 0x5000 + 0x1000 * g, pd,
+                            sizeof(pd)));
 }
 
 static void test_rep_huge_limit(void **state) {
@@ -795,6 +800,139 @@ static void test_two_engines(void **state) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* The emitter                                                              */
+
+static void decode(const uint8_t *p, size_t n, ZydisDecodedInstruction *di,
+                   ZydisDecodedOperand *op) {
+  ZydisDecoder d;
+  ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&d, p, n, di, op)))
+    fail_msg("emitted bytes do not decode");
+  assert_int_equal(di->length, n);
+}
+
+static void check_mem(const ZydisDecodedOperand *o, ZydisRegister seg,
+                      ZydisRegister base, ZydisRegister index, unsigned scale,
+                      int64_t disp) {
+  assert_int_equal(o->type, ZYDIS_OPERAND_TYPE_MEMORY);
+  if (seg != ZYDIS_REGISTER_NONE)
+    assert_int_equal(o->mem.segment, seg);
+  assert_int_equal(o->mem.base, base);
+  assert_int_equal(o->mem.index, index);
+  if (index != ZYDIS_REGISTER_NONE)
+    assert_int_equal(o->mem.scale, scale);
+  assert_int_equal(o->mem.disp.has_displacement ? o->mem.disp.value : 0, disp);
+}
+
+#define EMIT(call)                                                             \
+  do {                                                                         \
+    e_init(&e, buf, 0x1000, sizeof(buf));                                      \
+    call;                                                                      \
+    assert_true(e_finish(&e));                                                 \
+    decode(buf, e.pos, &di, op);                                               \
+  } while (0)
+
+static void test_emitter(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  struct emit e;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+  static const int32_t offs[] = {0, 0x90, 0x12345};
+  static const int64_t disps[] = {0, 8, -200, 0x10000};
+  for (unsigned r = 0; r < 16; r++) {
+    for (size_t k = 0; k < 3; k++) {
+      EMIT(e_mov_r_gs(&e, r, offs[k]));
+      assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
+      assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+      check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                ZYDIS_REGISTER_NONE, 0, offs[k]);
+      EMIT(e_mov_gs_r(&e, offs[k], r));
+      assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
+      check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                ZYDIS_REGISTER_NONE, 0, offs[k]);
+      for (unsigned x = 0; x < 16; x++) {
+        if (x == R_SP)
+          continue;
+        EMIT(e_mov_r_gsidx(&e, r, offs[k], x));
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                  ZYDIS_REGISTER_RAX + x, 8, offs[k]);
+        EMIT(e_shrx(&e, r, x, (r + x) & 15));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHRX);
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        assert_int_equal(op[2].reg.value, ZYDIS_REGISTER_RAX + ((r + x) & 15));
+        EMIT(e_shlx(&e, r, x, (r * x) & 15));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHLX);
+        assert_int_equal(op[2].reg.value, ZYDIS_REGISTER_RAX + ((r * x) & 15));
+        EMIT(e_rorx(&e, r, x, 12 + k));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_RORX);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        assert_int_equal(op[2].imm.value.u, 12 + k);
+        EMIT(e_pext_gs(&e, r, x, offs[k]));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_PEXT);
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        check_mem(&op[2], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                  ZYDIS_REGISTER_NONE, 0, offs[k]);
+        EMIT(e_movzx8(&e, r, x));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOVZX);
+        assert_int_equal(op[1].reg.value, x < 4 ? ZYDIS_REGISTER_AL + x
+                                                : ZYDIS_REGISTER_SPL + x - 4);
+        EMIT(e_movzx16(&e, r, x));
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_AX + x);
+        for (unsigned bits = 16; bits <= 64; bits *= 2) {
+          EMIT(e_mov_r_r(&e, r, x, bits));
+          ZydisRegister w = bits == 64 ? ZYDIS_REGISTER_RAX
+                            : bits == 32 ? ZYDIS_REGISTER_EAX
+                                         : ZYDIS_REGISTER_AX;
+          assert_int_equal(op[0].reg.value, w + r);
+          assert_int_equal(op[1].reg.value, w + x);
+        }
+        for (size_t d = 0; d < 4; d++) {
+          for (unsigned bits = 32; bits <= 64; bits *= 2) {
+            ZydisRegister w = bits == 64 ? ZYDIS_REGISTER_RAX : ZYDIS_REGISTER_EAX;
+            EMIT(e_lea(&e, bits, r, (int)((x + 3) & 15), (int)x, 1u << (d & 3),
+                       disps[d]));
+            assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_LEA);
+            assert_int_equal(op[0].reg.value, w + r);
+            check_mem(&op[1], ZYDIS_REGISTER_NONE, w + ((x + 3) & 15), w + x,
+                      1u << (d & 3), disps[d]);
+            EMIT(e_lea(&e, bits, r, (int)x, -1, 1, disps[d]));
+            check_mem(&op[1], ZYDIS_REGISTER_NONE, w + x, ZYDIS_REGISTER_NONE,
+                      0, disps[d]);
+          }
+        }
+      }
+    }
+    EMIT(e_mov_r32_i(&e, r, 0x80000001u));
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
+    assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
+    EMIT(e_mov_r_i(&e, r, 0x123456789abcull));
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+    assert_int_equal(op[1].imm.value.u, 0x123456789abcull);
+  }
+  EMIT(e_mov_gs_i32(&e, 0x108, 0x80000001u));
+  assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
+  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_NONE,
+            0, 0x108);
+  /* A 64-bit constant plus a scaled index. */
+  e_init(&e, buf, 0x1000, sizeof(buf));
+  e_lea(&e, 64, 3, -1, 9, 4, 0x123456789ull);
+  assert_true(e_finish(&e));
+  ZydisDecoder d;
+  ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  assert_true(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, buf, e.pos, &di, op)));
+  assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
+  assert_int_equal(op[1].imm.value.u, 0x123456789ull);
+  assert_true(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, buf + di.length,
+                                                   e.pos - di.length, &di, op)));
+  check_mem(&op[1], ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_RBX, ZYDIS_REGISTER_R9,
+            4, 0);
+}
+
 int main(int argc, char **argv) {
   int rc = vmmt_select_engine(argc > 1 ? argc : 2,
                               argc > 1 ? argv : (char *[]){argv[0], "bt"});
@@ -805,6 +943,7 @@ int main(int argc, char **argv) {
     return VMMT_SKIP;
   }
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_emitter),
       cmocka_unit_test(test_auto_engine),
       cmocka_unit_test(test_cache_size_config),
       cmocka_unit_test(test_count_exact),

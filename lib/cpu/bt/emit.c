@@ -91,71 +91,110 @@ void e_align4(struct emit *e, unsigned skew) {
     e_bytes(e, nops[pad], pad);
 }
 
-static void req_init(ZydisEncoderRequest *r, ZydisMnemonic m, unsigned nops) {
-  memset(r, 0, sizeof(*r));
-  r->mnemonic = m;
-  r->operand_count = (ZyanU8)nops;
+/*
+ * Hand encoders for the glue's fixed instruction forms: translating a unit
+ * emits dozens of them, and building Zydis requests for each was most of
+ * the translation time. test_bt cross-checks them against Zydis.
+ */
+static bool fits8(int64_t v) { return v >= -128 && v <= 127; }
+static bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+
+/* Append the ModRM (and SIB, displacement) for [base + index*scale + disp]
+   with ModRM.reg = reg; base/index -1 for none (no base: absolute disp32).
+   Returns the REX.X/B bits it needs. */
+static uint8_t modrm_mem(uint8_t *o, unsigned *n, unsigned reg, int base,
+                         int index, unsigned scale, int32_t disp) {
+  uint8_t rex = 0;
+  unsigned ss = scale == 8 ? 3 : scale == 4 ? 2 : scale == 2 ? 1 : 0;
+  if (index >= 8)
+    rex |= 2; /* X */
+  if (base >= 8)
+    rex |= 1; /* B */
+  if (base < 0) {
+    o[(*n)++] = (uint8_t)(0x04 | ((reg & 7) << 3));
+    o[(*n)++] = (uint8_t)((ss << 6) | ((index >= 0 ? (unsigned)index & 7 : 4) << 3) | 5);
+    memcpy(o + *n, &disp, 4);
+    *n += 4;
+    return rex;
+  }
+  unsigned mod = (disp == 0 && (base & 7) != 5) ? 0 : fits8(disp) ? 1 : 2;
+  bool sib = index >= 0 || (base & 7) == 4;
+  o[(*n)++] = (uint8_t)((mod << 6) | ((reg & 7) << 3) | (sib ? 4 : ((unsigned)base & 7)));
+  if (sib)
+    o[(*n)++] = (uint8_t)((ss << 6) |
+                          ((index >= 0 ? (unsigned)index & 7 : 4) << 3) |
+                          ((unsigned)base & 7));
+  if (mod == 1)
+    o[(*n)++] = (uint8_t)(int8_t)disp;
+  else if (mod == 2) {
+    memcpy(o + *n, &disp, 4);
+    *n += 4;
+  }
+  return rex;
 }
 
-static void op_reg(ZydisEncoderOperand *o, ZydisRegister reg) {
-  o->type = ZYDIS_OPERAND_TYPE_REGISTER;
-  o->reg.value = reg;
-}
-
-static void op_imm(ZydisEncoderOperand *o, uint64_t v) {
-  o->type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
-  o->imm.u = v;
-}
-
-static void op_gs(ZydisEncoderRequest *r, ZydisEncoderOperand *o, int32_t off,
-                  int idx, unsigned size) {
-  o->type = ZYDIS_OPERAND_TYPE_MEMORY;
-  o->mem.base = ZYDIS_REGISTER_NONE;
-  o->mem.index = idx >= 0 ? zr64((unsigned)idx) : ZYDIS_REGISTER_NONE;
-  o->mem.scale = idx >= 0 ? 8 : 0;
-  o->mem.displacement = off;
-  o->mem.size = (ZyanU16)size;
-  r->prefixes |= ZYDIS_ATTRIB_HAS_SEGMENT_GS;
+/* prefix (0 = none), REX (W and R), opcode bytes, memory operand. */
+static void mem_insn(struct emit *e, uint8_t prefix, bool w, unsigned reg,
+                     const uint8_t *op, unsigned nop, int base, int index,
+                     unsigned scale, int32_t disp, bool rex_always) {
+  uint8_t b[16], m[8];
+  unsigned n = 0, mn = 0;
+  uint8_t rex = modrm_mem(m, &mn, reg, base, index, scale, disp);
+  if (reg >= 8)
+    rex |= 4;
+  if (w)
+    rex |= 8;
+  if (prefix)
+    b[n++] = prefix;
+  if (rex || rex_always)
+    b[n++] = (uint8_t)(0x40 | rex);
+  memcpy(b + n, op, nop);
+  n += nop;
+  memcpy(b + n, m, mn);
+  n += mn;
+  e_bytes(e, b, n);
 }
 
 void e_mov_r_gs(struct emit *e, unsigned r, int32_t off) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_reg(&q.operands[0], zr64(r));
-  op_gs(&q, &q.operands[1], off, -1, 8);
-  e_req(e, &q);
+  static const uint8_t op = 0x8b;
+  mem_insn(e, 0x65, true, r, &op, 1, -1, -1, 1, off, false);
 }
 
 void e_mov_gs_r(struct emit *e, int32_t off, unsigned r) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_gs(&q, &q.operands[0], off, -1, 8);
-  op_reg(&q.operands[1], zr64(r));
-  e_req(e, &q);
+  static const uint8_t op = 0x89;
+  mem_insn(e, 0x65, true, r, &op, 1, -1, -1, 1, off, false);
 }
 
 void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_reg(&q.operands[0], zr64(r));
-  op_gs(&q, &q.operands[1], off, (int)idx, 8);
-  e_req(e, &q);
+  static const uint8_t op = 0x8b;
+  mem_insn(e, 0x65, true, r, &op, 1, -1, (int)idx, 8, off, false);
 }
 
 void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_gs(&q, &q.operands[0], off, -1, 4);
-  op_imm(&q.operands[1], (uint64_t)(int64_t)(int32_t)imm);
-  e_req(e, &q);
+  static const uint8_t op = 0xc7;
+  mem_insn(e, 0x65, false, 0, &op, 1, -1, -1, 1, off, false);
+  e_bytes(e, &imm, 4);
+}
+
+/* reg-reg forms: opcode /r with ModRM.reg = reg, ModRM.rm = rm. */
+static void rr_insn(struct emit *e, uint8_t prefix, bool w, const uint8_t *op,
+                    unsigned nop, unsigned reg, unsigned rm, bool rex_always) {
+  uint8_t b[8];
+  unsigned n = 0;
+  uint8_t rex = (uint8_t)((w ? 8 : 0) | (reg >= 8 ? 4 : 0) | (rm >= 8 ? 1 : 0));
+  if (prefix)
+    b[n++] = prefix;
+  if (rex || rex_always)
+    b[n++] = (uint8_t)(0x40 | rex);
+  memcpy(b + n, op, nop);
+  n += nop;
+  b[n++] = (uint8_t)(0xc0 | ((reg & 7) << 3) | (rm & 7));
+  e_bytes(e, b, n);
 }
 
 void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_reg(&q.operands[0], bits == 64 ? zr64(dst) : bits == 32 ? zr32(dst) : zr16(dst));
-  op_reg(&q.operands[1], bits == 64 ? zr64(src) : bits == 32 ? zr32(src) : zr16(src));
-  e_req(e, &q);
+  static const uint8_t op = 0x89;
+  rr_insn(e, bits == 16 ? 0x66 : 0, bits == 64, &op, 1, src, dst, false);
 }
 
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
@@ -163,38 +202,23 @@ void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
     e_mov_r32_i(e, r, (uint32_t)imm);
     return;
   }
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_reg(&q.operands[0], zr64(r));
-  op_imm(&q.operands[1], imm);
-  e_req(e, &q);
+  uint8_t b[10] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)), (uint8_t)(0xb8 | (r & 7))};
+  memcpy(b + 2, &imm, 8);
+  e_bytes(e, b, 10);
 }
 
 void e_mov_r32_i(struct emit *e, unsigned r, uint32_t imm) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOV, 2);
-  op_reg(&q.operands[0], zr32(r));
-  /* Zydis takes immediates of narrower operands sign-extended. */
-  op_imm(&q.operands[1], (uint64_t)(int64_t)(int32_t)imm);
-  e_req(e, &q);
+  uint8_t b[6];
+  unsigned n = 0;
+  if (r >= 8)
+    b[n++] = 0x41;
+  b[n++] = (uint8_t)(0xb8 | (r & 7));
+  memcpy(b + n, &imm, 4);
+  e_bytes(e, b, n + 4);
 }
 
 void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
            unsigned scale, int64_t disp) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_LEA, 2);
-  op_reg(&q.operands[0], bits == 64 ? zr64(dst) : bits == 32 ? zr32(dst) : zr16(dst));
-  ZydisEncoderOperand *o = &q.operands[1];
-  o->type = ZYDIS_OPERAND_TYPE_MEMORY;
-  /* 32-bit results use 32-bit addressing so the sum wraps at 2^32. */
-  o->mem.base = base >= 0 ? (bits == 32 ? zr32((unsigned)base) : zr64((unsigned)base))
-                          : ZYDIS_REGISTER_NONE;
-  o->mem.index = index >= 0
-                     ? (bits == 32 ? zr32((unsigned)index) : zr64((unsigned)index))
-                     : ZYDIS_REGISTER_NONE;
-  o->mem.scale = index >= 0 ? (ZyanU8)(scale ? scale : 1) : 0;
-  o->mem.displacement = bits == 32 ? (int64_t)(int32_t)disp : disp;
-  o->mem.size = (ZyanU16)(bits / 8);
   if (base < 0 && index < 0) {
     /* A bare displacement: materialize it as an immediate instead. */
     if (bits == 64)
@@ -203,59 +227,91 @@ void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
       e_mov_r32_i(e, dst, (uint32_t)disp);
     return;
   }
-  e_req(e, &q);
+  if (bits == 32)
+    disp = (int32_t)disp;
+  if (!fits32(disp)) {
+    /* A 64-bit constant: load it, then add the one register part. */
+    int r = base >= 0 ? base : index;
+    unsigned sc = base >= 0 ? 1 : (scale ? scale : 1);
+    if ((base >= 0 && index >= 0) || r == (int)dst) {
+      e->fail = true;
+      return;
+    }
+    e_mov_r_i(e, dst, (uint64_t)disp);
+    if (sc == 1 && r != R_SP) {
+      base = (int)dst;
+      index = r;
+    } else if (sc == 1) {
+      base = r;
+      index = (int)dst;
+    } else {
+      base = (int)dst;
+      index = r;
+    }
+    scale = sc;
+    disp = 0;
+  }
+  static const uint8_t op = 0x8d;
+  /* 32-bit results use 32-bit addressing (67) so the sum wraps at 2^32. */
+  mem_insn(e, bits == 32 ? 0x67 : 0, bits == 64, dst, &op, 1, base, index,
+           scale ? scale : 1, (int32_t)disp, false);
 }
 
-static void vex3(struct emit *e, ZydisMnemonic m, unsigned dst, unsigned src,
-                 unsigned third, bool imm) {
-  ZydisEncoderRequest q;
-  req_init(&q, m, 3);
-  op_reg(&q.operands[0], zr64(dst));
-  op_reg(&q.operands[1], zr64(src));
-  if (imm)
-    op_imm(&q.operands[2], third);
-  else
-    op_reg(&q.operands[2], zr64(third));
-  e_req(e, &q);
+/* VEX-encoded BMI forms: map (2 = 0F38, 3 = 0F3A), pp, W1, LZ. */
+static void vex_insn(struct emit *e, uint8_t prefix, unsigned map, unsigned pp,
+                     unsigned vvvv, uint8_t opcode, unsigned reg, int rm_reg,
+                     int32_t gs_disp) {
+  uint8_t b[16];
+  unsigned n = 0;
+  uint8_t m[8];
+  unsigned mn = 0;
+  uint8_t x = 0;
+  if (rm_reg >= 0) {
+    m[mn++] = (uint8_t)(0xc0 | ((reg & 7) << 3) | ((unsigned)rm_reg & 7));
+    if (rm_reg >= 8)
+      x |= 1;
+  } else {
+    x = modrm_mem(m, &mn, reg, -1, -1, 1, gs_disp);
+  }
+  if (prefix)
+    b[n++] = prefix;
+  b[n++] = 0xc4;
+  b[n++] = (uint8_t)(((reg >= 8 ? 0 : 1) << 7) | (((x & 2) ? 0 : 1) << 6) |
+                     (((x & 1) ? 0 : 1) << 5) | map);
+  b[n++] = (uint8_t)(0x80 | ((~vvvv & 15) << 3) | pp);
+  b[n++] = opcode;
+  memcpy(b + n, m, mn);
+  n += mn;
+  e_bytes(e, b, n);
 }
 
 void e_rorx(struct emit *e, unsigned dst, unsigned src, unsigned imm) {
-  vex3(e, ZYDIS_MNEMONIC_RORX, dst, src, imm, true);
+  vex_insn(e, 0, 3, 3, 0, 0xf0, dst, (int)src, 0);
+  uint8_t i8 = (uint8_t)imm;
+  e_bytes(e, &i8, 1);
 }
 
 void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt) {
-  vex3(e, ZYDIS_MNEMONIC_SHRX, dst, src, cnt, false);
+  vex_insn(e, 0, 2, 3, cnt, 0xf7, dst, (int)src, 0);
 }
 
 void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt) {
-  vex3(e, ZYDIS_MNEMONIC_SHLX, dst, src, cnt, false);
+  vex_insn(e, 0, 2, 1, cnt, 0xf7, dst, (int)src, 0);
 }
 
 void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_PEXT, 3);
-  op_reg(&q.operands[0], zr64(dst));
-  op_reg(&q.operands[1], zr64(src));
-  op_gs(&q, &q.operands[2], off, -1, 8);
-  e_req(e, &q);
+  vex_insn(e, 0x65, 2, 2, src, 0xf5, dst, -1, off);
 }
 
 void e_movzx8(struct emit *e, unsigned dst, unsigned src) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOVZX, 2);
-  op_reg(&q.operands[0], zr32(dst));
-  /* SPL/BPL/SIL/DIL with REX, never AH..BH. */
-  op_reg(&q.operands[1], src < 4 ? ZYDIS_REGISTER_AL + src
-                                 : ZYDIS_REGISTER_SPL + (src - 4));
-  e_req(e, &q);
+  /* SPL/BPL/SIL/DIL need a REX prefix, never AH..BH. */
+  static const uint8_t op[2] = {0x0f, 0xb6};
+  rr_insn(e, 0, false, op, 2, dst, src, src >= 4);
 }
 
 void e_movzx16(struct emit *e, unsigned dst, unsigned src) {
-  ZydisEncoderRequest q;
-  req_init(&q, ZYDIS_MNEMONIC_MOVZX, 2);
-  op_reg(&q.operands[0], zr32(dst));
-  op_reg(&q.operands[1], zr16(src));
-  e_req(e, &q);
+  static const uint8_t op[2] = {0x0f, 0xb7};
+  rr_insn(e, 0, false, op, 2, dst, src, false);
 }
 
 void e_jrcxz(struct emit *e, int label) {

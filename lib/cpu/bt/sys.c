@@ -95,14 +95,11 @@ void bt_seg_changed(struct bt_vcpu *b) { bt_update_mode(b); }
 int bt_load_seg(struct bt_vcpu *b, int sreg, uint16_t sel) {
   struct vmm_segment *s = &b->seg[sreg];
   if (!pmode(b)) {
+    /* Real mode changes the selector and base only: the cached limit and
+       attributes stay, as on hardware ("unreal mode" relies on it). */
     s->selector = sel;
     s->base = (uint64_t)sel << 4;
-    s->limit = 0xffff;
-    s->type = sreg == S_CS ? X86_SEG_CODE_RX_ACCESSED : X86_SEG_DATA_RW_ACCESSED;
     s->present = 1;
-    s->s = 1;
-    s->dpl = 0;
-    s->db = s->g = s->l = 0;
     s->unusable = 0;
     bt_seg_changed(b);
     return 0;
