@@ -35,7 +35,7 @@ struct bt_ctx {
   uint64_t gpr[16];
   uint64_t flags; /* BT_HOST_FLAGS | 2 while translated code is out */
   uint64_t rip;
-  uint64_t spill[BT_NSPILL];
+  uint64_t scratch[8];
   uint64_t host_rsp;
   uint64_t cont;
   uint64_t ret;
@@ -57,7 +57,7 @@ struct bt_ctx {
   uint64_t segbase[6];
   uint8_t pad2[BT_OFF_FPU - BT_OFF_SEGBASE - 48];
   uint8_t fpu[512] __attribute__((aligned(64)));
-  uint8_t pad3[BT_OFF_TLB_R - BT_OFF_FPU - 512];
+  uint64_t spill[16];
   uint64_t tlb_r[2][BT_TLB_SIZE];
   uint64_t tlb_w[2][BT_TLB_SIZE];
   uint64_t tlb_add[2][BT_TLB_SIZE];
@@ -69,6 +69,7 @@ struct bt_ctx {
 BT_CHECK_OFF(gpr, BT_OFF_GPR);
 BT_CHECK_OFF(flags, BT_OFF_FLAGS);
 BT_CHECK_OFF(rip, BT_OFF_RIP);
+BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
 BT_CHECK_OFF(cont, BT_OFF_CONT);
@@ -143,8 +144,8 @@ struct bt_desc {
   uint8_t idx;       /* position in the TU */
   uint8_t n;         /* TU length */
   uint8_t s1;        /* register receiving the host address (BT_D_MEM) */
-  uint8_t nspill;    /* registers spilled to ctx->spill[0..nspill) */
-  uint8_t spill[5];  /* ... which ones */
+  uint16_t spill;    /* registers borrowed here: guest values in ctx->spill */
+  uint8_t park;      /* register holding rcx's guest value, or 0xff */
   uint8_t ends_tu;   /* EMUL: always leave the fragment afterwards */
   uint8_t bytes[15];
   uint32_t arg;

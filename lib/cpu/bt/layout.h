@@ -12,12 +12,11 @@
 #define BT_TLB_SIZE 4096
 #define BT_JC_BITS 12
 #define BT_JC_SIZE 4096
-#define BT_NSPILL 8
 
 #define BT_OFF_GPR 0x000 /* uint64_t gpr[16], hardware register order */
 #define BT_OFF_FLAGS 0x080
 #define BT_OFF_RIP 0x088
-#define BT_OFF_SPILL 0x090 /* uint64_t spill[BT_NSPILL] */
+#define BT_OFF_SCRATCH 0x090 /* 64 bytes free */
 #define BT_OFF_HOST_RSP 0x0d0
 #define BT_OFF_CONT 0x0d8
 #define BT_OFF_RET 0x0e0
@@ -36,6 +35,8 @@
 #define BT_OFF_TLB_MASK 0x138 /* (tlb_size - 1) << 12, PEXT's mask */
 #define BT_OFF_SEGBASE 0x140 /* uint64_t segbase[6]: ES CS SS DS FS GS */
 #define BT_OFF_FPU 0x180     /* 512-byte FXSAVE area, 64-byte aligned */
+#define BT_OFF_SPILL 0x380 /* uint64_t spill[16]: a borrowed register's guest
+                              value, indexed by register number */
 #define BT_OFF_TLB_R 0x400   /* uint64_t [2][BT_TLB_SIZE] negated read tags */
 #define BT_OFF_TLB_W (BT_OFF_TLB_R + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_TLB_ADD (BT_OFF_TLB_W + 2 * 8 * BT_TLB_SIZE)

@@ -554,9 +554,14 @@ int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
 /* ------------------------------------------------------------------------ */
 /* The miss path of translated memory accesses                              */
 
+/* Registers translated code borrowed at this callout get their guest
+   values back (from their slots), so ctx->gpr is the exact guest state. */
 void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d) {
-  for (unsigned i = 0; i < d->nspill; i++)
-    b->ctx.gpr[d->spill[i]] = b->ctx.spill[i];
+  if (d->park < 16)
+    b->ctx.gpr[R_CX] = b->ctx.gpr[d->park];
+  for (unsigned r = 0; r < 16; r++)
+    if (d->spill & (1u << r))
+      b->ctx.gpr[r] = b->ctx.spill[r];
 }
 
 /* Operand of a decoded instruction touching memory (not lea/nop). */
@@ -722,7 +727,7 @@ int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d) {
   struct bt_ctx *c = &b->ctx;
   struct bt_bounce *bb = &b->bounce;
   int leave = 0;
-  c->gpr[d->s1] = c->spill[0];
+  bt_unspill(b, d);
   if (bb->active && bb->write) {
     const uint8_t *in = bb->buf;
     for (int i = 0; i < bb->npart; i++) {
@@ -748,9 +753,6 @@ int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d) {
   if (b->cur_invalid)
     leave = 1;
   if (leave) {
-    /* Only the spilled S1 was out of place; the rest is exact. */
-    for (unsigned i = 1; i < d->nspill; i++)
-      (void)0;
     leave_at(b, d, true);
     return 1;
   }

@@ -73,6 +73,14 @@ struct tx {
   } lk[4];
   unsigned nlk;
   struct bt_desc dummy; /* sink when the descriptor arena is full */
+  /* Host registers the glue borrowed: they hold junk, the guest value is
+     in ctx->spill[r]. Restored lazily, before an instruction that names
+     the register, and before every exit from the fragment. */
+  uint16_t borrowed;
+  /* While a lookup runs, rcx's guest value waits in this borrowed
+     register (jrcxz needs rcx): a register move, where a spill slot would
+     put a store-to-load delay into loops counting in rcx. -1 if none. */
+  int park;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -134,19 +142,21 @@ static void scan_regs(struct xi *x) {
   }
 }
 
-/* Pick scratch registers not named by the instruction; rcx is reserved
-   for jrcxz. legacy: no REX allowed (the instruction uses AH..BH). */
-static int pick(uint32_t *avoid, bool legacy) {
+/* Pick a scratch register not named by the instruction (avoid), taking
+   one the glue already borrowed if it can; rcx is reserved for jrcxz.
+   legacy: no REX allowed (the instruction uses AH..BH). */
+static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed) {
   static const uint8_t order[] = {R_11, R_10, R_9, R_8, R_15, R_14, R_13,
                                   R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   static const uint8_t order_legacy[] = {R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   const uint8_t *o = legacy ? order_legacy : order;
   size_t n = legacy ? sizeof(order_legacy) : sizeof(order);
-  for (size_t i = 0; i < n; i++)
-    if (!(*avoid & (1u << o[i]))) {
-      *avoid |= 1u << o[i];
-      return o[i];
-    }
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < n; i++)
+      if (!(*avoid & (1u << o[i])) && (pass || (borrowed & (1u << o[i])))) {
+        *avoid |= 1u << o[i];
+        return o[i];
+      }
   return -1;
 }
 
@@ -434,13 +444,31 @@ static enum xclass classify(struct tx *t, struct xi *x) {
 /* ------------------------------------------------------------------------ */
 /* Emission helpers                                                         */
 
-#define SPILL(i) (BT_OFF_SPILL + 8 * (i))
+#define SLOT(r) (BT_OFF_SPILL + 8 * (int32_t)(r))
 
-static void spill(struct emit *e, unsigned slot, unsigned r) {
-  e_mov_gs_r(e, SPILL(slot), r);
+/* Take register r for the glue (saving its guest value once). */
+static void borrow(struct tx *t, unsigned r) {
+  if (!(t->borrowed & (1u << r))) {
+    e_mov_gs_r(&t->e, SLOT(r), r);
+    t->borrowed |= (uint16_t)(1u << r);
+  }
 }
-static void unspill(struct emit *e, unsigned slot, unsigned r) {
-  e_mov_r_gs(e, r, SPILL(slot));
+
+/* Put the guest values of the borrowed registers in mask back. */
+static void give_back(struct tx *t, uint32_t mask) {
+  mask &= t->borrowed;
+  for (unsigned r = 0; r < 16; r++)
+    if (mask & (1u << r))
+      e_mov_r_gs(&t->e, r, SLOT(r));
+  t->borrowed &= (uint16_t)~mask;
+}
+
+/* Emit the restores of every borrowed register without forgetting them
+   (for one of several paths leaving from the same point). */
+static void restore_all(struct tx *t) {
+  for (unsigned r = 0; r < 16; r++)
+    if (t->borrowed & (1u << r))
+      e_mov_r_gs(&t->e, r, SLOT(r));
 }
 
 static int32_t seg_off(int s) { return BT_OFF_SEGBASE + 8 * s; }
@@ -472,6 +500,7 @@ static struct bt_desc *new_desc(struct tx *t, unsigned i, enum bt_desc_kind k,
   d->rip = x->rip;
   memcpy(d->bytes, x->bytes, x->di.length);
   d->frag = t->f;
+  d->park = 0xff;
   return d;
 }
 
@@ -528,15 +557,12 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
     }
   }
   if (rsp_read) {
-    spill(e, 4, (unsigned)srsp);
+    borrow(t, (unsigned)srsp);
     e_mov_r_gs(e, (unsigned)srsp, BT_OFF_GPR + 8 * R_SP);
   }
   e_req(e, &r);
-  if (rsp_read) {
-    if (rsp_write)
-      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)srsp);
-    unspill(e, 4, (unsigned)srsp);
-  }
+  if (rsp_read && rsp_write)
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)srsp);
 }
 
 /* Effective address of operand o into register dst (flat modes): base and
@@ -574,10 +600,12 @@ static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
 }
 
 /* The soft-TLB lookup of the linear address in a (which becomes the host
-   address on a hit). t1, t2 and rcx are clobbered; miss goes to `miss`. */
+   address on a hit). t1 and t2 are clobbered; rcx waits in t->park, and
+   is back on the hit path. A miss goes to `miss` with rcx parked. */
 static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
                         unsigned size, bool write, bool align16, int miss) {
   struct emit *e = &t->e;
+  e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
   unsigned set = t->b->tlb_set;
   int32_t tags = (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
   int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
@@ -601,6 +629,7 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   e_jmp(e, miss);
   e_bind(e, hit);
   e_lea(e, 64, a, (int)a, (int)t2, 1, 0);
+  e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
 }
 
 /* Out-of-line code emitted after the fragment body. */
@@ -611,14 +640,15 @@ struct ool {
   int after;
   int retry;
   int s1, srsp;
-  uint8_t spill[5];
-  uint8_t nspill;
+  uint16_t borrowed; /* at the jump to `label` */
+  int park;          /* rcx's register there */
 };
 
 /* ------------------------------------------------------------------------ */
 /* Instruction translations                                                 */
 
 static void emit_emul(struct tx *t, unsigned i, bool end) {
+  give_back(t, 0xffff);
   uint32_t idx;
   struct bt_desc *d = new_desc(t, i, BT_D_EMUL, &idx);
   d->ends_tu = end;
@@ -629,6 +659,7 @@ static void emit_emul(struct tx *t, unsigned i, bool end) {
 }
 
 static void emit_raise(struct tx *t, unsigned i, unsigned vec) {
+  give_back(t, 0xffff);
   uint32_t idx;
   struct bt_desc *d = new_desc(t, i, BT_D_RAISE, &idx);
   d->arg = vec;
@@ -642,10 +673,12 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   struct xi *x = &t->x[i];
   const ZydisDecodedOperand *o = &x->op[x->memop];
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, x->high8);
-  int srsp = x->rsp ? pick(&avoid, x->high8) : -1;
-  int s2 = pick(&avoid, false), s3 = pick(&avoid, false);
-  if (s1 < 0 || s2 < 0 || s3 < 0 || (x->rsp && srsp < 0)) {
+  int s1 = pick(&avoid, x->high8, t->borrowed);
+  int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed) : -1;
+  int s2 = pick(&avoid, false, t->borrowed);
+  int s3 = pick(&avoid, false, t->borrowed);
+  int park = pick(&avoid, false, t->borrowed);
+  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->rsp && srsp < 0)) {
     e->fail = true;
     return;
   }
@@ -657,27 +690,22 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   if (t->flat && !fs_gs_32 && !bt_adaptive(t->b, pc)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
-    spill(e, 0, (unsigned)s1);
-    spill(e, 1, (unsigned)s2);
-    spill(e, 2, (unsigned)s3);
-    spill(e, 3, R_CX);
+    borrow(t, (unsigned)s1);
+    borrow(t, (unsigned)s2);
+    borrow(t, (unsigned)s3);
+    borrow(t, (unsigned)park);
     emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
     bool w = o->actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+    t->park = park;
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, o->size / 8, w,
                 bt_needs_align16(&x->di, o), miss);
-    unspill(e, 1, (unsigned)s2);
-    unspill(e, 2, (unsigned)s3);
-    unspill(e, 3, R_CX);
-    emit_core(t, x, s1, srsp);
-    e_bind(e, after);
-    unspill(e, 0, (unsigned)s1);
     struct ool *q = &oo[(*noo)++];
     *q = (struct ool){.kind = OOL_MEM, .i = i, .label = miss, .after = after,
-                      .retry = retry, .s1 = s1, .srsp = srsp, .nspill = 4};
-    q->spill[0] = (uint8_t)s1;
-    q->spill[1] = (uint8_t)s2;
-    q->spill[2] = (uint8_t)s3;
-    q->spill[3] = R_CX;
+                      .retry = retry, .s1 = s1, .srsp = srsp,
+                      .borrowed = t->borrowed, .park = park};
+    t->park = -1;
+    emit_core(t, x, s1, srsp);
+    e_bind(e, after);
     return;
   }
   /* No inline lookup: C finds the host address (RAM or bounce). */
@@ -685,16 +713,16 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   struct bt_desc *md = new_desc(t, i, BT_D_MEM, &mi);
   struct bt_desc *pd = new_desc(t, i, BT_D_MEMPOST, &pi);
   md->s1 = pd->s1 = (uint8_t)s1;
-  md->nspill = pd->nspill = 1;
-  md->spill[0] = pd->spill[0] = (uint8_t)s1;
   int bounce = e_label(e), after = e_label(e);
-  spill(e, 0, (unsigned)s1);
+  borrow(t, (unsigned)s1);
+  md->spill = t->borrowed;
   callout(t, mi);
   e_bind(e, bounce);
+  give_back(t, x->used);
   emit_core(t, x, s1, srsp);
+  pd->spill = t->borrowed;
   callout(t, pi);
   e_bind(e, after);
-  unspill(e, 0, (unsigned)s1);
   add_dfix(t, md, -1, after, bounce);
   add_dfix(t, pd, -1, after, bounce);
 }
@@ -703,19 +731,27 @@ static void emit_ool(struct tx *t, struct ool *q) {
   struct emit *e = &t->e;
   struct xi *x = &t->x[q->i];
   e_bind(e, q->label);
+  /* The glue's register state where the inline code jumped here: C takes
+     rcx from its park register and the borrowed ones from their slots.
+     Afterwards every register holds its guest value, which the borrowed
+     state allows (a borrowed register may hold anything). */
+  t->borrowed = q->borrowed;
+  t->park = -1;
   if (q->kind == OOL_MEM) {
     uint32_t mi, pi;
     struct bt_desc *md = new_desc(t, q->i, BT_D_MEM, &mi);
     struct bt_desc *pd = new_desc(t, q->i, BT_D_MEMPOST, &pi);
     md->s1 = pd->s1 = (uint8_t)q->s1;
-    md->nspill = pd->nspill = q->nspill;
-    _Static_assert(sizeof(md->spill) == sizeof(q->spill), "spill maps");
-    memcpy(md->spill, q->spill, sizeof(md->spill));
-    memcpy(pd->spill, q->spill, sizeof(pd->spill));
+    md->spill = t->borrowed;
+    md->park = (uint8_t)q->park;
     callout(t, mi);
     int bounce = e_label(e);
     e_bind(e, bounce);
+    /* Registers the instruction names are its own from here on: MEMPOST
+       must not put older values back into ones it wrote. */
+    give_back(t, x->used);
     emit_core(t, x, q->s1, q->srsp);
+    pd->spill = t->borrowed;
     callout(t, pi);
     add_dfix(t, md, q->retry, q->after, bounce);
     add_dfix(t, pd, q->retry, q->after, bounce);
@@ -724,26 +760,13 @@ static void emit_ool(struct tx *t, struct ool *q) {
   /* The whole instruction in C (stack and branch sequences that missed). */
   uint32_t ei;
   struct bt_desc *d = new_desc(t, q->i, BT_D_EMUL, &ei);
-  d->nspill = q->nspill;
-  memcpy(d->spill, q->spill, sizeof(d->spill));
+  d->spill = t->borrowed;
+  d->park = (uint8_t)q->park;
   bool end = x->cls == X_RET || x->cls == X_JMPI || x->cls == X_CALLI ||
              x->cls == X_CALL;
   d->ends_tu = end;
   callout(t, ei);
   add_dfix(t, d, -1, q->after, -1);
-}
-
-static void stack_spills(struct tx *t, int s1, int s2, int s3) {
-  spill(&t->e, 0, (unsigned)s1);
-  spill(&t->e, 1, (unsigned)s2);
-  spill(&t->e, 2, (unsigned)s3);
-  spill(&t->e, 3, R_CX);
-}
-
-static void stack_restore(struct tx *t, int s2, int s3) {
-  unspill(&t->e, 1, (unsigned)s2);
-  unspill(&t->e, 2, (unsigned)s3);
-  unspill(&t->e, 3, R_CX);
 }
 
 /* rsp += delta (flat modes), through register r. */
@@ -800,23 +823,20 @@ static void store_const(struct tx *t, unsigned base, unsigned bytes,
   }
 }
 
-static void ool_emul(unsigned i, int miss, int after, int s1, int s2, int s3,
-                     int s4, struct ool *oo, unsigned *noo) {
+static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
+                     struct ool *oo, unsigned *noo) {
   struct ool *q = &oo[(*noo)++];
   *q = (struct ool){.kind = OOL_EMUL, .i = i, .label = miss, .after = after,
-                    .s1 = s1, .nspill = s4 >= 0 ? 5 : 4};
-  q->spill[0] = (uint8_t)s1;
-  q->spill[1] = (uint8_t)s2;
-  q->spill[2] = (uint8_t)s3;
-  q->spill[3] = R_CX;
-  if (s4 >= 0)
-    q->spill[4] = (uint8_t)s4;
+                    .borrowed = t->borrowed, .park = park};
 }
 
-/* Jump to the guest RIP in register a through the jump cache (flat modes;
-   a, t1, t2 and rcx are spilled in slots 0..3 and restored here). */
-static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2) {
+/* Jump to the guest RIP in register a through the jump cache (flat
+   modes). a, t1, t2 and rcx are borrowed; every borrowed register gets its
+   guest value back on both paths. */
+static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2,
+                          unsigned park) {
   struct emit *e = &t->e;
+  e_mov_r_r(e, park, R_CX, 64);
   e_mov_r32_i(e, t1, 52);
   e_shlx(e, t1, a, t1);
   e_rorx(e, t1, t1, 52);
@@ -825,19 +845,16 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2) {
   int hit = e_label(e);
   e_jrcxz(e, hit);
   e_mov_gs_r(e, BT_OFF_RIP, a);
-  unspill(e, 0, a);
-  unspill(e, 1, t1);
-  unspill(e, 2, t2);
-  unspill(e, 3, R_CX);
+  e_mov_r_r(e, R_CX, park, 64);
+  restore_all(t);
   e_jmp_gs(e, BT_OFF_EXIT_JC);
   e_bind(e, hit);
   e_mov_r_gsidx(e, t2, BT_OFF_JC_HOST, t1);
   e_mov_gs_r(e, BT_OFF_JMP, t2);
-  unspill(e, 0, a);
-  unspill(e, 1, t1);
-  unspill(e, 2, t2);
-  unspill(e, 3, R_CX);
+  e_mov_r_r(e, R_CX, park, 64);
+  restore_all(t);
   e_jmp_gs(e, BT_OFF_JMP);
+  t->borrowed = 0;
 }
 
 static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
@@ -845,23 +862,34 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
   struct xi *x = &t->x[i];
   unsigned sz = t->sbytes;
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, false), s2 = pick(&avoid, false), s3 = pick(&avoid, false);
+  int s1 = pick(&avoid, false, t->borrowed);
+  int s2 = pick(&avoid, false, t->borrowed);
+  int s3 = pick(&avoid, false, t->borrowed);
+  int park = pick(&avoid, false, t->borrowed);
   int s4 = -1;
   if (x->cls == X_CALLI)
-    s4 = pick(&avoid, false);
-  if (s1 < 0 || s2 < 0 || s3 < 0 || (x->cls == X_CALLI && s4 < 0)) {
+    s4 = pick(&avoid, false, t->borrowed);
+  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 ||
+      (x->cls == X_CALLI && s4 < 0)) {
     e->fail = true;
     return;
   }
   int miss = e_label(e), after = e_label(e);
   unsigned abits = t->code64 ? 64 : 32;
-  stack_spills(t, s1, s2, s3);
+  borrow(t, (unsigned)s1);
+  borrow(t, (unsigned)s2);
+  borrow(t, (unsigned)s3);
+  borrow(t, (unsigned)park);
+  if (s4 >= 0)
+    borrow(t, (unsigned)s4);
+  t->park = park;
   switch (x->cls) {
   case X_PUSH: {
     unsigned osz = x->di.operand_width / 8;
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)osz);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, true, false, miss);
+    give_back(t, x->used & ~(1u << R_SP));
     const ZydisDecodedOperand *o = &x->op[0];
     if (o->type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
       uint64_t v = o->imm.is_signed ? (uint64_t)o->imm.value.s : o->imm.value.u;
@@ -872,14 +900,13 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
       mov_mem_reg(t, true, (unsigned)s1, r, osz, ZYDIS_REGISTER_NONE);
     }
     rsp_adjust(t, (unsigned)s1, -(int64_t)osz);
-    stack_restore(t, s2, s3);
     break;
   }
   case X_POP: {
     unsigned osz = x->di.operand_width / 8;
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false, false, miss);
-    stack_restore(t, s2, s3);
+    give_back(t, x->used & ~(1u << R_SP));
     bool h;
     unsigned r = (unsigned)gpr_of(x->op[0].reg.value, &h);
     mov_mem_reg(t, false, (unsigned)s1, r, osz, ZYDIS_REGISTER_NONE);
@@ -893,9 +920,9 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
     else
       e_mov_r_r(e, (unsigned)s1, R_BP, 32);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false, miss);
+    give_back(t, x->used & ~(1u << R_SP));
     e_lea(e, abits, (unsigned)s2, R_BP, -1, 1, (int64_t)sz);
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s2);
-    stack_restore(t, s2, s3);
     mov_mem_reg(t, false, (unsigned)s1, R_BP, sz, ZYDIS_REGISTER_NONE);
     break;
   }
@@ -905,7 +932,6 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, true, false, miss);
     store_const(t, (unsigned)s1, sz, x->next, (unsigned)s2);
     rsp_adjust(t, (unsigned)s1, -(int64_t)sz);
-    stack_restore(t, s2, s3);
     break;
   }
   case X_RET:
@@ -940,25 +966,24 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
         e_movzx16(e, (unsigned)s1, (unsigned)s1);
     }
     if (x->cls == X_CALLI) {
-      spill(e, 4, (unsigned)s4);
       e_mov_r_gs(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
       e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
       emit_lookup(t, (unsigned)s4, (unsigned)s2, (unsigned)s3, sz, true, false, miss);
       store_const(t, (unsigned)s4, sz, x->next, (unsigned)s2);
       rsp_adjust(t, (unsigned)s4, -(int64_t)sz);
-      unspill(e, 4, (unsigned)s4);
     }
-    emit_indirect(t, (unsigned)s1, (unsigned)s2, (unsigned)s3);
-    ool_emul(i, miss, after, s1, s2, s3, s4, oo, noo);
+    ool_emul(t, i, miss, after, park, oo, noo);
+    t->park = -1;
+    emit_indirect(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, (unsigned)park);
     e_bind(e, after); /* never reached: the EMUL callout leaves */
     return;
   }
   default:
     break;
   }
+  t->park = -1;
   e_bind(e, after);
-  unspill(e, 0, (unsigned)s1);
-  ool_emul(i, miss, after, s1, s2, s3, s4, oo, noo);
+  ool_emul(t, i, miss, after, park, oo, noo);
 }
 
 static void emit_lea(struct tx *t, unsigned i) {
@@ -978,8 +1003,8 @@ static void emit_lea(struct tx *t, unsigned i) {
   }
   /* Compute into a scratch, then move with the destination's size. */
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s = pick(&avoid, false);
-  spill(e, 0, (unsigned)s);
+  int s = pick(&avoid, false, t->borrowed);
+  borrow(t, (unsigned)s);
   uint64_t disp = o->mem.disp.has_displacement ? (uint64_t)o->mem.disp.value : 0;
   int base = gpr_of(o->mem.base, &h), index = gpr_of(o->mem.index, &h);
   unsigned scale = o->mem.scale ? o->mem.scale : 1;
@@ -999,16 +1024,14 @@ static void emit_lea(struct tx *t, unsigned i) {
     e_movzx16(e, (unsigned)s, (unsigned)s);
   if (dst == R_SP) {
     /* lea rsp/esp/sp, [...]: the result is the new stack pointer. */
-    unsigned s2 = (unsigned)pick(&avoid, false);
-    spill(e, 1, s2);
+    unsigned s2 = (unsigned)pick(&avoid, false, t->borrowed);
+    borrow(t, s2);
     e_mov_r_gs(e, s2, BT_OFF_GPR + 8 * R_SP);
     e_mov_r_r(e, s2, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, s2);
-    unspill(e, 1, s2);
   } else {
     e_mov_r_r(e, (unsigned)dst, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
   }
-  unspill(e, 0, (unsigned)s);
 }
 
 static unsigned jcc_cc(ZydisMnemonic m) {
@@ -1188,8 +1211,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
 static void emit_budget_check(struct tx *t, unsigned fi) {
   struct emit *e = &t->e;
   int ok = e_label(e);
-  spill(e, 6, R_CX);
-  spill(e, 7, R_DX);
+  borrow(t, R_CX);
+  borrow(t, R_DX);
   e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
   e_lea(e, 64, R_CX, R_CX, -1, 1, (int64_t)t->n);
   e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
@@ -1203,13 +1226,10 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
   e_lea(e, 64, R_CX, R_CX, -1, 1, -(int64_t)t->n);
   e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
-  unspill(e, 6, R_CX);
-  unspill(e, 7, R_DX);
+  restore_all(t);
   e_mov_gs_i32(e, BT_OFF_ARG, fi);
   e_jmp_gs(e, BT_OFF_EXIT_BUDGET);
   e_bind(e, ok);
-  unspill(e, 6, R_CX);
-  unspill(e, 7, R_DX);
 }
 
 static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
@@ -1267,6 +1287,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     return NULL;
   }
   t->f = f;
+  t->park = -1;
   if (room > FRAG_MAX_BYTES)
     room = FRAG_MAX_BYTES;
   e_init(&t->e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
@@ -1292,11 +1313,13 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   bool open_end = true; /* the last instruction falls through */
   for (unsigned i = 0; i < t->n && !e->fail; i++) {
     struct xi *x = &t->x[i];
+    /* Registers the instruction names get their guest values back. */
+    give_back(t, x->used);
     switch (x->cls) {
     case X_IDENT:
       if (x->rsp) {
         uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-        int s = pick(&avoid, x->high8);
+        int s = pick(&avoid, x->high8, t->borrowed);
         if (s < 0)
           e->fail = true;
         else
@@ -1320,6 +1343,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       break;
     case X_CALL:
       emit_stack(t, i, oo, &noo);
+      give_back(t, 0xffff);
       add_link(t, e_jmp_patchable(e), branch_target(t, x));
       open_end = false;
       break;
@@ -1330,10 +1354,12 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       open_end = false;
       break;
     case X_JMP:
+      give_back(t, 0xffff);
       add_link(t, e_jmp_patchable(e), branch_target(t, x));
       open_end = false;
       break;
     case X_JCC: {
+      give_back(t, 0xffff);
       add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)), branch_target(t, x));
       add_link(t, e_jmp_patchable(e), x->next);
       open_end = false;
@@ -1356,8 +1382,10 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       break;
     }
   }
-  if (open_end && t->n > 0)
+  if (open_end && t->n > 0) {
+    give_back(t, 0xffff);
     add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  }
   for (unsigned k = 0; k < noo; k++)
     emit_ool(t, &oo[k]);
   /* Exit stubs. */
