@@ -73,7 +73,8 @@ static void test_auto_engine(void **state) {
   vmm_vm *vm;
   assert_ok(vmm_vm_create(&cfg, &vm));
   enum vmm_engine_kind want = VMM_ENGINE_BT;
-  if (vmm_engine_available(VMM_ENGINE_KVM) && vmm__kvm_runs_kernel_natively(&cfg))
+  if (vmm_engine_available(VMM_ENGINE_KVM) &&
+      vmm__kvm_runs_kernel_natively(&cfg))
     want = VMM_ENGINE_KVM;
   print_message("AUTO picked %s\n", vmm_engine_name(vmm_vm_engine(vm)));
   assert_int_equal(vmm_vm_engine(vm), want);
@@ -379,6 +380,31 @@ static void test_smc_host_write(void **state) {
   vmmt_fini(&t);
 }
 
+/* Discarded pages read as zeros: code translated from them must go. */
+static void test_smc_discard(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CALL_FN);
+  /* Counting mode (a limit before the first run), to stop in the zeros. */
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 1000000));
+  uint8_t fn[] = {0xb8, 7, 0, 0, 0, 0xc3}; /* mov eax, 7; ret */
+  assert_ok(vmm_mem_write(t.vm, 0x11000, fn, sizeof(fn)));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 7);
+  assert_ok(vmm_mem_discard(t.vm, 0x11000, 0x1000));
+  /* Now 0x11000 holds `add [rax], al` (00 00) over and over. */
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RAX, 0x20003));
+  set_rip(&t, VMMT_CODE + E_CALL_FN);
+  /* mov, call and 1000 adds: long enough to run translated code. */
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 2 + 1000));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  assert_int_equal(reg(&t, VMM_REG_RIP), 0x11000 + 1000 * 2);
+  uint8_t b = 0;
+  assert_ok(vmm_mem_read(t.vm, 0x20003, &b, 1));
+  assert_int_equal(b, (1000 * 3) & 0xff);
+  vmmt_fini(&t);
+}
+
 static void test_smc_same_unit(void **state) {
   (void)state;
   struct vmmt t;
@@ -565,8 +591,8 @@ static void capture_log(enum vmm_log_level level, const char *msg,
     a->retranslated++;
 }
 
-static int count_writes(vmm_vcpu *vcpu, uint64_t addr, void *data,
-                        uint32_t len, bool is_write, void *opaque) {
+static int count_writes(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                        bool is_write, void *opaque) {
   struct adapt_log *a = opaque;
   (void)vcpu, (void)addr;
   if (is_write) {
@@ -594,8 +620,8 @@ static void test_adaptive_retranslation(void **state) {
   assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
   vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
   vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_MMIO_LOOP);
-  assert_ok(vmm_io_register(t.vm, VMM_IO_MMIO, 0xd0000000, 0x1000,
-                            count_writes, &a));
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_MMIO, 0xd0000000, 0x1000, count_writes, &a));
   vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
   assert_int_equal(a.writes, 40);
   assert_int_equal(a.last, 1);
@@ -624,7 +650,8 @@ static void test_sync_completes_read(void **state) {
   struct vmmt t;
   setup(&t, E_WILD);
   struct sync_dev d = {0};
-  assert_ok(vmm_io_register(t.vm, VMM_IO_MMIO, 0xfee00000, 0x1000, mmio_kick, &d));
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_MMIO, 0xfee00000, 0x1000, mmio_kick, &d));
   vmmt_run_expect(t.vcpu, VMM_EXIT_STOPPED);
   assert_int_equal(d.reads, 1);
   assert_int_equal(reg(&t, VMM_REG_RAX), 0x5a5a5a5a5a5a5a5aull);
@@ -691,8 +718,8 @@ static void test_cpuid(void **state) {
   for (size_t i = 0; i < n; i++)
     if (e[i].function == 1)
       e[i].ecx &= ~(1u << 28);
-  e[n++] = (struct vmm_cpuid_entry){.function = 0x40000000, .eax = 0x1234,
-                                    .ebx = 0x42};
+  e[n++] = (struct vmm_cpuid_entry){
+      .function = 0x40000000, .eax = 0x1234, .ebx = 0x42};
   assert_ok(vmm_vcpu_set_cpuid(t.vcpu, e, n));
   assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RAX, 0x40000000));
   vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
@@ -728,7 +755,8 @@ static void test_small_cache(void **state) {
   code[p++] = 0;
   size_t loop = p;
   for (int i = 0; i < BLOCKS; i++) {
-    uint8_t blk[BSIZE] = {0x83, 0xc0, 0x01, 0xe9, 0, 0, 0, 0}; /* add eax,1; jmp +0 */
+    uint8_t blk[BSIZE] = {0x83, 0xc0, 0x01, 0xe9,
+                          0,    0,    0,    0}; /* add eax,1; jmp +0 */
     memcpy(code + p, blk, BSIZE);
     p += BSIZE;
   }
@@ -771,7 +799,8 @@ static void *run_count(void *arg) {
   vmm_mem_write(vm, VMMT_CODE, bin, len);
   free(bin);
   vmm_vcpu_create(vm, 0, &vcpu);
-  struct vmm_mode_setup ms = {.mode = VMM_MODE_LONG64, .tables = VMMT_TABLES,
+  struct vmm_mode_setup ms = {.mode = VMM_MODE_LONG64,
+                              .tables = VMMT_TABLES,
                               .kernel_stack = VMMT_KSTACK};
   vmm_vcpu_set_mode(vcpu, &ms);
   vmm_vcpu_reg_write(vcpu, VMM_REG_RIP, VMMT_CODE + E_COUNT);
@@ -788,8 +817,10 @@ static void test_two_engines(void **state) {
   (void)state;
   if (!vmm_engine_available(VMM_ENGINE_KVM))
     skip();
-  struct runner r[4] = {{VMM_ENGINE_BT, 0, 0}, {VMM_ENGINE_KVM, 0, 0},
-                        {VMM_ENGINE_BT, 0, 0}, {VMM_ENGINE_KVM, 0, 0}};
+  struct runner r[4] = {{VMM_ENGINE_BT, 0, 0},
+                        {VMM_ENGINE_KVM, 0, 0},
+                        {VMM_ENGINE_BT, 0, 0},
+                        {VMM_ENGINE_KVM, 0, 0}};
   pthread_t th[4];
   for (int i = 0; i < 4; i++)
     assert_int_equal(pthread_create(&th[i], NULL, run_count, &r[i]), 0);
@@ -885,7 +916,7 @@ static void test_emitter(void **state) {
         assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_AX + x);
         for (unsigned bits = 16; bits <= 64; bits *= 2) {
           EMIT(e_mov_r_r(&e, r, x, bits));
-          ZydisRegister w = bits == 64 ? ZYDIS_REGISTER_RAX
+          ZydisRegister w = bits == 64   ? ZYDIS_REGISTER_RAX
                             : bits == 32 ? ZYDIS_REGISTER_EAX
                                          : ZYDIS_REGISTER_AX;
           assert_int_equal(op[0].reg.value, w + r);
@@ -893,7 +924,8 @@ static void test_emitter(void **state) {
         }
         for (size_t d = 0; d < 4; d++) {
           for (unsigned bits = 32; bits <= 64; bits *= 2) {
-            ZydisRegister w = bits == 64 ? ZYDIS_REGISTER_RAX : ZYDIS_REGISTER_EAX;
+            ZydisRegister w =
+                bits == 64 ? ZYDIS_REGISTER_RAX : ZYDIS_REGISTER_EAX;
             EMIT(e_lea(&e, bits, r, (int)((x + 3) & 15), (int)x, 1u << (d & 3),
                        disps[d]));
             assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_LEA);
@@ -927,8 +959,8 @@ static void test_emitter(void **state) {
   assert_true(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, buf, e.pos, &di, op)));
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
   assert_int_equal(op[1].imm.value.u, 0x123456789ull);
-  assert_true(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, buf + di.length,
-                                                   e.pos - di.length, &di, op)));
+  assert_true(ZYAN_SUCCESS(
+      ZydisDecoderDecodeFull(&d, buf + di.length, e.pos - di.length, &di, op)));
   check_mem(&op[1], ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_RBX, ZYDIS_REGISTER_R9,
             4, 0);
 }
@@ -959,6 +991,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_hw_breakpoint),
       cmocka_unit_test(test_guest_trap_flag),
       cmocka_unit_test(test_smc_host_write),
+      cmocka_unit_test(test_smc_discard),
       cmocka_unit_test(test_smc_same_unit),
       cmocka_unit_test(test_smc_other_vcpu),
       cmocka_unit_test(test_mmio_rmw),
