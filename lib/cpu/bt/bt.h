@@ -16,8 +16,22 @@
 
 /* Hardware register numbers (ModRM order), the index into ctx->gpr[]. */
 enum {
-  R_AX, R_CX, R_DX, R_BX, R_SP, R_BP, R_SI, R_DI,
-  R_8, R_9, R_10, R_11, R_12, R_13, R_14, R_15
+  R_AX,
+  R_CX,
+  R_DX,
+  R_BX,
+  R_SP,
+  R_BP,
+  R_SI,
+  R_DI,
+  R_8,
+  R_9,
+  R_10,
+  R_11,
+  R_12,
+  R_13,
+  R_14,
+  R_15
 };
 /* Segment registers in hardware order. */
 enum { S_ES, S_CS, S_SS, S_DS, S_FS, S_GS, S_NONE = 7 };
@@ -104,19 +118,19 @@ struct bt_frag;
 /* A direct exit of a fragment, patchable to jump to another fragment. */
 struct bt_link {
   struct bt_frag *from;
-  struct bt_frag *to;        /* linked target, or NULL */
-  struct bt_link *next_in;   /* next link on listed->in */
-  struct bt_frag *listed;    /* the fragment whose in-list holds it */
-  uint64_t target_rip;       /* guest RIP of the successor */
-  uint32_t patch;            /* TC offset of the rel32 field */
-  uint32_t stub;             /* TC offset of the exit stub */
-  bool backward;             /* target pc <= source pc: unlinked by kicks */
-  bool cross_page;           /* unlinked on TLB flushes */
+  struct bt_frag *to;      /* linked target, or NULL */
+  struct bt_link *next_in; /* next link on listed->in */
+  struct bt_frag *listed;  /* the fragment whose in-list holds it */
+  uint64_t target_rip;     /* guest RIP of the successor */
+  uint32_t patch;          /* TC offset of the rel32 field */
+  uint32_t stub;           /* TC offset of the exit stub */
+  bool backward;           /* target pc <= source pc: unlinked by kicks */
+  bool cross_page;         /* unlinked on TLB flushes */
 };
 
 struct bt_frag {
-  uint64_t pc;      /* linear address of the first instruction */
-  uint64_t rip;     /* its RIP (pc - CS base) */
+  uint64_t pc;  /* linear address of the first instruction */
+  uint64_t rip; /* its RIP (pc - CS base) */
   uint64_t cs_base;
   uint64_t phys[2]; /* guest-physical pages of its code; [1] = ~0 if one */
   uint64_t lin[2];  /* linear pages of the same */
@@ -140,16 +154,16 @@ enum bt_desc_kind {
 
 struct bt_desc {
   uint8_t kind;
-  uint8_t len;       /* instruction length */
-  uint8_t idx;       /* position in the TU */
-  uint8_t n;         /* TU length */
-  uint8_t s1;        /* register receiving the host address (BT_D_MEM) */
-  uint16_t spill;    /* registers borrowed here: guest values in ctx->spill */
-  uint8_t park;      /* register holding rcx's guest value, or 0xff */
-  uint8_t ends_tu;   /* EMUL: always leave the fragment afterwards */
+  uint8_t len;     /* instruction length */
+  uint8_t idx;     /* position in the TU */
+  uint8_t n;       /* TU length */
+  uint8_t s1;      /* register receiving the host address (BT_D_MEM) */
+  uint16_t spill;  /* registers borrowed here: guest values in ctx->spill */
+  uint8_t park;    /* register holding rcx's guest value, or 0xff */
+  uint8_t ends_tu; /* EMUL: always leave the fragment afterwards */
   uint8_t bytes[15];
   uint32_t arg;
-  uint64_t rip; /* RIP of the instruction */
+  uint64_t rip;    /* RIP of the instruction */
   uint64_t retry;  /* host address: redo the TLB lookup */
   uint64_t after;  /* host address: continue after the instruction */
   uint64_t bounce; /* host address: the instruction copy run on bounce */
@@ -229,8 +243,8 @@ struct bt_codepage {
 #define BT_H_PCLMUL (1u << 10)
 
 struct bt_vm {
-  uint32_t host; /* BT_H_* */
-  bool fast_pext; /* PEXT is a single fast instruction on this host */
+  uint32_t host;        /* BT_H_* */
+  bool fast_pext;       /* PEXT is a single fast instruction on this host */
   pthread_mutex_t lock; /* code pages, invalidation queues */
   struct bt_codepage *code[BT_CODE_HASH];
   /* Per slot id: one bit per page holding translated code. */
@@ -267,7 +281,7 @@ struct bt_bounce {
   bool active;
   bool write;
   bool mmio;
-  bool code;    /* a code page is written */
+  bool code; /* a code page is written */
   uint8_t npart;
   uint64_t gpa[2];
   uint8_t *hva[2]; /* NULL for MMIO */
@@ -318,7 +332,7 @@ struct bt_vcpu {
   uint32_t key;
   ZydisMachineMode zmode;
   ZydisStackWidth zstack;
-  unsigned tlb_set; /* 0 supervisor, 1 user */
+  unsigned tlb_set;  /* 0 supervisor, 1 user */
   unsigned tlb_size; /* entries in use: BT_TLB_SIZE, or 256 (slow PEXT) */
 
   /* Dispatcher / exits. */
@@ -358,12 +372,12 @@ struct bt_vcpu {
   uint64_t stat_adapted;
 
   /* Counting mode. */
-  bool counting;      /* compile fragments for counting */
-  bool count_valid;   /* counting has been on since the first run */
+  bool counting;    /* compile fragments for counting */
+  bool count_valid; /* counting has been on since the first run */
   bool ran;
-  uint64_t icount;    /* instructions retired before the current budget */
+  uint64_t icount; /* instructions retired before the current budget */
   int64_t budget_start;
-  uint64_t limit;     /* 0: none */
+  uint64_t limit; /* 0: none */
   bool limit_hit;
 
   /* Debug. */
@@ -374,8 +388,12 @@ struct bt_vcpu {
   bool bp_skip;
 };
 
-static inline struct bt_vcpu *BV(vmm_vcpu *v) { return v->engine; }
-static inline struct bt_vm *BM(vmm_vm *vm) { return vm->engine; }
+static inline struct bt_vcpu *BV(vmm_vcpu *v) {
+  return v->engine;
+}
+static inline struct bt_vm *BM(vmm_vm *vm) {
+  return vm->engine;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Internal entry points                                                    */
@@ -426,8 +444,7 @@ void bt_tlb_flush_writes(struct bt_vcpu *b);
  * sys set, for descriptor tables and TSS). Return 0, or -1 with an
  * exception raised (b->... pending) / an MMIO exit prepared (returns -2).
  */
-int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
-            bool sys);
+int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len, bool sys);
 int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
              bool sys);
 int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
@@ -518,7 +535,7 @@ uint64_t bt_reg_get(struct bt_vcpu *b, ZydisRegister r);
 void bt_reg_set(struct bt_vcpu *b, ZydisRegister r, uint64_t v);
 
 /* Fill vcpu->exit with an internal error and log why. */
-void bt_internal_error(struct bt_vcpu *b, uint32_t code, const char *fmt,
-                       ...) VMM__PRINTF(3, 4);
+void bt_internal_error(struct bt_vcpu *b, uint32_t code, const char *fmt, ...)
+    VMM__PRINTF(3, 4);
 
 #endif

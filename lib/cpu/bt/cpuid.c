@@ -12,9 +12,13 @@ static void add(struct bt_vm *m, uint32_t fn, uint32_t idx, uint32_t flags,
                 uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
   if (m->nsupported == VMM__ARRAY_SIZE(m->supported))
     return;
-  m->supported[m->nsupported++] = (struct vmm_cpuid_entry){
-      .function = fn, .index = idx, .flags = flags,
-      .eax = a, .ebx = b, .ecx = c, .edx = d};
+  m->supported[m->nsupported++] = (struct vmm_cpuid_entry){.function = fn,
+                                                           .index = idx,
+                                                           .flags = flags,
+                                                           .eax = a,
+                                                           .ebx = b,
+                                                           .ecx = c,
+                                                           .edx = d};
 }
 
 #define BIT(n) (1u << (n))
@@ -22,18 +26,28 @@ static void add(struct bt_vm *m, uint32_t fn, uint32_t idx, uint32_t flags,
 static uint32_t host_features(void) {
   unsigned a, b, c, d, h = 0;
   __cpuid(1, a, b, c, d);
-  if (c & BIT(0)) h |= BT_H_SSE3;
-  if (c & BIT(9)) h |= BT_H_SSSE3;
-  if ((c & BIT(19)) && (c & BIT(20)) && (c & BIT(23))) h |= BT_H_SSE4;
-  if (c & BIT(22)) h |= BT_H_MOVBE;
-  if (c & BIT(25)) h |= BT_H_AES;
-  if (c & BIT(1)) h |= BT_H_PCLMUL;
+  if (c & BIT(0))
+    h |= BT_H_SSE3;
+  if (c & BIT(9))
+    h |= BT_H_SSSE3;
+  if ((c & BIT(19)) && (c & BIT(20)) && (c & BIT(23)))
+    h |= BT_H_SSE4;
+  if (c & BIT(22))
+    h |= BT_H_MOVBE;
+  if (c & BIT(25))
+    h |= BT_H_AES;
+  if (c & BIT(1))
+    h |= BT_H_PCLMUL;
   __cpuid_count(7, 0, a, b, c, d);
-  if (b & BIT(3)) h |= BT_H_BMI1;
-  if (b & BIT(8)) h |= BT_H_BMI2;
-  if (b & BIT(19)) h |= BT_H_ADX;
+  if (b & BIT(3))
+    h |= BT_H_BMI1;
+  if (b & BIT(8))
+    h |= BT_H_BMI2;
+  if (b & BIT(19))
+    h |= BT_H_ADX;
   __cpuid(0x80000001, a, b, c, d);
-  if (c & BIT(5)) h |= BT_H_LZCNT;
+  if (c & BIT(5))
+    h |= BT_H_LZCNT;
   return h;
 }
 

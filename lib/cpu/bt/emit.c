@@ -21,7 +21,9 @@ int e_label(struct emit *e) {
   return (int)e->nlabels++;
 }
 
-void e_bind(struct emit *e, int label) { e->labels[label] = (int32_t)e->pos; }
+void e_bind(struct emit *e, int label) {
+  e->labels[label] = (int32_t)e->pos;
+}
 
 uint64_t e_label_addr(const struct emit *e, int label) {
   return e->base + (uint64_t)e->labels[label];
@@ -52,8 +54,8 @@ static void add_fixup(struct emit *e, uint8_t size, int label) {
     e->fail = true;
     return;
   }
-  e->fixups[e->nfixups++] =
-      (struct e_fixup){.pos = (uint32_t)e->pos, .size = size, .label = (uint8_t)label};
+  e->fixups[e->nfixups++] = (struct e_fixup){
+      .pos = (uint32_t)e->pos, .size = size, .label = (uint8_t)label};
 }
 
 void e_set_rel32(uint8_t *field, uint64_t field_addr, uint64_t target) {
@@ -96,8 +98,12 @@ void e_align4(struct emit *e, unsigned skew) {
  * emits dozens of them, and building Zydis requests for each was most of
  * the translation time. test_bt cross-checks them against Zydis.
  */
-static bool fits8(int64_t v) { return v >= -128 && v <= 127; }
-static bool fits32(int64_t v) { return v >= INT32_MIN && v <= INT32_MAX; }
+static bool fits8(int64_t v) {
+  return v >= -128 && v <= 127;
+}
+static bool fits32(int64_t v) {
+  return v >= INT32_MIN && v <= INT32_MAX;
+}
 
 /* Append the ModRM (and SIB, displacement) for [base + index*scale + disp]
    with ModRM.reg = reg; base/index -1 for none (no base: absolute disp32).
@@ -112,18 +118,20 @@ static uint8_t modrm_mem(uint8_t *o, unsigned *n, unsigned reg, int base,
     rex |= 1; /* B */
   if (base < 0) {
     o[(*n)++] = (uint8_t)(0x04 | ((reg & 7) << 3));
-    o[(*n)++] = (uint8_t)((ss << 6) | ((index >= 0 ? (unsigned)index & 7 : 4) << 3) | 5);
+    o[(*n)++] = (uint8_t)((ss << 6) |
+                          ((index >= 0 ? (unsigned)index & 7 : 4) << 3) | 5);
     memcpy(o + *n, &disp, 4);
     *n += 4;
     return rex;
   }
   unsigned mod = (disp == 0 && (base & 7) != 5) ? 0 : fits8(disp) ? 1 : 2;
   bool sib = index >= 0 || (base & 7) == 4;
-  o[(*n)++] = (uint8_t)((mod << 6) | ((reg & 7) << 3) | (sib ? 4 : ((unsigned)base & 7)));
+  o[(*n)++] = (uint8_t)((mod << 6) | ((reg & 7) << 3) |
+                        (sib ? 4 : ((unsigned)base & 7)));
   if (sib)
-    o[(*n)++] = (uint8_t)((ss << 6) |
-                          ((index >= 0 ? (unsigned)index & 7 : 4) << 3) |
-                          ((unsigned)base & 7));
+    o[(*n)++] =
+        (uint8_t)((ss << 6) | ((index >= 0 ? (unsigned)index & 7 : 4) << 3) |
+                  ((unsigned)base & 7));
   if (mod == 1)
     o[(*n)++] = (uint8_t)(int8_t)disp;
   else if (mod == 2) {
@@ -202,7 +210,8 @@ void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
     e_mov_r32_i(e, r, (uint32_t)imm);
     return;
   }
-  uint8_t b[10] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)), (uint8_t)(0xb8 | (r & 7))};
+  uint8_t b[10] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)),
+                   (uint8_t)(0xb8 | (r & 7))};
   memcpy(b + 2, &imm, 8);
   e_bytes(e, b, 10);
 }
@@ -354,8 +363,12 @@ static void gs_indirect(struct emit *e, unsigned modrm_reg, int32_t off) {
   e_bytes(e, &off, 4);
 }
 
-void e_jmp_gs(struct emit *e, int32_t off) { gs_indirect(e, 4, off); }
-void e_call_gs(struct emit *e, int32_t off) { gs_indirect(e, 2, off); }
+void e_jmp_gs(struct emit *e, int32_t off) {
+  gs_indirect(e, 4, off);
+}
+void e_call_gs(struct emit *e, int32_t off) {
+  gs_indirect(e, 2, off);
+}
 
 uint32_t e_jmp_patchable(struct emit *e) {
   e_align4(e, 1);

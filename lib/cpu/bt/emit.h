@@ -19,7 +19,7 @@ struct e_fixup {
 };
 
 struct emit {
-  uint8_t *buf; /* writable view at the fragment's start */
+  uint8_t *buf;  /* writable view at the fragment's start */
   uint64_t base; /* executable address of buf[0] */
   size_t pos, cap;
   bool fail;
@@ -32,7 +32,9 @@ struct emit {
 void e_init(struct emit *e, uint8_t *buf, uint64_t base, size_t cap);
 /* Resolve fixups; false if something did not fit or encode. */
 bool e_finish(struct emit *e);
-static inline uint64_t e_here(const struct emit *e) { return e->base + e->pos; }
+static inline uint64_t e_here(const struct emit *e) {
+  return e->base + e->pos;
+}
 
 int e_label(struct emit *e);
 void e_bind(struct emit *e, int label);
@@ -43,18 +45,26 @@ void e_req(struct emit *e, ZydisEncoderRequest *r);
 /* Pad with NOPs until (pos + skew) is a multiple of 4. */
 void e_align4(struct emit *e, unsigned skew);
 
-static inline ZydisRegister zr64(unsigned r) { return ZYDIS_REGISTER_RAX + r; }
-static inline ZydisRegister zr32(unsigned r) { return ZYDIS_REGISTER_EAX + r; }
-static inline ZydisRegister zr16(unsigned r) { return ZYDIS_REGISTER_AX + r; }
+static inline ZydisRegister zr64(unsigned r) {
+  return ZYDIS_REGISTER_RAX + r;
+}
+static inline ZydisRegister zr32(unsigned r) {
+  return ZYDIS_REGISTER_EAX + r;
+}
+static inline ZydisRegister zr16(unsigned r) {
+  return ZYDIS_REGISTER_AX + r;
+}
 
 /* Common forms. gs: context offsets. */
-void e_mov_r_gs(struct emit *e, unsigned r, int32_t off);          /* mov r, gs:[off] */
-void e_mov_gs_r(struct emit *e, int32_t off, unsigned r);          /* mov gs:[off], r */
+void e_mov_r_gs(struct emit *e, unsigned r, int32_t off); /* mov r, gs:[off] */
+void e_mov_gs_r(struct emit *e, int32_t off, unsigned r); /* mov gs:[off], r */
 void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
-void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm);      /* mov dword gs:[off], imm */
+void e_mov_gs_i32(struct emit *e, int32_t off,
+                  uint32_t imm); /* mov dword gs:[off], imm */
 void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits);
-void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm);          /* mov r64, imm */
-void e_mov_r32_i(struct emit *e, unsigned r, uint32_t imm);        /* mov r32, imm (zero-extends) */
+void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm); /* mov r64, imm */
+void e_mov_r32_i(struct emit *e, unsigned r,
+                 uint32_t imm); /* mov r32, imm (zero-extends) */
 /* lea dst, [base + index*scale + disp] with an operand size of bits;
    base/index may be -1. */
 void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
@@ -64,8 +74,9 @@ void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
 void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
 /* pext dst, src, qword gs:[off] */
 void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off);
-void e_movzx8(struct emit *e, unsigned dst, unsigned src);        /* movzx r32, r8(low) */
-void e_movzx16(struct emit *e, unsigned dst, unsigned src);       /* movzx r32, r16 */
+void e_movzx8(struct emit *e, unsigned dst,
+              unsigned src); /* movzx r32, r8(low) */
+void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
 void e_jrcxz(struct emit *e, int label);
 void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
 void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */

@@ -68,7 +68,6 @@ void bt_internal_error(struct bt_vcpu *b, uint32_t code, const char *fmt, ...) {
 /* ------------------------------------------------------------------------ */
 /* VM                                                                       */
 
-
 static int bt_vm_init(vmm_vm *vm) {
   if (vm->cfg.flags & (VMM_VM_IRQCHIP | VMM_VM_PIT)) {
     vmm__log(vm, VMM_LOG_ERROR,
@@ -120,7 +119,6 @@ static int bt_slot_add(vmm_vm *vm, const struct vmm__slot *s) {
   return 0;
 }
 
-
 static void bt_slot_remove(vmm_vm *vm, const struct vmm__slot *s) {
   struct bt_vm *m = BM(vm);
   bt_code_forget_range(m, s->gpa, s->size);
@@ -128,7 +126,6 @@ static void bt_slot_remove(vmm_vm *vm, const struct vmm__slot *s) {
   m->codebits[s->id] = NULL;
   m->slot_pages[s->id] = 0;
 }
-
 
 static int bt_dirty_log_fetch(vmm_vm *vm, const struct vmm__slot *s,
                               uint64_t *bitmap) {
@@ -181,16 +178,16 @@ static void reset_state(struct bt_vcpu *b) {
   for (int i = 0; i < 6; i++)
     b->seg[i] = real_seg(0, 0, X86_SEG_DATA_RW_ACCESSED);
   b->seg[S_CS] = real_seg(0xf000, 0xffff0000, X86_SEG_CODE_RX_ACCESSED);
-  b->tr = (struct vmm_segment){.limit = 0xffff, .type = X86_SEG_TSS16_BUSY,
-                               .present = 1};
-  b->ldt = (struct vmm_segment){.limit = 0xffff, .type = X86_SEG_LDT,
-                                .present = 1};
+  b->tr = (struct vmm_segment){
+      .limit = 0xffff, .type = X86_SEG_TSS16_BUSY, .present = 1};
+  b->ldt =
+      (struct vmm_segment){.limit = 0xffff, .type = X86_SEG_LDT, .present = 1};
   b->gdt = (struct vmm_dtable){.limit = 0xffff};
   b->idt = (struct vmm_dtable){.limit = 0xffff};
   b->cr0 = X86_CR0_ET | X86_CR0_NW | X86_CR0_CD;
   b->cr2 = b->cr3 = b->cr4 = b->cr8 = b->efer = 0;
-  b->apic_base = 0xfee00000ull | (1ull << 11) |
-                 (b->vcpu->index == 0 ? (1ull << 8) : 0);
+  b->apic_base =
+      0xfee00000ull | (1ull << 11) | (b->vcpu->index == 0 ? (1ull << 8) : 0);
   b->xcr0 = X86_XCR0_X87;
   memset(b->dr, 0, sizeof(b->dr));
   b->dr[6] = 0xffff0ff0;
@@ -229,12 +226,12 @@ void bt_update_mode(struct bt_vcpu *b) {
     b->zmode = ZYDIS_MACHINE_MODE_LONG_64;
   } else if (cs->db) {
     key = BT_K_CODE32;
-    b->zmode = lma ? ZYDIS_MACHINE_MODE_LONG_COMPAT_32
-                   : ZYDIS_MACHINE_MODE_LEGACY_32;
+    b->zmode =
+        lma ? ZYDIS_MACHINE_MODE_LONG_COMPAT_32 : ZYDIS_MACHINE_MODE_LEGACY_32;
   } else {
     key = BT_K_CODE16;
-    b->zmode = lma ? ZYDIS_MACHINE_MODE_LONG_COMPAT_16
-                   : ZYDIS_MACHINE_MODE_LEGACY_16;
+    b->zmode =
+        lma ? ZYDIS_MACHINE_MODE_LONG_COMPAT_16 : ZYDIS_MACHINE_MODE_LEGACY_16;
   }
   bool code64 = (key & BT_K_CODE_MASK) == BT_K_CODE64;
   if (code64)
@@ -692,11 +689,12 @@ void bt_kick_internal(struct bt_vcpu *b) {
   pthread_mutex_unlock(&b->link_lock);
 }
 
-static void bt_kick(vmm_vcpu *vcpu) { bt_kick_internal(BV(vcpu)); }
+static void bt_kick(vmm_vcpu *vcpu) {
+  bt_kick_internal(BV(vcpu));
+}
 
 /* ------------------------------------------------------------------------ */
 /* Callouts and events                                                      */
-
 
 static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
   uint64_t n = d->rip + d->len;
@@ -728,15 +726,9 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
   b->cur_invalid = false;
   int leave;
   switch (d->kind) {
-  case BT_D_MEM:
-    leave = bt_mem_miss(b, d);
-    break;
-  case BT_D_MEMPOST:
-    leave = bt_mem_post(b, d);
-    break;
-  case BT_D_EMUL:
-    leave = callout_emul(b, d);
-    break;
+  case BT_D_MEM: leave = bt_mem_miss(b, d); break;
+  case BT_D_MEMPOST: leave = bt_mem_post(b, d); break;
+  case BT_D_EMUL: leave = callout_emul(b, d); break;
   default:
     bt_unspill(b, d);
     b->ctx.rip = d->rip;
@@ -798,7 +790,6 @@ static uint64_t get_gs(struct bt_vcpu *b) {
     syscall(SYS_arch_prctl, ARCH_GET_GS, &v);
   return v;
 }
-
 
 static void guest_single_step(struct bt_vcpu *b) {
   b->dr[6] |= 0x4000; /* BS */
@@ -992,8 +983,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       pending = l;
       break;
     }
-    case BT_X_JC:
-      break;
+    case BT_X_JC: break;
     case BT_X_BUDGET: {
       struct bt_frag *f = &b->tc.frags[b->ctx.arg];
       b->ctx.rip = f->rip;
@@ -1001,8 +991,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       break;
     }
     case BT_X_CALLOUT:
-    default:
-      break;
+    default: break;
     }
   }
 }

@@ -19,7 +19,6 @@ struct insn {
   uint64_t rip, next;
 };
 
-
 static bool code64(const struct bt_vcpu *b) {
   return (b->key & BT_K_CODE_MASK) == BT_K_CODE64;
 }
@@ -190,12 +189,9 @@ bool bt_needs_align16(const ZydisDecodedInstruction *di,
   case ZYDIS_MNEMONIC_PCMPESTRI:
   case ZYDIS_MNEMONIC_PCMPESTRM:
   case ZYDIS_MNEMONIC_PCMPISTRI:
-  case ZYDIS_MNEMONIC_PCMPISTRM:
-    return false;
-  case ZYDIS_MNEMONIC_CMPXCHG16B:
-    return true;
-  default:
-    break;
+  case ZYDIS_MNEMONIC_PCMPISTRM: return false;
+  case ZYDIS_MNEMONIC_CMPXCHG16B: return true;
+  default: break;
   }
   switch (di->meta.isa_ext) {
   case ZYDIS_ISA_EXT_SSE:
@@ -204,10 +200,8 @@ bool bt_needs_align16(const ZydisDecodedInstruction *di,
   case ZYDIS_ISA_EXT_SSSE3:
   case ZYDIS_ISA_EXT_SSE4:
   case ZYDIS_ISA_EXT_AES:
-  case ZYDIS_ISA_EXT_PCLMULQDQ:
-    return true;
-  default:
-    return false;
+  case ZYDIS_ISA_EXT_PCLMULQDQ: return true;
+  default: return false;
   }
 }
 
@@ -240,8 +234,7 @@ static int op_read(struct bt_vcpu *b, struct insn *in, int i, uint64_t *v) {
     *v = 0;
     return bt_read(b, lin, v, bytes > 8 ? 8 : bytes, false);
   }
-  default:
-    return bt_raise(b, X86_EXC_UD, false, 0);
+  default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
 }
 
@@ -359,8 +352,8 @@ static int io_allowed(struct bt_vcpu *b, uint16_t port, unsigned size) {
   if (!pmode(b) || b->cpl <= iopl(b))
     return 0;
   /* The I/O permission bitmap of a 32/64-bit TSS. */
-  if (b->tr.unusable || (b->tr.type != X86_SEG_TSS_BUSY &&
-                         b->tr.type != X86_SEG_TSS_AVAILABLE))
+  if (b->tr.unusable ||
+      (b->tr.type != X86_SEG_TSS_BUSY && b->tr.type != X86_SEG_TSS_AVAILABLE))
     return bt_raise(b, X86_EXC_GP, true, 0);
   if (b->tr.limit < 0x67)
     return bt_raise(b, X86_EXC_GP, true, 0);
@@ -379,8 +372,8 @@ static int io_allowed(struct bt_vcpu *b, uint16_t port, unsigned size) {
   return 0;
 }
 
-static void io_exit(struct bt_vcpu *b, uint16_t port, unsigned size,
-                    bool write, uint32_t count) {
+static void io_exit(struct bt_vcpu *b, uint16_t port, unsigned size, bool write,
+                    uint32_t count) {
   struct vmm_exit *e = &b->vcpu->exit;
   memset(e, 0, sizeof(*e));
   e->reason = VMM_EXIT_IO;
@@ -432,7 +425,8 @@ static uint64_t areg_get(struct bt_vcpu *b, unsigned n, unsigned abits) {
   return abits == 16 ? v & 0xffff : abits == 32 ? (uint32_t)v : v;
 }
 
-static void areg_set(struct bt_vcpu *b, unsigned n, unsigned abits, uint64_t v) {
+static void areg_set(struct bt_vcpu *b, unsigned n, unsigned abits,
+                     uint64_t v) {
   gpr_set(b, n, abits / 8, v);
 }
 
@@ -507,10 +501,10 @@ static uint8_t *chunk_ptr(struct bt_vcpu *b, int seg, uint64_t off,
 
 /* A run of rep string elements on host memory; returns how many ran (0:
    use the element-by-element path). Sets *stop when repe/repne ended. */
-static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m,
-                             unsigned size, int64_t step, unsigned abits,
-                             int src_seg, bool uses_si, bool uses_di,
-                             bool cond, bool repne, uint64_t max, bool *stop) {
+static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m, unsigned size,
+                             int64_t step, unsigned abits, int src_seg,
+                             bool uses_si, bool uses_di, bool cond, bool repne,
+                             uint64_t max, bool *stop) {
   bool fwd = step > 0;
   bool is_stos = m == ZYDIS_MNEMONIC_STOSB || m == ZYDIS_MNEMONIC_STOSW ||
                  m == ZYDIS_MNEMONIC_STOSD || m == ZYDIS_MNEMONIC_STOSQ;
@@ -518,13 +512,11 @@ static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m,
                  m == ZYDIS_MNEMONIC_MOVSD || m == ZYDIS_MNEMONIC_MOVSQ;
   uint64_t n = max;
   uint8_t *src = NULL, *dst = NULL;
-  if (uses_si &&
-      !(src = chunk_ptr(b, src_seg, areg_get(b, R_SI, abits), size, fwd,
-                        false, abits, &n)))
+  if (uses_si && !(src = chunk_ptr(b, src_seg, areg_get(b, R_SI, abits), size,
+                                   fwd, false, abits, &n)))
     return 0;
-  if (uses_di &&
-      !(dst = chunk_ptr(b, S_ES, areg_get(b, R_DI, abits), size, fwd,
-                        is_stos || is_movs, abits, &n)))
+  if (uses_di && !(dst = chunk_ptr(b, S_ES, areg_get(b, R_DI, abits), size, fwd,
+                                   is_stos || is_movs, abits, &n)))
     return 0;
   /* Element i is at base + i * step. */
   uint64_t k = 0;
@@ -573,17 +565,19 @@ static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m,
     set_status(b, f, STATUS);
   }
   if (uses_si)
-    areg_set(b, R_SI, abits, areg_get(b, R_SI, abits) + (uint64_t)(step * (int64_t)k));
+    areg_set(b, R_SI, abits,
+             areg_get(b, R_SI, abits) + (uint64_t)(step * (int64_t)k));
   if (uses_di)
-    areg_set(b, R_DI, abits, areg_get(b, R_DI, abits) + (uint64_t)(step * (int64_t)k));
+    areg_set(b, R_DI, abits,
+             areg_get(b, R_DI, abits) + (uint64_t)(step * (int64_t)k));
   return k;
 }
 
 static int do_string(struct bt_vcpu *b, struct insn *in) {
   ZydisMnemonic m = in->di.mnemonic;
   unsigned abits = in->di.address_width;
-  bool rep = in->di.attributes &
-             (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
+  bool rep = in->di.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
+                                  ZYDIS_ATTRIB_HAS_REPNE);
   bool repne = in->di.attributes & ZYDIS_ATTRIB_HAS_REPNE;
   bool cond = m == ZYDIS_MNEMONIC_CMPSB || m == ZYDIS_MNEMONIC_CMPSW ||
               m == ZYDIS_MNEMONIC_CMPSD || m == ZYDIS_MNEMONIC_CMPSQ ||
@@ -592,22 +586,31 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
   unsigned size = in->di.operand_width / 8;
   /* Zydis reports byte forms with operand_width 8. */
   switch (m) {
-  case ZYDIS_MNEMONIC_MOVSB: case ZYDIS_MNEMONIC_STOSB: case ZYDIS_MNEMONIC_LODSB:
-  case ZYDIS_MNEMONIC_CMPSB: case ZYDIS_MNEMONIC_SCASB: case ZYDIS_MNEMONIC_INSB:
-  case ZYDIS_MNEMONIC_OUTSB:
-    size = 1; break;
-  case ZYDIS_MNEMONIC_MOVSW: case ZYDIS_MNEMONIC_STOSW: case ZYDIS_MNEMONIC_LODSW:
-  case ZYDIS_MNEMONIC_CMPSW: case ZYDIS_MNEMONIC_SCASW: case ZYDIS_MNEMONIC_INSW:
-  case ZYDIS_MNEMONIC_OUTSW:
-    size = 2; break;
-  case ZYDIS_MNEMONIC_MOVSD: case ZYDIS_MNEMONIC_STOSD: case ZYDIS_MNEMONIC_LODSD:
-  case ZYDIS_MNEMONIC_CMPSD: case ZYDIS_MNEMONIC_SCASD: case ZYDIS_MNEMONIC_INSD:
-  case ZYDIS_MNEMONIC_OUTSD:
-    size = 4; break;
-  default:
-    size = 8; break;
+  case ZYDIS_MNEMONIC_MOVSB:
+  case ZYDIS_MNEMONIC_STOSB:
+  case ZYDIS_MNEMONIC_LODSB:
+  case ZYDIS_MNEMONIC_CMPSB:
+  case ZYDIS_MNEMONIC_SCASB:
+  case ZYDIS_MNEMONIC_INSB:
+  case ZYDIS_MNEMONIC_OUTSB: size = 1; break;
+  case ZYDIS_MNEMONIC_MOVSW:
+  case ZYDIS_MNEMONIC_STOSW:
+  case ZYDIS_MNEMONIC_LODSW:
+  case ZYDIS_MNEMONIC_CMPSW:
+  case ZYDIS_MNEMONIC_SCASW:
+  case ZYDIS_MNEMONIC_INSW:
+  case ZYDIS_MNEMONIC_OUTSW: size = 2; break;
+  case ZYDIS_MNEMONIC_MOVSD:
+  case ZYDIS_MNEMONIC_STOSD:
+  case ZYDIS_MNEMONIC_LODSD:
+  case ZYDIS_MNEMONIC_CMPSD:
+  case ZYDIS_MNEMONIC_SCASD:
+  case ZYDIS_MNEMONIC_INSD:
+  case ZYDIS_MNEMONIC_OUTSD: size = 4; break;
+  default: size = 8; break;
   }
-  int64_t step = (b->ctx.flags & X86_RFLAGS_DF) ? -(int64_t)size : (int64_t)size;
+  int64_t step =
+      (b->ctx.flags & X86_RFLAGS_DF) ? -(int64_t)size : (int64_t)size;
   int src_seg = S_DS;
   for (int i = 0; i < in->di.operand_count; i++)
     if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
@@ -649,9 +652,11 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
     /* One exit moves up to a buffer and never crosses a page. */
     uint64_t off = areg_get(b, is_ins ? R_DI : R_SI, abits);
     uint64_t lin;
-    if ((err = seg_lin(b, is_ins ? S_ES : src_seg, off, size, is_ins, &lin)) < 0)
+    if ((err = seg_lin(b, is_ins ? S_ES : src_seg, off, size, is_ins, &lin)) <
+        0)
       return err;
-    uint64_t room = step > 0 ? (4096 - (lin & 0xfff)) / size : ((lin & 0xfff) / size) + 1;
+    uint64_t room =
+        step > 0 ? (4096 - (lin & 0xfff)) / size : ((lin & 0xfff) / size) + 1;
     uint64_t n = count;
     if (n > room)
       n = room ? room : 1;
@@ -667,7 +672,10 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
     if (is_outs) {
       for (uint64_t k = 0; k < n; k++) {
         uint64_t l;
-        if ((err = seg_lin(b, src_seg, areg_get(b, R_SI, abits) + (uint64_t)step * (int64_t)k, size, false, &l)) < 0 ||
+        if ((err =
+                 seg_lin(b, src_seg,
+                         areg_get(b, R_SI, abits) + (uint64_t)step * (int64_t)k,
+                         size, false, &l)) < 0 ||
             (err = bt_read(b, l, b->iobuf + k * size, size, false)) < 0)
           return err;
       }
@@ -725,10 +733,14 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
         break;
     }
     switch (m) {
-    case ZYDIS_MNEMONIC_MOVSB: case ZYDIS_MNEMONIC_MOVSW:
-    case ZYDIS_MNEMONIC_MOVSD: case ZYDIS_MNEMONIC_MOVSQ:
-    case ZYDIS_MNEMONIC_STOSB: case ZYDIS_MNEMONIC_STOSW:
-    case ZYDIS_MNEMONIC_STOSD: case ZYDIS_MNEMONIC_STOSQ: {
+    case ZYDIS_MNEMONIC_MOVSB:
+    case ZYDIS_MNEMONIC_MOVSW:
+    case ZYDIS_MNEMONIC_MOVSD:
+    case ZYDIS_MNEMONIC_MOVSQ:
+    case ZYDIS_MNEMONIC_STOSB:
+    case ZYDIS_MNEMONIC_STOSW:
+    case ZYDIS_MNEMONIC_STOSD:
+    case ZYDIS_MNEMONIC_STOSQ: {
       uint64_t v = uses_si ? a : b->ctx.gpr[R_AX];
       uint64_t lin;
       if ((err = seg_lin(b, S_ES, di, size, true, &lin)) < 0 ||
@@ -736,10 +748,10 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
         break;
       break;
     }
-    case ZYDIS_MNEMONIC_LODSB: case ZYDIS_MNEMONIC_LODSW:
-    case ZYDIS_MNEMONIC_LODSD: case ZYDIS_MNEMONIC_LODSQ:
-      gpr_set(b, R_AX, size, a);
-      break;
+    case ZYDIS_MNEMONIC_LODSB:
+    case ZYDIS_MNEMONIC_LODSW:
+    case ZYDIS_MNEMONIC_LODSD:
+    case ZYDIS_MNEMONIC_LODSQ: gpr_set(b, R_AX, size, a); break;
     default: { /* cmps, scas */
       uint64_t lin;
       if ((err = seg_lin(b, S_ES, di, size, false, &lin)) < 0 ||
@@ -821,7 +833,8 @@ int bt_complete_pio(struct bt_vcpu *b) {
     return 0; /* the exception (if any) was delivered */
   unsigned abits = di.address_width, size = b->pio.size;
   bool rep = di.attributes & ZYDIS_ATTRIB_HAS_REP;
-  int64_t step = (b->ctx.flags & X86_RFLAGS_DF) ? -(int64_t)size : (int64_t)size;
+  int64_t step =
+      (b->ctx.flags & X86_RFLAGS_DF) ? -(int64_t)size : (int64_t)size;
   uint64_t n = b->pio.count;
   for (uint64_t k = 0; k < n; k++) {
     uint64_t lin, d = areg_get(b, R_DI, abits);
@@ -865,10 +878,14 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint8_t s8 = (uint8_t)src;
     if (sign)
       __asm__("pushq %1; popfq; idivb %2; pushfq; popq %1"
-              : "+a"(rax), "+r"(fl) : "q"(s8) : "cc");
+              : "+a"(rax), "+r"(fl)
+              : "q"(s8)
+              : "cc");
     else
       __asm__("pushq %1; popfq; divb %2; pushfq; popq %1"
-              : "+a"(rax), "+r"(fl) : "q"(s8) : "cc");
+              : "+a"(rax), "+r"(fl)
+              : "q"(s8)
+              : "cc");
     g[R_AX] = (g[R_AX] & ~0xffffull) | (rax & 0xffff);
     break;
   }
@@ -885,10 +902,14 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint16_t s16 = (uint16_t)src;
     if (sign)
       __asm__("pushq %2; popfq; idivw %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(s16) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(s16)
+              : "cc");
     else
       __asm__("pushq %2; popfq; divw %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(s16) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(s16)
+              : "cc");
     g[R_AX] = (g[R_AX] & ~0xffffull) | (rax & 0xffff);
     g[R_DX] = (g[R_DX] & ~0xffffull) | (rdx & 0xffff);
     break;
@@ -908,10 +929,14 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint32_t s32 = (uint32_t)src;
     if (sign)
       __asm__("pushq %2; popfq; idivl %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(s32) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(s32)
+              : "cc");
     else
       __asm__("pushq %2; popfq; divl %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(s32) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(s32)
+              : "cc");
     g[R_AX] = (uint32_t)rax;
     g[R_DX] = (uint32_t)rdx;
     break;
@@ -931,10 +956,14 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     if (sign)
       __asm__("pushq %2; popfq; idivq %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(src) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(src)
+              : "cc");
     else
       __asm__("pushq %2; popfq; divq %3; pushfq; popq %2"
-              : "+a"(rax), "+d"(rdx), "+r"(fl) : "r"(src) : "cc");
+              : "+a"(rax), "+d"(rdx), "+r"(fl)
+              : "r"(src)
+              : "cc");
     g[R_AX] = rax;
     g[R_DX] = rdx;
     break;
@@ -1016,8 +1045,8 @@ static int do_lldt_ltr(struct bt_vcpu *b, struct insn *in, bool tr) {
     return err;
   unsigned type = (d[0] >> 40) & 0xf;
   bool s = (d[0] >> 44) & 1, p = (d[0] >> 47) & 1;
-  if (s || (tr ? (type != X86_SEG_TSS_AVAILABLE && type != 1)
-               : type != X86_SEG_LDT))
+  if (s ||
+      (tr ? (type != X86_SEG_TSS_AVAILABLE && type != 1) : type != X86_SEG_LDT))
     return bt_raise(b, X86_EXC_GP, true, sel & ~3u);
   if (!p)
     return bt_raise(b, X86_EXC_NP, true, sel & ~3u);
@@ -1081,9 +1110,10 @@ static int do_desc_query(struct bt_vcpu *b, struct insn *in) {
                       type == 0xb);
         break;
       default: /* LAR */
-        ok = priv && (s || (type != 0 && type != 8 && type != 0xa &&
-                            type != 0xd && type != 0xe && type != 0xf &&
-                            !(code64(b) && (type == 4 || type == 6 || type == 7))));
+        ok = priv &&
+             (s || (type != 0 && type != 8 && type != 0xa && type != 0xd &&
+                    type != 0xe && type != 0xf &&
+                    !(code64(b) && (type == 4 || type == 6 || type == 7))));
         break;
       }
     }
@@ -1252,8 +1282,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     bt_fpu_set_controls(b, fcw, b->mxcsr);
     break;
   }
-  default:
-    return bt_raise(b, X86_EXC_UD, false, 0);
+  default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
   b->ctx.rip = in->next;
   return BT_OK;
@@ -1385,11 +1414,14 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   int err = op_read(b, in, 1, &off);
   if (err < 0)
     return err;
-  int64_t soff = bits == 16 ? (int16_t)off : bits == 32 ? (int32_t)off : (int64_t)off;
+  int64_t soff = bits == 16   ? (int16_t)off
+                 : bits == 32 ? (int32_t)off
+                              : (int64_t)off;
   int64_t elem = soff >> (bits == 16 ? 4 : bits == 32 ? 5 : 6);
   uint64_t bit = (uint64_t)soff & (bits - 1);
   const ZydisDecodedOperand *o = &in->op[0];
-  uint64_t ea = ea_of(b, &in->di, o, in->next) + (uint64_t)(elem * (int64_t)bytes);
+  uint64_t ea =
+      ea_of(b, &in->di, o, in->next) + (uint64_t)(elem * (int64_t)bytes);
   if (in->di.address_width == 16)
     ea &= 0xffff;
   else if (in->di.address_width == 32)
@@ -1411,7 +1443,32 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   uint64_t fl = b->ctx.flags;
   uint64_t nv = v;
   uint64_t cf;
-#define BITOP(insn)                                                              do {                                                                             if (p != NULL && bytes == 8)                                                     __asm__ volatile("pushq %2; popfq; lock " insn "q %3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint64_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else if (p != NULL && bytes == 4)                                                __asm__ volatile("pushq %2; popfq; lock " insn "l %k3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint32_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else if (p != NULL)                                                              __asm__ volatile("pushq %2; popfq; lock " insn "w %w3, %1; pushfq; popq %0"                        : "=r"(fl), "+m"(*(uint16_t *)p) : "0"(fl), "r"(bit)                           : "cc", "memory");                                          else                                                                             __asm__ volatile("pushq %2; popfq; " insn "q %3, %1; pushfq; popq %0"                           : "=r"(fl), "+r"(nv) : "0"(fl), "r"(bit) : "cc");         } while (0)
+#define BITOP(insn)                                                            \
+  do {                                                                         \
+    if (p != NULL && bytes == 8)                                               \
+      __asm__ volatile("pushq %2; popfq; lock " insn                           \
+                       "q %3, %1; pushfq; popq %0"                             \
+                       : "=r"(fl), "+m"(*(uint64_t *)p)                        \
+                       : "0"(fl), "r"(bit)                                     \
+                       : "cc", "memory");                                      \
+    else if (p != NULL && bytes == 4)                                          \
+      __asm__ volatile("pushq %2; popfq; lock " insn                           \
+                       "l %k3, %1; pushfq; popq %0"                            \
+                       : "=r"(fl), "+m"(*(uint32_t *)p)                        \
+                       : "0"(fl), "r"(bit)                                     \
+                       : "cc", "memory");                                      \
+    else if (p != NULL)                                                        \
+      __asm__ volatile("pushq %2; popfq; lock " insn                           \
+                       "w %w3, %1; pushfq; popq %0"                            \
+                       : "=r"(fl), "+m"(*(uint16_t *)p)                        \
+                       : "0"(fl), "r"(bit)                                     \
+                       : "cc", "memory");                                      \
+    else                                                                       \
+      __asm__ volatile("pushq %2; popfq; " insn "q %3, %1; pushfq; popq %0"    \
+                       : "=r"(fl), "+r"(nv)                                    \
+                       : "0"(fl), "r"(bit)                                     \
+                       : "cc");                                                \
+  } while (0)
   switch (in->di.mnemonic) {
   case ZYDIS_MNEMONIC_BTS: BITOP("bts"); break;
   case ZYDIS_MNEMONIC_BTR: BITOP("btr"); break;
@@ -1419,7 +1476,9 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   default:
     p = NULL;
     __asm__("pushq %1; popfq; btq %2, %3; pushfq; popq %0"
-            : "=r"(fl) : "0"(fl), "r"(bit), "r"(v) : "cc");
+            : "=r"(fl)
+            : "0"(fl), "r"(bit), "r"(v)
+            : "cc");
     break;
   }
 #undef BITOP
@@ -1496,8 +1555,7 @@ static int do_bcd(struct bt_vcpu *b, struct insn *in) {
     *ax = (*ax & ~0xffull) | (cf ? 0xff : 0);
     f = b->ctx.flags;
     break;
-  default:
-    return bt_raise(b, X86_EXC_UD, false, 0);
+  default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
   b->ctx.flags = f | X86_RFLAGS_FIXED;
   b->ctx.rip = in->next;
@@ -1509,7 +1567,8 @@ static int do_bcd(struct bt_vcpu *b, struct insn *in) {
 
 void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]) {
   vmm_vcpu *v = b->vcpu;
-  const struct vmm_cpuid_entry *e = vmm__cpuid_find(v->cpuid, v->ncpuid, fn, idx);
+  const struct vmm_cpuid_entry *e =
+      vmm__cpuid_find(v->cpuid, v->ncpuid, fn, idx);
   if (e == NULL) {
     /* Beyond the table: Intel returns the highest basic leaf; keep simple
        and consistent: zeros. */
@@ -1529,7 +1588,9 @@ void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]) {
 /* ------------------------------------------------------------------------ */
 /* The emulator                                                             */
 
-static int osize_bytes(const struct insn *in) { return in->di.operand_width / 8; }
+static int osize_bytes(const struct insn *in) {
+  return in->di.operand_width / 8;
+}
 
 static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
   unsigned ow = in->di.operand_width;
@@ -1564,8 +1625,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
 
   switch (m) {
   case ZYDIS_MNEMONIC_NOP:
-  case ZYDIS_MNEMONIC_PAUSE:
-    break;
+  case ZYDIS_MNEMONIC_PAUSE: break;
 
   case ZYDIS_MNEMONIC_HLT:
     if (b->cpl != 0)
@@ -1608,21 +1668,33 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     break;
   }
 
-  case ZYDIS_MNEMONIC_IN:
-    return do_in_out(b, in, true);
-  case ZYDIS_MNEMONIC_OUT:
-    return do_in_out(b, in, false);
+  case ZYDIS_MNEMONIC_IN: return do_in_out(b, in, true);
+  case ZYDIS_MNEMONIC_OUT: return do_in_out(b, in, false);
 
-  case ZYDIS_MNEMONIC_MOVSB: case ZYDIS_MNEMONIC_MOVSW: case ZYDIS_MNEMONIC_MOVSQ:
-  case ZYDIS_MNEMONIC_STOSB: case ZYDIS_MNEMONIC_STOSW: case ZYDIS_MNEMONIC_STOSD:
-  case ZYDIS_MNEMONIC_STOSQ: case ZYDIS_MNEMONIC_LODSB: case ZYDIS_MNEMONIC_LODSW:
-  case ZYDIS_MNEMONIC_LODSD: case ZYDIS_MNEMONIC_LODSQ: case ZYDIS_MNEMONIC_CMPSB:
-  case ZYDIS_MNEMONIC_CMPSW: case ZYDIS_MNEMONIC_CMPSQ:
-  case ZYDIS_MNEMONIC_SCASB: case ZYDIS_MNEMONIC_SCASW: case ZYDIS_MNEMONIC_SCASD:
-  case ZYDIS_MNEMONIC_SCASQ: case ZYDIS_MNEMONIC_INSB: case ZYDIS_MNEMONIC_INSW:
-  case ZYDIS_MNEMONIC_INSD: case ZYDIS_MNEMONIC_OUTSB: case ZYDIS_MNEMONIC_OUTSW:
-  case ZYDIS_MNEMONIC_OUTSD:
-    return do_string(b, in);
+  case ZYDIS_MNEMONIC_MOVSB:
+  case ZYDIS_MNEMONIC_MOVSW:
+  case ZYDIS_MNEMONIC_MOVSQ:
+  case ZYDIS_MNEMONIC_STOSB:
+  case ZYDIS_MNEMONIC_STOSW:
+  case ZYDIS_MNEMONIC_STOSD:
+  case ZYDIS_MNEMONIC_STOSQ:
+  case ZYDIS_MNEMONIC_LODSB:
+  case ZYDIS_MNEMONIC_LODSW:
+  case ZYDIS_MNEMONIC_LODSD:
+  case ZYDIS_MNEMONIC_LODSQ:
+  case ZYDIS_MNEMONIC_CMPSB:
+  case ZYDIS_MNEMONIC_CMPSW:
+  case ZYDIS_MNEMONIC_CMPSQ:
+  case ZYDIS_MNEMONIC_SCASB:
+  case ZYDIS_MNEMONIC_SCASW:
+  case ZYDIS_MNEMONIC_SCASD:
+  case ZYDIS_MNEMONIC_SCASQ:
+  case ZYDIS_MNEMONIC_INSB:
+  case ZYDIS_MNEMONIC_INSW:
+  case ZYDIS_MNEMONIC_INSD:
+  case ZYDIS_MNEMONIC_OUTSB:
+  case ZYDIS_MNEMONIC_OUTSW:
+  case ZYDIS_MNEMONIC_OUTSD: return do_string(b, in);
   case ZYDIS_MNEMONIC_MOVSD:
   case ZYDIS_MNEMONIC_CMPSD:
     /* The SSE2 forms share these mnemonics; they have explicit operands. */
@@ -1667,8 +1739,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     return BT_OK;
   case ZYDIS_MNEMONIC_IRET:
   case ZYDIS_MNEMONIC_IRETD:
-  case ZYDIS_MNEMONIC_IRETQ:
-    return bt_iret(b, os);
+  case ZYDIS_MNEMONIC_IRETQ: return bt_iret(b, os);
 
   case ZYDIS_MNEMONIC_CPUID: {
     uint32_t r[4];
@@ -1730,7 +1801,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       ZydisRegister sr = to ? in->op[0].reg.value : in->op[1].reg.value;
       ZydisRegister gr = to ? in->op[1].reg.value : in->op[0].reg.value;
       bool ctl = ZydisRegisterGetClass(sr) == ZYDIS_REGCLASS_CONTROL;
-      int n = ctl ? (int)(sr - ZYDIS_REGISTER_CR0) : (int)(sr - ZYDIS_REGISTER_DR0);
+      int n =
+          ctl ? (int)(sr - ZYDIS_REGISTER_CR0) : (int)(sr - ZYDIS_REGISTER_DR0);
       if (to) {
         v = bt_reg_get(b, gr);
         if (ctl) {
@@ -1772,8 +1844,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     }
     if (c1 == ZYDIS_REGCLASS_SEGMENT) {
       v = bt_reg_get(b, in->op[1].reg.value);
-      if (in->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
-          in->op[0].size >= 32)
+      if (in->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER && in->op[0].size >= 32)
         bt_reg_set(b, in->op[0].reg.value, v); /* zero-extended */
       else if ((err = op_write(b, in, 0, v)) < 0)
         return err;
@@ -1823,11 +1894,11 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_LAR:
   case ZYDIS_MNEMONIC_LSL:
   case ZYDIS_MNEMONIC_VERR:
-  case ZYDIS_MNEMONIC_VERW:
-    return do_desc_query(b, in);
+  case ZYDIS_MNEMONIC_VERW: return do_desc_query(b, in);
   case ZYDIS_MNEMONIC_ARPL: {
     uint64_t dst, src;
-    if ((err = op_read(b, in, 0, &dst)) < 0 || (err = op_read(b, in, 1, &src)) < 0)
+    if ((err = op_read(b, in, 0, &dst)) < 0 ||
+        (err = op_read(b, in, 1, &src)) < 0)
       return err;
     if ((dst & 3) < (src & 3)) {
       if ((err = op_write(b, in, 0, (dst & ~3ull) | (src & 3))) < 0)
@@ -1876,12 +1947,17 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_DIV: return do_div(b, in, false);
   case ZYDIS_MNEMONIC_IDIV: return do_div(b, in, true);
 
-  case ZYDIS_MNEMONIC_DAA: case ZYDIS_MNEMONIC_DAS: case ZYDIS_MNEMONIC_AAA:
-  case ZYDIS_MNEMONIC_AAS: case ZYDIS_MNEMONIC_AAM: case ZYDIS_MNEMONIC_AAD:
-  case ZYDIS_MNEMONIC_SALC:
-    return do_bcd(b, in);
+  case ZYDIS_MNEMONIC_DAA:
+  case ZYDIS_MNEMONIC_DAS:
+  case ZYDIS_MNEMONIC_AAA:
+  case ZYDIS_MNEMONIC_AAS:
+  case ZYDIS_MNEMONIC_AAM:
+  case ZYDIS_MNEMONIC_AAD:
+  case ZYDIS_MNEMONIC_SALC: return do_bcd(b, in);
 
-  case ZYDIS_MNEMONIC_BT: case ZYDIS_MNEMONIC_BTS: case ZYDIS_MNEMONIC_BTR:
+  case ZYDIS_MNEMONIC_BT:
+  case ZYDIS_MNEMONIC_BTS:
+  case ZYDIS_MNEMONIC_BTR:
   case ZYDIS_MNEMONIC_BTC:
     if (in->op[0].type == ZYDIS_OPERAND_TYPE_MEMORY &&
         in->op[1].type == ZYDIS_OPERAND_TYPE_REGISTER)
@@ -1894,7 +1970,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     ea &= abits == 16 ? 0xffff : abits == 32 ? 0xffffffff : ~0ull;
     int s = S_DS;
     for (int i = 0; i < in->di.operand_count; i++)
-      if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY && sreg_index(in->op[i].mem.segment) >= 0)
+      if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+          sreg_index(in->op[i].mem.segment) >= 0)
         s = sreg_index(in->op[i].mem.segment);
     uint64_t lin;
     uint8_t byte;
@@ -1906,7 +1983,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   }
   case ZYDIS_MNEMONIC_BOUND: {
     uint64_t idx, lin;
-    if ((err = op_read(b, in, 0, &idx)) < 0 || (err = op_lin(b, in, 1, false, &lin)) < 0)
+    if ((err = op_read(b, in, 0, &idx)) < 0 ||
+        (err = op_lin(b, in, 1, false, &lin)) < 0)
       return err;
     unsigned sz = os;
     int64_t lo = 0, hi = 0;
@@ -1931,7 +2009,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_PUSH:
     if ((err = op_read(b, in, 0, &v)) < 0)
       return err;
-    if (in->op[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE && in->op[0].imm.is_signed)
+    if (in->op[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
+        in->op[0].imm.is_signed)
       v = (uint64_t)in->op[0].imm.value.s;
     if (in->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
         (in->op[0].reg.value == ZYDIS_REGISTER_SP ||
@@ -1979,7 +2058,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_PUSHA:
   case ZYDIS_MNEMONIC_PUSHAD: {
     uint64_t sp = g[R_SP];
-    static const uint8_t order[8] = {R_AX, R_CX, R_DX, R_BX, R_SP, R_BP, R_SI, R_DI};
+    static const uint8_t order[8] = {R_AX, R_CX, R_DX, R_BX,
+                                     R_SP, R_BP, R_SI, R_DI};
     for (int i = 0; i < 8; i++)
       if ((err = push_at(b, &sp, g[order[i]] & mask_of(os), os)) < 0)
         return err;
@@ -1992,7 +2072,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     for (int i = 7; i >= 0; i--)
       if ((err = pop_at(b, &sp, &vals[i], os)) < 0)
         return err;
-    static const uint8_t order[8] = {R_AX, R_CX, R_DX, R_BX, R_SP, R_BP, R_SI, R_DI};
+    static const uint8_t order[8] = {R_AX, R_CX, R_DX, R_BX,
+                                     R_SP, R_BP, R_SI, R_DI};
     for (int i = 0; i < 8; i++)
       if (order[i] != R_SP)
         gpr_set(b, order[i], os, vals[i]);
@@ -2023,7 +2104,8 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     break;
   }
   case ZYDIS_MNEMONIC_LEAVE: {
-    uint64_t sp = stack_bits(b) == 16 ? (g[R_SP] & ~0xffffull) | (g[R_BP] & 0xffff)
+    uint64_t sp = stack_bits(b) == 16
+                      ? (g[R_SP] & ~0xffffull) | (g[R_BP] & 0xffff)
                   : stack_bits(b) == 32 ? (uint32_t)g[R_BP]
                                         : g[R_BP];
     if ((err = pop_at(b, &sp, &v, os)) < 0)
@@ -2032,16 +2114,22 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     gpr_set(b, R_BP, os, v);
     break;
   }
-  case ZYDIS_MNEMONIC_LDS: case ZYDIS_MNEMONIC_LES: case ZYDIS_MNEMONIC_LFS:
-  case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_LSS: {
+  case ZYDIS_MNEMONIC_LDS:
+  case ZYDIS_MNEMONIC_LES:
+  case ZYDIS_MNEMONIC_LFS:
+  case ZYDIS_MNEMONIC_LGS:
+  case ZYDIS_MNEMONIC_LSS: {
     uint64_t lin, off = 0;
     uint16_t sel;
     if ((err = op_lin(b, in, 1, false, &lin)) < 0 ||
         (err = bt_read(b, lin, &off, os, false)) < 0 ||
         (err = bt_read(b, lin + os, &sel, 2, false)) < 0)
       return err;
-    int s = m == ZYDIS_MNEMONIC_LDS ? S_DS : m == ZYDIS_MNEMONIC_LES ? S_ES
-            : m == ZYDIS_MNEMONIC_LFS ? S_FS : m == ZYDIS_MNEMONIC_LGS ? S_GS : S_SS;
+    int s = m == ZYDIS_MNEMONIC_LDS   ? S_DS
+            : m == ZYDIS_MNEMONIC_LES ? S_ES
+            : m == ZYDIS_MNEMONIC_LFS ? S_FS
+            : m == ZYDIS_MNEMONIC_LGS ? S_GS
+                                      : S_SS;
     if ((err = bt_load_seg(b, s, sel)) < 0)
       return err;
     bt_reg_set(b, in->op[0].reg.value, off);
@@ -2092,9 +2180,9 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_RET: {
     uint64_t sp = g[R_SP];
     if (in->di.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR)
-      return bt_far_ret(b, os, in->di.operand_count_visible
-                                   ? (uint16_t)in->op[0].imm.value.u
-                                   : 0);
+      return bt_far_ret(
+          b, os,
+          in->di.operand_count_visible ? (uint16_t)in->op[0].imm.value.u : 0);
     if ((err = pop_at(b, &sp, &v, os)) < 0)
       return err;
     if (in->di.operand_count_visible)
@@ -2132,16 +2220,21 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     break;
   }
 
-  case ZYDIS_MNEMONIC_FNINIT: case ZYDIS_MNEMONIC_FLDCW: case ZYDIS_MNEMONIC_FNSTCW:
-  case ZYDIS_MNEMONIC_LDMXCSR: case ZYDIS_MNEMONIC_STMXCSR:
-  case ZYDIS_MNEMONIC_FXSAVE: case ZYDIS_MNEMONIC_FXSAVE64:
-  case ZYDIS_MNEMONIC_FXRSTOR: case ZYDIS_MNEMONIC_FXRSTOR64:
-  case ZYDIS_MNEMONIC_FNSTENV: case ZYDIS_MNEMONIC_FLDENV:
-  case ZYDIS_MNEMONIC_FNSAVE: case ZYDIS_MNEMONIC_FRSTOR:
-    return do_fpu_ctl(b, in);
+  case ZYDIS_MNEMONIC_FNINIT:
+  case ZYDIS_MNEMONIC_FLDCW:
+  case ZYDIS_MNEMONIC_FNSTCW:
+  case ZYDIS_MNEMONIC_LDMXCSR:
+  case ZYDIS_MNEMONIC_STMXCSR:
+  case ZYDIS_MNEMONIC_FXSAVE:
+  case ZYDIS_MNEMONIC_FXSAVE64:
+  case ZYDIS_MNEMONIC_FXRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR64:
+  case ZYDIS_MNEMONIC_FNSTENV:
+  case ZYDIS_MNEMONIC_FLDENV:
+  case ZYDIS_MNEMONIC_FNSAVE:
+  case ZYDIS_MNEMONIC_FRSTOR: return do_fpu_ctl(b, in);
 
-  default:
-    return bt_raise(b, X86_EXC_UD, false, 0);
+  default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
   b->ctx.rip = in->next;
   return BT_OK;

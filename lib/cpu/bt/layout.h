@@ -30,14 +30,15 @@
 #define BT_OFF_EXIT_BUDGET 0x118
 #define BT_OFF_MXCSR_HOST 0x120
 #define BT_OFF_FCW_HOST 0x124
-#define BT_OFF_JMP 0x128 /* scratch target for indirect jumps */
-#define BT_OFF_POST 0x130 /* where real-mode memory paths continue */
+#define BT_OFF_JMP 0x128      /* scratch target for indirect jumps */
+#define BT_OFF_POST 0x130     /* where real-mode memory paths continue */
 #define BT_OFF_TLB_MASK 0x138 /* (tlb_size - 1) << 12, PEXT's mask */
-#define BT_OFF_SEGBASE 0x140 /* uint64_t segbase[6]: ES CS SS DS FS GS */
-#define BT_OFF_FPU 0x180     /* 512-byte FXSAVE area, 64-byte aligned */
-#define BT_OFF_SPILL 0x380 /* uint64_t spill[16]: a borrowed register's guest
+#define BT_OFF_SEGBASE 0x140  /* uint64_t segbase[6]: ES CS SS DS FS GS */
+#define BT_OFF_FPU 0x180      /* 512-byte FXSAVE area, 64-byte aligned */
+#define BT_OFF_SPILL                                                           \
+  0x380                    /* uint64_t spill[16]: a borrowed register's guest  \
                               value, indexed by register number */
-#define BT_OFF_TLB_R 0x400   /* uint64_t [2][BT_TLB_SIZE] negated read tags */
+#define BT_OFF_TLB_R 0x400 /* uint64_t [2][BT_TLB_SIZE] negated read tags */
 #define BT_OFF_TLB_W (BT_OFF_TLB_R + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_TLB_ADD (BT_OFF_TLB_W + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_JC_NPC (BT_OFF_TLB_ADD + 2 * 8 * BT_TLB_SIZE)
@@ -45,9 +46,9 @@
 #define BT_CTX_SIZE (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
 
 /* Return values of bt_enter(): why translated code gave control back. */
-#define BT_X_LINK 0   /* an unlinked direct exit; arg = link number */
+#define BT_X_LINK 0    /* an unlinked direct exit; arg = link number */
 #define BT_X_CALLOUT 1 /* a callout asked to leave */
-#define BT_X_JC 2     /* indirect-jump miss; rip holds the target */
-#define BT_X_BUDGET 3 /* counting mode: budget too small; arg = fragment */
+#define BT_X_JC 2      /* indirect-jump miss; rip holds the target */
+#define BT_X_BUDGET 3  /* counting mode: budget too small; arg = fragment */
 
 #endif

@@ -336,7 +336,7 @@ void bt_code_written(vmm_vm *vm, struct bt_vcpu *writer, uint64_t gpa,
 /* Guest memory for C code                                                  */
 
 /* Find the RAM behind gpa for len bytes within one page, or NULL (MMIO).
-   *ro: the slot is read-only; *code: the page holds translations. */
+ *ro: the slot is read-only; *code: the page holds translations. */
 static uint8_t *ram(struct bt_vcpu *b, uint64_t gpa, unsigned len, bool *ro,
                     bool *code, struct vmm__slot **slot_out) {
   vmm_vm *vm = b->vcpu->vm;
@@ -584,7 +584,6 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
   return 0;
 }
 
-
 /* Leave the fragment at this instruction: completed (RIP after it) or
    not (RIP on it, e.g. waiting for MMIO data). */
 static void leave_at(struct bt_vcpu *b, const struct bt_desc *d, bool retired) {
@@ -637,8 +636,10 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   }
   const ZydisDecodedOperand *o = &op[mi];
   unsigned size = o->size / 8;
-  bool r = o->actions & (ZYDIS_OPERAND_ACTION_READ | ZYDIS_OPERAND_ACTION_CONDREAD);
-  bool w = o->actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+  bool r =
+      o->actions & (ZYDIS_OPERAND_ACTION_READ | ZYDIS_OPERAND_ACTION_CONDREAD);
+  bool w = o->actions &
+           (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
   uint64_t lin;
   if (bt_operand_lin(b, &di, o, size, w, &lin) < 0) {
     leave_fault(b, d);

@@ -14,7 +14,9 @@
 #define SEL_TI 4u
 #define SEL_RPL 3u
 
-uint64_t bt_cs_base(const struct bt_vcpu *b) { return b->ctx.segbase[S_CS]; }
+uint64_t bt_cs_base(const struct bt_vcpu *b) {
+  return b->ctx.segbase[S_CS];
+}
 
 static bool lma(const struct bt_vcpu *b) {
   return (b->efer & X86_EFER_LMA) != 0;
@@ -89,7 +91,9 @@ static int set_accessed(struct bt_vcpu *b, uint64_t addr, uint64_t d) {
   return bt_write(b, addr + 5, &byte, 1, true);
 }
 
-void bt_seg_changed(struct bt_vcpu *b) { bt_update_mode(b); }
+void bt_seg_changed(struct bt_vcpu *b) {
+  bt_update_mode(b);
+}
 
 /* Load a data or stack segment register (mov/pop/lds...). */
 int bt_load_seg(struct bt_vcpu *b, int sreg, uint16_t sel) {
@@ -178,7 +182,7 @@ static int stk_push(struct bt_vcpu *b, struct stk *st, uint64_t v,
 
 static int stk_pop(struct bt_vcpu *b, struct stk *st, uint64_t *v,
                    unsigned size) {
-  uint64_t off = st->bits == 16 ? (st->sp & 0xffff)
+  uint64_t off = st->bits == 16   ? (st->sp & 0xffff)
                  : st->bits == 32 ? (uint32_t)st->sp
                                   : st->sp;
   uint64_t lin = st->base + off;
@@ -232,8 +236,8 @@ static bool is_contributory(int v) {
 static struct nested fault_nested(struct bt_vcpu *b, int err) {
   if (err == BT_EXIT)
     return NEST(-2, 0);
-  return (struct nested){.vec = b->nest_vec, .has_err = b->nest_has_err,
-                         .err = b->nest_err};
+  return (struct nested){
+      .vec = b->nest_vec, .has_err = b->nest_has_err, .err = b->nest_err};
 }
 
 static void nest_record(struct bt_vcpu *b, int vec, bool has_err,
@@ -319,8 +323,14 @@ static struct nested deliver_prot(struct bt_vcpu *b, unsigned vec, int type,
     trap = gtype == 0xf;
   } else {
     switch (gtype) {
-    case 0x6: trap = false; g32 = false; break;
-    case 0x7: trap = true; g32 = false; break;
+    case 0x6:
+      trap = false;
+      g32 = false;
+      break;
+    case 0x7:
+      trap = true;
+      g32 = false;
+      break;
     case 0xe: trap = false; break;
     case 0xf: trap = true; break;
     default:
@@ -387,7 +397,8 @@ static struct nested deliver_prot(struct bt_vcpu *b, unsigned vec, int type,
     uint32_t esp;
     uint16_t ssel;
     if ((err = bt_read(b, (uint32_t)(b->tr.base + toff), &esp, 4, true)) < 0 ||
-        (err = bt_read(b, (uint32_t)(b->tr.base + toff + 4), &ssel, 2, true)) < 0)
+        (err = bt_read(b, (uint32_t)(b->tr.base + toff + 4), &ssel, 2, true)) <
+            0)
       return fault_nested(b, err);
     if ((ssel & ~3u) == 0)
       return NEST(X86_EXC_TS, ext);
@@ -501,13 +512,14 @@ int bt_deliver(struct bt_vcpu *b, unsigned vec, int type, bool has_err,
     }
     bool df = false;
     if (first >= 0) {
-      bool f_contrib = is_contributory(first), n_contrib = is_contributory(n.vec);
+      bool f_contrib = is_contributory(first),
+           n_contrib = is_contributory(n.vec);
       if ((f_contrib && n_contrib) ||
           (first == X86_EXC_PF && (n_contrib || n.vec == X86_EXC_PF)))
         df = true;
     }
-    if (exit_instead(b, df ? X86_EXC_DF : (unsigned)n.vec, true,
-                     df ? 0 : n.err, b->cr2))
+    if (exit_instead(b, df ? X86_EXC_DF : (unsigned)n.vec, true, df ? 0 : n.err,
+                     b->cr2))
       return BT_FAULT;
     if (df) {
       vec = X86_EXC_DF;
@@ -620,7 +632,8 @@ int bt_far_transfer(struct bt_vcpu *b, uint16_t sel, uint64_t off, int kind,
   cs.type |= 1;
   cs.selector = (uint16_t)((sel & ~3u) | b->cpl);
   b->seg[S_CS] = cs;
-  b->ctx.rip = (lma(b) && cs.l) ? off : (osize == 2 ? off & 0xffff : (uint32_t)off);
+  b->ctx.rip =
+      (lma(b) && cs.l) ? off : (osize == 2 ? off & 0xffff : (uint32_t)off);
   bt_update_mode(b);
   return 0;
 }
@@ -729,7 +742,8 @@ int bt_far_ret(struct bt_vcpu *b, unsigned osize, uint16_t imm) {
   cs.type |= 1;
   b->seg[S_CS] = cs;
   b->seg[S_SS] = ss;
-  b->ctx.gpr[R_SP] = ss.db || cs64 ? nsp : (b->ctx.gpr[R_SP] & ~0xffffull) | (nsp & 0xffff);
+  b->ctx.gpr[R_SP] =
+      ss.db || cs64 ? nsp : (b->ctx.gpr[R_SP] & ~0xffffull) | (nsp & 0xffff);
   b->ctx.rip = cs64 ? ip : (uint32_t)ip;
   bool outer = rpl > b->cpl;
   b->cpl = rpl;
@@ -882,9 +896,7 @@ int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v) {
     bt_update_mode(b);
     return 0;
   }
-  case 2:
-    b->cr2 = code64(b) ? v : (uint32_t)v;
-    return 0;
+  case 2: b->cr2 = code64(b) ? v : (uint32_t)v; return 0;
   case 3:
     if (!code64(b))
       v = (uint32_t)v;
@@ -894,19 +906,18 @@ int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v) {
     paging_changed(b);
     return 0;
   case 4: {
-    const uint64_t valid = X86_CR4_VME | X86_CR4_PVI | X86_CR4_TSD |
-                           X86_CR4_DE | X86_CR4_PSE | X86_CR4_PAE |
-                           X86_CR4_MCE | X86_CR4_PGE | X86_CR4_PCE |
-                           X86_CR4_OSFXSR | X86_CR4_OSXMMEXCPT | X86_CR4_SMEP |
-                           X86_CR4_SMAP;
+    const uint64_t valid =
+        X86_CR4_VME | X86_CR4_PVI | X86_CR4_TSD | X86_CR4_DE | X86_CR4_PSE |
+        X86_CR4_PAE | X86_CR4_MCE | X86_CR4_PGE | X86_CR4_PCE | X86_CR4_OSFXSR |
+        X86_CR4_OSXMMEXCPT | X86_CR4_SMEP | X86_CR4_SMAP;
     if (v & ~valid)
       return bt_raise(b, X86_EXC_GP, true, 0);
     if (lma(b) && !(v & X86_CR4_PAE))
       return bt_raise(b, X86_EXC_GP, true, 0);
     uint64_t old = b->cr4;
     b->cr4 = v;
-    if ((old ^ v) & (X86_CR4_PSE | X86_CR4_PAE | X86_CR4_PGE | X86_CR4_SMEP |
-                     X86_CR4_SMAP))
+    if ((old ^ v) &
+        (X86_CR4_PSE | X86_CR4_PAE | X86_CR4_PGE | X86_CR4_SMEP | X86_CR4_SMAP))
       paging_changed(b);
     bt_update_mode(b);
     return 0;
@@ -916,11 +927,9 @@ int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v) {
       return bt_raise(b, X86_EXC_GP, true, 0);
     b->cr8 = v;
     return 0;
-  default:
-    return bt_raise(b, X86_EXC_UD, false, 0);
+  default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
 }
-
 
 int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v) {
   switch (idx) {
@@ -944,7 +953,9 @@ int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v) {
   }
 }
 
-static bool canonical(uint64_t v) { return (uint64_t)((int64_t)(v << 16) >> 16) == v; }
+static bool canonical(uint64_t v) {
+  return (uint64_t)((int64_t)(v << 16) >> 16) == v;
+}
 
 int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v) {
   switch (idx) {
@@ -952,11 +963,15 @@ int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v) {
   case X86_MSR_APIC_BASE: b->apic_base = v; return 0;
   case X86_MSR_SYSENTER_CS: b->sysenter_cs = v & 0xffff; return 0;
   case X86_MSR_SYSENTER_ESP:
-    if (!canonical(v)) return -1;
-    b->sysenter_esp = v; return 0;
+    if (!canonical(v))
+      return -1;
+    b->sysenter_esp = v;
+    return 0;
   case X86_MSR_SYSENTER_EIP:
-    if (!canonical(v)) return -1;
-    b->sysenter_eip = v; return 0;
+    if (!canonical(v))
+      return -1;
+    b->sysenter_eip = v;
+    return 0;
   case X86_MSR_PAT: b->pat = v; return 0;
   case X86_MSR_EFER: {
     uint64_t valid = X86_EFER_SCE | X86_EFER_LME | X86_EFER_LMA | X86_EFER_NXE;
@@ -975,21 +990,33 @@ int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v) {
   }
   case X86_MSR_STAR: b->star = v; return 0;
   case X86_MSR_LSTAR:
-    if (!canonical(v)) return -1;
-    b->lstar = v; return 0;
+    if (!canonical(v))
+      return -1;
+    b->lstar = v;
+    return 0;
   case X86_MSR_CSTAR:
-    if (!canonical(v)) return -1;
-    b->cstar = v; return 0;
+    if (!canonical(v))
+      return -1;
+    b->cstar = v;
+    return 0;
   case X86_MSR_FMASK: b->sfmask = v & 0xffffffffull; return 0;
   case X86_MSR_FS_BASE:
-    if (!canonical(v)) return -1;
-    b->seg[S_FS].base = v; bt_update_mode(b); return 0;
+    if (!canonical(v))
+      return -1;
+    b->seg[S_FS].base = v;
+    bt_update_mode(b);
+    return 0;
   case X86_MSR_GS_BASE:
-    if (!canonical(v)) return -1;
-    b->seg[S_GS].base = v; bt_update_mode(b); return 0;
+    if (!canonical(v))
+      return -1;
+    b->seg[S_GS].base = v;
+    bt_update_mode(b);
+    return 0;
   case X86_MSR_KERNEL_GS_BASE:
-    if (!canonical(v)) return -1;
-    b->kgsbase = v; return 0;
+    if (!canonical(v))
+      return -1;
+    b->kgsbase = v;
+    return 0;
   case X86_MSR_TSC_AUX: b->tsc_aux = v & 0xffffffffull; return 0;
   case 0x1a0: b->misc_enable = v; return 0;
   default: return -1;

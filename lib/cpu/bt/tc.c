@@ -231,7 +231,9 @@ static void unlink_if(struct bt_vcpu *b, bool backward, bool cross) {
 }
 
 /* Caller holds link_lock (kick) or is the vCPU thread. */
-void bt_unlink_backward(struct bt_vcpu *b) { unlink_if(b, true, false); }
+void bt_unlink_backward(struct bt_vcpu *b) {
+  unlink_if(b, true, false);
+}
 
 void bt_unlink_cross_page(struct bt_vcpu *b) {
   pthread_mutex_lock(&b->link_lock);

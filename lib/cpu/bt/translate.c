@@ -13,20 +13,19 @@
 #define TU_MAX 12
 #define FRAG_MAX_BYTES (64u << 10)
 
-
 /* How an instruction is translated. */
 enum xclass {
-  X_IDENT,   /* native, registers only */
-  X_MEM,     /* native with a memory operand */
+  X_IDENT, /* native, registers only */
+  X_MEM,   /* native with a memory operand */
   X_LEA,
-  X_NOP,     /* nothing to emit */
-  X_PUSH,    /* flat modes: push reg/imm */
-  X_POP,     /* flat modes: pop reg */
+  X_NOP,  /* nothing to emit */
+  X_PUSH, /* flat modes: push reg/imm */
+  X_POP,  /* flat modes: pop reg */
   X_LEAVE,
-  X_CALL,    /* call rel */
-  X_CALLI,   /* call reg/mem */
-  X_JMP,     /* jmp rel */
-  X_JMPI,    /* jmp reg/mem */
+  X_CALL,  /* call rel */
+  X_CALLI, /* call reg/mem */
+  X_JMP,   /* jmp rel */
+  X_JMPI,  /* jmp reg/mem */
   X_JCC,
   X_RET,
   X_EMUL,     /* C, then continue */
@@ -45,8 +44,8 @@ struct xi {
   int memop;
   uint32_t used; /* host GPRs the instruction names */
   bool high8;
-  bool rsp;      /* names RSP/ESP/SP as a data register */
-  bool page2;    /* crosses into the next page */
+  bool rsp;   /* names RSP/ESP/SP as a data register */
+  bool page2; /* crosses into the next page */
   uint64_t gpa2;
 };
 
@@ -146,7 +145,7 @@ static void scan_regs(struct xi *x) {
    one the glue already borrowed if it can; rcx is reserved for jrcxz.
    legacy: no REX allowed (the instruction uses AH..BH). */
 static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed) {
-  static const uint8_t order[] = {R_11, R_10, R_9, R_8, R_15, R_14, R_13,
+  static const uint8_t order[] = {R_11, R_10, R_9,  R_8,  R_15, R_14, R_13,
                                   R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   static const uint8_t order_legacy[] = {R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   const uint8_t *o = legacy ? order_legacy : order;
@@ -165,7 +164,8 @@ static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed) {
 
 /* Extensions the guest may run natively: what the engine reports and the
    host has (an instruction the host lacks would raise SIGILL here). */
-static bool isa_native(const struct bt_vm *m, const ZydisDecodedInstruction *di) {
+static bool isa_native(const struct bt_vm *m,
+                       const ZydisDecodedInstruction *di) {
   switch (di->meta.isa_ext) {
   case ZYDIS_ISA_EXT_BASE:
   case ZYDIS_ISA_EXT_X87:
@@ -173,8 +173,7 @@ static bool isa_native(const struct bt_vm *m, const ZydisDecodedInstruction *di)
   case ZYDIS_ISA_EXT_SSE:
   case ZYDIS_ISA_EXT_SSE2:
   case ZYDIS_ISA_EXT_LONGMODE:
-  case ZYDIS_ISA_EXT_PAUSE:
-    return true;
+  case ZYDIS_ISA_EXT_PAUSE: return true;
   case ZYDIS_ISA_EXT_SSE3: return m->host & BT_H_SSE3;
   case ZYDIS_ISA_EXT_SSSE3: return m->host & BT_H_SSSE3;
   case ZYDIS_ISA_EXT_SSE4: return (m->host & BT_H_SSE4) == BT_H_SSE4;
@@ -185,8 +184,7 @@ static bool isa_native(const struct bt_vm *m, const ZydisDecodedInstruction *di)
   case ZYDIS_ISA_EXT_MOVBE: return m->host & BT_H_MOVBE;
   case ZYDIS_ISA_EXT_AES: return m->host & BT_H_AES;
   case ZYDIS_ISA_EXT_PCLMULQDQ: return m->host & BT_H_PCLMUL;
-  default:
-    return false;
+  default: return false;
   }
 }
 
@@ -215,10 +213,8 @@ static bool cat_native(ZydisInstructionCategory c) {
   case ZYDIS_CATEGORY_LZCNT:
   case ZYDIS_CATEGORY_ADOX_ADCX:
   case ZYDIS_CATEGORY_FLAGOP:
-  case ZYDIS_CATEGORY_BROADCAST:
-    return true;
-  default:
-    return false;
+  case ZYDIS_CATEGORY_BROADCAST: return true;
+  default: return false;
   }
 }
 
@@ -228,76 +224,141 @@ static int special(const struct xi *x) {
   /* System and sensitive. */
   case ZYDIS_MNEMONIC_HLT:
   case ZYDIS_MNEMONIC_STI:
-  case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD: case ZYDIS_MNEMONIC_POPFQ:
-  case ZYDIS_MNEMONIC_IRET: case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_IRETQ:
-  case ZYDIS_MNEMONIC_INT: case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_INTO:
+  case ZYDIS_MNEMONIC_POPF:
+  case ZYDIS_MNEMONIC_POPFD:
+  case ZYDIS_MNEMONIC_POPFQ:
+  case ZYDIS_MNEMONIC_IRET:
+  case ZYDIS_MNEMONIC_IRETD:
+  case ZYDIS_MNEMONIC_IRETQ:
+  case ZYDIS_MNEMONIC_INT:
+  case ZYDIS_MNEMONIC_INT3:
+  case ZYDIS_MNEMONIC_INTO:
   case ZYDIS_MNEMONIC_INT1:
-  case ZYDIS_MNEMONIC_SYSCALL: case ZYDIS_MNEMONIC_SYSRET:
-  case ZYDIS_MNEMONIC_SYSENTER: case ZYDIS_MNEMONIC_SYSEXIT:
-  case ZYDIS_MNEMONIC_IN: case ZYDIS_MNEMONIC_OUT:
-  case ZYDIS_MNEMONIC_INSB: case ZYDIS_MNEMONIC_INSW: case ZYDIS_MNEMONIC_INSD:
-  case ZYDIS_MNEMONIC_OUTSB: case ZYDIS_MNEMONIC_OUTSW: case ZYDIS_MNEMONIC_OUTSD:
-  case ZYDIS_MNEMONIC_MOVSB: case ZYDIS_MNEMONIC_MOVSW: case ZYDIS_MNEMONIC_MOVSQ:
-  case ZYDIS_MNEMONIC_STOSB: case ZYDIS_MNEMONIC_STOSW: case ZYDIS_MNEMONIC_STOSD:
+  case ZYDIS_MNEMONIC_SYSCALL:
+  case ZYDIS_MNEMONIC_SYSRET:
+  case ZYDIS_MNEMONIC_SYSENTER:
+  case ZYDIS_MNEMONIC_SYSEXIT:
+  case ZYDIS_MNEMONIC_IN:
+  case ZYDIS_MNEMONIC_OUT:
+  case ZYDIS_MNEMONIC_INSB:
+  case ZYDIS_MNEMONIC_INSW:
+  case ZYDIS_MNEMONIC_INSD:
+  case ZYDIS_MNEMONIC_OUTSB:
+  case ZYDIS_MNEMONIC_OUTSW:
+  case ZYDIS_MNEMONIC_OUTSD:
+  case ZYDIS_MNEMONIC_MOVSB:
+  case ZYDIS_MNEMONIC_MOVSW:
+  case ZYDIS_MNEMONIC_MOVSQ:
+  case ZYDIS_MNEMONIC_STOSB:
+  case ZYDIS_MNEMONIC_STOSW:
+  case ZYDIS_MNEMONIC_STOSD:
   case ZYDIS_MNEMONIC_STOSQ:
-  case ZYDIS_MNEMONIC_LODSB: case ZYDIS_MNEMONIC_LODSW: case ZYDIS_MNEMONIC_LODSD:
+  case ZYDIS_MNEMONIC_LODSB:
+  case ZYDIS_MNEMONIC_LODSW:
+  case ZYDIS_MNEMONIC_LODSD:
   case ZYDIS_MNEMONIC_LODSQ:
-  case ZYDIS_MNEMONIC_CMPSB: case ZYDIS_MNEMONIC_CMPSW: case ZYDIS_MNEMONIC_CMPSQ:
-  case ZYDIS_MNEMONIC_SCASB: case ZYDIS_MNEMONIC_SCASW: case ZYDIS_MNEMONIC_SCASD:
+  case ZYDIS_MNEMONIC_CMPSB:
+  case ZYDIS_MNEMONIC_CMPSW:
+  case ZYDIS_MNEMONIC_CMPSQ:
+  case ZYDIS_MNEMONIC_SCASB:
+  case ZYDIS_MNEMONIC_SCASW:
+  case ZYDIS_MNEMONIC_SCASD:
   case ZYDIS_MNEMONIC_SCASQ:
-  case ZYDIS_MNEMONIC_LGDT: case ZYDIS_MNEMONIC_LIDT:
-  case ZYDIS_MNEMONIC_LLDT: case ZYDIS_MNEMONIC_LTR:
-  case ZYDIS_MNEMONIC_CLTS: case ZYDIS_MNEMONIC_LMSW:
-  case ZYDIS_MNEMONIC_INVLPG: case ZYDIS_MNEMONIC_SWAPGS:
+  case ZYDIS_MNEMONIC_LGDT:
+  case ZYDIS_MNEMONIC_LIDT:
+  case ZYDIS_MNEMONIC_LLDT:
+  case ZYDIS_MNEMONIC_LTR:
+  case ZYDIS_MNEMONIC_CLTS:
+  case ZYDIS_MNEMONIC_LMSW:
+  case ZYDIS_MNEMONIC_INVLPG:
+  case ZYDIS_MNEMONIC_SWAPGS:
   case ZYDIS_MNEMONIC_WRMSR:
-  case ZYDIS_MNEMONIC_LDS: case ZYDIS_MNEMONIC_LES: case ZYDIS_MNEMONIC_LFS:
-  case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_LSS:
-  case ZYDIS_MNEMONIC_LOOP: case ZYDIS_MNEMONIC_LOOPE: case ZYDIS_MNEMONIC_LOOPNE:
-  case ZYDIS_MNEMONIC_JCXZ: case ZYDIS_MNEMONIC_JECXZ: case ZYDIS_MNEMONIC_JRCXZ:
-  case ZYDIS_MNEMONIC_FXRSTOR: case ZYDIS_MNEMONIC_FXRSTOR64:
-    return X_EMUL_END;
+  case ZYDIS_MNEMONIC_LDS:
+  case ZYDIS_MNEMONIC_LES:
+  case ZYDIS_MNEMONIC_LFS:
+  case ZYDIS_MNEMONIC_LGS:
+  case ZYDIS_MNEMONIC_LSS:
+  case ZYDIS_MNEMONIC_LOOP:
+  case ZYDIS_MNEMONIC_LOOPE:
+  case ZYDIS_MNEMONIC_LOOPNE:
+  case ZYDIS_MNEMONIC_JCXZ:
+  case ZYDIS_MNEMONIC_JECXZ:
+  case ZYDIS_MNEMONIC_JRCXZ:
+  case ZYDIS_MNEMONIC_FXRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR64: return X_EMUL_END;
   case ZYDIS_MNEMONIC_CLI:
-  case ZYDIS_MNEMONIC_PUSHF: case ZYDIS_MNEMONIC_PUSHFD: case ZYDIS_MNEMONIC_PUSHFQ:
-  case ZYDIS_MNEMONIC_CPUID: case ZYDIS_MNEMONIC_RDTSC: case ZYDIS_MNEMONIC_RDTSCP:
-  case ZYDIS_MNEMONIC_RDMSR: case ZYDIS_MNEMONIC_XGETBV:
-  case ZYDIS_MNEMONIC_SGDT: case ZYDIS_MNEMONIC_SIDT: case ZYDIS_MNEMONIC_SLDT:
-  case ZYDIS_MNEMONIC_STR: case ZYDIS_MNEMONIC_SMSW:
-  case ZYDIS_MNEMONIC_LAR: case ZYDIS_MNEMONIC_LSL:
-  case ZYDIS_MNEMONIC_VERR: case ZYDIS_MNEMONIC_VERW: case ZYDIS_MNEMONIC_ARPL:
-  case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_WBINVD:
-  case ZYDIS_MNEMONIC_DIV: case ZYDIS_MNEMONIC_IDIV:
-  case ZYDIS_MNEMONIC_DAA: case ZYDIS_MNEMONIC_DAS: case ZYDIS_MNEMONIC_AAA:
-  case ZYDIS_MNEMONIC_AAS: case ZYDIS_MNEMONIC_AAM: case ZYDIS_MNEMONIC_AAD:
-  case ZYDIS_MNEMONIC_SALC: case ZYDIS_MNEMONIC_XLAT: case ZYDIS_MNEMONIC_BOUND:
-  case ZYDIS_MNEMONIC_PUSHA: case ZYDIS_MNEMONIC_PUSHAD:
-  case ZYDIS_MNEMONIC_POPA: case ZYDIS_MNEMONIC_POPAD:
+  case ZYDIS_MNEMONIC_PUSHF:
+  case ZYDIS_MNEMONIC_PUSHFD:
+  case ZYDIS_MNEMONIC_PUSHFQ:
+  case ZYDIS_MNEMONIC_CPUID:
+  case ZYDIS_MNEMONIC_RDTSC:
+  case ZYDIS_MNEMONIC_RDTSCP:
+  case ZYDIS_MNEMONIC_RDMSR:
+  case ZYDIS_MNEMONIC_XGETBV:
+  case ZYDIS_MNEMONIC_SGDT:
+  case ZYDIS_MNEMONIC_SIDT:
+  case ZYDIS_MNEMONIC_SLDT:
+  case ZYDIS_MNEMONIC_STR:
+  case ZYDIS_MNEMONIC_SMSW:
+  case ZYDIS_MNEMONIC_LAR:
+  case ZYDIS_MNEMONIC_LSL:
+  case ZYDIS_MNEMONIC_VERR:
+  case ZYDIS_MNEMONIC_VERW:
+  case ZYDIS_MNEMONIC_ARPL:
+  case ZYDIS_MNEMONIC_INVD:
+  case ZYDIS_MNEMONIC_WBINVD:
+  case ZYDIS_MNEMONIC_DIV:
+  case ZYDIS_MNEMONIC_IDIV:
+  case ZYDIS_MNEMONIC_DAA:
+  case ZYDIS_MNEMONIC_DAS:
+  case ZYDIS_MNEMONIC_AAA:
+  case ZYDIS_MNEMONIC_AAS:
+  case ZYDIS_MNEMONIC_AAM:
+  case ZYDIS_MNEMONIC_AAD:
+  case ZYDIS_MNEMONIC_SALC:
+  case ZYDIS_MNEMONIC_XLAT:
+  case ZYDIS_MNEMONIC_BOUND:
+  case ZYDIS_MNEMONIC_PUSHA:
+  case ZYDIS_MNEMONIC_PUSHAD:
+  case ZYDIS_MNEMONIC_POPA:
+  case ZYDIS_MNEMONIC_POPAD:
   case ZYDIS_MNEMONIC_ENTER:
-  case ZYDIS_MNEMONIC_FNINIT: case ZYDIS_MNEMONIC_FLDCW: case ZYDIS_MNEMONIC_FNSTCW:
-  case ZYDIS_MNEMONIC_LDMXCSR: case ZYDIS_MNEMONIC_STMXCSR:
-  case ZYDIS_MNEMONIC_FXSAVE: case ZYDIS_MNEMONIC_FXSAVE64:
-  case ZYDIS_MNEMONIC_FNSTENV: case ZYDIS_MNEMONIC_FLDENV:
-  case ZYDIS_MNEMONIC_FNSAVE: case ZYDIS_MNEMONIC_FRSTOR:
-    return X_EMUL;
+  case ZYDIS_MNEMONIC_FNINIT:
+  case ZYDIS_MNEMONIC_FLDCW:
+  case ZYDIS_MNEMONIC_FNSTCW:
+  case ZYDIS_MNEMONIC_LDMXCSR:
+  case ZYDIS_MNEMONIC_STMXCSR:
+  case ZYDIS_MNEMONIC_FXSAVE:
+  case ZYDIS_MNEMONIC_FXSAVE64:
+  case ZYDIS_MNEMONIC_FNSTENV:
+  case ZYDIS_MNEMONIC_FLDENV:
+  case ZYDIS_MNEMONIC_FNSAVE:
+  case ZYDIS_MNEMONIC_FRSTOR: return X_EMUL;
   case ZYDIS_MNEMONIC_MOVSD:
   case ZYDIS_MNEMONIC_CMPSD:
     /* String forms have no visible operands; SSE2 forms are native. */
     return x->di.operand_count_visible == 0 ? X_EMUL_END : -1;
-  case ZYDIS_MNEMONIC_UD0: case ZYDIS_MNEMONIC_UD1: case ZYDIS_MNEMONIC_UD2:
-    return X_UD;
+  case ZYDIS_MNEMONIC_UD0:
+  case ZYDIS_MNEMONIC_UD1:
+  case ZYDIS_MNEMONIC_UD2: return X_UD;
   case ZYDIS_MNEMONIC_NOP:
-  case ZYDIS_MNEMONIC_PREFETCH: case ZYDIS_MNEMONIC_PREFETCHNTA:
-  case ZYDIS_MNEMONIC_PREFETCHT0: case ZYDIS_MNEMONIC_PREFETCHT1:
-  case ZYDIS_MNEMONIC_PREFETCHT2: case ZYDIS_MNEMONIC_PREFETCHW:
-  case ZYDIS_MNEMONIC_CLFLUSH: case ZYDIS_MNEMONIC_CLFLUSHOPT:
-  case ZYDIS_MNEMONIC_CLWB: case ZYDIS_MNEMONIC_ENDBR32:
-  case ZYDIS_MNEMONIC_ENDBR64:
-    return X_NOP;
+  case ZYDIS_MNEMONIC_PREFETCH:
+  case ZYDIS_MNEMONIC_PREFETCHNTA:
+  case ZYDIS_MNEMONIC_PREFETCHT0:
+  case ZYDIS_MNEMONIC_PREFETCHT1:
+  case ZYDIS_MNEMONIC_PREFETCHT2:
+  case ZYDIS_MNEMONIC_PREFETCHW:
+  case ZYDIS_MNEMONIC_CLFLUSH:
+  case ZYDIS_MNEMONIC_CLFLUSHOPT:
+  case ZYDIS_MNEMONIC_CLWB:
+  case ZYDIS_MNEMONIC_ENDBR32:
+  case ZYDIS_MNEMONIC_ENDBR64: return X_NOP;
   /* Ordering still matters between vCPU threads sharing guest RAM. */
-  case ZYDIS_MNEMONIC_LFENCE: case ZYDIS_MNEMONIC_SFENCE:
-  case ZYDIS_MNEMONIC_MFENCE: case ZYDIS_MNEMONIC_PAUSE:
-    return X_IDENT;
-  default:
-    return -1;
+  case ZYDIS_MNEMONIC_LFENCE:
+  case ZYDIS_MNEMONIC_SFENCE:
+  case ZYDIS_MNEMONIC_MFENCE:
+  case ZYDIS_MNEMONIC_PAUSE: return X_IDENT;
+  default: return -1;
   }
 }
 
@@ -310,10 +371,8 @@ static bool names_sreg_or_sys(const struct xi *x) {
     case ZYDIS_REGCLASS_CONTROL:
     case ZYDIS_REGCLASS_DEBUG:
     case ZYDIS_REGCLASS_TEST:
-    case ZYDIS_REGCLASS_TABLE:
-      return true;
-    default:
-      break;
+    case ZYDIS_REGCLASS_TABLE: return true;
+    default: break;
     }
   }
   return false;
@@ -325,7 +384,8 @@ static bool has_hidden_stack(const struct xi *x) {
     if (o->visibility != ZYDIS_OPERAND_VISIBILITY_HIDDEN)
       continue;
     bool h;
-    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER && gpr_of(o->reg.value, &h) == R_SP)
+    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER &&
+        gpr_of(o->reg.value, &h) == R_SP)
       return true;
     if (o->type == ZYDIS_OPERAND_TYPE_MEMORY)
       return true;
@@ -412,8 +472,7 @@ static enum xclass classify(struct tx *t, struct xi *x) {
   }
   case ZYDIS_MNEMONIC_LEAVE:
     return flat && di->operand_width / 8 == t->sbytes ? X_LEAVE : X_EMUL;
-  case ZYDIS_MNEMONIC_LEA:
-    return X_LEA;
+  case ZYDIS_MNEMONIC_LEA: return X_LEA;
   case ZYDIS_MNEMONIC_BT:
   case ZYDIS_MNEMONIC_BTS:
   case ZYDIS_MNEMONIC_BTR:
@@ -423,13 +482,13 @@ static enum xclass classify(struct tx *t, struct xi *x) {
         x->op[1].type == ZYDIS_OPERAND_TYPE_REGISTER)
       return X_EMUL;
     break;
-  default:
-    break;
+  default: break;
   }
   if (di->meta.category == ZYDIS_CATEGORY_COND_BR)
     return X_JCC;
   if (names_sreg_or_sys(x))
-    return (m == ZYDIS_MNEMONIC_MOV && x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+    return (m == ZYDIS_MNEMONIC_MOV &&
+            x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
             ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR8 &&
             ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR16 &&
             ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR32 &&
@@ -471,7 +530,9 @@ static void restore_all(struct tx *t) {
       e_mov_r_gs(&t->e, r, SLOT(r));
 }
 
-static int32_t seg_off(int s) { return BT_OFF_SEGBASE + 8 * s; }
+static int32_t seg_off(int s) {
+  return BT_OFF_SEGBASE + 8 * s;
+}
 
 static int sreg_of(ZydisRegister r) {
   switch (r) {
@@ -533,11 +594,14 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
     return;
   }
   r.address_size_hint = ZYDIS_ADDRESS_SIZE_HINT_NONE;
-  r.prefixes &= ~(ZydisInstructionAttributes)(
-      ZYDIS_ATTRIB_HAS_SEGMENT_CS | ZYDIS_ATTRIB_HAS_SEGMENT_SS |
-      ZYDIS_ATTRIB_HAS_SEGMENT_DS | ZYDIS_ATTRIB_HAS_SEGMENT_ES |
-      ZYDIS_ATTRIB_HAS_SEGMENT_FS | ZYDIS_ATTRIB_HAS_SEGMENT_GS |
-      ZYDIS_ATTRIB_HAS_BND | ZYDIS_ATTRIB_HAS_NOTRACK);
+  r.prefixes &= ~(ZydisInstructionAttributes)(ZYDIS_ATTRIB_HAS_SEGMENT_CS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_SS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_DS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_ES |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_FS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_GS |
+                                              ZYDIS_ATTRIB_HAS_BND |
+                                              ZYDIS_ATTRIB_HAS_NOTRACK);
   bool rsp_read = false, rsp_write = false;
   for (unsigned i = 0; i < r.operand_count; i++) {
     ZydisEncoderOperand *o = &r.operands[i];
@@ -551,7 +615,8 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
       if (gpr_of(o->reg.value, &h) == R_SP && !h) {
         o->reg.value = same_width(o->reg.value, (unsigned)srsp);
         rsp_read = true;
-        if (x->op[i].actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE))
+        if (x->op[i].actions &
+            (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE))
           rsp_write = true;
       }
     }
@@ -607,7 +672,8 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   struct emit *e = &t->e;
   e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
   unsigned set = t->b->tlb_set;
-  int32_t tags = (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
+  int32_t tags =
+      (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
   int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
   if (size == 0)
     size = 1;
@@ -695,14 +761,21 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     borrow(t, (unsigned)s3);
     borrow(t, (unsigned)park);
     emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
-    bool w = o->actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+    bool w = o->actions &
+             (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
     t->park = park;
     emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, o->size / 8, w,
                 bt_needs_align16(&x->di, o), miss);
     struct ool *q = &oo[(*noo)++];
-    *q = (struct ool){.kind = OOL_MEM, .i = i, .label = miss, .after = after,
-                      .retry = retry, .s1 = s1, .srsp = srsp,
-                      .borrowed = t->borrowed, .park = park};
+    *q = (struct ool){.kind = OOL_MEM,
+                      .i = i,
+                      .label = miss,
+                      .after = after,
+                      .retry = retry,
+                      .s1 = s1,
+                      .srsp = srsp,
+                      .borrowed = t->borrowed,
+                      .park = park};
     t->park = -1;
     emit_core(t, x, s1, srsp);
     e_bind(e, after);
@@ -788,9 +861,10 @@ static void mov_mem_reg(struct tx *t, bool store, unsigned base, unsigned reg,
   m->mem.base = zr64(base);
   m->mem.size = (ZyanU16)bytes;
   r->type = ZYDIS_OPERAND_TYPE_REGISTER;
-  r->reg.value = zreg != ZYDIS_REGISTER_NONE
-                     ? zreg
-                     : bytes == 8 ? zr64(reg) : bytes == 4 ? zr32(reg) : zr16(reg);
+  r->reg.value = zreg != ZYDIS_REGISTER_NONE ? zreg
+                 : bytes == 8                ? zr64(reg)
+                 : bytes == 4                ? zr32(reg)
+                                             : zr16(reg);
   e_req(&t->e, &q);
 }
 
@@ -813,21 +887,26 @@ static void mov_mem_imm(struct tx *t, unsigned base, unsigned bytes,
 }
 
 /* Store a possibly 64-bit constant to [base] (size bytes) using tmp. */
-static void store_const(struct tx *t, unsigned base, unsigned bytes,
-                        uint64_t v, unsigned tmp) {
+static void store_const(struct tx *t, unsigned base, unsigned bytes, uint64_t v,
+                        unsigned tmp) {
   if (bytes == 8 && (int64_t)v != (int64_t)(int32_t)v) {
     e_mov_r_i(&t->e, tmp, v);
     mov_mem_reg(t, true, base, tmp, 8, ZYDIS_REGISTER_NONE);
   } else {
-    mov_mem_imm(t, base, bytes, v & (bytes == 8 ? ~0ull : (1ull << (bytes * 8)) - 1));
+    mov_mem_imm(t, base, bytes,
+                v & (bytes == 8 ? ~0ull : (1ull << (bytes * 8)) - 1));
   }
 }
 
 static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
                      struct ool *oo, unsigned *noo) {
   struct ool *q = &oo[(*noo)++];
-  *q = (struct ool){.kind = OOL_EMUL, .i = i, .label = miss, .after = after,
-                    .borrowed = t->borrowed, .park = park};
+  *q = (struct ool){.kind = OOL_EMUL,
+                    .i = i,
+                    .label = miss,
+                    .after = after,
+                    .borrowed = t->borrowed,
+                    .park = park};
 }
 
 /* Jump to the guest RIP in register a through the jump cache (flat
@@ -857,7 +936,8 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   t->borrowed = 0;
 }
 
-static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
+static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
+                       unsigned *noo) {
   struct emit *e = &t->e;
   struct xi *x = &t->x[i];
   unsigned sz = t->sbytes;
@@ -869,8 +949,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
   int s4 = -1;
   if (x->cls == X_CALLI)
     s4 = pick(&avoid, false, t->borrowed);
-  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 ||
-      (x->cls == X_CALLI && s4 < 0)) {
+  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->cls == X_CALLI && s4 < 0)) {
     e->fail = true;
     return;
   }
@@ -888,7 +967,8 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
     unsigned osz = x->di.operand_width / 8;
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)osz);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, true, false, miss);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, true, false,
+                miss);
     give_back(t, x->used & ~(1u << R_SP));
     const ZydisDecodedOperand *o = &x->op[0];
     if (o->type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
@@ -905,7 +985,8 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
   case X_POP: {
     unsigned osz = x->di.operand_width / 8;
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false, false, miss);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false, false,
+                miss);
     give_back(t, x->used & ~(1u << R_SP));
     bool h;
     unsigned r = (unsigned)gpr_of(x->op[0].reg.value, &h);
@@ -919,7 +1000,8 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
       e_mov_r_r(e, (unsigned)s1, R_BP, 64);
     else
       e_mov_r_r(e, (unsigned)s1, R_BP, 32);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false, miss);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false,
+                miss);
     give_back(t, x->used & ~(1u << R_SP));
     e_lea(e, abits, (unsigned)s2, R_BP, -1, 1, (int64_t)sz);
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s2);
@@ -929,7 +1011,8 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
   case X_CALL: {
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)sz);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, true, false, miss);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, true, false,
+                miss);
     store_const(t, (unsigned)s1, sz, x->next, (unsigned)s2);
     rsp_adjust(t, (unsigned)s1, -(int64_t)sz);
     break;
@@ -942,12 +1025,17 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
     unsigned osz = x->di.operand_width / 8;
     if (x->cls == X_RET) {
       e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
-      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false, miss);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false,
+                  miss);
       if (sz == 8)
-        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 8, ZYDIS_REGISTER_NONE);
+        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 8,
+                    ZYDIS_REGISTER_NONE);
       else
-        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 4, ZYDIS_REGISTER_NONE);
-      int64_t imm = x->di.operand_count_visible ? (int64_t)(x->op[0].imm.value.u & 0xffff) : 0;
+        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 4,
+                    ZYDIS_REGISTER_NONE);
+      int64_t imm = x->di.operand_count_visible
+                        ? (int64_t)(x->op[0].imm.value.u & 0xffff)
+                        : 0;
       rsp_adjust(t, (unsigned)s2, (int64_t)sz + imm);
     } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
       bool h;
@@ -960,15 +1048,18 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
         e_movzx16(e, (unsigned)s1, r);
     } else {
       emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
-      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false, false, miss);
-      mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, osz == 8 ? 8 : 4, ZYDIS_REGISTER_NONE);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false,
+                  false, miss);
+      mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, osz == 8 ? 8 : 4,
+                  ZYDIS_REGISTER_NONE);
       if (osz == 2)
         e_movzx16(e, (unsigned)s1, (unsigned)s1);
     }
     if (x->cls == X_CALLI) {
       e_mov_r_gs(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
       e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
-      emit_lookup(t, (unsigned)s4, (unsigned)s2, (unsigned)s3, sz, true, false, miss);
+      emit_lookup(t, (unsigned)s4, (unsigned)s2, (unsigned)s3, sz, true, false,
+                  miss);
       store_const(t, (unsigned)s4, sz, x->next, (unsigned)s2);
       rsp_adjust(t, (unsigned)s4, -(int64_t)sz);
     }
@@ -978,8 +1069,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) 
     e_bind(e, after); /* never reached: the EMUL callout leaves */
     return;
   }
-  default:
-    break;
+  default: break;
   }
   t->park = -1;
   e_bind(e, after);
@@ -994,7 +1084,8 @@ static void emit_lea(struct tx *t, unsigned i) {
   int dst = gpr_of(x->op[0].reg.value, &h);
   unsigned osz = x->op[0].size;
   bool base_rsp = gpr_of(o->mem.base, &h) == R_SP;
-  bool rip = o->mem.base == ZYDIS_REGISTER_RIP || o->mem.base == ZYDIS_REGISTER_EIP;
+  bool rip =
+      o->mem.base == ZYDIS_REGISTER_RIP || o->mem.base == ZYDIS_REGISTER_EIP;
   if (x->di.address_width != 16 && !base_rsp && !rip && dst != R_SP) {
     emit_core(t, x, -1, -1);
     /* emit_core replaced the AGEN operand only if typed as memory; an
@@ -1005,7 +1096,8 @@ static void emit_lea(struct tx *t, unsigned i) {
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
   int s = pick(&avoid, false, t->borrowed);
   borrow(t, (unsigned)s);
-  uint64_t disp = o->mem.disp.has_displacement ? (uint64_t)o->mem.disp.value : 0;
+  uint64_t disp =
+      o->mem.disp.has_displacement ? (uint64_t)o->mem.disp.value : 0;
   int base = gpr_of(o->mem.base, &h), index = gpr_of(o->mem.index, &h);
   unsigned scale = o->mem.scale ? o->mem.scale : 1;
   if (rip) {
@@ -1030,7 +1122,10 @@ static void emit_lea(struct tx *t, unsigned i) {
     e_mov_r_r(e, s2, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, s2);
   } else {
-    e_mov_r_r(e, (unsigned)dst, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
+    e_mov_r_r(e, (unsigned)dst, (unsigned)s,
+              osz == 64   ? 64
+              : osz == 32 ? 32
+                          : 16);
   }
 }
 
@@ -1120,7 +1215,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
     struct vmm__paging pg;
     bt_paging(b, &pg);
     struct vmm_translation tr;
-    unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD | (b->cpl == 3 ? VMM_ACCESS_USER : 0);
+    unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD |
+                   (b->cpl == 3 ? VMM_ACCESS_USER : 0);
     if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc, acc, &tr) < 0) {
       b->ctx.rip = save_rip;
       return 1;
@@ -1161,7 +1257,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
       struct vmm__paging pg;
       bt_paging(b, &pg);
       struct vmm_translation tr;
-      unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD | (b->cpl == 3 ? VMM_ACCESS_USER : 0);
+      unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD |
+                     (b->cpl == 3 ? VMM_ACCESS_USER : 0);
       if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc2, acc, &tr) < 0) {
         b->ctx.rip = save_rip;
         return 1;
@@ -1328,19 +1425,12 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
         emit_core(t, x, -1, -1);
       }
       break;
-    case X_MEM:
-      emit_mem(t, i, oo, &noo);
-      break;
-    case X_LEA:
-      emit_lea(t, i);
-      break;
-    case X_NOP:
-      break;
+    case X_MEM: emit_mem(t, i, oo, &noo); break;
+    case X_LEA: emit_lea(t, i); break;
+    case X_NOP: break;
     case X_PUSH:
     case X_POP:
-    case X_LEAVE:
-      emit_stack(t, i, oo, &noo);
-      break;
+    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
     case X_CALL:
       emit_stack(t, i, oo, &noo);
       give_back(t, 0xffff);
@@ -1360,14 +1450,13 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       break;
     case X_JCC: {
       give_back(t, 0xffff);
-      add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)), branch_target(t, x));
+      add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
+               branch_target(t, x));
       add_link(t, e_jmp_patchable(e), x->next);
       open_end = false;
       break;
     }
-    case X_EMUL:
-      emit_emul(t, i, false);
-      break;
+    case X_EMUL: emit_emul(t, i, false); break;
     case X_EMUL_END:
       emit_emul(t, i, true);
       open_end = false;
@@ -1439,8 +1528,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     uint64_t lastpc = b->ctx.segbase[S_CS] + x->rip + x->di.length - 1;
     if (!t->code64)
       lastpc = (uint32_t)lastpc;
-    uint64_t pg = x->page2 ? (x->gpa2 & ~0xfffull)
-                           : (x->gpa & ~0xfffull);
+    uint64_t pg = x->page2 ? (x->gpa2 & ~0xfffull) : (x->gpa & ~0xfffull);
     if (pg != f->phys[0]) {
       f->phys[1] = pg;
       f->lin[1] = lastpc & ~0xfffull;
