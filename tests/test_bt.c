@@ -544,6 +544,29 @@ static void test_tables_outside_ram(void **state) {
   vmmt_fini(&t);
 }
 
+/* 16-bit addressing in 32-bit code wraps at 64 KiB, on the inline path as
+   in C (regression: the fuzzer found the fragment looking up the unwrapped
+   address, which then missed forever). */
+static void test_addr16_wraps(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_PROT32, 0);
+  static const uint8_t code[] = {0x67, 0x8b, 0x00, 0xf4}; /* mov eax,[bx+si] */
+  uint32_t lo = 0x11223344, hi = 0x55667788;
+  assert_ok(vmm_mem_write(t.vm, 0x10, &lo, 4));
+  assert_ok(vmm_mem_write(t.vm, 0x20010, &hi, 4));
+  vmmt_load(&t, VMMT_CODE, code, sizeof(code));
+  /* Twice: the first run fills the soft TLB, the second hits it. */
+  for (int i = 0; i < 2; i++) {
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RBX, 0x1fff0));
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, 0x20));
+    set_rip(&t, VMMT_CODE);
+    vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+    assert_int_equal(reg(&t, VMM_REG_RAX), lo);
+  }
+  vmmt_fini(&t);
+}
+
 /* An access crossing into the next page must never hit an empty soft-TLB
    entry (regression: the fuzzer found one that used a stale host
    address). */
@@ -998,6 +1021,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_dirty_log),
       cmocka_unit_test(test_wild_access),
       cmocka_unit_test(test_tables_outside_ram),
+      cmocka_unit_test(test_addr16_wraps),
       cmocka_unit_test(test_cross_page_access),
       cmocka_unit_test(test_bit_offset_confined),
       cmocka_unit_test(test_sync_completes_read),

@@ -620,6 +620,8 @@ static void adapt(struct bt_vcpu *b, struct bt_desc *d) {
 
 int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   struct bt_ctx *c = &b->ctx;
+  /* The linear address the inline lookup missed on (before unspilling). */
+  uint64_t looked_up = c->gpr[d->s1];
   bt_unspill(b, d);
   c->rip = d->rip;
   bt_mmio_begin(b);
@@ -643,6 +645,15 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   uint64_t lin;
   if (bt_operand_lin(b, &di, o, size, w, &lin) < 0) {
     leave_fault(b, d);
+    return 1;
+  }
+  /* A TLB entry for another address than the lookup's would make the
+     retry miss forever: a translator bug, reported instead of a hang. */
+  if (d->retry != 0 && looked_up != lin) {
+    bt_internal_error(b, VMM_INTERNAL_UNKNOWN,
+                      "miss: inline address 0x%llx, decoded 0x%llx",
+                      (unsigned long long)looked_up, (unsigned long long)lin);
+    leave_at(b, d, false);
     return 1;
   }
   if (bt_needs_align16(&di, o) && (lin & 15)) {

@@ -656,6 +656,9 @@ static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
       base = (int)dst;
     }
     e_lea(e, abits == 32 ? 32 : 64, dst, base, index, scale, disp);
+    /* 16-bit addressing (a 67 prefix in 32-bit code) wraps at 64 KiB. */
+    if (abits == 16)
+      e_movzx16(e, dst, dst);
   }
   int s = sreg_of(o->mem.segment);
   if (s == S_FS || s == S_GS) {
