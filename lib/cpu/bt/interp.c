@@ -790,9 +790,11 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
        back the one the TU charged). */
     if (b->counting)
       b->ctx.budget += (int64_t)done;
-    b->ctx.rip = in->rip;
+    /* An exit (MMIO) redoes the instruction; a delivered exception has
+       already put the handler's address in RIP (regression: the fault was
+       re-executed with the frame pushed, until the stack ran out). */
     if (err == BT_EXIT)
-      return BT_EXIT;
+      b->ctx.rip = in->rip;
     return err;
   }
   charge_iters(b, done);
