@@ -393,6 +393,26 @@ static bool has_hidden_stack(const struct xi *x) {
   return false;
 }
 
+/* SSE-family instructions that work with CR4.OSFXSR clear (SDM vol. 3,
+   CR4.OSFXSR): early kernel code prefetches before it enables SSE. */
+static bool fxsr_exempt(ZydisMnemonic m) {
+  switch (m) {
+  case ZYDIS_MNEMONIC_PAUSE:
+  case ZYDIS_MNEMONIC_PREFETCHNTA:
+  case ZYDIS_MNEMONIC_PREFETCHT0:
+  case ZYDIS_MNEMONIC_PREFETCHT1:
+  case ZYDIS_MNEMONIC_PREFETCHT2:
+  case ZYDIS_MNEMONIC_SFENCE:
+  case ZYDIS_MNEMONIC_LFENCE:
+  case ZYDIS_MNEMONIC_MFENCE:
+  case ZYDIS_MNEMONIC_MOVNTI:
+  case ZYDIS_MNEMONIC_CLFLUSH:
+  case ZYDIS_MNEMONIC_CRC32:
+  case ZYDIS_MNEMONIC_POPCNT: return true;
+  default: return false;
+  }
+}
+
 static enum xclass classify(struct tx *t, struct xi *x) {
   const ZydisDecodedInstruction *di = &x->di;
   struct bt_vcpu *b = t->b;
@@ -419,7 +439,7 @@ static enum xclass classify(struct tx *t, struct xi *x) {
     return X_NOP;
   }
   if (x87 || simd) {
-    bool sse = simd && !mmx;
+    bool sse = simd && !mmx && !fxsr_exempt(di->mnemonic);
     if (b->key & BT_K_EM)
       return sse ? X_UD : X_NM;
     if (b->key & BT_K_TS)
