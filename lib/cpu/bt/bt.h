@@ -484,6 +484,7 @@ int bt_deliver(struct bt_vcpu *b, unsigned vec, int type, bool has_err,
 int bt_load_seg(struct bt_vcpu *b, int sreg, uint16_t sel);
 void bt_seg_changed(struct bt_vcpu *b);
 int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v);
+uint64_t bt_get_cr8(struct bt_vcpu *b);
 int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v);
 int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v);
 int bt_far_transfer(struct bt_vcpu *b, uint16_t sel, uint64_t off, int kind,
@@ -530,7 +531,7 @@ uint64_t bt_tsc(struct bt_vcpu *b);
 uint64_t bt_popf_mask(struct bt_vcpu *b, unsigned osize);
 void bt_write_flags(struct bt_vcpu *b, uint64_t v, uint64_t mask);
 void bt_fpu_set_controls(struct bt_vcpu *b, uint16_t fcw, uint32_t mxcsr);
-void bt_supported_cpuid(struct bt_vm *m);
+void bt_supported_cpuid(struct bt_vm *m, bool platform);
 uint64_t bt_reg_get(struct bt_vcpu *b, ZydisRegister r);
 void bt_reg_set(struct bt_vcpu *b, ZydisRegister r, uint64_t v);
 

@@ -63,7 +63,7 @@ static bool fast_pext(void) {
   return !amd || family >= 0x19;
 }
 
-void bt_supported_cpuid(struct bt_vm *m) {
+void bt_supported_cpuid(struct bt_vm *m, bool platform) {
   unsigned a, b, c, d;
   m->nsupported = 0;
   m->host = host_features();
@@ -77,8 +77,13 @@ void bt_supported_cpuid(struct bt_vm *m) {
   uint32_t edx1 = BIT(0) | BIT(3) | BIT(4) | BIT(5) | BIT(6) | BIT(8) |
                   BIT(11) | BIT(13) | BIT(15) | BIT(16) | BIT(17) | BIT(19) |
                   BIT(23) | BIT(24) | BIT(25) | BIT(26);
+  /* With the user-space interrupt platform: its local APIC (xAPIC) and
+     TSC-deadline timer (the front end drops the latter where the rate is
+     unknown). */
+  uint32_t plat_ecx1 = platform ? BIT(24) : 0, plat_edx1 = platform ? BIT(9) : 0;
   /* CLFLUSH line size 64 bytes, one logical processor per package. */
-  add(m, 1, 0, 0, a, (8u << 8) | (1u << 16), c & ecx1, d & edx1);
+  add(m, 1, 0, 0, a, (8u << 8) | (1u << 16), (c & ecx1) | plat_ecx1,
+      (d & edx1) | plat_edx1);
 
   unsigned a7, b7, c7, d7;
   __cpuid_count(7, 0, a7, b7, c7, d7);

@@ -69,11 +69,8 @@ void bt_internal_error(struct bt_vcpu *b, uint32_t code, const char *fmt, ...) {
 /* VM                                                                       */
 
 static int bt_vm_init(vmm_vm *vm) {
-  if (vm->cfg.flags & (VMM_VM_IRQCHIP | VMM_VM_PIT)) {
-    vmm__log(vm, VMM_LOG_ERROR,
-             "bt: no in-engine interrupt controller (VMM_VM_IRQCHIP/PIT)");
-    return VMM_ENOTSUP;
-  }
+  /* VMM_VM_IRQCHIP/PIT: the front end attaches the user-space platform
+     (BT has no controllers of its own); events() takes its interrupts. */
   size_t cache = vm->cfg.bt_cache_size;
   if (cache != 0 && (cache < BT_MIN_CACHE || cache > BT_MAX_CACHE)) {
     vmm__log(vm, VMM_LOG_ERROR, "bt: bt_cache_size must be %u..%u bytes",
@@ -90,7 +87,7 @@ static int bt_vm_init(vmm_vm *vm) {
   }
   atomic_init(&m->wp_gen, 0);
   m->fsgsbase = (getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE) != 0;
-  bt_supported_cpuid(m);
+  bt_supported_cpuid(m, vm->irqchip_kind == VMM__IRQCHIP_USER);
   vm->engine = m;
   return 0;
 }
@@ -140,6 +137,37 @@ static int bt_dirty_log_fetch(vmm_vm *vm, const struct vmm__slot *s,
 
 static void bt_mem_written(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len) {
   bt_code_written(vm, NULL, gpa, len);
+}
+
+/*
+ * The TSC-deadline timer of the user-space platform needs the guest TSC's
+ * rate: the host's (fast mode), measured against CLOCK_MONOTONIC over 2 ms
+ * when the platform is created. Both ends of the interval are a TSC read
+ * on each side of the clock read, so preemption in between does not
+ * matter. In counting mode the guest TSC follows the instruction count
+ * instead, and deadlines fire by host time (docs/bt.md).
+ */
+static uint64_t bt_tsc_khz(vmm_vm *vm) {
+  VMM__UNUSED(vm);
+  struct timespec t0, t1;
+  uint64_t a0 = vmm__tsc();
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  uint64_t a1 = vmm__tsc(), b0, b1;
+  int64_t ns;
+  do {
+    b0 = vmm__tsc();
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    b1 = vmm__tsc();
+    ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
+         (t1.tv_nsec - t0.tv_nsec);
+  } while (ns < 2000000);
+  uint64_t ticks = (b0 / 2 + b1 / 2) - (a0 / 2 + a1 / 2);
+  return (uint64_t)((unsigned __int128)ticks * 1000000u / (uint64_t)ns);
+}
+
+static int bt_guest_tsc(vmm_vcpu *vcpu, uint64_t *tsc) {
+  *tsc = bt_tsc(BV(vcpu));
+  return 0;
 }
 
 static int bt_irq_line(vmm_vm *vm, uint32_t gsi, bool level) {
@@ -394,7 +422,7 @@ static int bt_get_sregs(vmm_vcpu *vcpu, struct vmm_sregs *s) {
   s->cr2 = b->cr2;
   s->cr3 = b->cr3;
   s->cr4 = b->cr4;
-  s->cr8 = b->cr8;
+  s->cr8 = bt_get_cr8(b);
   s->efer = b->efer;
   s->apic_base = b->apic_base;
   return 0;
@@ -751,22 +779,26 @@ static bool events(struct bt_vcpu *b) {
   vmm_vcpu *v = b->vcpu;
   if (b->shadow && b->ctx.rip != b->shadow_rip)
     b->shadow = false;
-  if (atomic_load(&v->pending_nmi) && !b->nmi_blocked) {
+  /* The front end's acceptance interface (lib/internal.h): vectors queued
+     by vmm_vcpu_inject_irq/nmi and the user-space platform's. */
+  if (vmm__vcpu_nmi_pending(v) && !b->nmi_blocked) {
     if (b->shadow)
       return true;
-    atomic_store(&v->pending_nmi, false);
-    b->nmi_blocked = true;
-    b->halted = false;
-    bt_deliver(b, X86_EXC_NMI, BT_EV_NMI, false, 0, b->ctx.rip);
-    return false;
-  }
-  unsigned irq = atomic_load(&v->pending_irq);
-  if (irq != 0 && (b->vflags & X86_RFLAGS_IF)) {
-    if (b->shadow)
-      return true;
-    if (atomic_compare_exchange_strong(&v->pending_irq, &irq, 0)) {
+    if (vmm__vcpu_nmi_ack(v)) {
+      b->nmi_blocked = true;
       b->halted = false;
-      bt_deliver(b, irq & 0xff, BT_EV_EXT, false, 0, b->ctx.rip);
+      bt_deliver(b, X86_EXC_NMI, BT_EV_NMI, false, 0, b->ctx.rip);
+      return false;
+    }
+  }
+  if ((b->vflags & X86_RFLAGS_IF) && vmm__vcpu_irq_pending(v)) {
+    if (b->shadow)
+      return true;
+    /* The INTA cycle: a vector acked here must be delivered now. */
+    int vec = vmm__vcpu_irq_ack(v);
+    if (vec >= 0) {
+      b->halted = false;
+      bt_deliver(b, (unsigned)vec & 0xff, BT_EV_EXT, false, 0, b->ctx.rip);
     }
   }
   return false;
@@ -1065,4 +1097,6 @@ const struct vmm__engine_ops vmm__bt_ops = {
     .sync = bt_sync,
     .kick = bt_kick,
     .mem_written = bt_mem_written,
+    .tsc_khz = bt_tsc_khz,
+    .guest_tsc = bt_guest_tsc,
 };

@@ -1767,15 +1767,21 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_WRMSR:
     if (b->cpl != 0)
       return bt_raise(b, X86_EXC_GP, true, 0);
-    if (m == ZYDIS_MNEMONIC_RDMSR) {
-      if (bt_rdmsr(b, (uint32_t)g[R_CX], &v) < 0)
+    if (m == ZYDIS_MNEMONIC_WRMSR)
+      v = (g[R_DX] << 32) | (uint32_t)g[R_AX];
+    /* The interrupt platform's MSRs first (IA32_TSC_DEADLINE). */
+    int pr = vmm__vcpu_msr(b->vcpu, (uint32_t)g[R_CX], &v,
+                           m == ZYDIS_MNEMONIC_WRMSR);
+    if (pr < 0)
+      return bt_raise(b, X86_EXC_GP, true, 0);
+    if (pr == VMM_IO_DECLINED) {
+      if (m == ZYDIS_MNEMONIC_RDMSR ? bt_rdmsr(b, (uint32_t)g[R_CX], &v) < 0
+                                    : bt_wrmsr(b, (uint32_t)g[R_CX], v) < 0)
         return bt_raise(b, X86_EXC_GP, true, 0);
+    }
+    if (m == ZYDIS_MNEMONIC_RDMSR) {
       g[R_AX] = (uint32_t)v;
       g[R_DX] = v >> 32;
-    } else {
-      v = (g[R_DX] << 32) | (uint32_t)g[R_AX];
-      if (bt_wrmsr(b, (uint32_t)g[R_CX], v) < 0)
-        return bt_raise(b, X86_EXC_GP, true, 0);
     }
     break;
   case ZYDIS_MNEMONIC_XGETBV:
@@ -1820,7 +1826,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
           case 2: v = b->cr2; break;
           case 3: v = b->cr3; break;
           case 4: v = b->cr4; break;
-          case 8: v = b->cr8; break;
+          case 8: v = bt_get_cr8(b); break;
           default: return bt_raise(b, X86_EXC_UD, false, 0);
           }
         } else {

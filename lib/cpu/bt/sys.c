@@ -926,9 +926,18 @@ int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v) {
     if (v & ~0xfull)
       return bt_raise(b, X86_EXC_GP, true, 0);
     b->cr8 = v;
+    /* With the user-space platform CR8 is the local APIC's TPR. */
+    if (b->vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER)
+      vmm__vcpu_set_tpr(b->vcpu, v);
     return 0;
   default: return bt_raise(b, X86_EXC_UD, false, 0);
   }
+}
+
+uint64_t bt_get_cr8(struct bt_vcpu *b) {
+  if (b->vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER)
+    return vmm__vcpu_tpr(b->vcpu);
+  return b->cr8;
 }
 
 int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v) {
