@@ -117,6 +117,12 @@ struct vmm__engine_ops {
    */
   uint64_t (*tsc_khz)(vmm_vm *vm);
   int (*guest_tsc)(vmm_vcpu *vcpu, uint64_t *tsc);
+  /*
+   * Optional: the host changed [gpa, gpa+len) of guest RAM (vmm_mem_write,
+   * vmm_mem_discard).
+   * Any thread, no lock held. BT drops translations of code written.
+   */
+  void (*mem_written)(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len);
 };
 
 extern const struct vmm__engine_ops vmm__kvm_ops;

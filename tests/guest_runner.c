@@ -648,6 +648,13 @@ static void compare_results(const struct spec *sp, const struct result *a,
   for (size_t i = 0; i < 18; i++) {
     uint64_t va = ((const uint64_t *)&a->regs)[i];
     uint64_t vb = ((const uint64_t *)&b->regs)[i];
+    /* This host's KVM (PVM) runs CPL 3 code with IOPL 0 and reports the
+       guest's RFLAGS.IOPL as 0 once it ran, although no instruction at
+       CPL 3 can change it; compare the rest. */
+    if (i == 17 && sp->cpl == 3) {
+      va &= ~0x3000ull;
+      vb &= ~0x3000ull;
+    }
     if (va != vb)
       fail_msg("%s differs: kvm 0x%llx, bt 0x%llx", names[i],
                (unsigned long long)va, (unsigned long long)vb);

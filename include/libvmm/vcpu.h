@@ -383,15 +383,34 @@ VMM_EXTERN int vmm_vcpu_set_debug(vmm_vcpu *vcpu, const struct vmm_debug *dbg);
  */
 VMM_EXTERN int vmm_vcpu_set_exception_exits(vmm_vcpu *vcpu, uint32_t mask);
 
+/*
+ * Instruction counting (BT engine; KVM returns -VMM_ENOTSUP for both calls
+ * below). Counting costs a check per block of translated code, so a vCPU
+ * runs without it until asked: calling vmm_vcpu_set_insn_limit(),
+ * vmm_vcpu_insn_count(), or vmm_vcpu_set_debug() with VMM_DEBUG_SINGLESTEP
+ * switches the vCPU to counting mode for good. Each iteration of a rep
+ * string instruction counts as one instruction (a rep with a zero count
+ * counts once); interrupts and exceptions delivered do not count, INT n
+ * and INT3 do. In counting mode RDTSC is derived from the count, so runs
+ * with the same inputs are identical. See docs/bt.md.
+ */
+
 /**
  * Stop with VMM_EXIT_INSN_LIMIT after at most n more retired guest
- * instructions (0 = no limit). BT engine only; KVM returns -VMM_ENOTSUP.
+ * instructions; 0 removes the limit. The limit is exact from the moment it
+ * is set (RIP is at the first instruction not executed, a rep string
+ * instruction possibly half done) and is spent once reached: the next run
+ * goes on without a limit unless another is set.
+ * @return 0; -VMM_EINVAL for n > 2^61; -VMM_ENOTSUP on KVM.
  */
 VMM_EXTERN int vmm_vcpu_set_insn_limit(vmm_vcpu *vcpu, uint64_t n);
 
 /**
- * Exact number of guest instructions retired by this vCPU. BT engine only;
- * KVM returns -VMM_ENOTSUP.
+ * Exact number of guest instructions retired by this vCPU since it was
+ * created. Available when counting was switched on before the vCPU's
+ * first run (calling this function before it is enough).
+ * @return 0; -VMM_ENOTSUP if the vCPU already ran without counting (the
+ *         count would be incomplete; a diagnostic says so) or on KVM.
  */
 VMM_EXTERN int vmm_vcpu_insn_count(vmm_vcpu *vcpu, uint64_t *count);
 

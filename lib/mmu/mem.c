@@ -108,7 +108,9 @@ void vmm__mem_mark_dirty(struct vmm__mem *mem, vmm_gpa_t gpa, uint64_t len) {
   pthread_rwlock_unlock(&mem->lock);
 }
 
-static bool page_aligned(uint64_t v) { return (v & (VMM_PAGE_SIZE - 1)) == 0; }
+static bool page_aligned(uint64_t v) {
+  return (v & (VMM_PAGE_SIZE - 1)) == 0;
+}
 
 static int alloc_backing(struct vmm__slot *s) {
   int fd = memfd_create("libvmm-ram", MFD_CLOEXEC);
@@ -340,7 +342,11 @@ int vmm_mem_read(vmm_vm *vm, vmm_gpa_t gpa, void *buf, size_t len) {
 }
 
 int vmm_mem_write(vmm_vm *vm, vmm_gpa_t gpa, const void *buf, size_t len) {
-  return mem_copy(vm, gpa, (void *)buf, len, true);
+  int err = mem_copy(vm, gpa, (void *)buf, len, true);
+  /* Engines that keep translations of guest code must drop stale ones. */
+  if (err == 0 && len != 0 && vm->ops->mem_written != NULL)
+    vm->ops->mem_written(vm, gpa, len);
+  return err;
 }
 
 int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,
@@ -436,6 +442,8 @@ int vmm_mem_discard(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size) {
     return VMM_EALIGN;
 
   struct vmm__mem *mem = &vm->mem;
+  vmm_gpa_t start = gpa;
+  uint64_t total = size;
   /*
    * The read lock keeps slots from being unmapped under the madvise; the
    * guest may keep running and simply sees fresh pages afterwards.
@@ -455,6 +463,9 @@ int vmm_mem_discard(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size) {
     size -= n;
   }
   pthread_rwlock_unlock(&mem->lock);
+  /* Code translated from the old contents is stale now (the BT engine). */
+  if (vm->ops->mem_written != NULL)
+    vm->ops->mem_written(vm, start, total);
   return err;
 }
 

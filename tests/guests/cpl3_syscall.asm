@@ -6,7 +6,7 @@
 ; reg: rflags=0x3202
 ; msr: 0xc0000080=0xd01 0xc0000081=0x0023001000000000 0xc0000082=0x10200 0xc0000084=0x47700
 ; expect: rax=0x33 rbx=0x2b rsp=0x80000 r13=0x88 rflags=0x3202
-; expect-mem: 0x30020 07 00 01 00 00 00 00 00 02 32 00 00 00 00 00 00 10 00 00 00 00 00 00 00 00 00 08 00 00 00 00 00
+; expect-mem: 0x30020 08 00 01 00 00 00 00 00 02 32 00 00 00 00 00 00 10 00 00 00 00 00 00 00 00 00 08 00 00 00 00 00
 ; kvm-host-limit: shutdown "this host's KVM (PVM) raises #GP on sysretq back to CPL 3 (the syscall entry works; raw-ioctl repro in tests/kvm_host_probe.c)"
 bits 64
 org 0x10000

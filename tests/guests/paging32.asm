@@ -2,7 +2,7 @@
 ; memory and a 4 KiB page mapping 0x400000 to 0x30000; the guest turns
 ; paging on, writes through the alias and reads back through identity.
 ; mode: prot32
-; expect: rax=0xcafebabe rbx=0x80000011 cr3=0x40000
+; expect: rax=0xcafebabe rbx=0x80000033 cr3=0x40000
 ; expect-mem: 0x30010 be ba fe ca
 ; kvm-host-limit: shutdown "this host's KVM (PVM) has no paging outside long mode: setting CR0.PG in 32-bit mode shuts the guest down (raw-ioctl repro in tests/kvm_host_probe.c)"
 bits 32

@@ -1,0 +1,123 @@
+/*
+ * libFuzzer target: random bytes run as guest code on the BT engine, in
+ * real mode, 32-bit protected mode and 64-bit long mode, at CPL 0 and 3.
+ * Whatever the bytes do (wild pointers, jumps into data, rewriting
+ * themselves or their page tables, enormous rep counts, privileged
+ * instructions), the host must not crash, hang or touch memory outside
+ * the guest's RAM and the engine's structures (ASan checks the latter).
+ *
+ * Input: byte 0 selects the mode and options, bytes 1..16 seed registers,
+ * the rest is the code, placed at the entry point and also after it
+ * (so jumps forward land in more fuzzed bytes).
+ */
+#include <libvmm/vmm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RAM (2u << 20)
+#define TABLES 0x100000u
+#define LIMIT 4000 /* instructions per input: bounds the time */
+
+/* Devices that answer anything, so I/O and MMIO exits complete. */
+static int any_io(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                  bool is_write, void *opaque) {
+  (void)vcpu, (void)addr, (void)opaque;
+  if (!is_write)
+    memset(data, 0x5a, len);
+  return 0;
+}
+
+/* FUZZ_BT_VERBOSE=1 prints the engine's diagnostics (to replay a crash). */
+static void print_log(enum vmm_log_level level, const char *msg, void *opaque) {
+  (void)opaque;
+  fprintf(stderr, "libvmm[%d]: %s\n", (int)level, msg);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  if (size < 18)
+    return 0;
+  uint8_t sel = data[0];
+  enum vmm_cpu_mode mode = (enum vmm_cpu_mode)(sel % 3);
+  unsigned cpl = (mode != VMM_MODE_REAL && (sel & 4)) ? 3 : 0;
+  bool exc_exits = sel & 8;
+  bool devices = sel & 16;
+  uint64_t seed[2];
+  memcpy(seed, data + 1, 16);
+  const uint8_t *code = data + 17;
+  size_t len = size - 17;
+  if (len > 0x8000)
+    len = 0x8000;
+
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.bt_cache_size = 256u << 10;
+  if (getenv("FUZZ_BT_VERBOSE")) {
+    cfg.log_fn = print_log;
+    cfg.log_level = VMM_LOG_DEBUG;
+  }
+  vmm_vm *vm;
+  if (vmm_vm_create(&cfg, &vm) < 0)
+    abort();
+  vmm_vcpu *vcpu;
+  if (vmm_mem_slot_add(vm, 0, RAM, NULL, 0, NULL) < 0 ||
+      vmm_vcpu_create(vm, 0, &vcpu) < 0)
+    abort();
+  if (devices) {
+    vmm_io_register(vm, VMM_IO_PORT, 0, 0x10000, any_io, NULL);
+    vmm_io_register(vm, VMM_IO_MMIO, RAM, (1ull << 40) - RAM, any_io, NULL);
+  }
+  uint64_t entry = mode == VMM_MODE_REAL ? 0x1000 : 0x10000;
+  vmm_mem_write(vm, entry, code, len);
+  vmm_mem_write(vm, entry + len, code, len);
+  struct vmm_mode_setup ms = {.mode = mode,
+                              .cpl = cpl,
+                              .tables = TABLES,
+                              .identity_size = 1ull << 30,
+                              .kernel_stack = 0x70000};
+  if (vmm_vcpu_set_mode(vcpu, &ms) < 0)
+    abort();
+  struct vmm_regs r;
+  vmm_vcpu_get_regs(vcpu, &r);
+  r.rax = seed[0];
+  r.rcx = seed[1] & 0xffffff; /* bounded rep counts are more productive */
+  r.rdx = seed[1] >> 32;
+  r.rbx = 0x20000;
+  r.rsi = 0x30000;
+  r.rdi = 0x40000;
+  r.rip = entry;
+  r.rsp = mode == VMM_MODE_REAL ? 0x8000 : 0x80000;
+  vmm_vcpu_set_regs(vcpu, &r);
+  if (vmm_vcpu_set_insn_limit(vcpu, LIMIT) < 0)
+    abort();
+  if (exc_exits)
+    vmm_vcpu_set_exception_exits(vcpu, 0xffffffffu);
+
+  for (int i = 0; i < 64; i++) {
+    struct vmm_exit *e;
+    if (vmm_vcpu_run(vcpu, &e) < 0)
+      abort();
+    if (e->reason == VMM_EXIT_IO || e->reason == VMM_EXIT_MMIO) {
+      if (e->reason == VMM_EXIT_IO && !e->io.is_write)
+        memset(e->io.data, 0xa5, (size_t)e->io.size * e->io.count);
+      if (e->reason == VMM_EXIT_MMIO && !e->mmio.is_write)
+        memset(e->mmio.data, 0xa5, sizeof(e->mmio.data));
+      continue;
+    }
+    if (e->reason == VMM_EXIT_INTERNAL_ERROR &&
+        e->internal.code == VMM_INTERNAL_UNKNOWN)
+      abort(); /* the engine failed on its own, not on the guest */
+    if (e->reason != VMM_EXIT_NONE)
+      break;
+  }
+  uint64_t n;
+  vmm_vcpu_insn_count(vcpu, &n);
+  if (n > LIMIT)
+    abort();
+  if (vmm_vm_destroy(vm) < 0)
+    abort();
+  return 0;
+}

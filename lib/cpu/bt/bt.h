@@ -1,0 +1,542 @@
+/*
+ * The binary-translation engine: internal definitions shared by its files.
+ * Design: docs/bt.md.
+ */
+#ifndef LIBVMM_BT_H
+#define LIBVMM_BT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <Zydis/Zydis.h>
+
+#include "../../internal.h"
+#include "../x86.h"
+#include "layout.h"
+
+/* Hardware register numbers (ModRM order), the index into ctx->gpr[]. */
+enum {
+  R_AX,
+  R_CX,
+  R_DX,
+  R_BX,
+  R_SP,
+  R_BP,
+  R_SI,
+  R_DI,
+  R_8,
+  R_9,
+  R_10,
+  R_11,
+  R_12,
+  R_13,
+  R_14,
+  R_15
+};
+/* Segment registers in hardware order. */
+enum { S_ES, S_CS, S_SS, S_DS, S_FS, S_GS, S_NONE = 7 };
+
+/* Host-held part of RFLAGS: what translated code may keep in host flags. */
+#define BT_HOST_FLAGS                                                          \
+  (X86_RFLAGS_CF | X86_RFLAGS_PF | X86_RFLAGS_AF | X86_RFLAGS_ZF |             \
+   X86_RFLAGS_SF | X86_RFLAGS_OF | X86_RFLAGS_DF)
+
+/*
+ * The part of the vCPU that translated code reaches through GS. Field
+ * offsets are fixed in layout.h.
+ */
+struct bt_ctx {
+  uint64_t gpr[16];
+  uint64_t flags; /* BT_HOST_FLAGS | 2 while translated code is out */
+  uint64_t rip;
+  uint64_t scratch[8];
+  uint64_t host_rsp;
+  uint64_t cont;
+  uint64_t ret;
+  uint64_t gate;
+  uint64_t exit_link;
+  uint64_t exit_jc;
+  uint64_t self;
+  uint32_t arg;
+  _Atomic uint32_t in_tc;
+  int64_t budget; /* counting mode: -(instructions left), see tc.c */
+  uint64_t exit_budget;
+  uint32_t mxcsr_host;
+  uint16_t fcw_host;
+  uint16_t pad0;
+  uint64_t jmp;
+  uint64_t post;
+  uint64_t tlb_mask;
+  uint8_t pad1[BT_OFF_SEGBASE - BT_OFF_TLB_MASK - 8];
+  uint64_t segbase[6];
+  uint8_t pad2[BT_OFF_FPU - BT_OFF_SEGBASE - 48];
+  uint8_t fpu[512] __attribute__((aligned(64)));
+  uint64_t spill[16];
+  uint64_t tlb_r[2][BT_TLB_SIZE];
+  uint64_t tlb_w[2][BT_TLB_SIZE];
+  uint64_t tlb_add[2][BT_TLB_SIZE];
+  uint64_t jc_npc[BT_JC_SIZE];
+  uint64_t jc_host[BT_JC_SIZE];
+};
+
+#define BT_CHECK_OFF(f, o) _Static_assert(offsetof(struct bt_ctx, f) == (o), #f)
+BT_CHECK_OFF(gpr, BT_OFF_GPR);
+BT_CHECK_OFF(flags, BT_OFF_FLAGS);
+BT_CHECK_OFF(rip, BT_OFF_RIP);
+BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
+BT_CHECK_OFF(spill, BT_OFF_SPILL);
+BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
+BT_CHECK_OFF(cont, BT_OFF_CONT);
+BT_CHECK_OFF(ret, BT_OFF_RET);
+BT_CHECK_OFF(gate, BT_OFF_GATE);
+BT_CHECK_OFF(exit_link, BT_OFF_EXIT_LINK);
+BT_CHECK_OFF(exit_jc, BT_OFF_EXIT_JC);
+BT_CHECK_OFF(self, BT_OFF_SELF);
+BT_CHECK_OFF(arg, BT_OFF_ARG);
+BT_CHECK_OFF(in_tc, BT_OFF_IN_TC);
+BT_CHECK_OFF(budget, BT_OFF_BUDGET);
+BT_CHECK_OFF(exit_budget, BT_OFF_EXIT_BUDGET);
+BT_CHECK_OFF(mxcsr_host, BT_OFF_MXCSR_HOST);
+BT_CHECK_OFF(fcw_host, BT_OFF_FCW_HOST);
+BT_CHECK_OFF(jmp, BT_OFF_JMP);
+BT_CHECK_OFF(post, BT_OFF_POST);
+BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
+BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
+BT_CHECK_OFF(fpu, BT_OFF_FPU);
+BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
+BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
+BT_CHECK_OFF(tlb_add, BT_OFF_TLB_ADD);
+BT_CHECK_OFF(jc_npc, BT_OFF_JC_NPC);
+BT_CHECK_OFF(jc_host, BT_OFF_JC_HOST);
+_Static_assert(sizeof(struct bt_ctx) == BT_CTX_SIZE, "ctx size");
+
+/* ------------------------------------------------------------------------ */
+/* Translation cache                                                        */
+
+struct bt_frag;
+
+/* A direct exit of a fragment, patchable to jump to another fragment. */
+struct bt_link {
+  struct bt_frag *from;
+  struct bt_frag *to;      /* linked target, or NULL */
+  struct bt_link *next_in; /* next link on listed->in */
+  struct bt_frag *listed;  /* the fragment whose in-list holds it */
+  uint64_t target_rip;     /* guest RIP of the successor */
+  uint32_t patch;          /* TC offset of the rel32 field */
+  uint32_t stub;           /* TC offset of the exit stub */
+  bool backward;           /* target pc <= source pc: unlinked by kicks */
+  bool cross_page;         /* unlinked on TLB flushes */
+};
+
+struct bt_frag {
+  uint64_t pc;  /* linear address of the first instruction */
+  uint64_t rip; /* its RIP (pc - CS base) */
+  uint64_t cs_base;
+  uint64_t phys[2]; /* guest-physical pages of its code; [1] = ~0 if one */
+  uint64_t lin[2];  /* linear pages of the same */
+  uint32_t key;
+  uint32_t entry; /* TC offset */
+  uint32_t size;
+  uint16_t ninsn;
+  bool valid;
+  struct bt_frag *hnext;    /* fragment hash chain */
+  struct bt_frag *pnext[2]; /* per-code-page lists */
+  struct bt_link *in;       /* links into this fragment */
+};
+
+/* Descriptor of one callout site (kind BT_D_*). */
+enum bt_desc_kind {
+  BT_D_MEM,     /* soft-TLB miss of a native instruction's memory operand */
+  BT_D_MEMPOST, /* after running such an instruction on the bounce buffer */
+  BT_D_EMUL,    /* emulate the whole instruction in C */
+  BT_D_RAISE,   /* raise an exception (arg: vector | error code << 8) */
+};
+
+struct bt_desc {
+  uint8_t kind;
+  uint8_t len;     /* instruction length */
+  uint8_t idx;     /* position in the TU */
+  uint8_t n;       /* TU length */
+  uint8_t s1;      /* register receiving the host address (BT_D_MEM) */
+  uint16_t spill;  /* registers borrowed here: guest values in ctx->spill */
+  uint8_t park;    /* register holding rcx's guest value, or 0xff */
+  uint8_t ends_tu; /* EMUL: always leave the fragment afterwards */
+  uint8_t bytes[15];
+  uint32_t arg;
+  uint64_t rip;    /* RIP of the instruction */
+  uint64_t retry;  /* host address: redo the TLB lookup */
+  uint64_t after;  /* host address: continue after the instruction */
+  uint64_t bounce; /* host address: the instruction copy run on bounce */
+  struct bt_frag *frag;
+  uint32_t traps; /* slow-path count, for adaptive retranslation */
+};
+
+/* Arena sizes of one translation cache (flushed together) scale with its
+   code size: a fragment is a few hundred bytes of code on average. */
+#define BT_FRAG_BYTES 512
+#define BT_FRAG_HASH 4096
+#define BT_PAGE_HASH 1024
+
+struct bt_pagelist {
+  uint64_t page;
+  struct bt_frag *frags;
+  struct bt_pagelist *next;
+};
+
+struct bt_tc {
+  int fd;
+  uint8_t *rw; /* writable view */
+  uint8_t *rx; /* executable view */
+  size_t size, used;
+  struct bt_frag *frags;
+  unsigned nfrags, max_frags;
+  struct bt_link *links;
+  unsigned nlinks, max_links;
+  struct bt_desc *descs;
+  unsigned ndescs, max_descs;
+  struct bt_pagelist *pages; /* arena, two per fragment */
+  unsigned npages;
+  struct bt_frag *hash[BT_FRAG_HASH];
+  struct bt_pagelist *phash[BT_PAGE_HASH];
+  uint64_t flushes;
+};
+
+/* ------------------------------------------------------------------------ */
+/* vCPU and VM state                                                        */
+
+/* Mode key bits (struct bt_frag.key). */
+#define BT_K_CODE16 0u
+#define BT_K_CODE32 1u
+#define BT_K_CODE64 2u
+#define BT_K_CODE_MASK 3u
+#define BT_K_STACK32 (1u << 2)
+#define BT_K_CPL_SHIFT 3
+#define BT_K_PE (1u << 5)
+#define BT_K_FLAT (1u << 6) /* CS/DS/ES/SS flat: inline memory paths */
+#define BT_K_LMA (1u << 7)
+#define BT_K_TS (1u << 8)
+#define BT_K_EM (1u << 9)
+#define BT_K_OSFXSR (1u << 10)
+#define BT_K_MP (1u << 11)
+#define BT_K_COUNT (1u << 12)
+#define BT_K_SINGLE (1u << 13) /* one-instruction TUs */
+
+/* A VM-level record of translated bytes in one guest page. */
+struct bt_codepage {
+  uint64_t page;
+  uint64_t cover[64]; /* one bit per byte of the page */
+  struct bt_codepage *next;
+};
+
+#define BT_CODE_HASH 1024
+
+/* Host CPU features the engine may pass through (bt_vm.host). */
+#define BT_H_SSE3 (1u << 0)
+#define BT_H_SSSE3 (1u << 1)
+#define BT_H_SSE4 (3u << 2) /* SSE4.1 and SSE4.2 (with POPCNT) */
+#define BT_H_LZCNT (1u << 4)
+#define BT_H_BMI1 (1u << 5)
+#define BT_H_BMI2 (1u << 6)
+#define BT_H_ADX (1u << 7)
+#define BT_H_MOVBE (1u << 8)
+#define BT_H_AES (1u << 9)
+#define BT_H_PCLMUL (1u << 10)
+
+struct bt_vm {
+  uint32_t host;        /* BT_H_* */
+  bool fast_pext;       /* PEXT is a single fast instruction on this host */
+  pthread_mutex_t lock; /* code pages, invalidation queues */
+  struct bt_codepage *code[BT_CODE_HASH];
+  /* Per slot id: one bit per page holding translated code. */
+  _Atomic uint64_t *codebits[VMM_MEM_MAX_SLOTS];
+  uint64_t slot_pages[VMM_MEM_MAX_SLOTS];
+  _Atomic uint64_t wp_gen; /* write-protect generation, see mem.c */
+  struct vmm_cpuid_entry supported[64];
+  size_t nsupported;
+  bool fsgsbase;
+};
+
+/*
+ * MMIO reads of the instruction at `rip`, in program order. An instruction
+ * needing MMIO data exits for each read in turn and is re-executed from
+ * the start each time: reads already served replay from this log (in
+ * order, matched by address and size). The log is cleared when the
+ * instruction (or a string iteration) completes.
+ */
+#define BT_MMIO_LOG 8
+struct bt_mmio {
+  uint64_t rip;
+  unsigned n;      /* entries in log */
+  unsigned cursor; /* next entry the current execution replays */
+  bool waiting;    /* the last entry's data comes with the next run() */
+  struct {
+    uint64_t gpa;
+    uint8_t size;
+    uint8_t data[8];
+  } log[BT_MMIO_LOG];
+};
+
+/* The bounce buffer state between BT_D_MEM and BT_D_MEMPOST. */
+struct bt_bounce {
+  bool active;
+  bool write;
+  bool mmio;
+  bool code; /* a code page is written */
+  uint8_t npart;
+  uint64_t gpa[2];
+  uint8_t *hva[2]; /* NULL for MMIO */
+  uint32_t len[2];
+  uint8_t buf[64] __attribute__((aligned(64)));
+};
+
+#define BT_IOBUF 4096
+#define BT_ADAPT_SIZE 512
+/* Slow-path trips of one memory instruction before it becomes a callout. */
+#define BT_ADAPT_TRAPS 16
+
+struct bt_vcpu {
+  struct bt_ctx ctx; /* first: GS base = &ctx = this */
+  vmm_vcpu *vcpu;
+  struct bt_vm *vm;
+
+  /* Guest state not held in ctx. */
+  uint64_t vflags; /* RFLAGS bits outside BT_HOST_FLAGS (IF, IOPL, TF, ...) */
+  struct vmm_segment seg[6];
+  struct vmm_segment ldt, tr;
+  struct vmm_dtable gdt, idt;
+  uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base, xcr0;
+  uint64_t dr[8];
+  uint64_t star, lstar, cstar, sfmask, kgsbase;
+  uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
+  uint64_t tsc_aux, pat, misc_enable, tsc_offset;
+  uint16_t fcw;   /* guest-visible x87 control word */
+  uint32_t mxcsr; /* guest-visible MXCSR */
+  unsigned cpl;
+  bool halted;
+  uint64_t shadow_rip; /* interrupt shadow covers the instruction here */
+  bool shadow;
+  bool nmi_blocked;
+  uint64_t nevents; /* exceptions and interrupts raised or delivered */
+  /* Exception delivery in progress and the fault it ran into (sys.c). */
+  int delivering;
+  int nest_vec;
+  bool nest_has_err;
+  uint32_t nest_err;
+
+  /* Paging features from the vCPU's CPUID (set_cpuid). */
+  unsigned maxphy;
+  bool gbpages;
+  bool last_user_page; /* U/S of the last bt_translate() */
+
+  /* Derived mode. */
+  uint32_t key;
+  ZydisMachineMode zmode;
+  ZydisStackWidth zstack;
+  unsigned tlb_set;  /* 0 supervisor, 1 user */
+  unsigned tlb_size; /* entries in use: BT_TLB_SIZE, or 256 (slow PEXT) */
+
+  /* Dispatcher / exits. */
+  bool exit_ready; /* vcpu->exit holds an exit to report */
+  struct bt_mmio mmio;
+  struct bt_bounce bounce;
+  /* Port I/O left half-done by an exit (IN, INS or OUTS to finish). */
+  struct {
+    bool valid;
+    bool in;
+    bool string;
+    uint8_t size;
+    uint32_t count;
+    uint64_t rip, next_rip;
+    uint8_t *buf;
+  } pio;
+  uint8_t iobuf[BT_IOBUF];
+
+  /* Translation. */
+  struct bt_tc tc;
+  pthread_mutex_t link_lock; /* links and jump cache vs kicks */
+  _Atomic bool kicked;
+  uint32_t jc_key;
+  uint64_t mem_gen;
+  uint64_t wp_gen;
+  bool tlb_flush_links; /* a TLB flush must unlink cross-page links */
+  struct bt_frag *cur;  /* fragment whose callout is running */
+  bool cur_invalid;     /* ... and it was invalidated meanwhile */
+  /* Invalidation requests from other threads (lock: bt_vm.lock). */
+  uint64_t inval[32];
+  unsigned ninval;
+  bool inval_all;
+  _Atomic bool inval_pending;
+
+  /* Instructions retranslated as callouts (linear PC + 1, 0 = empty). */
+  uint64_t adapt[BT_ADAPT_SIZE];
+  uint64_t stat_adapted;
+
+  /* Counting mode. */
+  bool counting;    /* compile fragments for counting */
+  bool count_valid; /* counting has been on since the first run */
+  bool ran;
+  uint64_t icount; /* instructions retired before the current budget */
+  int64_t budget_start;
+  uint64_t limit; /* 0: none */
+  bool limit_hit;
+
+  /* Debug. */
+  uint32_t exc_mask;
+  struct vmm_debug dbg;
+  bool dbg_on;
+  uint64_t bp_skip_rip; /* resume over a hardware breakpoint once */
+  bool bp_skip;
+};
+
+static inline struct bt_vcpu *BV(vmm_vcpu *v) {
+  return v->engine;
+}
+static inline struct bt_vm *BM(vmm_vm *vm) {
+  return vm->engine;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Internal entry points                                                    */
+
+/* glue.S */
+int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
+void vmm__bt_gate(void);
+void vmm__bt_exit_link(void);
+void vmm__bt_exit_jc(void);
+void vmm__bt_exit_budget(void);
+/* Called by the gate; returns 0 to resume at ctx->cont, 1 to leave. */
+int vmm__bt_callout(struct bt_ctx *ctx);
+
+/* engine.c */
+void bt_update_mode(struct bt_vcpu *b);
+uint64_t bt_get_rflags(const struct bt_vcpu *b);
+void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags);
+/* Retired-instruction bookkeeping when leaving a TU early. */
+void bt_unretire(struct bt_vcpu *b, unsigned n);
+void bt_kick_internal(struct bt_vcpu *b);
+
+/* tc.c */
+int bt_tc_init(struct bt_tc *tc, size_t size);
+void bt_tc_fini(struct bt_tc *tc);
+void bt_tc_flush(struct bt_vcpu *b);
+struct bt_frag *bt_frag_find(struct bt_vcpu *b, uint64_t pc, uint64_t phys0);
+struct bt_frag *bt_frag_alloc(struct bt_vcpu *b);
+void bt_frag_insert(struct bt_vcpu *b, struct bt_frag *f);
+struct bt_link *bt_link_alloc(struct bt_vcpu *b);
+struct bt_desc *bt_desc_alloc(struct bt_vcpu *b, uint32_t *index);
+void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to);
+void bt_unlink_backward(struct bt_vcpu *b);
+void bt_unlink_cross_page(struct bt_vcpu *b);
+void bt_invalidate_page(struct bt_vcpu *b, uint64_t page);
+void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f);
+bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc);
+void bt_adaptive_add(struct bt_vcpu *b, uint64_t pc);
+void bt_jc_flush(struct bt_vcpu *b);
+void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f);
+uint64_t bt_tc_addr(const struct bt_tc *tc, uint32_t off);
+
+/* mem.c: guest memory for C code and the soft TLB. */
+enum bt_acc { BT_R = 0, BT_W = 1, BT_X = 2 };
+void bt_tlb_flush(struct bt_vcpu *b);
+void bt_tlb_flush_writes(struct bt_vcpu *b);
+/*
+ * Guest linear accesses from C at the current CPL (or as supervisor with
+ * sys set, for descriptor tables and TSS). Return 0, or -1 with an
+ * exception raised (b->... pending) / an MMIO exit prepared (returns -2).
+ */
+int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len, bool sys);
+int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
+             bool sys);
+int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
+             uint64_t *phys0, uint64_t *phys1, unsigned *got);
+int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
+                 uint64_t *gpa);
+void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg);
+uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+uint8_t *bt_ram_readable(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d);
+int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d);
+/* Code pages (SMC): mark before translating; check after writes. */
+int bt_code_mark(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+void bt_code_written(vmm_vm *vm, struct bt_vcpu *writer, uint64_t gpa,
+                     uint64_t len);
+bool bt_is_code_page(vmm_vm *vm, uint64_t gpa);
+void bt_vm_code_fini(struct bt_vm *m);
+
+/* Return codes of C emulation steps. */
+#define BT_OK 0
+#define BT_FAULT (-1) /* an exception was raised (delivered or exit made) */
+#define BT_EXIT (-2)  /* an exit to the host was prepared (MMIO, I/O) */
+
+/* sys.c */
+/* Raise an exception at the current ctx->rip (precise state already). */
+int bt_raise(struct bt_vcpu *b, unsigned vec, bool has_err, uint32_t err);
+int bt_raise_pf(struct bt_vcpu *b, uint64_t lin, uint32_t err);
+/* Deliver an event (exception, interrupt, software int). */
+int bt_deliver(struct bt_vcpu *b, unsigned vec, int type, bool has_err,
+               uint32_t err, uint64_t next_rip);
+#define BT_EV_EXC 0
+#define BT_EV_EXT 1
+#define BT_EV_SOFT 2  /* int n */
+#define BT_EV_SOFTX 3 /* int3 / into: software exception */
+#define BT_EV_NMI 4
+int bt_load_seg(struct bt_vcpu *b, int sreg, uint16_t sel);
+void bt_seg_changed(struct bt_vcpu *b);
+int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v);
+uint64_t bt_get_cr8(struct bt_vcpu *b);
+int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v);
+int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v);
+int bt_far_transfer(struct bt_vcpu *b, uint16_t sel, uint64_t off, int kind,
+                    unsigned osize, uint64_t next_rip);
+#define BT_FAR_JMP 0
+#define BT_FAR_CALL 1
+int bt_far_ret(struct bt_vcpu *b, unsigned osize, uint16_t imm);
+int bt_iret(struct bt_vcpu *b, unsigned osize);
+uint64_t bt_cs_base(const struct bt_vcpu *b);
+unsigned bt_addr_bits(const struct bt_vcpu *b);
+
+/* interp.c */
+int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+               uint64_t rip);
+void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]);
+
+/* translate.c */
+/* Translate a TU at the current rip; NULL with an exception raised (or an
+   internal error exit) on failure. */
+struct bt_frag *bt_translate_tu(struct bt_vcpu *b, uint64_t pc);
+bool bt_host_ok(void);
+
+/* Odds and ends shared across files. */
+void bt_check_wp(struct bt_vcpu *b);
+void bt_wp_shootdown(vmm_vm *vm, struct bt_vcpu *self);
+void bt_process_invalidations(struct bt_vcpu *b);
+void bt_code_forget_range(struct bt_vm *m, uint64_t gpa, uint64_t size);
+int bt_complete_pio(struct bt_vcpu *b);
+/* Start executing the instruction at ctx->rip (MMIO replay), and mark it
+   (or one string iteration) complete. */
+void bt_mmio_begin(struct bt_vcpu *b);
+void bt_mmio_retire(struct bt_vcpu *b);
+void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d);
+int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+              ZydisDecodedInstruction *di, ZydisDecodedOperand *op);
+int bt_find_memop(const ZydisDecodedInstruction *di,
+                  const ZydisDecodedOperand *op);
+bool bt_needs_align16(const ZydisDecodedInstruction *di,
+                      const ZydisDecodedOperand *o);
+int bt_operand_lin(struct bt_vcpu *b, const ZydisDecodedInstruction *di,
+                   const ZydisDecodedOperand *o, unsigned size, bool write,
+                   uint64_t *lin);
+uint64_t bt_tsc(struct bt_vcpu *b);
+uint64_t bt_popf_mask(struct bt_vcpu *b, unsigned osize);
+void bt_write_flags(struct bt_vcpu *b, uint64_t v, uint64_t mask);
+void bt_fpu_set_controls(struct bt_vcpu *b, uint16_t fcw, uint32_t mxcsr);
+void bt_supported_cpuid(struct bt_vm *m, bool platform);
+uint64_t bt_reg_get(struct bt_vcpu *b, ZydisRegister r);
+void bt_reg_set(struct bt_vcpu *b, ZydisRegister r, uint64_t v);
+
+/* Fill vcpu->exit with an internal error and log why. */
+void bt_internal_error(struct bt_vcpu *b, uint32_t code, const char *fmt, ...)
+    VMM__PRINTF(3, 4);
+
+#endif

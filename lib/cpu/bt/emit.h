@@ -1,0 +1,92 @@
+/*
+ * A small assembler for translated code: Zydis encoder requests for
+ * ordinary instructions, hand-made patchable jumps, labels with rel32/rel8
+ * fixups. Registers are host GPR numbers (R_AX..R_15) unless a Zydis
+ * register is asked for.
+ */
+#ifndef LIBVMM_BT_EMIT_H
+#define LIBVMM_BT_EMIT_H
+
+#include "bt.h"
+
+#define E_MAX_LABELS 64
+#define E_MAX_FIXUPS 128
+
+struct e_fixup {
+  uint32_t pos; /* offset of the displacement field */
+  uint8_t size; /* 1 or 4 */
+  uint8_t label;
+};
+
+struct emit {
+  uint8_t *buf;  /* writable view at the fragment's start */
+  uint64_t base; /* executable address of buf[0] */
+  size_t pos, cap;
+  bool fail;
+  int32_t labels[E_MAX_LABELS];
+  unsigned nlabels;
+  struct e_fixup fixups[E_MAX_FIXUPS];
+  unsigned nfixups;
+};
+
+void e_init(struct emit *e, uint8_t *buf, uint64_t base, size_t cap);
+/* Resolve fixups; false if something did not fit or encode. */
+bool e_finish(struct emit *e);
+static inline uint64_t e_here(const struct emit *e) {
+  return e->base + e->pos;
+}
+
+int e_label(struct emit *e);
+void e_bind(struct emit *e, int label);
+uint64_t e_label_addr(const struct emit *e, int label);
+
+void e_bytes(struct emit *e, const void *p, size_t n);
+void e_req(struct emit *e, ZydisEncoderRequest *r);
+/* Pad with NOPs until (pos + skew) is a multiple of 4. */
+void e_align4(struct emit *e, unsigned skew);
+
+static inline ZydisRegister zr64(unsigned r) {
+  return ZYDIS_REGISTER_RAX + r;
+}
+static inline ZydisRegister zr32(unsigned r) {
+  return ZYDIS_REGISTER_EAX + r;
+}
+static inline ZydisRegister zr16(unsigned r) {
+  return ZYDIS_REGISTER_AX + r;
+}
+
+/* Common forms. gs: context offsets. */
+void e_mov_r_gs(struct emit *e, unsigned r, int32_t off); /* mov r, gs:[off] */
+void e_mov_gs_r(struct emit *e, int32_t off, unsigned r); /* mov gs:[off], r */
+void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
+void e_mov_gs_i32(struct emit *e, int32_t off,
+                  uint32_t imm); /* mov dword gs:[off], imm */
+void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits);
+void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm); /* mov r64, imm */
+void e_mov_r32_i(struct emit *e, unsigned r,
+                 uint32_t imm); /* mov r32, imm (zero-extends) */
+/* lea dst, [base + index*scale + disp] with an operand size of bits;
+   base/index may be -1. */
+void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
+           unsigned scale, int64_t disp);
+void e_rorx(struct emit *e, unsigned dst, unsigned src, unsigned imm);
+void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
+void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
+/* pext dst, src, qword gs:[off] */
+void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off);
+void e_movzx8(struct emit *e, unsigned dst,
+              unsigned src); /* movzx r32, r8(low) */
+void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
+void e_jrcxz(struct emit *e, int label);
+void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
+void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */
+void e_jmp_gs(struct emit *e, int32_t off);   /* jmp qword gs:[off] */
+void e_call_gs(struct emit *e, int32_t off);  /* call qword gs:[off] */
+/* Patchable jumps: return the offset (from buf) of the aligned rel32. */
+uint32_t e_jmp_patchable(struct emit *e);
+uint32_t e_jcc_patchable(struct emit *e, unsigned cc);
+/* jcc to a label (rel32). */
+void e_jcc(struct emit *e, unsigned cc, int label);
+void e_set_rel32(uint8_t *field, uint64_t field_addr, uint64_t target);
+
+#endif

@@ -1,0 +1,155 @@
+/*
+ * Glue between C and translated code (see docs/bt.md, "Execution model").
+ *
+ * While translated code runs, GS points at the vCPU's struct bt_ctx, the
+ * guest GPRs other than RSP are in the host GPRs of the same number, the
+ * guest arithmetic flags and DF are in RFLAGS, and the guest FPU/SSE state
+ * is in the FPU. The host RSP is the thread's stack, 16-byte aligned, at
+ * the value saved in ctx->host_rsp.
+ */
+#include "layout.h"
+
+#define G(off) %gs:(off)
+
+.macro SAVE_GPRS
+  movq %rax, G(BT_OFF_GPR + 0x00)
+  movq %rcx, G(BT_OFF_GPR + 0x08)
+  movq %rdx, G(BT_OFF_GPR + 0x10)
+  movq %rbx, G(BT_OFF_GPR + 0x18)
+  movq %rbp, G(BT_OFF_GPR + 0x28)
+  movq %rsi, G(BT_OFF_GPR + 0x30)
+  movq %rdi, G(BT_OFF_GPR + 0x38)
+  movq %r8, G(BT_OFF_GPR + 0x40)
+  movq %r9, G(BT_OFF_GPR + 0x48)
+  movq %r10, G(BT_OFF_GPR + 0x50)
+  movq %r11, G(BT_OFF_GPR + 0x58)
+  movq %r12, G(BT_OFF_GPR + 0x60)
+  movq %r13, G(BT_OFF_GPR + 0x68)
+  movq %r14, G(BT_OFF_GPR + 0x70)
+  movq %r15, G(BT_OFF_GPR + 0x78)
+.endm
+
+.macro LOAD_GPRS
+  movq G(BT_OFF_GPR + 0x00), %rax
+  movq G(BT_OFF_GPR + 0x08), %rcx
+  movq G(BT_OFF_GPR + 0x10), %rdx
+  movq G(BT_OFF_GPR + 0x18), %rbx
+  movq G(BT_OFF_GPR + 0x28), %rbp
+  movq G(BT_OFF_GPR + 0x30), %rsi
+  movq G(BT_OFF_GPR + 0x38), %rdi
+  movq G(BT_OFF_GPR + 0x40), %r8
+  movq G(BT_OFF_GPR + 0x48), %r9
+  movq G(BT_OFF_GPR + 0x50), %r10
+  movq G(BT_OFF_GPR + 0x58), %r11
+  movq G(BT_OFF_GPR + 0x60), %r12
+  movq G(BT_OFF_GPR + 0x68), %r13
+  movq G(BT_OFF_GPR + 0x70), %r14
+  movq G(BT_OFF_GPR + 0x78), %r15
+.endm
+
+/* Leave the guest FPU state in the context and give C the ABI defaults. */
+.macro FPU_TO_HOST
+  cld
+  fxsave64 G(BT_OFF_FPU)
+  fninit
+  fldcw G(BT_OFF_FCW_HOST)
+  ldmxcsr G(BT_OFF_MXCSR_HOST)
+.endm
+
+  .text
+
+/*
+ * int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target)
+ * GS base already points at ctx. Returns a BT_X_* reason.
+ */
+  .globl vmm__bt_enter
+  .hidden vmm__bt_enter
+  .type vmm__bt_enter, @function
+vmm__bt_enter:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  pushq %rbx
+  .cfi_adjust_cfa_offset 8
+  pushq %r12
+  .cfi_adjust_cfa_offset 8
+  pushq %r13
+  .cfi_adjust_cfa_offset 8
+  pushq %r14
+  .cfi_adjust_cfa_offset 8
+  pushq %r15
+  .cfi_adjust_cfa_offset 8
+  subq $8, %rsp
+  .cfi_adjust_cfa_offset 8
+  movq %rsp, G(BT_OFF_HOST_RSP)
+  movq %rsi, G(BT_OFF_CONT)
+  stmxcsr G(BT_OFF_MXCSR_HOST)
+  fnstcw G(BT_OFF_FCW_HOST)
+  fxrstor64 G(BT_OFF_FPU)
+  pushq G(BT_OFF_FLAGS)
+  popfq
+  LOAD_GPRS
+  jmp *G(BT_OFF_CONT)
+  .cfi_endproc
+  .size vmm__bt_enter, . - vmm__bt_enter
+
+/* Common tail: guest state and FPU are in the context; eax = reason. */
+bt_leave:
+  movq G(BT_OFF_HOST_RSP), %rsp
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+
+.macro EXIT_ENTRY name, reason
+  .globl \name
+  .hidden \name
+  .type \name, @function
+\name:
+  pushfq
+  popq G(BT_OFF_FLAGS)
+  SAVE_GPRS
+  FPU_TO_HOST
+  movl $\reason, %eax
+  jmp bt_leave
+  .size \name, . - \name
+.endm
+
+/* Entered by jmp from translated code, guest state live. */
+  EXIT_ENTRY vmm__bt_exit_link, BT_X_LINK
+  EXIT_ENTRY vmm__bt_exit_jc, BT_X_JC
+  EXIT_ENTRY vmm__bt_exit_budget, BT_X_BUDGET
+
+/*
+ * The callout gate, entered by "call *%gs:BT_OFF_GATE" with the descriptor
+ * number in ctx->arg. vmm__bt_callout() returns 0 to resume translated code
+ * at ctx->cont, or non-zero to leave for the dispatcher.
+ */
+  .globl vmm__bt_gate
+  .hidden vmm__bt_gate
+  .type vmm__bt_gate, @function
+vmm__bt_gate:
+  pushfq
+  popq G(BT_OFF_FLAGS)
+  SAVE_GPRS
+  popq G(BT_OFF_RET)
+  FPU_TO_HOST
+  movq G(BT_OFF_SELF), %rdi
+  call vmm__bt_callout
+  testl %eax, %eax
+  jnz 1f
+  fxrstor64 G(BT_OFF_FPU)
+  pushq G(BT_OFF_FLAGS)
+  popfq
+  LOAD_GPRS
+  jmp *G(BT_OFF_CONT)
+1:
+  movl $BT_X_CALLOUT, %eax
+  jmp bt_leave
+  .size vmm__bt_gate, . - vmm__bt_gate
+
+  .section .note.GNU-stack, "", @progbits

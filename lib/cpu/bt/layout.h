@@ -1,0 +1,54 @@
+/*
+ * Offsets into struct bt_ctx that translated code and glue.S use as
+ * gs:[offset]. Plain #defines so the assembler can include this file;
+ * bt.h checks every one against offsetof().
+ */
+#ifndef LIBVMM_BT_LAYOUT_H
+#define LIBVMM_BT_LAYOUT_H
+
+/* Soft-TLB capacity (entries per privilege); hosts with a slow PEXT use
+   the first 256 (bt_vcpu.tlb_size). */
+#define BT_TLB_BITS 12
+#define BT_TLB_SIZE 4096
+#define BT_JC_BITS 12
+#define BT_JC_SIZE 4096
+
+#define BT_OFF_GPR 0x000 /* uint64_t gpr[16], hardware register order */
+#define BT_OFF_FLAGS 0x080
+#define BT_OFF_RIP 0x088
+#define BT_OFF_SCRATCH 0x090 /* 64 bytes free */
+#define BT_OFF_HOST_RSP 0x0d0
+#define BT_OFF_CONT 0x0d8
+#define BT_OFF_RET 0x0e0
+#define BT_OFF_GATE 0x0e8
+#define BT_OFF_EXIT_LINK 0x0f0
+#define BT_OFF_EXIT_JC 0x0f8
+#define BT_OFF_SELF 0x100
+#define BT_OFF_ARG 0x108
+#define BT_OFF_IN_TC 0x10c
+#define BT_OFF_BUDGET 0x110
+#define BT_OFF_EXIT_BUDGET 0x118
+#define BT_OFF_MXCSR_HOST 0x120
+#define BT_OFF_FCW_HOST 0x124
+#define BT_OFF_JMP 0x128      /* scratch target for indirect jumps */
+#define BT_OFF_POST 0x130     /* where real-mode memory paths continue */
+#define BT_OFF_TLB_MASK 0x138 /* (tlb_size - 1) << 12, PEXT's mask */
+#define BT_OFF_SEGBASE 0x140  /* uint64_t segbase[6]: ES CS SS DS FS GS */
+#define BT_OFF_FPU 0x180      /* 512-byte FXSAVE area, 64-byte aligned */
+#define BT_OFF_SPILL                                                           \
+  0x380                    /* uint64_t spill[16]: a borrowed register's guest  \
+                              value, indexed by register number */
+#define BT_OFF_TLB_R 0x400 /* uint64_t [2][BT_TLB_SIZE] negated read tags */
+#define BT_OFF_TLB_W (BT_OFF_TLB_R + 2 * 8 * BT_TLB_SIZE)
+#define BT_OFF_TLB_ADD (BT_OFF_TLB_W + 2 * 8 * BT_TLB_SIZE)
+#define BT_OFF_JC_NPC (BT_OFF_TLB_ADD + 2 * 8 * BT_TLB_SIZE)
+#define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
+#define BT_CTX_SIZE (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
+
+/* Return values of bt_enter(): why translated code gave control back. */
+#define BT_X_LINK 0    /* an unlinked direct exit; arg = link number */
+#define BT_X_CALLOUT 1 /* a callout asked to leave */
+#define BT_X_JC 2      /* indirect-jump miss; rip holds the target */
+#define BT_X_BUDGET 3  /* counting mode: budget too small; arg = fragment */
+
+#endif

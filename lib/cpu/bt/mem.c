@@ -1,0 +1,773 @@
+/*
+ * The BT engine's memory path: the soft TLB behind translated code, guest
+ * memory access for C code (emulation, delivery), MMIO and the bounce
+ * buffer, code pages for self-modifying code, and write-protect
+ * shootdowns. See docs/bt.md, "The memory path".
+ */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bt.h"
+
+/* ------------------------------------------------------------------------ */
+/* Soft TLB                                                                 */
+
+/*
+ * Entry i is empty when its tag names a page whose index is neither i nor
+ * i + 1: an access indexed by its first byte's page (index i) compares the
+ * tag with its last byte's page, whose index is i or, when the access
+ * crosses into the next page, i + 1. Either must miss.
+ */
+static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
+  return -(uint64_t)(((i + 2) & (b->tlb_size - 1)) << 12);
+}
+
+void bt_tlb_flush(struct bt_vcpu *b) {
+  for (unsigned s = 0; s < 2; s++)
+    for (unsigned i = 0; i < b->tlb_size; i++) {
+      b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+    }
+}
+
+void bt_tlb_flush_writes(struct bt_vcpu *b) {
+  for (unsigned s = 0; s < 2; s++)
+    for (unsigned i = 0; i < b->tlb_size; i++)
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+}
+
+static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
+                     bool write) {
+  uint64_t page = lin & ~0xfffull;
+  unsigned i = (unsigned)(page >> 12) & (b->tlb_size - 1);
+  unsigned s = b->tlb_set;
+  uint64_t add = (uint64_t)(uintptr_t)hva - (lin & 0xfff) - page;
+  /* One entry describes one page: a different page evicts both tags. */
+  if (b->ctx.tlb_r[s][i] != -page || b->ctx.tlb_add[s][i] != add)
+    b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+  b->ctx.tlb_add[s][i] = add;
+  b->ctx.tlb_r[s][i] = -page;
+  if (write)
+    b->ctx.tlb_w[s][i] = -page;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Translation                                                              */
+
+void bt_paging(const struct bt_vcpu *b, struct vmm__paging *pg) {
+  memset(pg, 0, sizeof(*pg));
+  pg->cr0 = b->cr0;
+  pg->cr3 = b->cr3;
+  pg->cr4 = b->cr4;
+  pg->efer = b->efer;
+  pg->ac = (b->vflags & X86_RFLAGS_AC) != 0;
+  pg->maxphyaddr = b->maxphy;
+  pg->gbpages = b->gbpages;
+}
+
+int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
+                 uint64_t *gpa) {
+  struct vmm__paging pg;
+  bt_paging(b, &pg);
+  unsigned a = VMM_ACCESS_SET_AD;
+  if (acc & BT_W)
+    a |= VMM_ACCESS_WRITE;
+  if (acc & BT_X)
+    a |= VMM_ACCESS_EXEC;
+  if (b->cpl == 3 && !sys)
+    a |= VMM_ACCESS_USER;
+  struct vmm_translation t;
+  int err = vmm__mmu_walk(&b->vcpu->vm->mem, &pg, lin, a, &t);
+  if (err == VMM_EPAGEFAULT)
+    return bt_raise_pf(b, lin, t.error_code);
+  if (err < 0)
+    return bt_raise(b, X86_EXC_GP, true, 0);
+  *gpa = t.gpa;
+  b->last_user_page = t.user;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Code pages                                                               */
+
+static unsigned code_hash(uint64_t page) {
+  return (unsigned)((page >> 12) * 0x9e3779b1u) & (BT_CODE_HASH - 1);
+}
+
+static struct bt_codepage *code_find(struct bt_vm *m, uint64_t page,
+                                     bool create) {
+  struct bt_codepage **pp = &m->code[code_hash(page)];
+  for (struct bt_codepage *c = *pp; c; c = c->next)
+    if (c->page == page)
+      return c;
+  if (!create)
+    return NULL;
+  struct bt_codepage *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return NULL;
+  c->page = page;
+  c->next = *pp;
+  *pp = c;
+  return c;
+}
+
+static void code_remove(struct bt_vm *m, uint64_t page) {
+  for (struct bt_codepage **pp = &m->code[code_hash(page)]; *pp;
+       pp = &(*pp)->next) {
+    if ((*pp)->page == page) {
+      struct bt_codepage *c = *pp;
+      *pp = c->next;
+      free(c);
+      return;
+    }
+  }
+}
+
+void bt_vm_code_fini(struct bt_vm *m) {
+  for (unsigned i = 0; i < BT_CODE_HASH; i++) {
+    while (m->code[i]) {
+      struct bt_codepage *c = m->code[i];
+      m->code[i] = c->next;
+      free(c);
+    }
+  }
+}
+
+void bt_code_forget_range(struct bt_vm *m, uint64_t gpa, uint64_t size) {
+  pthread_mutex_lock(&m->lock);
+  for (unsigned i = 0; i < BT_CODE_HASH; i++) {
+    for (struct bt_codepage **pp = &m->code[i]; *pp;) {
+      if ((*pp)->page >= gpa && (*pp)->page - gpa < size) {
+        struct bt_codepage *c = *pp;
+        *pp = c->next;
+        free(c);
+      } else {
+        pp = &(*pp)->next;
+      }
+    }
+  }
+  pthread_mutex_unlock(&m->lock);
+}
+
+/* The code bit of gpa's page in slot s (caller holds the slot table). */
+static _Atomic uint64_t *code_word(struct bt_vm *m, const struct vmm__slot *s,
+                                   uint64_t gpa, uint64_t *bit) {
+  _Atomic uint64_t *bits = m->codebits[s->id];
+  if (bits == NULL)
+    return NULL;
+  uint64_t p = (gpa - s->gpa) / VMM_PAGE_SIZE;
+  *bit = 1ull << (p % 64);
+  return &bits[p / 64];
+}
+
+static bool slot_code(struct bt_vm *m, const struct vmm__slot *s,
+                      uint64_t gpa) {
+  uint64_t bit;
+  _Atomic uint64_t *w = code_word(m, s, gpa, &bit);
+  return w && (atomic_load(w) & bit);
+}
+
+bool bt_is_code_page(vmm_vm *vm, uint64_t gpa) {
+  struct vmm__mem *mem = &vm->mem;
+  pthread_rwlock_rdlock(&mem->lock);
+  struct vmm__slot *s = vmm__mem_find_locked(mem, gpa);
+  bool r = s && slot_code(BM(vm), s, gpa);
+  pthread_rwlock_unlock(&mem->lock);
+  return r;
+}
+
+void bt_check_wp(struct bt_vcpu *b) {
+  uint64_t g = atomic_load(&b->vm->wp_gen);
+  if (g != b->wp_gen) {
+    bt_tlb_flush_writes(b);
+    __atomic_store_n(&b->wp_gen, g, __ATOMIC_SEQ_CST);
+  }
+}
+
+/*
+ * Revoke every vCPU's writable TLB entries: bump the generation, then wait
+ * for each vCPU inside translated code to leave it or to acknowledge.
+ * A vCPU sets in_tc before it checks the generation, and we bump before
+ * we look at in_tc, so one of the two sees the other.
+ */
+void bt_wp_shootdown(vmm_vm *vm, struct bt_vcpu *self) {
+  struct bt_vm *m = BM(vm);
+  uint64_t gen = atomic_fetch_add(&m->wp_gen, 1) + 1;
+  struct bt_vcpu *others[VMM_MAX_VCPUS];
+  unsigned n = 0;
+  pthread_mutex_lock(&vm->lock);
+  for (unsigned i = 0; i < vm->cfg.max_vcpus; i++) {
+    vmm_vcpu *v = vm->vcpus[i];
+    if (v == NULL || v->engine == NULL)
+      continue;
+    if (BV(v) == self)
+      continue;
+    others[n++] = BV(v);
+  }
+  pthread_mutex_unlock(&vm->lock);
+  if (self != NULL)
+    bt_check_wp(self);
+  for (unsigned i = 0; i < n; i++) {
+    struct bt_vcpu *o = others[i];
+    if (!atomic_load(&o->ctx.in_tc))
+      continue;
+    bt_kick_internal(o);
+    while (atomic_load(&o->ctx.in_tc) &&
+           __atomic_load_n(&o->wp_gen, __ATOMIC_SEQ_CST) < gen)
+      sched_yield();
+  }
+}
+
+/*
+ * Make gpa's page a code page before its bytes are read for translation,
+ * and record [gpa, gpa+len) as translated once decoded.
+ */
+int bt_code_mark(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  vmm_vm *vm = b->vcpu->vm;
+  struct bt_vm *m = b->vm;
+  uint64_t page = gpa & ~0xfffull;
+  bool fresh = false;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  struct vmm__slot *s = vmm__mem_find_locked(&vm->mem, gpa);
+  if (s != NULL) {
+    uint64_t bit;
+    _Atomic uint64_t *w = code_word(m, s, gpa, &bit);
+    if (w && !(atomic_fetch_or(w, bit) & bit))
+      fresh = true;
+  }
+  pthread_rwlock_unlock(&vm->mem.lock);
+  if (s == NULL)
+    return 0; /* code outside RAM cannot be written by anyone */
+  if (fresh)
+    bt_wp_shootdown(vm, b);
+  if (len == 0)
+    return 0;
+  pthread_mutex_lock(&m->lock);
+  struct bt_codepage *c = code_find(m, page, true);
+  if (c != NULL)
+    for (uint64_t o = gpa & 0xfff; o < (gpa & 0xfff) + len && o < 4096; o++)
+      c->cover[o / 64] |= 1ull << (o % 64);
+  pthread_mutex_unlock(&m->lock);
+  return c ? 0 : VMM_ENOMEM;
+}
+
+static void queue_invalidate(struct bt_vcpu *o, uint64_t page) {
+  /* Caller holds bt_vm.lock. */
+  if (o->ninval < VMM__ARRAY_SIZE(o->inval))
+    o->inval[o->ninval++] = page;
+  else
+    o->inval_all = true;
+  atomic_store(&o->inval_pending, true);
+}
+
+void bt_process_invalidations(struct bt_vcpu *b) {
+  uint64_t pages[VMM__ARRAY_SIZE(b->inval)];
+  pthread_mutex_lock(&b->vm->lock);
+  unsigned n = b->ninval;
+  bool all = b->inval_all;
+  memcpy(pages, b->inval, n * sizeof(pages[0]));
+  b->ninval = 0;
+  b->inval_all = false;
+  atomic_store(&b->inval_pending, false);
+  pthread_mutex_unlock(&b->vm->lock);
+  if (all) {
+    bt_tc_flush(b);
+    return;
+  }
+  for (unsigned i = 0; i < n; i++)
+    bt_invalidate_page(b, pages[i]);
+}
+
+/*
+ * [gpa, gpa+len) was written (by `writer`, or by the host if NULL). If the
+ * write touched translated bytes, drop every translation of those pages.
+ */
+void bt_code_written(vmm_vm *vm, struct bt_vcpu *writer, uint64_t gpa,
+                     uint64_t len) {
+  struct bt_vm *m = BM(vm);
+  if (len == 0)
+    return;
+  uint64_t end = gpa + len;
+  for (uint64_t page = gpa & ~0xfffull; page < end; page += 4096) {
+    bool code = false;
+    pthread_rwlock_rdlock(&vm->mem.lock);
+    struct vmm__slot *s = vmm__mem_find_locked(&vm->mem, page);
+    uint64_t bit = 0;
+    _Atomic uint64_t *w = s ? code_word(m, s, page, &bit) : NULL;
+    code = w && (atomic_load(w) & bit);
+    pthread_rwlock_unlock(&vm->mem.lock);
+    if (!code)
+      continue;
+    uint64_t lo = page > gpa ? 0 : gpa & 0xfff;
+    uint64_t hi = end - page >= 4096 ? 4096 : end - page;
+    bool hit = false;
+    pthread_mutex_lock(&m->lock);
+    struct bt_codepage *c = code_find(m, page, false);
+    for (uint64_t o = lo; c && o < hi && !hit; o++)
+      hit = (c->cover[o / 64] >> (o % 64)) & 1;
+    if (!hit) {
+      pthread_mutex_unlock(&m->lock);
+      continue;
+    }
+    code_remove(m, page);
+    /* The page is data again until something is translated from it. */
+    atomic_fetch_and(w, ~bit);
+    struct bt_vcpu *others[VMM_MAX_VCPUS];
+    unsigned n = 0;
+    pthread_mutex_lock(&vm->lock);
+    for (unsigned i = 0; i < vm->cfg.max_vcpus; i++) {
+      vmm_vcpu *v = vm->vcpus[i];
+      if (v != NULL && v->engine != NULL && BV(v) != writer)
+        others[n++] = BV(v);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    for (unsigned i = 0; i < n; i++)
+      queue_invalidate(others[i], page);
+    pthread_mutex_unlock(&m->lock);
+    for (unsigned i = 0; i < n; i++)
+      bt_kick_internal(others[i]);
+    if (writer != NULL)
+      bt_invalidate_page(writer, page);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Guest memory for C code                                                  */
+
+/* Find the RAM behind gpa for len bytes within one page, or NULL (MMIO).
+ *ro: the slot is read-only; *code: the page holds translations. */
+static uint8_t *ram(struct bt_vcpu *b, uint64_t gpa, unsigned len, bool *ro,
+                    bool *code, struct vmm__slot **slot_out) {
+  vmm_vm *vm = b->vcpu->vm;
+  uint8_t *p = NULL;
+  pthread_rwlock_rdlock(&vm->mem.lock);
+  struct vmm__slot *s = vmm__mem_find_locked(&vm->mem, gpa);
+  if (s != NULL && gpa - s->gpa <= s->size - len) {
+    p = s->host + (gpa - s->gpa);
+    *ro = (s->flags & VMM_MEM_READONLY) != 0;
+    *code = slot_code(b->vm, s, gpa);
+  }
+  if (slot_out)
+    *slot_out = s;
+  pthread_rwlock_unlock(&vm->mem.lock);
+  return p;
+}
+
+static void mark_dirty(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  vmm__mem_mark_dirty(&b->vcpu->vm->mem, gpa, len);
+}
+
+/* Host pointer to writable RAM at gpa (len within one page), or NULL for
+   MMIO, read-only slots and pages holding translated code. */
+uint8_t *bt_ram_writable(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  bool ro = false, code = false;
+  uint8_t *p = ram(b, gpa, len, &ro, &code, NULL);
+  return (p && !ro && !code) ? p : NULL;
+}
+
+/* Host pointer to RAM at gpa for reading (len within one page), or NULL. */
+uint8_t *bt_ram_readable(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  bool ro = false, code = false;
+  return ram(b, gpa, len, &ro, &code, NULL);
+}
+
+/* Bookkeeping after C wrote RAM through bt_ram_writable(). */
+void bt_ram_written(struct bt_vcpu *b, uint64_t gpa, unsigned len) {
+  mark_dirty(b, gpa, len);
+}
+
+void bt_mmio_begin(struct bt_vcpu *b) {
+  struct bt_mmio *m = &b->mmio;
+  if (m->rip != b->ctx.rip) {
+    m->rip = b->ctx.rip;
+    m->n = 0;
+  }
+  m->cursor = 0;
+}
+
+void bt_mmio_retire(struct bt_vcpu *b) {
+  b->mmio.n = 0;
+  b->mmio.cursor = 0;
+}
+
+static int mmio_read(struct bt_vcpu *b, uint64_t gpa, void *buf, unsigned len) {
+  struct bt_mmio *m = &b->mmio;
+  if (m->rip == b->ctx.rip && m->cursor < m->n &&
+      m->log[m->cursor].gpa == gpa && m->log[m->cursor].size == len) {
+    memcpy(buf, m->log[m->cursor].data, len);
+    m->cursor++;
+    return 0;
+  }
+  if (len > 8 || b->exit_ready || m->cursor == BT_MMIO_LOG) {
+    bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                      "MMIO read of %u bytes at 0x%llx not supported", len,
+                      (unsigned long long)gpa);
+    return BT_EXIT;
+  }
+  struct vmm_exit *e = &b->vcpu->exit;
+  memset(e, 0, sizeof(*e));
+  e->reason = VMM_EXIT_MMIO;
+  e->mmio.gpa = gpa;
+  e->mmio.size = (uint8_t)len;
+  m->rip = b->ctx.rip;
+  m->n = m->cursor + 1;
+  m->log[m->cursor].gpa = gpa;
+  m->log[m->cursor].size = (uint8_t)len;
+  m->waiting = true;
+  b->exit_ready = true;
+  return BT_EXIT;
+}
+
+static int mmio_write(struct bt_vcpu *b, uint64_t gpa, const void *buf,
+                      unsigned len) {
+  if (len > 8 || b->exit_ready) {
+    bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                      "MMIO write of %u bytes at 0x%llx not supported", len,
+                      (unsigned long long)gpa);
+    return BT_EXIT;
+  }
+  struct vmm_exit *e = &b->vcpu->exit;
+  memset(e, 0, sizeof(*e));
+  e->reason = VMM_EXIT_MMIO;
+  e->mmio.gpa = gpa;
+  e->mmio.size = (uint8_t)len;
+  e->mmio.is_write = 1;
+  memcpy(e->mmio.data, buf, len);
+  b->exit_ready = true;
+  return 0;
+}
+
+/* Split [lin, lin+len) at a page boundary and translate both parts before
+   touching anything, so a fault leaves memory unchanged. */
+static int xlate2(struct bt_vcpu *b, uint64_t lin, unsigned len, unsigned acc,
+                  bool sys, uint64_t gpa[2], unsigned part[2]) {
+  unsigned first = 4096 - (unsigned)(lin & 0xfff);
+  if (first > len)
+    first = len;
+  part[0] = first;
+  part[1] = len - first;
+  int err = bt_translate(b, lin, acc, sys, &gpa[0]);
+  if (err < 0)
+    return err;
+  if (part[1]) {
+    uint64_t next = lin + first;
+    if ((b->key & BT_K_CODE_MASK) != BT_K_CODE64)
+      next = (uint32_t)next;
+    err = bt_translate(b, next, acc, sys, &gpa[1]);
+  }
+  return err;
+}
+
+/* C accesses at the current privilege fill the soft TLB as translated
+   code would, so stack operations emulated after a miss make the next
+   inline lookup hit. */
+static void c_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *p, bool write,
+                   bool sys) {
+  bool smap_dep = b->cpl != 3 && (b->cr4 & X86_CR4_SMAP) && b->last_user_page;
+  if (!sys && !smap_dep)
+    tlb_fill(b, lin, p, write);
+}
+
+int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
+            bool sys) {
+  uint64_t gpa[2];
+  unsigned part[2];
+  int err = xlate2(b, lin, len, BT_R, sys, gpa, part);
+  if (err < 0)
+    return err;
+  uint8_t *out = buf;
+  for (int i = 0; i < 2 && part[i]; i++) {
+    bool ro, code;
+    uint8_t *p = ram(b, gpa[i], part[i], &ro, &code, NULL);
+    if (p != NULL) {
+      if (part[1] == 0)
+        c_fill(b, lin, p, false, sys);
+      memcpy(out, p, part[i]);
+    } else {
+      if (part[1] != 0)
+        return mmio_read(b, gpa[i], out, 16); /* refused: > 8 bytes */
+      if ((err = mmio_read(b, gpa[i], out, part[i])) < 0)
+        return err;
+    }
+    out += part[i];
+  }
+  return 0;
+}
+
+int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
+             bool sys) {
+  uint64_t gpa[2];
+  unsigned part[2];
+  int err = xlate2(b, lin, len, BT_W, sys, gpa, part);
+  if (err < 0)
+    return err;
+  const uint8_t *in = buf;
+  for (int i = 0; i < 2 && part[i]; i++) {
+    bool ro = false, code = false;
+    uint8_t *p = ram(b, gpa[i], part[i], &ro, &code, NULL);
+    if (p != NULL && !ro) {
+      memcpy(p, in, part[i]);
+      mark_dirty(b, gpa[i] & ~0xfffull, 4096);
+      if (code)
+        bt_code_written(b->vcpu->vm, b, gpa[i], part[i]);
+      else if (part[1] == 0)
+        c_fill(b, lin, p, true, sys);
+    } else if ((err = mmio_write(b, gpa[i], in, part[i])) < 0) {
+      return err;
+    }
+    in += part[i];
+  }
+  return 0;
+}
+
+/* Fetch code bytes for translation (exec access at the current CPL). */
+int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
+             uint64_t *phys0, uint64_t *phys1, unsigned *got) {
+  uint64_t gpa;
+  *got = 0;
+  while (*got < len) {
+    uint64_t a = lin + *got;
+    if ((b->key & BT_K_CODE_MASK) != BT_K_CODE64)
+      a = (uint32_t)a;
+    int err = bt_translate(b, a, BT_X, false, &gpa);
+    if (err < 0)
+      return err;
+    if (*got == 0)
+      *phys0 = gpa;
+    else if (phys1)
+      *phys1 = gpa;
+    unsigned n = 4096 - (unsigned)(a & 0xfff);
+    if (n > len - *got)
+      n = len - *got;
+    bool ro, code;
+    uint8_t *p = ram(b, gpa, n, &ro, &code, NULL);
+    if (p == NULL)
+      return *got ? 0 : BT_EXIT; /* executing MMIO */
+    bt_code_mark(b, gpa, 0);
+    memcpy(buf + *got, p, n);
+    *got += n;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The miss path of translated memory accesses                              */
+
+/* Registers translated code borrowed at this callout get their guest
+   values back (from their slots), so ctx->gpr is the exact guest state. */
+void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d) {
+  if (d->park < 16)
+    b->ctx.gpr[R_CX] = b->ctx.gpr[d->park];
+  for (unsigned r = 0; r < 16; r++)
+    if (d->spill & (1u << r))
+      b->ctx.gpr[r] = b->ctx.spill[r];
+}
+
+/* Operand of a decoded instruction touching memory (not lea/nop). */
+int bt_find_memop(const ZydisDecodedInstruction *di,
+                  const ZydisDecodedOperand *op) {
+  for (int i = 0; i < di->operand_count; i++)
+    if (op[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+        op[i].mem.type == ZYDIS_MEMOP_TYPE_MEM &&
+        op[i].visibility != ZYDIS_OPERAND_VISIBILITY_HIDDEN)
+      return i;
+  return -1;
+}
+
+int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+              ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+  ZydisDecoder dec;
+  ZydisDecoderInit(&dec, b->zmode, b->zstack);
+  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, di, op)))
+    return -1;
+  return 0;
+}
+
+/* Leave the fragment at this instruction: completed (RIP after it) or
+   not (RIP on it, e.g. waiting for MMIO data). */
+static void leave_at(struct bt_vcpu *b, const struct bt_desc *d, bool retired) {
+  b->ctx.rip = retired ? d->rip + d->len : d->rip;
+  bt_unretire(b, d->n - d->idx - (retired ? 1u : 0u));
+}
+
+/* Leave after an exception was delivered: RIP is the handler's now. */
+static void leave_fault(struct bt_vcpu *b, const struct bt_desc *d) {
+  bt_unretire(b, d->n - d->idx);
+}
+
+/*
+ * Adaptive translation: an instruction with an inline soft-TLB lookup that
+ * keeps taking the slow path anyway (MMIO, writes next to translated code,
+ * page-crossing accesses) is retranslated as a plain callout, which skips
+ * the lookup that always misses. Its fragment becomes unreachable now and
+ * is translated again at the next lookup.
+ */
+static void adapt(struct bt_vcpu *b, struct bt_desc *d) {
+  if (d->retry == 0 || ++d->traps != BT_ADAPT_TRAPS)
+    return;
+  uint64_t pc = b->ctx.segbase[S_CS] + d->rip;
+  if ((b->key & BT_K_CODE_MASK) != BT_K_CODE64)
+    pc = (uint32_t)pc;
+  bt_adaptive_add(b, pc);
+  bt_frag_drop(b, d->frag);
+  b->stat_adapted++;
+  vmm__log(b->vcpu->vm, VMM_LOG_DEBUG,
+           "bt: instruction at 0x%llx keeps trapping: retranslated as a "
+           "callout",
+           (unsigned long long)pc);
+}
+
+int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
+  struct bt_ctx *c = &b->ctx;
+  /* The linear address the inline lookup missed on (before unspilling). */
+  uint64_t looked_up = c->gpr[d->s1];
+  bt_unspill(b, d);
+  c->rip = d->rip;
+  bt_mmio_begin(b);
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+  if (bt_decode(b, d->bytes, d->len, &di, op) < 0) {
+    bt_internal_error(b, VMM_INTERNAL_UNKNOWN, "miss: undecodable");
+    return 1;
+  }
+  int mi = bt_find_memop(&di, op);
+  if (mi < 0) {
+    bt_internal_error(b, VMM_INTERNAL_UNKNOWN, "miss: no memory operand");
+    return 1;
+  }
+  const ZydisDecodedOperand *o = &op[mi];
+  unsigned size = o->size / 8;
+  bool r =
+      o->actions & (ZYDIS_OPERAND_ACTION_READ | ZYDIS_OPERAND_ACTION_CONDREAD);
+  bool w = o->actions &
+           (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+  uint64_t lin;
+  if (bt_operand_lin(b, &di, o, size, w, &lin) < 0) {
+    leave_fault(b, d);
+    return 1;
+  }
+  /* A TLB entry for another address than the lookup's would make the
+     retry miss forever: a translator bug, reported instead of a hang. */
+  if (d->retry != 0 && looked_up != lin) {
+    bt_internal_error(b, VMM_INTERNAL_UNKNOWN,
+                      "miss: inline address 0x%llx, decoded 0x%llx",
+                      (unsigned long long)looked_up, (unsigned long long)lin);
+    leave_at(b, d, false);
+    return 1;
+  }
+  if (bt_needs_align16(&di, o) && (lin & 15)) {
+    bt_raise(b, X86_EXC_GP, true, 0);
+    leave_fault(b, d);
+    return 1;
+  }
+  uint64_t gpa[2];
+  unsigned part[2];
+  if (xlate2(b, lin, size, w ? BT_W : BT_R, false, gpa, part) < 0) {
+    leave_fault(b, d);
+    return 1;
+  }
+  struct bt_bounce *bb = &b->bounce;
+  bool ro = false, code = false;
+  uint8_t *p = ram(b, gpa[0], part[0], &ro, &code, NULL);
+  /* With SMAP on, a supervisor access to a user page depends on
+     RFLAGS.AC, which the TLB does not track: no entry for it. */
+  bool smap_dep = b->cpl != 3 && (b->cr4 & X86_CR4_SMAP) && b->last_user_page;
+  if (part[1] == 0 && p != NULL && !(w && (ro || code))) {
+    if (w)
+      mark_dirty(b, gpa[0] & ~0xfffull, 4096);
+    if (d->retry != 0 && !smap_dep) {
+      tlb_fill(b, lin, p, w);
+      c->cont = d->retry;
+      return 0;
+    }
+    /* No inline lookup (real mode, segments, SMAP): run it on RAM. */
+    adapt(b, d);
+    bb->active = false;
+    c->gpr[d->s1] = (uint64_t)(uintptr_t)p;
+    c->cont = d->bounce;
+    return 0;
+  }
+  /* Bounce: page-crossing, MMIO, read-only or code page. */
+  adapt(b, d);
+  if (size > sizeof(bb->buf)) {
+    bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                      "%u-byte access needs a bounce buffer", size);
+    leave_at(b, d, false);
+    return 1;
+  }
+  memset(bb, 0, offsetof(struct bt_bounce, buf));
+  bb->write = w;
+  bb->npart = part[1] ? 2 : 1;
+  uint8_t *out = bb->buf;
+  for (int i = 0; i < bb->npart; i++) {
+    bool pro = false, pcode = false;
+    uint8_t *q = ram(b, gpa[i], part[i], &pro, &pcode, NULL);
+    bb->gpa[i] = gpa[i];
+    bb->len[i] = part[i];
+    bb->hva[i] = (q && !(w && pro)) ? q : NULL;
+    if (bb->hva[i] == NULL)
+      bb->mmio = true;
+    if (w && pcode)
+      bb->code = true;
+    if (r || bb->npart == 2 || q != NULL) {
+      if (q != NULL) {
+        memcpy(out, q, part[i]);
+      } else if (r) {
+        if (bb->npart == 2) {
+          bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                            "page-crossing MMIO access at 0x%llx",
+                            (unsigned long long)lin);
+          leave_at(b, d, false);
+          return 1;
+        }
+        if (mmio_read(b, gpa[i], out, part[i]) < 0) {
+          leave_at(b, d, false);
+          return 1;
+        }
+      }
+    }
+    out += part[i];
+  }
+  bb->active = true;
+  c->gpr[d->s1] = (uint64_t)(uintptr_t)bb->buf;
+  c->cont = d->bounce;
+  return 0;
+}
+
+int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d) {
+  struct bt_ctx *c = &b->ctx;
+  struct bt_bounce *bb = &b->bounce;
+  int leave = 0;
+  bt_unspill(b, d);
+  if (bb->active && bb->write) {
+    const uint8_t *in = bb->buf;
+    for (int i = 0; i < bb->npart; i++) {
+      if (bb->hva[i] != NULL) {
+        memcpy(bb->hva[i], in, bb->len[i]);
+        mark_dirty(b, bb->gpa[i], bb->len[i]);
+        if (bb->code)
+          bt_code_written(b->vcpu->vm, b, bb->gpa[i], bb->len[i]);
+      } else {
+        if (bb->npart == 2) {
+          bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                            "page-crossing MMIO write");
+        } else {
+          mmio_write(b, bb->gpa[i], in, bb->len[i]);
+        }
+        leave = 1;
+      }
+      in += bb->len[i];
+    }
+  }
+  bb->active = false;
+  bt_mmio_retire(b);
+  if (b->cur_invalid)
+    leave = 1;
+  if (leave) {
+    leave_at(b, d, true);
+    return 1;
+  }
+  c->cont = d->after;
+  return 0;
+}

@@ -1,0 +1,1578 @@
+/*
+ * The translator: decodes a translation unit (TU) in the guest's mode and
+ * compiles it into a fragment of 64-bit host code in the translation cache.
+ * Each instruction is translated IDENT (re-encoded as is), with its memory
+ * operand redirected through the soft TLB, as an inline stack or branch
+ * sequence, or as a callout into C. See docs/bt.md, "Translation units and
+ * fragments".
+ */
+#include <string.h>
+
+#include "emit.h"
+
+#define TU_MAX 12
+#define FRAG_MAX_BYTES (64u << 10)
+
+/* How an instruction is translated. */
+enum xclass {
+  X_IDENT, /* native, registers only */
+  X_MEM,   /* native with a memory operand */
+  X_LEA,
+  X_NOP,  /* nothing to emit */
+  X_PUSH, /* flat modes: push reg/imm */
+  X_POP,  /* flat modes: pop reg */
+  X_LEAVE,
+  X_CALL,  /* call rel */
+  X_CALLI, /* call reg/mem */
+  X_JMP,   /* jmp rel */
+  X_JMPI,  /* jmp reg/mem */
+  X_JCC,
+  X_RET,
+  X_EMUL,     /* C, then continue */
+  X_EMUL_END, /* C, then leave the fragment */
+  X_UD,
+  X_NM,
+};
+
+struct xi {
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+  uint8_t bytes[15];
+  uint64_t rip, next;
+  uint64_t gpa; /* of the first byte */
+  enum xclass cls;
+  int memop;
+  uint32_t used; /* host GPRs the instruction names */
+  bool high8;
+  bool rsp;   /* names RSP/ESP/SP as a data register */
+  bool page2; /* crosses into the next page */
+  uint64_t gpa2;
+};
+
+struct tx {
+  struct bt_vcpu *b;
+  struct emit e;
+  struct bt_frag *f;
+  struct xi x[TU_MAX];
+  unsigned n;
+  bool flat;
+  bool code64;
+  unsigned sbytes; /* default stack operation size (flat modes) */
+  /* Descriptor address fixups, resolved after the labels. */
+  struct {
+    struct bt_desc *d;
+    int retry, after, bounce;
+  } dfix[TU_MAX * 3];
+  unsigned ndfix;
+  /* Links: patch site (offset in the fragment), stub label, target. */
+  struct {
+    uint32_t patch;
+    int stub;
+    uint64_t target;
+  } lk[4];
+  unsigned nlk;
+  struct bt_desc dummy; /* sink when the descriptor arena is full */
+  /* Host registers the glue borrowed: they hold junk, the guest value is
+     in ctx->spill[r]. Restored lazily, before an instruction that names
+     the register, and before every exit from the fragment. */
+  uint16_t borrowed;
+  /* While a lookup runs, rcx's guest value waits in this borrowed
+     register (jrcxz needs rcx): a register move, where a spill slot would
+     put a store-to-load delay into loops counting in rcx. -1 if none. */
+  int park;
+};
+
+/* ------------------------------------------------------------------------ */
+/* Register helpers                                                         */
+
+static int gpr_of(ZydisRegister r, bool *high8) {
+  *high8 = false;
+  if (r >= ZYDIS_REGISTER_AL && r <= ZYDIS_REGISTER_BL)
+    return r - ZYDIS_REGISTER_AL;
+  if (r >= ZYDIS_REGISTER_AH && r <= ZYDIS_REGISTER_BH) {
+    *high8 = true;
+    return r - ZYDIS_REGISTER_AH;
+  }
+  if (r >= ZYDIS_REGISTER_SPL && r <= ZYDIS_REGISTER_R15B)
+    return 4 + (r - ZYDIS_REGISTER_SPL);
+  if (r >= ZYDIS_REGISTER_AX && r <= ZYDIS_REGISTER_R15W)
+    return r - ZYDIS_REGISTER_AX;
+  if (r >= ZYDIS_REGISTER_EAX && r <= ZYDIS_REGISTER_R15D)
+    return r - ZYDIS_REGISTER_EAX;
+  if (r >= ZYDIS_REGISTER_RAX && r <= ZYDIS_REGISTER_R15)
+    return r - ZYDIS_REGISTER_RAX;
+  return -1;
+}
+
+/* The same-width register of host GPR n that stands in for register r. */
+static ZydisRegister same_width(ZydisRegister r, unsigned n) {
+  if (r >= ZYDIS_REGISTER_AX && r <= ZYDIS_REGISTER_R15W)
+    return zr16(n);
+  if (r >= ZYDIS_REGISTER_EAX && r <= ZYDIS_REGISTER_R15D)
+    return zr32(n);
+  if (r == ZYDIS_REGISTER_SPL)
+    return n < 4 ? ZYDIS_REGISTER_AL + n : ZYDIS_REGISTER_SPL + (n - 4);
+  return zr64(n);
+}
+
+static void scan_regs(struct xi *x) {
+  x->used = 0;
+  x->high8 = false;
+  x->rsp = false;
+  for (int i = 0; i < x->di.operand_count; i++) {
+    const ZydisDecodedOperand *o = &x->op[i];
+    bool h;
+    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
+      int g = gpr_of(o->reg.value, &h);
+      if (g >= 0) {
+        x->used |= 1u << g;
+        x->high8 |= h;
+        if (g == R_SP && o->visibility != ZYDIS_OPERAND_VISIBILITY_HIDDEN)
+          x->rsp = true;
+      }
+    } else if (o->type == ZYDIS_OPERAND_TYPE_MEMORY) {
+      int g = gpr_of(o->mem.base, &h);
+      if (g >= 0)
+        x->used |= 1u << g;
+      g = gpr_of(o->mem.index, &h);
+      if (g >= 0)
+        x->used |= 1u << g;
+    }
+  }
+}
+
+/* Pick a scratch register not named by the instruction (avoid), taking
+   one the glue already borrowed if it can; rcx is reserved for jrcxz.
+   legacy: no REX allowed (the instruction uses AH..BH). */
+static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed) {
+  static const uint8_t order[] = {R_11, R_10, R_9,  R_8,  R_15, R_14, R_13,
+                                  R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
+  static const uint8_t order_legacy[] = {R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
+  const uint8_t *o = legacy ? order_legacy : order;
+  size_t n = legacy ? sizeof(order_legacy) : sizeof(order);
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < n; i++)
+      if (!(*avoid & (1u << o[i])) && (pass || (borrowed & (1u << o[i])))) {
+        *avoid |= 1u << o[i];
+        return o[i];
+      }
+  return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Classification                                                           */
+
+/* Extensions the guest may run natively: what the engine reports and the
+   host has (an instruction the host lacks would raise SIGILL here). */
+static bool isa_native(const struct bt_vm *m,
+                       const ZydisDecodedInstruction *di) {
+  switch (di->meta.isa_ext) {
+  case ZYDIS_ISA_EXT_BASE:
+  case ZYDIS_ISA_EXT_X87:
+  case ZYDIS_ISA_EXT_MMX:
+  case ZYDIS_ISA_EXT_SSE:
+  case ZYDIS_ISA_EXT_SSE2:
+  case ZYDIS_ISA_EXT_LONGMODE:
+  case ZYDIS_ISA_EXT_PAUSE: return true;
+  case ZYDIS_ISA_EXT_SSE3: return m->host & BT_H_SSE3;
+  case ZYDIS_ISA_EXT_SSSE3: return m->host & BT_H_SSSE3;
+  case ZYDIS_ISA_EXT_SSE4: return (m->host & BT_H_SSE4) == BT_H_SSE4;
+  case ZYDIS_ISA_EXT_LZCNT: return m->host & BT_H_LZCNT;
+  case ZYDIS_ISA_EXT_BMI1: return m->host & BT_H_BMI1;
+  case ZYDIS_ISA_EXT_BMI2: return m->host & BT_H_BMI2;
+  case ZYDIS_ISA_EXT_ADOX_ADCX: return m->host & BT_H_ADX;
+  case ZYDIS_ISA_EXT_MOVBE: return m->host & BT_H_MOVBE;
+  case ZYDIS_ISA_EXT_AES: return m->host & BT_H_AES;
+  case ZYDIS_ISA_EXT_PCLMULQDQ: return m->host & BT_H_PCLMUL;
+  default: return false;
+  }
+}
+
+static bool cat_native(ZydisInstructionCategory c) {
+  switch (c) {
+  case ZYDIS_CATEGORY_BINARY:
+  case ZYDIS_CATEGORY_LOGICAL:
+  case ZYDIS_CATEGORY_SHIFT:
+  case ZYDIS_CATEGORY_ROTATE:
+  case ZYDIS_CATEGORY_BITBYTE:
+  case ZYDIS_CATEGORY_CMOV:
+  case ZYDIS_CATEGORY_SETCC:
+  case ZYDIS_CATEGORY_DATAXFER:
+  case ZYDIS_CATEGORY_CONVERT:
+  case ZYDIS_CATEGORY_SEMAPHORE:
+  case ZYDIS_CATEGORY_SSE:
+  case ZYDIS_CATEGORY_MMX:
+  case ZYDIS_CATEGORY_X87_ALU:
+  case ZYDIS_CATEGORY_FCMOV:
+  case ZYDIS_CATEGORY_LOGICAL_FP:
+  case ZYDIS_CATEGORY_STTNI:
+  case ZYDIS_CATEGORY_AES:
+  case ZYDIS_CATEGORY_PCLMULQDQ:
+  case ZYDIS_CATEGORY_BMI1:
+  case ZYDIS_CATEGORY_BMI2:
+  case ZYDIS_CATEGORY_LZCNT:
+  case ZYDIS_CATEGORY_ADOX_ADCX:
+  case ZYDIS_CATEGORY_FLAGOP:
+  case ZYDIS_CATEGORY_BROADCAST: return true;
+  default: return false;
+  }
+}
+
+/* Instructions C handles even where inline paths exist. */
+static int special(const struct xi *x) {
+  switch (x->di.mnemonic) {
+  /* System and sensitive. */
+  case ZYDIS_MNEMONIC_HLT:
+  case ZYDIS_MNEMONIC_STI:
+  case ZYDIS_MNEMONIC_POPF:
+  case ZYDIS_MNEMONIC_POPFD:
+  case ZYDIS_MNEMONIC_POPFQ:
+  case ZYDIS_MNEMONIC_IRET:
+  case ZYDIS_MNEMONIC_IRETD:
+  case ZYDIS_MNEMONIC_IRETQ:
+  case ZYDIS_MNEMONIC_INT:
+  case ZYDIS_MNEMONIC_INT3:
+  case ZYDIS_MNEMONIC_INTO:
+  case ZYDIS_MNEMONIC_INT1:
+  case ZYDIS_MNEMONIC_SYSCALL:
+  case ZYDIS_MNEMONIC_SYSRET:
+  case ZYDIS_MNEMONIC_SYSENTER:
+  case ZYDIS_MNEMONIC_SYSEXIT:
+  case ZYDIS_MNEMONIC_IN:
+  case ZYDIS_MNEMONIC_OUT:
+  case ZYDIS_MNEMONIC_INSB:
+  case ZYDIS_MNEMONIC_INSW:
+  case ZYDIS_MNEMONIC_INSD:
+  case ZYDIS_MNEMONIC_OUTSB:
+  case ZYDIS_MNEMONIC_OUTSW:
+  case ZYDIS_MNEMONIC_OUTSD:
+  case ZYDIS_MNEMONIC_MOVSB:
+  case ZYDIS_MNEMONIC_MOVSW:
+  case ZYDIS_MNEMONIC_MOVSQ:
+  case ZYDIS_MNEMONIC_STOSB:
+  case ZYDIS_MNEMONIC_STOSW:
+  case ZYDIS_MNEMONIC_STOSD:
+  case ZYDIS_MNEMONIC_STOSQ:
+  case ZYDIS_MNEMONIC_LODSB:
+  case ZYDIS_MNEMONIC_LODSW:
+  case ZYDIS_MNEMONIC_LODSD:
+  case ZYDIS_MNEMONIC_LODSQ:
+  case ZYDIS_MNEMONIC_CMPSB:
+  case ZYDIS_MNEMONIC_CMPSW:
+  case ZYDIS_MNEMONIC_CMPSQ:
+  case ZYDIS_MNEMONIC_SCASB:
+  case ZYDIS_MNEMONIC_SCASW:
+  case ZYDIS_MNEMONIC_SCASD:
+  case ZYDIS_MNEMONIC_SCASQ:
+  case ZYDIS_MNEMONIC_LGDT:
+  case ZYDIS_MNEMONIC_LIDT:
+  case ZYDIS_MNEMONIC_LLDT:
+  case ZYDIS_MNEMONIC_LTR:
+  case ZYDIS_MNEMONIC_CLTS:
+  case ZYDIS_MNEMONIC_LMSW:
+  case ZYDIS_MNEMONIC_INVLPG:
+  case ZYDIS_MNEMONIC_SWAPGS:
+  case ZYDIS_MNEMONIC_WRMSR:
+  case ZYDIS_MNEMONIC_LDS:
+  case ZYDIS_MNEMONIC_LES:
+  case ZYDIS_MNEMONIC_LFS:
+  case ZYDIS_MNEMONIC_LGS:
+  case ZYDIS_MNEMONIC_LSS:
+  case ZYDIS_MNEMONIC_LOOP:
+  case ZYDIS_MNEMONIC_LOOPE:
+  case ZYDIS_MNEMONIC_LOOPNE:
+  case ZYDIS_MNEMONIC_JCXZ:
+  case ZYDIS_MNEMONIC_JECXZ:
+  case ZYDIS_MNEMONIC_JRCXZ:
+  case ZYDIS_MNEMONIC_FXRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR64: return X_EMUL_END;
+  case ZYDIS_MNEMONIC_CLI:
+  case ZYDIS_MNEMONIC_PUSHF:
+  case ZYDIS_MNEMONIC_PUSHFD:
+  case ZYDIS_MNEMONIC_PUSHFQ:
+  case ZYDIS_MNEMONIC_CPUID:
+  case ZYDIS_MNEMONIC_RDTSC:
+  case ZYDIS_MNEMONIC_RDTSCP:
+  case ZYDIS_MNEMONIC_RDMSR:
+  case ZYDIS_MNEMONIC_XGETBV:
+  case ZYDIS_MNEMONIC_SGDT:
+  case ZYDIS_MNEMONIC_SIDT:
+  case ZYDIS_MNEMONIC_SLDT:
+  case ZYDIS_MNEMONIC_STR:
+  case ZYDIS_MNEMONIC_SMSW:
+  case ZYDIS_MNEMONIC_LAR:
+  case ZYDIS_MNEMONIC_LSL:
+  case ZYDIS_MNEMONIC_VERR:
+  case ZYDIS_MNEMONIC_VERW:
+  case ZYDIS_MNEMONIC_ARPL:
+  case ZYDIS_MNEMONIC_INVD:
+  case ZYDIS_MNEMONIC_WBINVD:
+  case ZYDIS_MNEMONIC_DIV:
+  case ZYDIS_MNEMONIC_IDIV:
+  case ZYDIS_MNEMONIC_DAA:
+  case ZYDIS_MNEMONIC_DAS:
+  case ZYDIS_MNEMONIC_AAA:
+  case ZYDIS_MNEMONIC_AAS:
+  case ZYDIS_MNEMONIC_AAM:
+  case ZYDIS_MNEMONIC_AAD:
+  case ZYDIS_MNEMONIC_SALC:
+  case ZYDIS_MNEMONIC_XLAT:
+  case ZYDIS_MNEMONIC_BOUND:
+  case ZYDIS_MNEMONIC_PUSHA:
+  case ZYDIS_MNEMONIC_PUSHAD:
+  case ZYDIS_MNEMONIC_POPA:
+  case ZYDIS_MNEMONIC_POPAD:
+  case ZYDIS_MNEMONIC_ENTER:
+  case ZYDIS_MNEMONIC_FNINIT:
+  case ZYDIS_MNEMONIC_FLDCW:
+  case ZYDIS_MNEMONIC_FNSTCW:
+  case ZYDIS_MNEMONIC_LDMXCSR:
+  case ZYDIS_MNEMONIC_STMXCSR:
+  case ZYDIS_MNEMONIC_FXSAVE:
+  case ZYDIS_MNEMONIC_FXSAVE64:
+  case ZYDIS_MNEMONIC_FNSTENV:
+  case ZYDIS_MNEMONIC_FLDENV:
+  case ZYDIS_MNEMONIC_FNSAVE:
+  case ZYDIS_MNEMONIC_FRSTOR: return X_EMUL;
+  case ZYDIS_MNEMONIC_MOVSD:
+  case ZYDIS_MNEMONIC_CMPSD:
+    /* String forms have no visible operands; SSE2 forms are native. */
+    return x->di.operand_count_visible == 0 ? X_EMUL_END : -1;
+  case ZYDIS_MNEMONIC_UD0:
+  case ZYDIS_MNEMONIC_UD1:
+  case ZYDIS_MNEMONIC_UD2: return X_UD;
+  case ZYDIS_MNEMONIC_NOP:
+  case ZYDIS_MNEMONIC_PREFETCH:
+  case ZYDIS_MNEMONIC_PREFETCHNTA:
+  case ZYDIS_MNEMONIC_PREFETCHT0:
+  case ZYDIS_MNEMONIC_PREFETCHT1:
+  case ZYDIS_MNEMONIC_PREFETCHT2:
+  case ZYDIS_MNEMONIC_PREFETCHW:
+  case ZYDIS_MNEMONIC_CLFLUSH:
+  case ZYDIS_MNEMONIC_CLFLUSHOPT:
+  case ZYDIS_MNEMONIC_CLWB:
+  case ZYDIS_MNEMONIC_ENDBR32:
+  case ZYDIS_MNEMONIC_ENDBR64: return X_NOP;
+  /* Ordering still matters between vCPU threads sharing guest RAM. */
+  case ZYDIS_MNEMONIC_LFENCE:
+  case ZYDIS_MNEMONIC_SFENCE:
+  case ZYDIS_MNEMONIC_MFENCE:
+  case ZYDIS_MNEMONIC_PAUSE: return X_IDENT;
+  default: return -1;
+  }
+}
+
+static bool names_sreg_or_sys(const struct xi *x) {
+  for (int i = 0; i < x->di.operand_count; i++) {
+    if (x->op[i].type != ZYDIS_OPERAND_TYPE_REGISTER)
+      continue;
+    switch (ZydisRegisterGetClass(x->op[i].reg.value)) {
+    case ZYDIS_REGCLASS_SEGMENT:
+    case ZYDIS_REGCLASS_CONTROL:
+    case ZYDIS_REGCLASS_DEBUG:
+    case ZYDIS_REGCLASS_TEST:
+    case ZYDIS_REGCLASS_TABLE: return true;
+    default: break;
+    }
+  }
+  return false;
+}
+
+static bool has_hidden_stack(const struct xi *x) {
+  for (int i = 0; i < x->di.operand_count; i++) {
+    const ZydisDecodedOperand *o = &x->op[i];
+    if (o->visibility != ZYDIS_OPERAND_VISIBILITY_HIDDEN)
+      continue;
+    bool h;
+    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER &&
+        gpr_of(o->reg.value, &h) == R_SP)
+      return true;
+    if (o->type == ZYDIS_OPERAND_TYPE_MEMORY)
+      return true;
+  }
+  return false;
+}
+
+/* SSE-family instructions that work with CR4.OSFXSR clear (SDM vol. 3,
+   CR4.OSFXSR): early kernel code prefetches before it enables SSE. */
+static bool fxsr_exempt(ZydisMnemonic m) {
+  switch (m) {
+  case ZYDIS_MNEMONIC_PAUSE:
+  case ZYDIS_MNEMONIC_PREFETCHNTA:
+  case ZYDIS_MNEMONIC_PREFETCHT0:
+  case ZYDIS_MNEMONIC_PREFETCHT1:
+  case ZYDIS_MNEMONIC_PREFETCHT2:
+  case ZYDIS_MNEMONIC_SFENCE:
+  case ZYDIS_MNEMONIC_LFENCE:
+  case ZYDIS_MNEMONIC_MFENCE:
+  case ZYDIS_MNEMONIC_MOVNTI:
+  case ZYDIS_MNEMONIC_CLFLUSH:
+  case ZYDIS_MNEMONIC_CRC32:
+  case ZYDIS_MNEMONIC_POPCNT: return true;
+  default: return false;
+  }
+}
+
+static enum xclass classify(struct tx *t, struct xi *x) {
+  const ZydisDecodedInstruction *di = &x->di;
+  struct bt_vcpu *b = t->b;
+  if (di->encoding != ZYDIS_INSTRUCTION_ENCODING_LEGACY &&
+      !(di->encoding == ZYDIS_INSTRUCTION_ENCODING_VEX &&
+        (di->meta.isa_ext == ZYDIS_ISA_EXT_BMI1 ||
+         di->meta.isa_ext == ZYDIS_ISA_EXT_BMI2)))
+    return X_UD;
+  /* x87/SSE availability (CR0.EM/TS, CR4.OSFXSR). */
+  bool x87 = di->meta.isa_ext == ZYDIS_ISA_EXT_X87 ||
+             di->mnemonic == ZYDIS_MNEMONIC_FWAIT;
+  bool simd = di->meta.isa_ext == ZYDIS_ISA_EXT_MMX ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_SSE ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_SSE2 ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_SSE3 ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_SSSE3 ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_SSE4 ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_AES ||
+              di->meta.isa_ext == ZYDIS_ISA_EXT_PCLMULQDQ;
+  bool mmx = di->meta.isa_ext == ZYDIS_ISA_EXT_MMX;
+  if (di->mnemonic == ZYDIS_MNEMONIC_FWAIT) {
+    if ((b->key & BT_K_TS) && (b->key & BT_K_MP))
+      return X_NM;
+    return X_NOP;
+  }
+  if (x87 || simd) {
+    bool sse = simd && !mmx && !fxsr_exempt(di->mnemonic);
+    if (b->key & BT_K_EM)
+      return sse ? X_UD : X_NM;
+    if (b->key & BT_K_TS)
+      return X_NM;
+    if (sse && !(b->key & BT_K_OSFXSR))
+      return X_UD;
+  }
+  int s = special(x);
+  if (s >= 0)
+    return (enum xclass)s;
+  /* Anything else outside the implemented extensions is #UD (C knows a
+     few system instructions of other extensions, e.g. STAC/CLAC). */
+  if (!isa_native(b->vm, di))
+    return X_EMUL;
+  ZydisMnemonic m = di->mnemonic;
+  ZydisInstructionCategory cat = di->meta.category;
+  bool flat = t->flat;
+
+  switch (m) {
+  case ZYDIS_MNEMONIC_JMP:
+  case ZYDIS_MNEMONIC_CALL:
+  case ZYDIS_MNEMONIC_RET: {
+    if (di->meta.branch_type == ZYDIS_BRANCH_TYPE_FAR)
+      return X_EMUL_END;
+    bool rel = x->op[0].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
+               x->op[0].imm.is_relative;
+    if (m == ZYDIS_MNEMONIC_JMP && rel)
+      return X_JMP;
+    if (!flat)
+      return X_EMUL_END;
+    /* Operand size must be the stack size for the inline forms. */
+    if (m != ZYDIS_MNEMONIC_JMP && di->operand_width / 8 != t->sbytes)
+      return X_EMUL_END;
+    if (m == ZYDIS_MNEMONIC_JMP)
+      return x->rsp ? X_EMUL_END : X_JMPI;
+    if (m == ZYDIS_MNEMONIC_CALL)
+      return rel ? X_CALL : (x->rsp ? X_EMUL_END : X_CALLI);
+    return X_RET;
+  }
+  case ZYDIS_MNEMONIC_PUSH:
+  case ZYDIS_MNEMONIC_POP: {
+    const ZydisDecodedOperand *o = &x->op[0];
+    if (!flat || o->type == ZYDIS_OPERAND_TYPE_MEMORY || x->rsp ||
+        (o->type == ZYDIS_OPERAND_TYPE_REGISTER &&
+         ZydisRegisterGetClass(o->reg.value) == ZYDIS_REGCLASS_SEGMENT))
+      return X_EMUL;
+    if (di->operand_width / 8 != t->sbytes && di->operand_width != 16)
+      return X_EMUL;
+    return m == ZYDIS_MNEMONIC_PUSH ? X_PUSH : X_POP;
+  }
+  case ZYDIS_MNEMONIC_LEAVE:
+    return flat && di->operand_width / 8 == t->sbytes ? X_LEAVE : X_EMUL;
+  case ZYDIS_MNEMONIC_LEA: return X_LEA;
+  case ZYDIS_MNEMONIC_BT:
+  case ZYDIS_MNEMONIC_BTS:
+  case ZYDIS_MNEMONIC_BTR:
+  case ZYDIS_MNEMONIC_BTC:
+    /* A register bit offset reaches beyond the operand (see interp.c). */
+    if (x->op[0].type == ZYDIS_OPERAND_TYPE_MEMORY &&
+        x->op[1].type == ZYDIS_OPERAND_TYPE_REGISTER)
+      return X_EMUL;
+    break;
+  default: break;
+  }
+  if (di->meta.category == ZYDIS_CATEGORY_COND_BR)
+    return X_JCC;
+  if (names_sreg_or_sys(x))
+    return (m == ZYDIS_MNEMONIC_MOV &&
+            x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+            ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR8 &&
+            ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR16 &&
+            ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR32 &&
+            ZydisRegisterGetClass(x->op[0].reg.value) != ZYDIS_REGCLASS_GPR64)
+               ? X_EMUL_END
+               : X_EMUL;
+  if (!cat_native(cat) || has_hidden_stack(x))
+    return X_EMUL;
+  return x->memop >= 0 ? X_MEM : X_IDENT;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Emission helpers                                                         */
+
+#define SLOT(r) (BT_OFF_SPILL + 8 * (int32_t)(r))
+
+/* Take register r for the glue (saving its guest value once). */
+static void borrow(struct tx *t, unsigned r) {
+  if (!(t->borrowed & (1u << r))) {
+    e_mov_gs_r(&t->e, SLOT(r), r);
+    t->borrowed |= (uint16_t)(1u << r);
+  }
+}
+
+/* Put the guest values of the borrowed registers in mask back. */
+static void give_back(struct tx *t, uint32_t mask) {
+  mask &= t->borrowed;
+  for (unsigned r = 0; r < 16; r++)
+    if (mask & (1u << r))
+      e_mov_r_gs(&t->e, r, SLOT(r));
+  t->borrowed &= (uint16_t)~mask;
+}
+
+/* Emit the restores of every borrowed register without forgetting them
+   (for one of several paths leaving from the same point). */
+static void restore_all(struct tx *t) {
+  for (unsigned r = 0; r < 16; r++)
+    if (t->borrowed & (1u << r))
+      e_mov_r_gs(&t->e, r, SLOT(r));
+}
+
+static int32_t seg_off(int s) {
+  return BT_OFF_SEGBASE + 8 * s;
+}
+
+static int sreg_of(ZydisRegister r) {
+  switch (r) {
+  case ZYDIS_REGISTER_ES: return S_ES;
+  case ZYDIS_REGISTER_CS: return S_CS;
+  case ZYDIS_REGISTER_SS: return S_SS;
+  case ZYDIS_REGISTER_DS: return S_DS;
+  case ZYDIS_REGISTER_FS: return S_FS;
+  case ZYDIS_REGISTER_GS: return S_GS;
+  default: return S_DS;
+  }
+}
+
+static struct bt_desc *new_desc(struct tx *t, unsigned i, enum bt_desc_kind k,
+                                uint32_t *index) {
+  struct bt_desc *d = bt_desc_alloc(t->b, index);
+  if (d == NULL) {
+    t->e.fail = true;
+    return &t->dummy; /* discarded: the translation fails and is retried */
+  }
+  struct xi *x = &t->x[i];
+  d->kind = (uint8_t)k;
+  d->len = x->di.length;
+  d->idx = (uint8_t)i;
+  d->n = (uint8_t)t->n;
+  d->rip = x->rip;
+  memcpy(d->bytes, x->bytes, x->di.length);
+  d->frag = t->f;
+  d->park = 0xff;
+  return d;
+}
+
+static void add_dfix(struct tx *t, struct bt_desc *d, int retry, int after,
+                     int bounce) {
+  if (t->ndfix == VMM__ARRAY_SIZE(t->dfix)) {
+    t->e.fail = true;
+    return;
+  }
+  t->dfix[t->ndfix].d = d;
+  t->dfix[t->ndfix].retry = retry;
+  t->dfix[t->ndfix].after = after;
+  t->dfix[t->ndfix].bounce = bounce;
+  t->ndfix++;
+}
+
+static void callout(struct tx *t, uint32_t index) {
+  e_mov_gs_i32(&t->e, BT_OFF_ARG, index);
+  e_call_gs(&t->e, BT_OFF_GATE);
+}
+
+/* Emit the instruction with its memory operand as [s1] and RSP operands as
+   the scratch register srsp (loaded from and stored to the context). */
+static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
+  struct emit *e = &t->e;
+  ZydisEncoderRequest r;
+  if (ZYAN_FAILED(ZydisEncoderDecodedInstructionToEncoderRequest(
+          &x->di, x->op, x->di.operand_count_visible, &r))) {
+    e->fail = true;
+    return;
+  }
+  r.address_size_hint = ZYDIS_ADDRESS_SIZE_HINT_NONE;
+  r.prefixes &= ~(ZydisInstructionAttributes)(ZYDIS_ATTRIB_HAS_SEGMENT_CS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_SS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_DS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_ES |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_FS |
+                                              ZYDIS_ATTRIB_HAS_SEGMENT_GS |
+                                              ZYDIS_ATTRIB_HAS_BND |
+                                              ZYDIS_ATTRIB_HAS_NOTRACK);
+  bool rsp_read = false, rsp_write = false;
+  for (unsigned i = 0; i < r.operand_count; i++) {
+    ZydisEncoderOperand *o = &r.operands[i];
+    if (o->type == ZYDIS_OPERAND_TYPE_MEMORY && s1 >= 0) {
+      o->mem.base = zr64((unsigned)s1);
+      o->mem.index = ZYDIS_REGISTER_NONE;
+      o->mem.scale = 0;
+      o->mem.displacement = 0;
+    } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
+      bool h;
+      if (gpr_of(o->reg.value, &h) == R_SP && !h) {
+        o->reg.value = same_width(o->reg.value, (unsigned)srsp);
+        rsp_read = true;
+        if (x->op[i].actions &
+            (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE))
+          rsp_write = true;
+      }
+    }
+  }
+  if (rsp_read) {
+    borrow(t, (unsigned)srsp);
+    e_mov_r_gs(e, (unsigned)srsp, BT_OFF_GPR + 8 * R_SP);
+  }
+  e_req(e, &r);
+  if (rsp_read && rsp_write)
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)srsp);
+}
+
+/* Effective address of operand o into register dst (flat modes): base and
+   index from the bound registers (RSP from the context), RIP-relative as a
+   constant, FS/GS base added from the context. tmp may be clobbered. */
+static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
+                    unsigned dst, unsigned tmp) {
+  struct emit *e = &t->e;
+  unsigned abits = x->di.address_width;
+  int64_t disp = o->mem.disp.has_displacement ? o->mem.disp.value : 0;
+  bool h;
+  int base = gpr_of(o->mem.base, &h);
+  int index = gpr_of(o->mem.index, &h);
+  unsigned scale = o->mem.scale ? o->mem.scale : 1;
+  if (o->mem.base == ZYDIS_REGISTER_RIP || o->mem.base == ZYDIS_REGISTER_EIP) {
+    uint64_t a = x->next + (uint64_t)disp;
+    if (abits == 32)
+      a = (uint32_t)a;
+    if (index >= 0)
+      e_lea(e, abits == 32 ? 32 : 64, dst, index, -1, 1, (int64_t)a);
+    else
+      e_mov_r_i(e, dst, a);
+  } else {
+    if (base == R_SP) {
+      e_mov_r_gs(e, dst, BT_OFF_GPR + 8 * R_SP);
+      base = (int)dst;
+    }
+    e_lea(e, abits == 32 ? 32 : 64, dst, base, index, scale, disp);
+    /* 16-bit addressing (a 67 prefix in 32-bit code) wraps at 64 KiB. */
+    if (abits == 16)
+      e_movzx16(e, dst, dst);
+  }
+  int s = sreg_of(o->mem.segment);
+  if (s == S_FS || s == S_GS) {
+    e_mov_r_gs(e, tmp, seg_off(s));
+    e_lea(e, t->code64 ? 64 : 32, dst, (int)dst, (int)tmp, 1, 0);
+  }
+}
+
+/* The soft-TLB lookup of the linear address in a (which becomes the host
+   address on a hit). t1 and t2 are clobbered; rcx waits in t->park, and
+   is back on the hit path. A miss goes to `miss` with rcx parked. */
+static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
+                        unsigned size, bool write, bool align16, int miss) {
+  struct emit *e = &t->e;
+  e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
+  unsigned set = t->b->tlb_set;
+  int32_t tags =
+      (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
+  int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
+  if (size == 0)
+    size = 1;
+  if (t->b->tlb_size == BT_TLB_SIZE) {
+    e_pext_gs(e, t1, a, BT_OFF_TLB_MASK);
+  } else {
+    e_rorx(e, t1, a, 12);
+    e_movzx8(e, t1, t1);
+  }
+  e_mov_r_gsidx(e, t2, tags, t1);
+  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, align16 ? 0 : (int64_t)size - 1);
+  e_mov_r_gsidx(e, t2, adds, t1);
+  if (align16)
+    e_rorx(e, R_CX, R_CX, 4);
+  e_mov_r32_i(e, t1, align16 ? 8 : 12);
+  e_shrx(e, R_CX, R_CX, t1);
+  int hit = e_label(e);
+  e_jrcxz(e, hit);
+  e_jmp(e, miss);
+  e_bind(e, hit);
+  e_lea(e, 64, a, (int)a, (int)t2, 1, 0);
+  e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
+}
+
+/* Out-of-line code emitted after the fragment body. */
+struct ool {
+  enum { OOL_MEM, OOL_EMUL } kind;
+  unsigned i;
+  int label; /* where the inline code jumps on a miss */
+  int after;
+  int retry;
+  int s1, srsp;
+  uint16_t borrowed; /* at the jump to `label` */
+  int park;          /* rcx's register there */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Instruction translations                                                 */
+
+static void emit_emul(struct tx *t, unsigned i, bool end) {
+  give_back(t, 0xffff);
+  uint32_t idx;
+  struct bt_desc *d = new_desc(t, i, BT_D_EMUL, &idx);
+  d->ends_tu = end;
+  callout(t, idx);
+  int after = e_label(&t->e);
+  e_bind(&t->e, after);
+  add_dfix(t, d, -1, after, -1);
+}
+
+static void emit_raise(struct tx *t, unsigned i, unsigned vec) {
+  give_back(t, 0xffff);
+  uint32_t idx;
+  struct bt_desc *d = new_desc(t, i, BT_D_RAISE, &idx);
+  d->arg = vec;
+  d->ends_tu = true;
+  callout(t, idx);
+}
+
+/* Memory instruction: inline lookup in flat modes, callouts otherwise. */
+static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[i];
+  const ZydisDecodedOperand *o = &x->op[x->memop];
+  uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+  int s1 = pick(&avoid, x->high8, t->borrowed);
+  int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed) : -1;
+  int s2 = pick(&avoid, false, t->borrowed);
+  int s3 = pick(&avoid, false, t->borrowed);
+  int park = pick(&avoid, false, t->borrowed);
+  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->rsp && srsp < 0)) {
+    e->fail = true;
+    return;
+  }
+  int seg = sreg_of(o->mem.segment);
+  bool fs_gs_32 = !t->code64 && (seg == S_FS || seg == S_GS);
+  uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  if (t->flat && !fs_gs_32 && !bt_adaptive(t->b, pc)) {
+    int retry = e_label(e), after = e_label(e), miss = e_label(e);
+    e_bind(e, retry);
+    borrow(t, (unsigned)s1);
+    borrow(t, (unsigned)s2);
+    borrow(t, (unsigned)s3);
+    borrow(t, (unsigned)park);
+    emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
+    bool w = o->actions &
+             (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+    t->park = park;
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, o->size / 8, w,
+                bt_needs_align16(&x->di, o), miss);
+    struct ool *q = &oo[(*noo)++];
+    *q = (struct ool){.kind = OOL_MEM,
+                      .i = i,
+                      .label = miss,
+                      .after = after,
+                      .retry = retry,
+                      .s1 = s1,
+                      .srsp = srsp,
+                      .borrowed = t->borrowed,
+                      .park = park};
+    t->park = -1;
+    emit_core(t, x, s1, srsp);
+    e_bind(e, after);
+    return;
+  }
+  /* No inline lookup: C finds the host address (RAM or bounce). */
+  uint32_t mi, pi;
+  struct bt_desc *md = new_desc(t, i, BT_D_MEM, &mi);
+  struct bt_desc *pd = new_desc(t, i, BT_D_MEMPOST, &pi);
+  md->s1 = pd->s1 = (uint8_t)s1;
+  int bounce = e_label(e), after = e_label(e);
+  borrow(t, (unsigned)s1);
+  md->spill = t->borrowed;
+  callout(t, mi);
+  e_bind(e, bounce);
+  give_back(t, x->used);
+  emit_core(t, x, s1, srsp);
+  pd->spill = t->borrowed;
+  callout(t, pi);
+  e_bind(e, after);
+  add_dfix(t, md, -1, after, bounce);
+  add_dfix(t, pd, -1, after, bounce);
+}
+
+static void emit_ool(struct tx *t, struct ool *q) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[q->i];
+  e_bind(e, q->label);
+  /* The glue's register state where the inline code jumped here: C takes
+     rcx from its park register and the borrowed ones from their slots.
+     Afterwards every register holds its guest value, which the borrowed
+     state allows (a borrowed register may hold anything). */
+  t->borrowed = q->borrowed;
+  t->park = -1;
+  if (q->kind == OOL_MEM) {
+    uint32_t mi, pi;
+    struct bt_desc *md = new_desc(t, q->i, BT_D_MEM, &mi);
+    struct bt_desc *pd = new_desc(t, q->i, BT_D_MEMPOST, &pi);
+    md->s1 = pd->s1 = (uint8_t)q->s1;
+    md->spill = t->borrowed;
+    md->park = (uint8_t)q->park;
+    callout(t, mi);
+    int bounce = e_label(e);
+    e_bind(e, bounce);
+    /* Registers the instruction names are its own from here on: MEMPOST
+       must not put older values back into ones it wrote. */
+    give_back(t, x->used);
+    emit_core(t, x, q->s1, q->srsp);
+    pd->spill = t->borrowed;
+    callout(t, pi);
+    add_dfix(t, md, q->retry, q->after, bounce);
+    add_dfix(t, pd, q->retry, q->after, bounce);
+    return;
+  }
+  /* The whole instruction in C (stack and branch sequences that missed). */
+  uint32_t ei;
+  struct bt_desc *d = new_desc(t, q->i, BT_D_EMUL, &ei);
+  d->spill = t->borrowed;
+  d->park = (uint8_t)q->park;
+  bool end = x->cls == X_RET || x->cls == X_JMPI || x->cls == X_CALLI ||
+             x->cls == X_CALL;
+  d->ends_tu = end;
+  callout(t, ei);
+  add_dfix(t, d, -1, q->after, -1);
+}
+
+/* rsp += delta (flat modes), through register r. */
+static void rsp_adjust(struct tx *t, unsigned r, int64_t delta) {
+  e_mov_r_gs(&t->e, r, BT_OFF_GPR + 8 * R_SP);
+  e_lea(&t->e, t->code64 ? 64 : 32, r, (int)r, -1, 1, delta);
+  e_mov_gs_r(&t->e, BT_OFF_GPR + 8 * R_SP, r);
+}
+
+static void mov_mem_reg(struct tx *t, bool store, unsigned base, unsigned reg,
+                        unsigned bytes, ZydisRegister zreg) {
+  ZydisEncoderRequest q;
+  memset(&q, 0, sizeof(q));
+  q.mnemonic = ZYDIS_MNEMONIC_MOV;
+  q.operand_count = 2;
+  ZydisEncoderOperand *m = &q.operands[store ? 0 : 1];
+  ZydisEncoderOperand *r = &q.operands[store ? 1 : 0];
+  m->type = ZYDIS_OPERAND_TYPE_MEMORY;
+  m->mem.base = zr64(base);
+  m->mem.size = (ZyanU16)bytes;
+  r->type = ZYDIS_OPERAND_TYPE_REGISTER;
+  r->reg.value = zreg != ZYDIS_REGISTER_NONE ? zreg
+                 : bytes == 8                ? zr64(reg)
+                 : bytes == 4                ? zr32(reg)
+                                             : zr16(reg);
+  e_req(&t->e, &q);
+}
+
+static void mov_mem_imm(struct tx *t, unsigned base, unsigned bytes,
+                        uint64_t imm) {
+  ZydisEncoderRequest q;
+  memset(&q, 0, sizeof(q));
+  q.mnemonic = ZYDIS_MNEMONIC_MOV;
+  q.operand_count = 2;
+  q.operands[0].type = ZYDIS_OPERAND_TYPE_MEMORY;
+  q.operands[0].mem.base = zr64(base);
+  q.operands[0].mem.size = (ZyanU16)bytes;
+  q.operands[1].type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
+  /* Zydis takes immediates of narrower operands sign-extended. */
+  q.operands[1].imm.s = bytes == 1   ? (int8_t)imm
+                        : bytes == 2 ? (int16_t)imm
+                        : bytes == 4 ? (int32_t)imm
+                                     : (int64_t)imm;
+  e_req(&t->e, &q);
+}
+
+/* Store a possibly 64-bit constant to [base] (size bytes) using tmp. */
+static void store_const(struct tx *t, unsigned base, unsigned bytes, uint64_t v,
+                        unsigned tmp) {
+  if (bytes == 8 && (int64_t)v != (int64_t)(int32_t)v) {
+    e_mov_r_i(&t->e, tmp, v);
+    mov_mem_reg(t, true, base, tmp, 8, ZYDIS_REGISTER_NONE);
+  } else {
+    mov_mem_imm(t, base, bytes,
+                v & (bytes == 8 ? ~0ull : (1ull << (bytes * 8)) - 1));
+  }
+}
+
+static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
+                     struct ool *oo, unsigned *noo) {
+  struct ool *q = &oo[(*noo)++];
+  *q = (struct ool){.kind = OOL_EMUL,
+                    .i = i,
+                    .label = miss,
+                    .after = after,
+                    .borrowed = t->borrowed,
+                    .park = park};
+}
+
+/* Jump to the guest RIP in register a through the jump cache (flat
+   modes). a, t1, t2 and rcx are borrowed; every borrowed register gets its
+   guest value back on both paths. */
+static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2,
+                          unsigned park) {
+  struct emit *e = &t->e;
+  e_mov_r_r(e, park, R_CX, 64);
+  e_mov_r32_i(e, t1, 52);
+  e_shlx(e, t1, a, t1);
+  e_rorx(e, t1, t1, 52);
+  e_mov_r_gsidx(e, t2, BT_OFF_JC_NPC, t1);
+  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, 0);
+  int hit = e_label(e);
+  e_jrcxz(e, hit);
+  e_mov_gs_r(e, BT_OFF_RIP, a);
+  e_mov_r_r(e, R_CX, park, 64);
+  restore_all(t);
+  e_jmp_gs(e, BT_OFF_EXIT_JC);
+  e_bind(e, hit);
+  e_mov_r_gsidx(e, t2, BT_OFF_JC_HOST, t1);
+  e_mov_gs_r(e, BT_OFF_JMP, t2);
+  e_mov_r_r(e, R_CX, park, 64);
+  restore_all(t);
+  e_jmp_gs(e, BT_OFF_JMP);
+  t->borrowed = 0;
+}
+
+static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
+                       unsigned *noo) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[i];
+  unsigned sz = t->sbytes;
+  uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+  int s1 = pick(&avoid, false, t->borrowed);
+  int s2 = pick(&avoid, false, t->borrowed);
+  int s3 = pick(&avoid, false, t->borrowed);
+  int park = pick(&avoid, false, t->borrowed);
+  int s4 = -1;
+  if (x->cls == X_CALLI)
+    s4 = pick(&avoid, false, t->borrowed);
+  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->cls == X_CALLI && s4 < 0)) {
+    e->fail = true;
+    return;
+  }
+  int miss = e_label(e), after = e_label(e);
+  unsigned abits = t->code64 ? 64 : 32;
+  borrow(t, (unsigned)s1);
+  borrow(t, (unsigned)s2);
+  borrow(t, (unsigned)s3);
+  borrow(t, (unsigned)park);
+  if (s4 >= 0)
+    borrow(t, (unsigned)s4);
+  t->park = park;
+  switch (x->cls) {
+  case X_PUSH: {
+    unsigned osz = x->di.operand_width / 8;
+    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)osz);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, true, false,
+                miss);
+    give_back(t, x->used & ~(1u << R_SP));
+    const ZydisDecodedOperand *o = &x->op[0];
+    if (o->type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
+      uint64_t v = o->imm.is_signed ? (uint64_t)o->imm.value.s : o->imm.value.u;
+      store_const(t, (unsigned)s1, osz, v, (unsigned)s2);
+    } else {
+      bool h;
+      unsigned r = (unsigned)gpr_of(o->reg.value, &h);
+      mov_mem_reg(t, true, (unsigned)s1, r, osz, ZYDIS_REGISTER_NONE);
+    }
+    rsp_adjust(t, (unsigned)s1, -(int64_t)osz);
+    break;
+  }
+  case X_POP: {
+    unsigned osz = x->di.operand_width / 8;
+    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false, false,
+                miss);
+    give_back(t, x->used & ~(1u << R_SP));
+    bool h;
+    unsigned r = (unsigned)gpr_of(x->op[0].reg.value, &h);
+    mov_mem_reg(t, false, (unsigned)s1, r, osz, ZYDIS_REGISTER_NONE);
+    rsp_adjust(t, (unsigned)s1, (int64_t)osz);
+    break;
+  }
+  case X_LEAVE: {
+    /* rsp = rbp; pop rbp */
+    if (t->code64)
+      e_mov_r_r(e, (unsigned)s1, R_BP, 64);
+    else
+      e_mov_r_r(e, (unsigned)s1, R_BP, 32);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false,
+                miss);
+    give_back(t, x->used & ~(1u << R_SP));
+    e_lea(e, abits, (unsigned)s2, R_BP, -1, 1, (int64_t)sz);
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s2);
+    mov_mem_reg(t, false, (unsigned)s1, R_BP, sz, ZYDIS_REGISTER_NONE);
+    break;
+  }
+  case X_CALL: {
+    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)sz);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, true, false,
+                miss);
+    store_const(t, (unsigned)s1, sz, x->next, (unsigned)s2);
+    rsp_adjust(t, (unsigned)s1, -(int64_t)sz);
+    break;
+  }
+  case X_RET:
+  case X_JMPI:
+  case X_CALLI: {
+    /* Target into s1. */
+    const ZydisDecodedOperand *o = &x->op[0];
+    unsigned osz = x->di.operand_width / 8;
+    if (x->cls == X_RET) {
+      e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false,
+                  miss);
+      if (sz == 8)
+        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 8,
+                    ZYDIS_REGISTER_NONE);
+      else
+        mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, 4,
+                    ZYDIS_REGISTER_NONE);
+      int64_t imm = x->di.operand_count_visible
+                        ? (int64_t)(x->op[0].imm.value.u & 0xffff)
+                        : 0;
+      rsp_adjust(t, (unsigned)s2, (int64_t)sz + imm);
+    } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
+      bool h;
+      unsigned r = (unsigned)gpr_of(o->reg.value, &h);
+      if (osz == 8)
+        e_mov_r_r(e, (unsigned)s1, r, 64);
+      else if (osz == 4)
+        e_mov_r_r(e, (unsigned)s1, r, 32);
+      else
+        e_movzx16(e, (unsigned)s1, r);
+    } else {
+      emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false,
+                  false, miss);
+      mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, osz == 8 ? 8 : 4,
+                  ZYDIS_REGISTER_NONE);
+      if (osz == 2)
+        e_movzx16(e, (unsigned)s1, (unsigned)s1);
+    }
+    if (x->cls == X_CALLI) {
+      e_mov_r_gs(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
+      e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
+      emit_lookup(t, (unsigned)s4, (unsigned)s2, (unsigned)s3, sz, true, false,
+                  miss);
+      store_const(t, (unsigned)s4, sz, x->next, (unsigned)s2);
+      rsp_adjust(t, (unsigned)s4, -(int64_t)sz);
+    }
+    ool_emul(t, i, miss, after, park, oo, noo);
+    t->park = -1;
+    emit_indirect(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, (unsigned)park);
+    e_bind(e, after); /* never reached: the EMUL callout leaves */
+    return;
+  }
+  default: break;
+  }
+  t->park = -1;
+  e_bind(e, after);
+  ool_emul(t, i, miss, after, park, oo, noo);
+}
+
+static void emit_lea(struct tx *t, unsigned i) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[i];
+  const ZydisDecodedOperand *o = &x->op[1];
+  bool h;
+  int dst = gpr_of(x->op[0].reg.value, &h);
+  unsigned osz = x->op[0].size;
+  bool base_rsp = gpr_of(o->mem.base, &h) == R_SP;
+  bool rip =
+      o->mem.base == ZYDIS_REGISTER_RIP || o->mem.base == ZYDIS_REGISTER_EIP;
+  if (x->di.address_width != 16 && !base_rsp && !rip && dst != R_SP) {
+    emit_core(t, x, -1, -1);
+    /* emit_core replaced the AGEN operand only if typed as memory; an
+       AGEN lea goes through unchanged. */
+    return;
+  }
+  /* Compute into a scratch, then move with the destination's size. */
+  uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+  int s = pick(&avoid, false, t->borrowed);
+  borrow(t, (unsigned)s);
+  uint64_t disp =
+      o->mem.disp.has_displacement ? (uint64_t)o->mem.disp.value : 0;
+  int base = gpr_of(o->mem.base, &h), index = gpr_of(o->mem.index, &h);
+  unsigned scale = o->mem.scale ? o->mem.scale : 1;
+  if (rip) {
+    e_mov_r_i(e, (unsigned)s, x->next + disp);
+    if (index >= 0)
+      e_lea(e, 64, (unsigned)s, s, index, scale, 0);
+  } else {
+    if (base == R_SP) {
+      e_mov_r_gs(e, (unsigned)s, BT_OFF_GPR + 8 * R_SP);
+      base = s;
+    }
+    e_lea(e, x->di.address_width == 64 ? 64 : 32, (unsigned)s, base, index,
+          scale, (int64_t)disp);
+  }
+  if (x->di.address_width == 16)
+    e_movzx16(e, (unsigned)s, (unsigned)s);
+  if (dst == R_SP) {
+    /* lea rsp/esp/sp, [...]: the result is the new stack pointer. */
+    unsigned s2 = (unsigned)pick(&avoid, false, t->borrowed);
+    borrow(t, s2);
+    e_mov_r_gs(e, s2, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_r(e, s2, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, s2);
+  } else {
+    e_mov_r_r(e, (unsigned)dst, (unsigned)s,
+              osz == 64   ? 64
+              : osz == 32 ? 32
+                          : 16);
+  }
+}
+
+static unsigned jcc_cc(ZydisMnemonic m) {
+  switch (m) {
+  case ZYDIS_MNEMONIC_JO: return 0x0;
+  case ZYDIS_MNEMONIC_JNO: return 0x1;
+  case ZYDIS_MNEMONIC_JB: return 0x2;
+  case ZYDIS_MNEMONIC_JNB: return 0x3;
+  case ZYDIS_MNEMONIC_JZ: return 0x4;
+  case ZYDIS_MNEMONIC_JNZ: return 0x5;
+  case ZYDIS_MNEMONIC_JBE: return 0x6;
+  case ZYDIS_MNEMONIC_JNBE: return 0x7;
+  case ZYDIS_MNEMONIC_JS: return 0x8;
+  case ZYDIS_MNEMONIC_JNS: return 0x9;
+  case ZYDIS_MNEMONIC_JP: return 0xa;
+  case ZYDIS_MNEMONIC_JNP: return 0xb;
+  case ZYDIS_MNEMONIC_JL: return 0xc;
+  case ZYDIS_MNEMONIC_JNL: return 0xd;
+  case ZYDIS_MNEMONIC_JLE: return 0xe;
+  default: return 0xf; /* JNLE */
+  }
+}
+
+static uint64_t branch_target(struct tx *t, struct xi *x) {
+  uint64_t target = x->next + x->op[0].imm.value.u;
+  unsigned ow = x->di.operand_width;
+  if (!t->code64) {
+    if (ow == 16)
+      target &= 0xffff;
+    else
+      target &= 0xffffffff;
+  }
+  return target;
+}
+
+static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
+  if (t->nlk == VMM__ARRAY_SIZE(t->lk)) {
+    t->e.fail = true;
+    return;
+  }
+  t->lk[t->nlk].patch = patch;
+  t->lk[t->nlk].stub = e_label(&t->e);
+  t->lk[t->nlk].target = target;
+  t->nlk++;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Decoding a TU                                                            */
+
+static bool ends_tu(enum xclass c) {
+  return c == X_JMP || c == X_JCC || c == X_JMPI || c == X_CALL ||
+         c == X_CALLI || c == X_RET || c == X_EMUL_END || c == X_UD ||
+         c == X_NM;
+}
+
+/*
+ * Fetch and decode the instruction at rip. Faults are raised only for the
+ * TU's first instruction; later ones just end the TU (return 1).
+ * Returns 0, 1 (stop before it), or BT_FAULT/BT_EXIT for the first.
+ */
+static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
+  struct bt_vcpu *b = t->b;
+  struct xi *x = &t->x[i];
+  uint64_t pc = b->ctx.segbase[S_CS] + rip;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  /* CS limit (protected and real mode, not 64-bit). */
+  uint64_t limit_room = 15;
+  if (!t->code64) {
+    const struct vmm_segment *cs = &b->seg[S_CS];
+    if (rip > cs->limit) {
+      if (i > 0)
+        return 1;
+      return bt_raise(b, X86_EXC_GP, true, 0);
+    }
+    if (cs->limit - rip + 1 < limit_room)
+      limit_room = cs->limit - rip + 1;
+  }
+  unsigned first = 4096 - (unsigned)(pc & 0xfff);
+  if (first > limit_room)
+    first = (unsigned)limit_room;
+  uint64_t save_rip = b->ctx.rip;
+  b->ctx.rip = rip;
+  if (i > 0) {
+    /* Do not raise for instructions after the first. */
+    struct vmm__paging pg;
+    bt_paging(b, &pg);
+    struct vmm_translation tr;
+    unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD |
+                   (b->cpl == 3 ? VMM_ACCESS_USER : 0);
+    if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc, acc, &tr) < 0) {
+      b->ctx.rip = save_rip;
+      return 1;
+    }
+  }
+  unsigned got;
+  uint64_t p0 = 0, p1 = ~0ull;
+  int err = bt_fetch(b, pc, x->bytes, first, &p0, NULL, &got);
+  if (err < 0 || got == 0) {
+    b->ctx.rip = save_rip;
+    if (i > 0)
+      return 1;
+    if (err == BT_EXIT || (err == 0 && got == 0)) {
+      bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                        "executing outside RAM at 0x%llx",
+                        (unsigned long long)pc);
+      return BT_EXIT;
+    }
+    return err;
+  }
+  x->gpa = p0;
+  x->page2 = false;
+  ZydisDecoder dec;
+  ZydisDecoderInit(&dec, b->zmode, b->zstack);
+  ZyanStatus st = ZydisDecoderDecodeFull(&dec, x->bytes, got, &x->di, x->op);
+  if (ZYAN_FAILED(st) && st == ZYDIS_STATUS_NO_MORE_DATA && got < limit_room &&
+      got == first) {
+    /* Continues on the next page. */
+    uint64_t pc2 = pc + got;
+    if (!t->code64)
+      pc2 = (uint32_t)pc2;
+    unsigned more = (unsigned)(limit_room - got);
+    if (more > 15 - got)
+      more = 15 - got;
+    unsigned got2;
+    uint64_t q0;
+    if (i > 0) {
+      struct vmm__paging pg;
+      bt_paging(b, &pg);
+      struct vmm_translation tr;
+      unsigned acc = VMM_ACCESS_EXEC | VMM_ACCESS_SET_AD |
+                     (b->cpl == 3 ? VMM_ACCESS_USER : 0);
+      if (vmm__mmu_walk(&b->vcpu->vm->mem, &pg, pc2, acc, &tr) < 0) {
+        b->ctx.rip = save_rip;
+        return 1;
+      }
+    }
+    err = bt_fetch(b, pc2, x->bytes + got, more, &q0, NULL, &got2);
+    if (err < 0 || got2 == 0) {
+      b->ctx.rip = save_rip;
+      if (i > 0)
+        return 1;
+      if (err == 0 || err == BT_EXIT) {
+        bt_internal_error(b, VMM_INTERNAL_EMULATION,
+                          "executing outside RAM at 0x%llx",
+                          (unsigned long long)pc2);
+        return BT_EXIT;
+      }
+      return err;
+    }
+    got += got2;
+    p1 = q0;
+    x->page2 = true;
+    x->gpa2 = q0;
+    st = ZydisDecoderDecodeFull(&dec, x->bytes, got, &x->di, x->op);
+  }
+  VMM__UNUSED(p1);
+  b->ctx.rip = save_rip;
+  if (ZYAN_FAILED(st)) {
+    /* Not an instruction (or longer than the limit allows). */
+    memset(&x->di, 0, sizeof(x->di));
+    x->di.length = 1;
+    x->di.mnemonic = ZYDIS_MNEMONIC_INVALID;
+    x->cls = X_UD;
+    if (!t->code64 && st == ZYDIS_STATUS_NO_MORE_DATA && got == limit_room)
+      x->cls = X_UD; /* #GP for crossing the CS limit is not distinguished */
+  }
+  x->rip = rip;
+  x->next = rip + x->di.length;
+  if (!t->code64)
+    x->next = (b->key & BT_K_CODE_MASK) == BT_K_CODE16 ? x->next & 0xffff
+                                                       : (uint32_t)x->next;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The TU                                                                   */
+
+static void emit_budget_check(struct tx *t, unsigned fi) {
+  struct emit *e = &t->e;
+  int ok = e_label(e);
+  borrow(t, R_CX);
+  borrow(t, R_DX);
+  e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
+  e_lea(e, 64, R_CX, R_CX, -1, 1, (int64_t)t->n);
+  e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
+  e_lea(e, 64, R_CX, R_CX, -1, 1, -1);
+  uint8_t not_rcx[3] = {0x48, 0xf7, 0xd1};
+  e_bytes(e, not_rcx, 3);
+  e_mov_r32_i(e, R_DX, 63);
+  e_shrx(e, R_CX, R_CX, R_DX);
+  e_jrcxz(e, ok);
+  /* Exhausted: give the instructions back and leave. */
+  e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
+  e_lea(e, 64, R_CX, R_CX, -1, 1, -(int64_t)t->n);
+  e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
+  restore_all(t);
+  e_mov_gs_i32(e, BT_OFF_ARG, fi);
+  e_jmp_gs(e, BT_OFF_EXIT_BUDGET);
+  e_bind(e, ok);
+}
+
+static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
+                                      int *retry) {
+  struct tx *t = calloc(1, sizeof(*t));
+  *retry = 0;
+  if (t == NULL) {
+    bt_internal_error(b, VMM_INTERNAL_UNKNOWN, "out of memory translating");
+    return NULL;
+  }
+  t->b = b;
+  t->code64 = (b->key & BT_K_CODE_MASK) == BT_K_CODE64;
+  t->flat = (b->key & BT_K_FLAT) != 0;
+  t->sbytes = t->code64 ? 8 : 4;
+  unsigned max = (b->key & BT_K_SINGLE) ? 1 : TU_MAX;
+
+  /* Decode. */
+  uint64_t rip = b->ctx.rip;
+  for (unsigned i = 0; i < max; i++) {
+    struct xi *x = &t->x[i];
+    int r = fetch_insn(t, i, rip);
+    if (r < 0) {
+      free(t);
+      return NULL;
+    }
+    if (r > 0)
+      break;
+    t->n = i + 1;
+    if (x->di.mnemonic != ZYDIS_MNEMONIC_INVALID) {
+      x->memop = bt_find_memop(&x->di, x->op);
+      scan_regs(x);
+      x->cls = classify(t, x);
+    }
+    rip = x->next;
+    if (ends_tu(x->cls))
+      break;
+    /* A hardware breakpoint on the next instruction ends the TU before it. */
+    if (b->dbg_on && (b->dbg.flags & VMM_DEBUG_HW_BREAKPOINTS)) {
+      uint64_t npc = b->ctx.segbase[S_CS] + x->next;
+      bool bp = false;
+      for (uint32_t k = 0; k < b->dbg.nr_breakpoints; k++)
+        bp |= b->dbg.breakpoints[k] == npc;
+      if (bp)
+        break;
+    }
+  }
+
+  struct bt_tc *tc = &b->tc;
+  struct bt_frag *f = bt_frag_alloc(b);
+  size_t room = tc->size - tc->used;
+  if (f == NULL || room < 4096 || tc->nlinks + 8 > tc->max_links ||
+      tc->ndescs + 3 * TU_MAX > tc->max_descs) {
+    free(t);
+    *retry = 1;
+    return NULL;
+  }
+  t->f = f;
+  t->park = -1;
+  if (room > FRAG_MAX_BYTES)
+    room = FRAG_MAX_BYTES;
+  e_init(&t->e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
+  struct emit *e = &t->e;
+
+  /* Mark the code bytes as translated (SMC detection). */
+  for (unsigned i = 0; i < t->n; i++) {
+    struct xi *x = &t->x[i];
+    unsigned len = x->di.length;
+    unsigned in1 = 4096 - (unsigned)(x->gpa & 0xfff);
+    if (in1 > len)
+      in1 = len;
+    bt_code_mark(b, x->gpa, in1);
+    if (x->page2 && len > in1)
+      bt_code_mark(b, x->gpa2, len - in1);
+  }
+
+  if (b->key & BT_K_COUNT)
+    emit_budget_check(t, (unsigned)(f - tc->frags));
+
+  struct ool oo[TU_MAX * 2];
+  unsigned noo = 0;
+  bool open_end = true; /* the last instruction falls through */
+  for (unsigned i = 0; i < t->n && !e->fail; i++) {
+    struct xi *x = &t->x[i];
+    /* Registers the instruction names get their guest values back. */
+    give_back(t, x->used);
+    switch (x->cls) {
+    case X_IDENT:
+      if (x->rsp) {
+        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+        int s = pick(&avoid, x->high8, t->borrowed);
+        if (s < 0)
+          e->fail = true;
+        else
+          emit_core(t, x, -1, s);
+      } else {
+        emit_core(t, x, -1, -1);
+      }
+      break;
+    case X_MEM: emit_mem(t, i, oo, &noo); break;
+    case X_LEA: emit_lea(t, i); break;
+    case X_NOP: break;
+    case X_PUSH:
+    case X_POP:
+    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
+    case X_CALL:
+      emit_stack(t, i, oo, &noo);
+      give_back(t, 0xffff);
+      add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      open_end = false;
+      break;
+    case X_RET:
+    case X_JMPI:
+    case X_CALLI:
+      emit_stack(t, i, oo, &noo);
+      open_end = false;
+      break;
+    case X_JMP:
+      give_back(t, 0xffff);
+      add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      open_end = false;
+      break;
+    case X_JCC: {
+      give_back(t, 0xffff);
+      add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
+               branch_target(t, x));
+      add_link(t, e_jmp_patchable(e), x->next);
+      open_end = false;
+      break;
+    }
+    case X_EMUL: emit_emul(t, i, false); break;
+    case X_EMUL_END:
+      emit_emul(t, i, true);
+      open_end = false;
+      break;
+    case X_UD:
+      emit_raise(t, i, X86_EXC_UD);
+      open_end = false;
+      break;
+    case X_NM:
+      emit_raise(t, i, X86_EXC_NM);
+      open_end = false;
+      break;
+    }
+  }
+  if (open_end && t->n > 0) {
+    give_back(t, 0xffff);
+    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  }
+  for (unsigned k = 0; k < noo; k++)
+    emit_ool(t, &oo[k]);
+  /* Exit stubs. */
+  for (unsigned k = 0; k < t->nlk; k++) {
+    struct bt_link *l = bt_link_alloc(b);
+    if (l == NULL) {
+      e->fail = true;
+      break;
+    }
+    e_bind(e, t->lk[k].stub);
+    e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
+    e_jmp_gs(e, BT_OFF_EXIT_LINK);
+    l->from = f;
+    l->target_rip = t->lk[k].target;
+    uint64_t tpc = b->ctx.segbase[S_CS] + l->target_rip;
+    if (!t->code64)
+      tpc = (uint32_t)tpc;
+    l->backward = tpc <= pc;
+    l->cross_page = (tpc >> 12) != (pc >> 12);
+    l->patch = (uint32_t)tc->used + t->lk[k].patch;
+    l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
+  }
+  if (!e_finish(e)) {
+    free(t);
+    *retry = 1;
+    return NULL;
+  }
+  /* Point every patchable jump at its stub. */
+  for (unsigned k = 0; k < t->nlk; k++)
+    e_set_rel32(e->buf + t->lk[k].patch, e->base + t->lk[k].patch,
+                e_label_addr(e, t->lk[k].stub));
+  for (unsigned k = 0; k < t->ndfix; k++) {
+    struct bt_desc *d = t->dfix[k].d;
+    d->retry = t->dfix[k].retry >= 0 ? e_label_addr(e, t->dfix[k].retry) : 0;
+    d->after = t->dfix[k].after >= 0 ? e_label_addr(e, t->dfix[k].after) : 0;
+    d->bounce = t->dfix[k].bounce >= 0 ? e_label_addr(e, t->dfix[k].bounce) : 0;
+  }
+
+  f->pc = pc;
+  f->rip = b->ctx.rip;
+  f->cs_base = b->ctx.segbase[S_CS];
+  f->key = b->key;
+  f->entry = (uint32_t)tc->used;
+  f->size = (uint32_t)e->pos;
+  f->ninsn = (uint16_t)t->n;
+  f->phys[0] = t->x[0].gpa & ~0xfffull;
+  f->phys[1] = ~0ull;
+  f->lin[0] = pc & ~0xfffull;
+  for (unsigned i = 0; i < t->n; i++) {
+    struct xi *x = &t->x[i];
+    uint64_t lastpc = b->ctx.segbase[S_CS] + x->rip + x->di.length - 1;
+    if (!t->code64)
+      lastpc = (uint32_t)lastpc;
+    uint64_t pg = x->page2 ? (x->gpa2 & ~0xfffull) : (x->gpa & ~0xfffull);
+    if (pg != f->phys[0]) {
+      f->phys[1] = pg;
+      f->lin[1] = lastpc & ~0xfffull;
+    }
+  }
+  tc->used = (tc->used + e->pos + 15) & ~(size_t)15;
+  bt_frag_insert(b, f);
+  free(t);
+  return f;
+}
+
+struct bt_frag *bt_translate_tu(struct bt_vcpu *b, uint64_t pc) {
+  int retry;
+  struct bt_frag *f = translate_once(b, pc, &retry);
+  if (f == NULL && retry) {
+    bt_tc_flush(b);
+    f = translate_once(b, pc, &retry);
+    if (f == NULL && retry)
+      bt_internal_error(b, VMM_INTERNAL_UNKNOWN,
+                        "cannot translate the code at 0x%llx",
+                        (unsigned long long)pc);
+  }
+  return f;
+}

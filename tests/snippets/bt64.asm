@@ -1,0 +1,225 @@
+; Guest code for test_bt (64-bit, CPL 0 unless a test says otherwise,
+; loaded at 0x10000). Entry points at fixed offsets:
+;
+;   0x000 count      rax = 1 + ... + 1000 in a loop, hlt: 3003 instructions.
+;   0x040 rep_huge   rep stosb of 2^40 bytes at 0x40000000 (the host maps
+;                    that gigabyte onto RAM), then hlt.
+;   0x080 fault_mid  rsi = 0x7f0000000000, eax = 7, ebx = 9, cmp (sets CF
+;                    and SF), then a load through rsi, which the identity
+;                    map does not cover (#PF).
+;   0x0c0 ud         eax = 1, ud2.
+;   0x0d0 de         divide by zero.
+;   0x0e0 gp         load through a non-canonical pointer.
+;   0x100 int3       eax = 0x77, int3, eax = 0x88, hlt.
+;   0x120 steps      three adds (eax = 6), hlt.
+;   0x140 call_fn    call 0x11000 (code the host writes), out 0xeb.
+;   0x160 smc_self   patch the immediate of an instruction further on in
+;                    the same translation unit, then out 0xeb with al.
+;   0x180 mmio_rmw   add [0xd0000000], eax (eax = 5): a read and a write.
+;   0x1a0 dirty      write 0x200000 and 0x201000, out 0xeb; write 0x202000
+;                    and 0x200000, out 0xeb.
+;   0x1e0 spin       jmp $.
+;   0x1f0 avx        an AVX instruction (the engine does not offer AVX).
+;   0x200 mid_insn   jump into the immediate of a mov, whose bytes are ud2.
+;   0x220 wild       load from 0xfee00000 (no RAM, no handler: MMIO exit).
+;   0x240 fpu        x87: 1 + 1 stored as an integer at 0x30000; then an
+;                    invalid operation with the exception unmasked in FCW.
+;   0x280 cpuid      cpuid leaf in eax, then hlt.
+;   0x2a0 loop_mem   a loop of 1000 loads and stores, hlt.
+;   0x2c0 cross      a 4-byte store and load across the page boundary at
+;                    0x30000 (TLB indices never used before), hlt.
+;   0x340 spin_patch loops until another vCPU patches its mov eax, 1 into
+;                    mov eax, 2 (at 0x340), then out 0xeb.
+;   0x360 patcher    patches spin_patch's immediate, hlt.
+;   0x380 tf         sets RFLAGS.TF with popf; #DB after the next insn.
+;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
+;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
+;                    0x3000c), rbx = CF of a second bts there; then bts
+;                    with rax = 2^44: the element is 2^41 bytes away (#PF).
+bits 64
+org 0x10000
+
+count:
+    mov ecx, 1000
+    xor eax, eax
+.l: add rax, rcx
+    dec ecx
+    jnz .l
+    hlt
+
+times 0x40 - ($ - $$) db 0xcc
+rep_huge:
+    mov rdi, 0x40000000
+    mov rcx, 1 << 40
+    mov al, 0x5a
+    cld
+    rep stosb
+    hlt
+
+times 0x80 - ($ - $$) db 0xcc
+fault_mid:
+    mov rsi, 0x7f0000000000
+    mov eax, 7
+    mov ebx, 9
+    cmp eax, ebx
+    mov rdx, [rsi]
+    hlt
+
+times 0xc0 - ($ - $$) db 0xcc
+ud:
+    mov eax, 1
+    ud2
+
+times 0xd0 - ($ - $$) db 0xcc
+de:
+    xor ecx, ecx
+    mov eax, 5
+    xor edx, edx
+    div ecx
+
+times 0xe0 - ($ - $$) db 0xcc
+gp:
+    mov rax, 0x8000000000000000
+    mov rbx, [rax]
+
+times 0x100 - ($ - $$) db 0xcc
+int3_:
+    mov eax, 0x77
+    int3
+    mov eax, 0x88
+    hlt
+
+times 0x120 - ($ - $$) db 0xcc
+steps:
+    mov eax, 1
+    add eax, 2
+    add eax, 3
+    hlt
+
+times 0x140 - ($ - $$) db 0xcc
+call_fn:
+    mov rsp, 0x80000
+    call 0x11000
+    out 0xeb, al
+
+times 0x160 - ($ - $$) db 0xcc
+smc_self:
+    lea rdi, [rel .patch + 1]
+    mov byte [rdi], 0x42
+.patch:
+    mov al, 0x11
+    out 0xeb, al
+
+times 0x180 - ($ - $$) db 0xcc
+mmio_rmw:
+    mov rdi, 0xd0000000
+    mov eax, 5
+    add [rdi], eax
+    hlt
+
+times 0x1a0 - ($ - $$) db 0xcc
+dirty:
+    mov byte [0x200000], 1
+    mov byte [0x201000], 2
+    out 0xeb, al
+    mov byte [0x202000], 3
+    mov byte [0x200000], 4
+    out 0xeb, al
+
+times 0x1e0 - ($ - $$) db 0xcc
+spin:
+    jmp spin
+
+times 0x1f0 - ($ - $$) db 0xcc
+avx:
+    vaddps ymm0, ymm1, ymm2
+    hlt
+
+times 0x200 - ($ - $$) db 0xcc
+mid_insn:
+    jmp .mov + 1
+.mov:
+    mov eax, 0x90900b0f             ; bytes b8 0f 0b 90 90: ud2 inside
+
+times 0x220 - ($ - $$) db 0xcc
+wild:
+    mov esi, 0xfee00000
+    mov rax, [rsi]
+    hlt
+
+times 0x240 - ($ - $$) db 0xcc
+fpu:
+    fninit
+    fld1
+    fadd st0, st0
+    fistp word [0x30000]
+    fldcw [rel .cw]
+    fldz
+    fdiv st0, st0                   ; 0/0: invalid, unmasked in .cw
+    fstp qword [0x30008]
+    fnstcw [0x30010]
+    hlt
+.cw: dw 0x37e
+
+times 0x280 - ($ - $$) db 0xcc
+cpuid_:
+    cpuid
+    hlt
+
+times 0x2a0 - ($ - $$) db 0xcc
+loop_mem:
+    mov ecx, 1000
+    mov rdi, 0x30000
+.l: mov rax, [rdi]
+    add rax, rcx
+    mov [rdi + 8], rax
+    dec ecx
+    jnz .l
+    hlt
+
+times 0x2c0 - ($ - $$) db 0xcc
+cross:
+    mov dword [0x2fffe], 0x11223344
+    mov eax, [0x2fffe]
+    hlt
+
+times 0x2e0 - ($ - $$) db 0xcc
+bitmem:
+    mov eax, 100
+    lock bts [0x30000], eax
+    bts [0x30000], eax
+    setc bl
+    movzx ebx, bl
+    mov rax, 1 << 44
+    bts [0x30000], rax
+    hlt
+
+times 0x320 - ($ - $$) db 0xcc
+mmio_loop:
+    mov edi, 0xd0000000
+    mov ecx, 40
+.l: mov [rdi], ecx
+    dec ecx
+    jnz .l
+    hlt
+
+times 0x340 - ($ - $$) db 0xcc
+spin_patch:
+.l: mov eax, 1
+    cmp eax, 2
+    jne .l
+    out 0xeb, al
+
+times 0x360 - ($ - $$) db 0xcc
+patcher:
+    mov byte [spin_patch + 1], 2
+    hlt
+
+times 0x380 - ($ - $$) db 0xcc
+tf:
+    pushfq
+    or qword [rsp], 0x100
+    popfq
+    mov eax, 1
+    mov eax, 2
+    hlt

@@ -1,0 +1,1045 @@
+/*
+ * Tests of what only the binary-translation engine offers or must prove:
+ * exact instruction counts and limits, exception exits for every vector
+ * with precise state, single-step and breakpoints, self-modifying code,
+ * kicks that interrupt endless loops and enormous rep counts, the soft
+ * TLB's dirty logging, MMIO read-modify-write, confinement of hostile
+ * code, the translation-cache bound, CPUID, and AUTO picking BT where KVM
+ * cannot run kernel code natively. Guest code: tests/snippets/bt64.asm.
+ */
+#include <pthread.h>
+#include <time.h>
+
+#include "testutil.h"
+
+/* The translator's hand encoders, checked against Zydis's decoder. */
+#include "cpu/bt/emit.h"
+
+/* Not public: whether KVM runs guest kernel code natively (kvm/probe.c). */
+bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
+
+#define E_COUNT 0x000
+#define E_REP_HUGE 0x040
+#define E_FAULT_MID 0x080
+#define E_UD 0x0c0
+#define E_DE 0x0d0
+#define E_GP 0x0e0
+#define E_INT3 0x100
+#define E_STEPS 0x120
+#define E_CALL_FN 0x140
+#define E_SMC_SELF 0x160
+#define E_MMIO_RMW 0x180
+#define E_DIRTY 0x1a0
+#define E_SPIN 0x1e0
+#define E_AVX 0x1f0
+#define E_MID_INSN 0x200
+#define E_WILD 0x220
+#define E_FPU 0x240
+#define E_CPUID 0x280
+#define E_LOOP_MEM 0x2a0
+#define E_CROSS 0x2c0
+#define E_BITMEM 0x2e0
+#define E_MMIO_LOOP 0x320
+#define E_SPIN_PATCH 0x340
+#define E_PATCHER 0x360
+#define E_TF 0x380
+
+static void setup(struct vmmt *t, uint64_t entry) {
+  vmmt_init(t, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(t, "bt64", VMMT_CODE, entry);
+}
+
+static uint64_t reg(struct vmmt *t, enum vmm_reg r) {
+  return vmmt_reg(t->vcpu, r);
+}
+
+static void set_rip(struct vmmt *t, uint64_t rip) {
+  assert_ok(vmm_vcpu_reg_write(t->vcpu, VMM_REG_RIP, rip));
+}
+
+static uint64_t count(struct vmmt *t) {
+  uint64_t n = 0;
+  assert_ok(vmm_vcpu_insn_count(t->vcpu, &n));
+  return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Engine choice                                                            */
+
+static void test_auto_engine(void **state) {
+  (void)state;
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  vmm_vm *vm;
+  assert_ok(vmm_vm_create(&cfg, &vm));
+  enum vmm_engine_kind want = VMM_ENGINE_BT;
+  if (vmm_engine_available(VMM_ENGINE_KVM) &&
+      vmm__kvm_runs_kernel_natively(&cfg))
+    want = VMM_ENGINE_KVM;
+  print_message("AUTO picked %s\n", vmm_engine_name(vmm_vm_engine(vm)));
+  assert_int_equal(vmm_vm_engine(vm), want);
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_cache_size_config(void **state) {
+  (void)state;
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  vmm_vm *vm = NULL;
+  cfg.bt_cache_size = 4096; /* far too small to hold a fragment */
+  assert_vmm(vmm_vm_create(&cfg, &vm), VMM_EINVAL);
+  cfg.bt_cache_size = (size_t)1 << 40;
+  assert_vmm(vmm_vm_create(&cfg, &vm), VMM_EINVAL);
+  /* BT has no controllers of its own: VMM_VM_IRQCHIP gets the library's
+     user-space platform. */
+  cfg.flags = VMM_VM_IRQCHIP | VMM_VM_PIT;
+  cfg.bt_cache_size = 0;
+  assert_ok(vmm_vm_create(&cfg, &vm));
+  assert_non_null(vmm_dev_find(vm, "pic"));
+  assert_non_null(vmm_dev_find(vm, "pit"));
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Counting, limits, determinism                                            */
+
+static void test_count_exact(void **state) {
+  (void)state;
+  for (int round = 0; round < 2; round++) {
+    struct vmmt t;
+    setup(&t, E_COUNT);
+    /* Asking before the first run switches counting on. */
+    assert_int_equal(count(&t), 0);
+    vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+    assert_int_equal(reg(&t, VMM_REG_RAX), 500500);
+    /* mov, xor, 1000 x (add, dec, jnz), hlt */
+    assert_int_equal(count(&t), 3003);
+    vmmt_fini(&t);
+  }
+}
+
+static void test_count_unavailable(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_COUNT);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  uint64_t n;
+  assert_vmm(vmm_vcpu_insn_count(t.vcpu, &n), VMM_ENOTSUP);
+  /* A limit still works exactly from the moment it is set. */
+  set_rip(&t, VMMT_CODE + E_COUNT);
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 5));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  /* mov, xor, add, dec, jnz: back at the add. */
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_COUNT + 7);
+  assert_int_equal(reg(&t, VMM_REG_RCX), 999);
+  vmmt_fini(&t);
+}
+
+static void test_insn_limit(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_COUNT);
+  assert_vmm(vmm_vcpu_set_insn_limit(t.vcpu, 1ull << 62), VMM_EINVAL);
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 1000));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  assert_int_equal(count(&t), 1000);
+  /* 2 + 332 x 3 + 2: the 333rd iteration stopped before its jnz. */
+  assert_int_equal(reg(&t, VMM_REG_RCX), 1000 - 333);
+  assert_int_equal(reg(&t, VMM_REG_RAX), (1000 + 668) * 333 / 2);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_COUNT + 12);
+  /* The limit is spent: the next run goes on to the end. */
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(count(&t), 3003);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 500500);
+  /* Limits of 1 instruction at a time step exactly. */
+  set_rip(&t, VMMT_CODE + E_STEPS);
+  for (int i = 0; i < 3; i++) {
+    assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 1));
+    vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  }
+  assert_int_equal(reg(&t, VMM_REG_RAX), 6);
+  assert_int_equal(count(&t), 3006);
+  vmmt_fini(&t);
+}
+
+/* Map gigabytes 1 to 511 (0x40000000 up to 512 GiB) onto a 2 MiB RAM slot
+   at 0x400000, so a rep of 2^40 bytes stays in RAM for long: even at the
+   speed of a host memset (tens of GB/s) it takes seconds to leave. */
+static void alias_gigabyte(struct vmmt *t) {
+  assert_ok(vmm_mem_slot_add(t->vm, 0x400000, 2u << 20, NULL, 0, NULL));
+  uint64_t e[512];
+  for (int i = 0; i < 512; i++)
+    e[i] = 0x400000 | 0x83; /* P, RW, PS */
+  /* The mode helper's page directory for gigabyte 1 ... */
+  uint64_t pd = VMMT_TABLES + 0x5000 + 0x1000;
+  assert_ok(vmm_mem_write(t->vm, pd, e, sizeof(e)));
+  /* ... serves every gigabyte but the first in its PDPT. */
+  assert_ok(vmm_mem_read(t->vm, VMMT_TABLES + 0x4000, e, 8));
+  for (int g = 1; g < 512; g++)
+    e[g] = pd | 0x7; /* P, RW, US */
+  assert_ok(vmm_mem_write(t->vm, VMMT_TABLES + 0x4000, e, sizeof(e)));
+}
+
+static void test_rep_huge_limit(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_REP_HUGE);
+  alias_gigabyte(&t);
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 100000));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  /* Four instructions, then one per rep iteration. */
+  assert_int_equal(count(&t), 100000);
+  assert_int_equal(reg(&t, VMM_REG_RCX), (1ull << 40) - (100000 - 4));
+  assert_int_equal(reg(&t, VMM_REG_RDI), 0x40000000 + (100000 - 4));
+  uint64_t rip = reg(&t, VMM_REG_RIP);
+  assert_int_equal(rip, VMMT_CODE + E_REP_HUGE + 18);
+  uint8_t b[2];
+  assert_ok(vmm_mem_read(t.vm, 0x400000 + 100000 - 5, b, 2));
+  assert_int_equal(b[0], 0x5a);
+  assert_int_equal(b[1], 0);
+  vmmt_fini(&t);
+}
+
+struct kicker {
+  vmm_vcpu *vcpu;
+  unsigned ms;
+};
+
+static void *kick_later(void *arg) {
+  struct kicker *k = arg;
+  struct timespec ts = {0, (long)k->ms * 1000000L};
+  nanosleep(&ts, NULL);
+  vmm_vcpu_kick(k->vcpu);
+  return NULL;
+}
+
+static void run_kicked(struct vmmt *t, unsigned ms) {
+  pthread_t th;
+  struct kicker k = {t->vcpu, ms};
+  assert_int_equal(pthread_create(&th, NULL, kick_later, &k), 0);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  vmmt_run_expect(t->vcpu, VMM_EXIT_STOPPED);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  pthread_join(th, NULL);
+  double s = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  /* The stop is prompt: well under a second after the kick. */
+  assert_true(s < ms / 1000.0 + 1.0);
+}
+
+static void test_kick_endless(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_SPIN);
+  run_kicked(&t, 50);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_SPIN);
+  /* Again, after the loop was linked to itself. */
+  run_kicked(&t, 20);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_SPIN);
+  vmmt_fini(&t);
+}
+
+static void test_kick_rep_huge(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_REP_HUGE);
+  alias_gigabyte(&t);
+  run_kicked(&t, 100);
+  uint64_t rcx = reg(&t, VMM_REG_RCX);
+  assert_true(rcx < (1ull << 40));
+  assert_int_equal(reg(&t, VMM_REG_RDI) - 0x40000000, (1ull << 40) - rcx);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_REP_HUGE + 18);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Exceptions and precise state                                             */
+
+static uint64_t flags_of_cmp(uint32_t a, uint32_t b) {
+  uint64_t f;
+  __asm__("cmpl %k2, %k1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(b) : "cc");
+  return f & 0x8d5; /* CF PF AF ZF SF OF */
+}
+
+static void test_precise_fault(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_FAULT_MID);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  assert_int_equal(count(&t), 0);
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 14);
+  assert_true(e->fault.has_error_code);
+  assert_int_equal(e->fault.error_code, 0); /* not present, read, CPL 0 */
+  assert_int_equal(e->fault.cr2, 0x7f0000000000ull);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_FAULT_MID + 22);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 7);
+  assert_int_equal(reg(&t, VMM_REG_RBX), 9);
+  assert_int_equal(reg(&t, VMM_REG_RFLAGS) & 0x8d5, flags_of_cmp(7, 9));
+  /* mov, mov, mov, cmp retired; the load did not. */
+  assert_int_equal(count(&t), 4);
+  vmmt_fini(&t);
+}
+
+static void expect_fault_at(uint64_t entry, unsigned vec, uint64_t off,
+                            bool has_err, uint32_t err) {
+  struct vmmt t;
+  setup(&t, entry);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << vec));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, vec);
+  assert_int_equal(e->fault.has_error_code, has_err);
+  if (has_err)
+    assert_int_equal(e->fault.error_code, err);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + entry + off);
+  vmmt_fini(&t);
+}
+
+static void test_exception_exits(void **state) {
+  (void)state;
+  expect_fault_at(E_UD, 6, 5, false, 0);
+  expect_fault_at(E_DE, 0, 9, false, 0);
+  expect_fault_at(E_GP, 13, 10, true, 0);
+  expect_fault_at(E_AVX, 6, 0, false, 0);
+  expect_fault_at(E_MID_INSN, 6, 3, false, 0);
+  /* #BP is reported at the int3, as KVM does. */
+  expect_fault_at(E_INT3, 3, 5, false, 0);
+}
+
+static void test_sw_breakpoint(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_INT3);
+  struct vmm_debug d = {.flags = VMM_DEBUG_SW_BREAKPOINTS};
+  assert_ok(vmm_vcpu_set_debug(t.vcpu, &d));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_DEBUG);
+  assert_int_equal(e->debug.vector, 3);
+  assert_int_equal(e->debug.rip, VMMT_CODE + E_INT3 + 5);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_INT3 + 5);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 0x77);
+  vmmt_fini(&t);
+}
+
+static void test_singlestep(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_STEPS);
+  struct vmm_debug d = {.flags = VMM_DEBUG_SINGLESTEP};
+  assert_ok(vmm_vcpu_set_debug(t.vcpu, &d));
+  static const uint64_t rips[3] = {5, 8, 11};
+  static const uint64_t rax[3] = {1, 3, 6};
+  for (int i = 0; i < 3; i++) {
+    struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_DEBUG);
+    assert_int_equal(e->debug.vector, 1);
+    assert_int_equal(e->debug.rip, VMMT_CODE + E_STEPS + rips[i]);
+    assert_int_equal(reg(&t, VMM_REG_RAX), rax[i]);
+  }
+  assert_int_equal(count(&t), 3);
+  assert_ok(vmm_vcpu_set_debug(t.vcpu, NULL));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  vmmt_fini(&t);
+}
+
+/* The guest's own trap flag: #DB after the instruction following popf. */
+static void test_guest_trap_flag(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_TF);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 1));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 1);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 1);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_TF + 15);
+  assert_true(reg(&t, VMM_REG_RFLAGS) & 0x100);
+  vmmt_fini(&t);
+}
+
+static void test_hw_breakpoint(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_STEPS);
+  struct vmm_debug d = {.flags = VMM_DEBUG_HW_BREAKPOINTS,
+                        .breakpoints = {VMMT_CODE + E_STEPS + 8},
+                        .nr_breakpoints = 1};
+  assert_ok(vmm_vcpu_set_debug(t.vcpu, &d));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_DEBUG);
+  assert_int_equal(e->debug.rip, VMMT_CODE + E_STEPS + 8);
+  assert_true(e->debug.dr6 & 1);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 3); /* before the breakpoint */
+  /* Resuming executes the instruction under the breakpoint. */
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 6);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Self-modifying code                                                      */
+
+static void test_smc_host_write(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CALL_FN);
+  for (uint8_t v = 1; v <= 3; v++) {
+    uint8_t fn[] = {0xb8, v, 0, 0, 0, 0xc3}; /* mov eax, v; ret */
+    assert_ok(vmm_mem_write(t.vm, 0x11000, fn, sizeof(fn)));
+    set_rip(&t, VMMT_CODE + E_CALL_FN);
+    vmmt_run_to_port(t.vcpu, 0xeb);
+    assert_int_equal(reg(&t, VMM_REG_RAX), v);
+  }
+  vmmt_fini(&t);
+}
+
+/* Discarded pages read as zeros: code translated from them must go. */
+static void test_smc_discard(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CALL_FN);
+  /* Counting mode (a limit before the first run), to stop in the zeros. */
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 1000000));
+  uint8_t fn[] = {0xb8, 7, 0, 0, 0, 0xc3}; /* mov eax, 7; ret */
+  assert_ok(vmm_mem_write(t.vm, 0x11000, fn, sizeof(fn)));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 7);
+  assert_ok(vmm_mem_discard(t.vm, 0x11000, 0x1000));
+  /* Now 0x11000 holds `add [rax], al` (00 00) over and over. */
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RAX, 0x20003));
+  set_rip(&t, VMMT_CODE + E_CALL_FN);
+  /* mov, call and 1000 adds: long enough to run translated code. */
+  assert_ok(vmm_vcpu_set_insn_limit(t.vcpu, 2 + 1000));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_INSN_LIMIT);
+  assert_int_equal(reg(&t, VMM_REG_RIP), 0x11000 + 1000 * 2);
+  uint8_t b = 0;
+  assert_ok(vmm_mem_read(t.vm, 0x20003, &b, 1));
+  assert_int_equal(b, (1000 * 3) & 0xff);
+  vmmt_fini(&t);
+}
+
+static void test_smc_same_unit(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_SMC_SELF);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(reg(&t, VMM_REG_RAX) & 0xff, 0x42);
+  /* And once more, with the code already translated and patched. */
+  uint8_t orig = 0x11;
+  assert_ok(vmm_mem_write(t.vm, VMMT_CODE + E_SMC_SELF + 11, &orig, 1));
+  set_rip(&t, VMMT_CODE + E_SMC_SELF);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(reg(&t, VMM_REG_RAX) & 0xff, 0x42);
+  vmmt_fini(&t);
+}
+
+struct spinner {
+  vmm_vcpu *vcpu;
+  struct vmm_exit exit;
+  int err;
+};
+
+static void *run_spinner(void *arg) {
+  struct spinner *s = arg;
+  struct vmm_exit *e;
+  s->err = vmm_vcpu_run(s->vcpu, &e);
+  if (s->err == 0)
+    s->exit = *e;
+  return NULL;
+}
+
+/* One vCPU rewrites code another vCPU is running in a loop: the other one
+   must see the new code (cross-modifying code). */
+static void test_smc_other_vcpu(void **state) {
+  (void)state;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  t.vm = vmmt_vm_create(2, 0);
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  vmm_vcpu *v1;
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  assert_ok(vmm_vcpu_create(t.vm, 1, &v1));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  vmmt_setup_vcpu(v1, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_SPIN_PATCH);
+  assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
+  struct spinner s = {.vcpu = t.vcpu};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
+  struct timespec ts = {0, 50 * 1000000L};
+  nanosleep(&ts, NULL); /* let it spin in translated code */
+  vmmt_run_expect(v1, VMM_EXIT_HLT);
+  /* Bounded wait: kick it if the patch is never seen. */
+  struct kicker k = {t.vcpu, 3000};
+  pthread_t kt;
+  assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
+  pthread_join(th, NULL);
+  assert_int_equal(s.err, 0);
+  assert_int_equal(s.exit.reason, VMM_EXIT_IO);
+  assert_int_equal(s.exit.io.port, 0xeb);
+  pthread_cancel(kt);
+  pthread_join(kt, NULL);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 2);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                   */
+
+static void test_mmio_rmw(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_MMIO_RMW);
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_MMIO);
+  assert_int_equal(e->mmio.gpa, 0xd0000000);
+  assert_int_equal(e->mmio.size, 4);
+  assert_false(e->mmio.is_write);
+  uint32_t v = 10;
+  memcpy(e->mmio.data, &v, 4);
+  e = vmmt_run_expect(t.vcpu, VMM_EXIT_MMIO);
+  assert_true(e->mmio.is_write);
+  assert_int_equal(e->mmio.size, 4);
+  memcpy(&v, e->mmio.data, 4);
+  assert_int_equal(v, 15);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  vmmt_fini(&t);
+}
+
+static void test_dirty_log(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_DIRTY);
+  uint32_t slot;
+  assert_ok(vmm_mem_slot_add(t.vm, 0x200000, 0x10000, NULL, VMM_MEM_DIRTY_LOG,
+                             &slot));
+  uint64_t bits = 0;
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_ok(vmm_mem_dirty_log_get(t.vm, slot, &bits, sizeof(bits)));
+  assert_int_equal(bits, 0x3);
+  /* After the fetch the same page must be reported again when written. */
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_ok(vmm_mem_dirty_log_get(t.vm, slot, &bits, sizeof(bits)));
+  assert_int_equal(bits, 0x5);
+  uint8_t b;
+  assert_ok(vmm_mem_read(t.vm, 0x200000, &b, 1));
+  assert_int_equal(b, 4);
+  vmmt_fini(&t);
+}
+
+static void test_wild_access(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_WILD);
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_MMIO);
+  assert_int_equal(e->mmio.gpa, 0xfee00000);
+  assert_int_equal(e->mmio.size, 8);
+  uint64_t v = 0x1122334455667788ull;
+  memcpy(e->mmio.data, &v, 8);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), v);
+  vmmt_fini(&t);
+}
+
+/* Page tables outside RAM read as all ones: a reserved-bit #PF, and with no
+   IDT the guest shuts down rather than the host touching anything. */
+static void test_tables_outside_ram(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_COUNT);
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_CR3, 0x80000000));
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 14);
+  /* P and RSVD; no I/D bit, since neither NX nor SMEP is on. */
+  assert_int_equal(e->fault.error_code, 0x9);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 0));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_SHUTDOWN);
+  vmmt_fini(&t);
+}
+
+/* 16-bit addressing in 32-bit code wraps at 64 KiB, on the inline path as
+   in C (regression: the fuzzer found the fragment looking up the unwrapped
+   address, which then missed forever). */
+static void test_addr16_wraps(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_PROT32, 0);
+  static const uint8_t code[] = {0x67, 0x8b, 0x00, 0xf4}; /* mov eax,[bx+si] */
+  uint32_t lo = 0x11223344, hi = 0x55667788;
+  assert_ok(vmm_mem_write(t.vm, 0x10, &lo, 4));
+  assert_ok(vmm_mem_write(t.vm, 0x20010, &hi, 4));
+  vmmt_load(&t, VMMT_CODE, code, sizeof(code));
+  /* Twice: the first run fills the soft TLB, the second hits it. */
+  for (int i = 0; i < 2; i++) {
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RBX, 0x1fff0));
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, 0x20));
+    set_rip(&t, VMMT_CODE);
+    vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+    assert_int_equal(reg(&t, VMM_REG_RAX), lo);
+  }
+  vmmt_fini(&t);
+}
+
+/* An access crossing into the next page must never hit an empty soft-TLB
+   entry (regression: the fuzzer found one that used a stale host
+   address). */
+static void test_cross_page_access(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CROSS);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 0x11223344);
+  uint32_t v;
+  assert_ok(vmm_mem_read(t.vm, 0x2fffe, &v, 4));
+  assert_int_equal(v, 0x11223344);
+  vmmt_fini(&t);
+}
+
+/* A bit test with a register offset addresses memory far from its operand:
+   within RAM it works (atomically with lock); far away it faults in the
+   guest, never reaching host memory past the guest page. */
+static void test_bit_offset_confined(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_BITMEM);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 14);
+  assert_int_equal(e->fault.cr2, 0x30000ull + (1ull << 41));
+  assert_int_equal(reg(&t, VMM_REG_RBX), 1);
+  uint8_t byte;
+  assert_ok(vmm_mem_read(t.vm, 0x3000c, &byte, 1));
+  assert_int_equal(byte, 0x10);
+  vmmt_fini(&t);
+}
+
+struct adapt_log {
+  unsigned retranslated;
+  unsigned writes;
+  uint32_t last;
+};
+
+static void capture_log(enum vmm_log_level level, const char *msg,
+                        void *opaque) {
+  struct adapt_log *a = opaque;
+  (void)level;
+  if (strstr(msg, "retranslated as a callout"))
+    a->retranslated++;
+}
+
+static int count_writes(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                        bool is_write, void *opaque) {
+  struct adapt_log *a = opaque;
+  (void)vcpu, (void)addr;
+  if (is_write) {
+    a->writes++;
+    memcpy(&a->last, data, len < 4 ? len : 4);
+  }
+  return 0;
+}
+
+/* An instruction that keeps trapping (MMIO) is retranslated once as a
+   callout, and keeps working. */
+static void test_adaptive_retranslation(void **state) {
+  (void)state;
+  struct adapt_log a = {0};
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.log_fn = capture_log;
+  cfg.log_opaque = &a;
+  cfg.log_level = VMM_LOG_DEBUG;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  assert_ok(vmm_vm_create(&cfg, &t.vm));
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_MMIO_LOOP);
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_MMIO, 0xd0000000, 0x1000, count_writes, &a));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(a.writes, 40);
+  assert_int_equal(a.last, 1);
+  assert_int_equal(a.retranslated, 1);
+  vmmt_fini(&t);
+}
+
+struct sync_dev {
+  unsigned reads;
+};
+
+static int mmio_kick(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                     bool is_write, void *opaque) {
+  struct sync_dev *d = opaque;
+  (void)addr;
+  if (!is_write) {
+    d->reads++;
+    memset(data, 0x5a, len);
+  }
+  return vmm_vcpu_kick(vcpu);
+}
+
+/* A stop after a served MMIO read still completes the instruction. */
+static void test_sync_completes_read(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_WILD);
+  struct sync_dev d = {0};
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_MMIO, 0xfee00000, 0x1000, mmio_kick, &d));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_STOPPED);
+  assert_int_equal(d.reads, 1);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 0x5a5a5a5a5a5a5a5aull);
+  assert_int_equal(reg(&t, VMM_REG_RIP), VMMT_CODE + E_WILD + 8);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* FPU, CPUID                                                               */
+
+static void test_fpu_virtual_controls(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_FPU);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  uint16_t two, cw;
+  uint64_t q;
+  assert_ok(vmm_mem_read(t.vm, 0x30000, &two, 2));
+  assert_ok(vmm_mem_read(t.vm, 0x30008, &q, 8));
+  assert_ok(vmm_mem_read(t.vm, 0x30010, &cw, 2));
+  assert_int_equal(two, 2);
+  /* The guest sees its own control word, and (documented) gets the masked
+     response, a NaN, instead of #MF. */
+  assert_int_equal(cw, 0x37e);
+  assert_int_equal(q & 0x7ff0000000000000ull, 0x7ff0000000000000ull);
+  assert_true(q & 0x000fffffffffffffull);
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  assert_int_equal(f.fcw, 0x37e);
+  f.fcw = 0x27f;
+  f.mxcsr = 0x1f00; /* some exceptions unmasked, as a guest might */
+  assert_ok(vmm_vcpu_set_fpu(t.vcpu, &f));
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  assert_int_equal(f.fcw, 0x27f);
+  assert_int_equal(f.mxcsr, 0x1f00);
+  vmmt_fini(&t);
+}
+
+static void test_cpuid(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_CPUID);
+  struct vmm_cpuid_entry e[VMM_CPUID_MAX_ENTRIES];
+  size_t n = VMM_CPUID_MAX_ENTRIES;
+  assert_ok(vmm_vm_get_supported_cpuid(t.vm, e, &n));
+  bool leaf1 = false;
+  for (size_t i = 0; i < n; i++) {
+    if (e[i].function == 1) {
+      leaf1 = true;
+      assert_false(e[i].ecx & (1u << 28)); /* AVX */
+      assert_false(e[i].ecx & (1u << 26)); /* XSAVE */
+      assert_true(e[i].edx & (1u << 26));  /* SSE2 */
+      assert_true(e[i].ecx & (1u << 20) || !(e[i].ecx & (1u << 19)));
+    }
+  }
+  assert_true(leaf1);
+  /* A table offering AVX is refused; a custom leaf is visible. */
+  n = VMM_CPUID_MAX_ENTRIES;
+  assert_ok(vmm_vcpu_get_cpuid(t.vcpu, e, &n));
+  for (size_t i = 0; i < n; i++)
+    if (e[i].function == 1)
+      e[i].ecx |= 1u << 28;
+  assert_vmm(vmm_vcpu_set_cpuid(t.vcpu, e, n), VMM_EINVAL);
+  for (size_t i = 0; i < n; i++)
+    if (e[i].function == 1)
+      e[i].ecx &= ~(1u << 28);
+  e[n++] = (struct vmm_cpuid_entry){
+      .function = 0x40000000, .eax = 0x1234, .ebx = 0x42};
+  assert_ok(vmm_vcpu_set_cpuid(t.vcpu, e, n));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RAX, 0x40000000));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 0x1234);
+  assert_int_equal(reg(&t, VMM_REG_RBX), 0x42);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The translation cache bound                                              */
+
+/* 4096 distinct blocks "add eax, 1; jmp next", looped 3 times: far more
+   code than a 256 KiB cache holds, so it is flushed while running. */
+static void test_small_cache(void **state) {
+  (void)state;
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.bt_cache_size = 256u << 10;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  assert_ok(vmm_vm_create(&cfg, &t.vm));
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  enum { BLOCKS = 4096, BSIZE = 8 };
+  static uint8_t code[16 + BLOCKS * BSIZE + 16];
+  size_t p = 0;
+  code[p++] = 0xb9; /* mov ecx, 3 */
+  code[p++] = 3;
+  code[p++] = 0;
+  code[p++] = 0;
+  code[p++] = 0;
+  size_t loop = p;
+  for (int i = 0; i < BLOCKS; i++) {
+    uint8_t blk[BSIZE] = {0x83, 0xc0, 0x01, 0xe9,
+                          0,    0,    0,    0}; /* add eax,1; jmp +0 */
+    memcpy(code + p, blk, BSIZE);
+    p += BSIZE;
+  }
+  code[p++] = 0xff; /* dec ecx */
+  code[p++] = 0xc9;
+  int32_t back = (int32_t)loop - (int32_t)(p + 6);
+  code[p++] = 0x0f; /* jnz loop */
+  code[p++] = 0x85;
+  memcpy(code + p, &back, 4);
+  p += 4;
+  code[p++] = 0xf4;
+  vmmt_load(&t, VMMT_CODE, code, p);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_RAX), 3 * BLOCKS);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Two engines in one process                                               */
+
+struct runner {
+  enum vmm_engine_kind eng;
+  uint64_t rax;
+  int err;
+};
+
+static void *run_count(void *arg) {
+  struct runner *r = arg;
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = r->eng;
+  vmm_vm *vm;
+  vmm_vcpu *vcpu;
+  r->err = vmm_vm_create(&cfg, &vm);
+  if (r->err < 0)
+    return NULL;
+  size_t len;
+  uint8_t *bin = vmmt_read_bin("bt64", &len);
+  vmm_mem_slot_add(vm, 0, VMMT_RAM, NULL, 0, NULL);
+  vmm_mem_write(vm, VMMT_CODE, bin, len);
+  free(bin);
+  vmm_vcpu_create(vm, 0, &vcpu);
+  struct vmm_mode_setup ms = {.mode = VMM_MODE_LONG64,
+                              .tables = VMMT_TABLES,
+                              .kernel_stack = VMMT_KSTACK};
+  vmm_vcpu_set_mode(vcpu, &ms);
+  vmm_vcpu_reg_write(vcpu, VMM_REG_RIP, VMMT_CODE + E_COUNT);
+  struct vmm_exit *e;
+  r->err = vmm_vcpu_run(vcpu, &e);
+  if (r->err == 0 && e->reason != VMM_EXIT_HLT)
+    r->err = -1;
+  vmm_vcpu_reg_read(vcpu, VMM_REG_RAX, &r->rax);
+  vmm_vm_destroy(vm);
+  return NULL;
+}
+
+static void test_two_engines(void **state) {
+  (void)state;
+  if (!vmm_engine_available(VMM_ENGINE_KVM))
+    skip();
+  struct runner r[4] = {{VMM_ENGINE_BT, 0, 0},
+                        {VMM_ENGINE_KVM, 0, 0},
+                        {VMM_ENGINE_BT, 0, 0},
+                        {VMM_ENGINE_KVM, 0, 0}};
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(pthread_create(&th[i], NULL, run_count, &r[i]), 0);
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(r[i].err, 0);
+    assert_int_equal(r[i].rax, 500500);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* The emitter                                                              */
+
+static void decode(const uint8_t *p, size_t n, ZydisDecodedInstruction *di,
+                   ZydisDecodedOperand *op) {
+  ZydisDecoder d;
+  ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&d, p, n, di, op)))
+    fail_msg("emitted bytes do not decode");
+  assert_int_equal(di->length, n);
+}
+
+static void check_mem(const ZydisDecodedOperand *o, ZydisRegister seg,
+                      ZydisRegister base, ZydisRegister index, unsigned scale,
+                      int64_t disp) {
+  assert_int_equal(o->type, ZYDIS_OPERAND_TYPE_MEMORY);
+  if (seg != ZYDIS_REGISTER_NONE)
+    assert_int_equal(o->mem.segment, seg);
+  assert_int_equal(o->mem.base, base);
+  assert_int_equal(o->mem.index, index);
+  if (index != ZYDIS_REGISTER_NONE)
+    assert_int_equal(o->mem.scale, scale);
+  assert_int_equal(o->mem.disp.has_displacement ? o->mem.disp.value : 0, disp);
+}
+
+#define EMIT(call)                                                             \
+  do {                                                                         \
+    e_init(&e, buf, 0x1000, sizeof(buf));                                      \
+    call;                                                                      \
+    assert_true(e_finish(&e));                                                 \
+    decode(buf, e.pos, &di, op);                                               \
+  } while (0)
+
+static void test_emitter(void **state) {
+  (void)state;
+  uint8_t buf[64];
+  struct emit e;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+  static const int32_t offs[] = {0, 0x90, 0x12345};
+  static const int64_t disps[] = {0, 8, -200, 0x10000};
+  for (unsigned r = 0; r < 16; r++) {
+    for (size_t k = 0; k < 3; k++) {
+      EMIT(e_mov_r_gs(&e, r, offs[k]));
+      assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
+      assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+      check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                ZYDIS_REGISTER_NONE, 0, offs[k]);
+      EMIT(e_mov_gs_r(&e, offs[k], r));
+      assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
+      check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                ZYDIS_REGISTER_NONE, 0, offs[k]);
+      for (unsigned x = 0; x < 16; x++) {
+        if (x == R_SP)
+          continue;
+        EMIT(e_mov_r_gsidx(&e, r, offs[k], x));
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                  ZYDIS_REGISTER_RAX + x, 8, offs[k]);
+        EMIT(e_shrx(&e, r, x, (r + x) & 15));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHRX);
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        assert_int_equal(op[2].reg.value, ZYDIS_REGISTER_RAX + ((r + x) & 15));
+        EMIT(e_shlx(&e, r, x, (r * x) & 15));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHLX);
+        assert_int_equal(op[2].reg.value, ZYDIS_REGISTER_RAX + ((r * x) & 15));
+        EMIT(e_rorx(&e, r, x, 12 + k));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_RORX);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        assert_int_equal(op[2].imm.value.u, 12 + k);
+        EMIT(e_pext_gs(&e, r, x, offs[k]));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_PEXT);
+        assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
+        check_mem(&op[2], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+                  ZYDIS_REGISTER_NONE, 0, offs[k]);
+        EMIT(e_movzx8(&e, r, x));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOVZX);
+        assert_int_equal(op[1].reg.value, x < 4 ? ZYDIS_REGISTER_AL + x
+                                                : ZYDIS_REGISTER_SPL + x - 4);
+        EMIT(e_movzx16(&e, r, x));
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_AX + x);
+        for (unsigned bits = 16; bits <= 64; bits *= 2) {
+          EMIT(e_mov_r_r(&e, r, x, bits));
+          ZydisRegister w = bits == 64   ? ZYDIS_REGISTER_RAX
+                            : bits == 32 ? ZYDIS_REGISTER_EAX
+                                         : ZYDIS_REGISTER_AX;
+          assert_int_equal(op[0].reg.value, w + r);
+          assert_int_equal(op[1].reg.value, w + x);
+        }
+        for (size_t d = 0; d < 4; d++) {
+          for (unsigned bits = 32; bits <= 64; bits *= 2) {
+            ZydisRegister w =
+                bits == 64 ? ZYDIS_REGISTER_RAX : ZYDIS_REGISTER_EAX;
+            EMIT(e_lea(&e, bits, r, (int)((x + 3) & 15), (int)x, 1u << (d & 3),
+                       disps[d]));
+            assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_LEA);
+            assert_int_equal(op[0].reg.value, w + r);
+            check_mem(&op[1], ZYDIS_REGISTER_NONE, w + ((x + 3) & 15), w + x,
+                      1u << (d & 3), disps[d]);
+            EMIT(e_lea(&e, bits, r, (int)x, -1, 1, disps[d]));
+            check_mem(&op[1], ZYDIS_REGISTER_NONE, w + x, ZYDIS_REGISTER_NONE,
+                      0, disps[d]);
+          }
+        }
+      }
+    }
+    EMIT(e_mov_r32_i(&e, r, 0x80000001u));
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
+    assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
+    EMIT(e_mov_r_i(&e, r, 0x123456789abcull));
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+    assert_int_equal(op[1].imm.value.u, 0x123456789abcull);
+  }
+  EMIT(e_mov_gs_i32(&e, 0x108, 0x80000001u));
+  assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
+  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_NONE,
+            0, 0x108);
+  /* A 64-bit constant plus a scaled index. */
+  e_init(&e, buf, 0x1000, sizeof(buf));
+  e_lea(&e, 64, 3, -1, 9, 4, 0x123456789ull);
+  assert_true(e_finish(&e));
+  ZydisDecoder d;
+  ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  assert_true(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, buf, e.pos, &di, op)));
+  assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
+  assert_int_equal(op[1].imm.value.u, 0x123456789ull);
+  assert_true(ZYAN_SUCCESS(
+      ZydisDecoderDecodeFull(&d, buf + di.length, e.pos - di.length, &di, op)));
+  check_mem(&op[1], ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_RBX, ZYDIS_REGISTER_R9,
+            4, 0);
+}
+
+int main(int argc, char **argv) {
+  int rc = vmmt_select_engine(argc > 1 ? argc : 2,
+                              argc > 1 ? argv : (char *[]){argv[0], "bt"});
+  if (rc != 0)
+    return rc;
+  if (vmmt_engine != VMM_ENGINE_BT) {
+    printf("SKIP: test_bt tests the BT engine only\n");
+    return VMMT_SKIP;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_emitter),
+      cmocka_unit_test(test_auto_engine),
+      cmocka_unit_test(test_cache_size_config),
+      cmocka_unit_test(test_count_exact),
+      cmocka_unit_test(test_count_unavailable),
+      cmocka_unit_test(test_insn_limit),
+      cmocka_unit_test(test_rep_huge_limit),
+      cmocka_unit_test(test_kick_endless),
+      cmocka_unit_test(test_kick_rep_huge),
+      cmocka_unit_test(test_precise_fault),
+      cmocka_unit_test(test_exception_exits),
+      cmocka_unit_test(test_sw_breakpoint),
+      cmocka_unit_test(test_singlestep),
+      cmocka_unit_test(test_hw_breakpoint),
+      cmocka_unit_test(test_guest_trap_flag),
+      cmocka_unit_test(test_smc_host_write),
+      cmocka_unit_test(test_smc_discard),
+      cmocka_unit_test(test_smc_same_unit),
+      cmocka_unit_test(test_smc_other_vcpu),
+      cmocka_unit_test(test_mmio_rmw),
+      cmocka_unit_test(test_dirty_log),
+      cmocka_unit_test(test_wild_access),
+      cmocka_unit_test(test_tables_outside_ram),
+      cmocka_unit_test(test_addr16_wraps),
+      cmocka_unit_test(test_cross_page_access),
+      cmocka_unit_test(test_bit_offset_confined),
+      cmocka_unit_test(test_sync_completes_read),
+      cmocka_unit_test(test_adaptive_retranslation),
+      cmocka_unit_test(test_fpu_virtual_controls),
+      cmocka_unit_test(test_cpuid),
+      cmocka_unit_test(test_small_cache),
+      cmocka_unit_test(test_two_engines),
+  };
+  return vmmt_run_group(tests);
+}
