@@ -208,7 +208,7 @@ struct kicker {
 
 static void *kick_later(void *arg) {
   struct kicker *k = arg;
-  struct timespec ts = {0, (long)k->ms * 1000000L};
+  struct timespec ts = {k->ms / 1000, (long)(k->ms % 1000) * 1000000L};
   nanosleep(&ts, NULL);
   vmm_vcpu_kick(k->vcpu);
   return NULL;
@@ -477,6 +477,46 @@ static void test_smc_other_vcpu(void **state) {
   pthread_cancel(kt);
   pthread_join(kt, NULL);
   assert_int_equal(reg(&t, VMM_REG_RAX), 2);
+  vmmt_fini(&t);
+}
+
+/* The same, with no head start: the spinner's translation of the loop
+   races with the patch (a write landing between the decode and the
+   recording of the translated bytes must still be seen). Each round puts
+   the old byte back from the host, which drops both vCPUs' translations. */
+static void test_smc_other_vcpu_race(void **state) {
+  (void)state;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  t.vm = vmmt_vm_create(2, 0);
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  vmm_vcpu *v1;
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  assert_ok(vmm_vcpu_create(t.vm, 1, &v1));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  vmmt_setup_vcpu(v1, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_SPIN_PATCH);
+  for (int round = 0; round < 200; round++) {
+    uint8_t one = 1;
+    assert_ok(vmm_mem_write(t.vm, VMMT_CODE + E_SPIN_PATCH + 1, &one, 1));
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RIP, VMMT_CODE + E_SPIN_PATCH));
+    assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
+    struct spinner s = {.vcpu = t.vcpu};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
+    vmmt_run_expect(v1, VMM_EXIT_HLT);
+    struct kicker k = {t.vcpu, 5000};
+    pthread_t kt;
+    assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
+    pthread_join(th, NULL);
+    pthread_cancel(kt);
+    pthread_join(kt, NULL);
+    assert_int_equal(s.err, 0);
+    if (s.exit.reason != VMM_EXIT_IO)
+      fail_msg("round %d: the spinner never saw the patch (exit %d)", round,
+               (int)s.exit.reason);
+    assert_int_equal(reg(&t, VMM_REG_RAX), 2);
+  }
   vmmt_fini(&t);
 }
 
@@ -1027,6 +1067,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_smc_discard),
       cmocka_unit_test(test_smc_same_unit),
       cmocka_unit_test(test_smc_other_vcpu),
+      cmocka_unit_test(test_smc_other_vcpu_race),
       cmocka_unit_test(test_mmio_rmw),
       cmocka_unit_test(test_dirty_log),
       cmocka_unit_test(test_wild_access),

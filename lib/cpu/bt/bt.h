@@ -459,6 +459,8 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d);
 int bt_mem_post(struct bt_vcpu *b, struct bt_desc *d);
 /* Code pages (SMC): mark before translating; check after writes. */
 int bt_code_mark(struct bt_vcpu *b, uint64_t gpa, unsigned len);
+void bt_code_recheck(struct bt_vcpu *b, uint64_t gpa, const uint8_t *bytes,
+                     unsigned len);
 void bt_code_written(vmm_vm *vm, struct bt_vcpu *writer, uint64_t gpa,
                      uint64_t len);
 bool bt_is_code_page(vmm_vm *vm, uint64_t gpa);

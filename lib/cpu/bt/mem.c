@@ -261,6 +261,32 @@ static void queue_invalidate(struct bt_vcpu *o, uint64_t page) {
   atomic_store(&o->inval_pending, true);
 }
 
+/*
+ * The cover bits of a translation are set only after its bytes were
+ * decoded, so a write by another vCPU (or the host) landing between the
+ * read and bt_code_mark() finds no cover and invalidates nothing: the
+ * stale translation would live for ever. Writers store first and then
+ * take bt_vm.lock to look at the cover; bt_code_mark() sets it under the
+ * same lock, and this re-reads the bytes afterwards, so a racing write is
+ * either seen here or sees the cover. A mismatch keeps the translation for
+ * at most the current dispatch (executing the old bytes once is what a
+ * processor may do for unsynchronised cross-modifying code) and queues its
+ * page for invalidation; the kick stops chaining until that is done.
+ */
+void bt_code_recheck(struct bt_vcpu *b, uint64_t gpa, const uint8_t *bytes,
+                     unsigned len) {
+  uint8_t now[15];
+  if (len == 0 || len > sizeof(now))
+    return;
+  if (vmm_mem_read(b->vcpu->vm, gpa, now, len) == 0 &&
+      memcmp(now, bytes, len) == 0)
+    return;
+  pthread_mutex_lock(&b->vm->lock);
+  queue_invalidate(b, gpa & ~0xfffull);
+  pthread_mutex_unlock(&b->vm->lock);
+  bt_kick_internal(b);
+}
+
 void bt_process_invalidations(struct bt_vcpu *b) {
   uint64_t pages[VMM__ARRAY_SIZE(b->inval)];
   pthread_mutex_lock(&b->vm->lock);

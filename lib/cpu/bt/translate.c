@@ -1424,6 +1424,17 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     if (x->page2 && len > in1)
       bt_code_mark(b, x->gpa2, len - in1);
   }
+  /* A write that raced with the decode (see bt_code_recheck). */
+  for (unsigned i = 0; i < t->n; i++) {
+    struct xi *x = &t->x[i];
+    unsigned len = x->di.length;
+    unsigned in1 = 4096 - (unsigned)(x->gpa & 0xfff);
+    if (in1 > len)
+      in1 = len;
+    bt_code_recheck(b, x->gpa, x->bytes, in1);
+    if (x->page2 && len > in1)
+      bt_code_recheck(b, x->gpa2, x->bytes + in1, len - in1);
+  }
 
   if (b->key & BT_K_COUNT)
     emit_budget_check(t, (unsigned)(f - tc->frags));
