@@ -140,29 +140,48 @@ static void bt_mem_written(vmm_vm *vm, vmm_gpa_t gpa, uint64_t len) {
 }
 
 /*
+ * A CLOCK_MONOTONIC reading and the TSC at that moment: the midpoint of
+ * TSC reads on either side, the tightest pair of 16 (a preemption between
+ * the reads of one pair widens it, and the next pairs are tight again).
+ */
+struct tsc_sample {
+  uint64_t tsc;
+  int64_t ns;
+};
+
+static struct tsc_sample tsc_sample(void) {
+  struct tsc_sample best = {0, 0};
+  uint64_t best_width = UINT64_MAX;
+  for (int i = 0; i < 16; i++) {
+    struct timespec t;
+    uint64_t a = vmm__tsc();
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    uint64_t b = vmm__tsc();
+    if (b - a < best_width) {
+      best_width = b - a;
+      best.tsc = a + (b - a) / 2;
+      best.ns = (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+    }
+  }
+  return best;
+}
+
+/*
  * The TSC-deadline timer of the user-space platform needs the guest TSC's
  * rate: the host's (fast mode), measured against CLOCK_MONOTONIC over 2 ms
- * when the platform is created. Both ends of the interval are a TSC read
- * on each side of the clock read, so preemption in between does not
- * matter. In counting mode the guest TSC follows the instruction count
- * instead, and deadlines fire by host time (docs/bt.md).
+ * when the platform is created. Each end is a tight sample, so a
+ * preemption at either end (common on a loaded host) does not skew it. In
+ * counting mode the guest TSC follows the instruction count instead, and
+ * deadlines fire by host time (docs/bt.md).
  */
 static uint64_t bt_tsc_khz(vmm_vm *vm) {
   VMM__UNUSED(vm);
-  struct timespec t0, t1;
-  uint64_t a0 = vmm__tsc();
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  uint64_t a1 = vmm__tsc(), b0, b1;
-  int64_t ns;
-  do {
-    b0 = vmm__tsc();
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    b1 = vmm__tsc();
-    ns = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 +
-         (t1.tv_nsec - t0.tv_nsec);
-  } while (ns < 2000000);
-  uint64_t ticks = (b0 / 2 + b1 / 2) - (a0 / 2 + a1 / 2);
-  return (uint64_t)((unsigned __int128)ticks * 1000000u / (uint64_t)ns);
+  struct tsc_sample s0 = tsc_sample(), s1;
+  do
+    s1 = tsc_sample();
+  while (s1.ns - s0.ns < 2000000);
+  return (uint64_t)((unsigned __int128)(s1.tsc - s0.tsc) * 1000000u /
+                    (uint64_t)(s1.ns - s0.ns));
 }
 
 static int bt_guest_tsc(vmm_vcpu *vcpu, uint64_t *tsc) {
