@@ -37,8 +37,9 @@ struct kvm_vcpu_state {
   int fd;
   struct kvm_run *run;
   bool complete_mmio_read;
-  bool mask_set;
-  pthread_t mask_thread;
+  /* The thread whose kick signal is blocked (kvm_kick reads it). */
+  _Atomic bool mask_set;
+  _Atomic pthread_t mask_thread;
   atomic_uint kicks_sent;
   unsigned kicks_drained;
   uint32_t exc_mask;
@@ -777,8 +778,8 @@ static int setup_signal_mask(vmm_vcpu *vcpu) {
   err = xioctl(kv->fd, KVM_SET_SIGNAL_MASK, m);
   if (err < 0)
     return err;
-  kv->mask_set = true;
-  kv->mask_thread = pthread_self();
+  atomic_store(&kv->mask_thread, pthread_self());
+  atomic_store(&kv->mask_set, true);
   return 0;
 }
 
@@ -801,8 +802,15 @@ static void kvm_kick(vmm_vcpu *vcpu) {
   struct kvm_vcpu_state *kv = KV(vcpu);
   int sig = K(vcpu->vm)->kick_sig;
   pthread_mutex_lock(&vcpu->lock);
-  __atomic_store_n(&kv->run->immediate_exit, 1, __ATOMIC_RELEASE);
-  if (sig != 0 && vcpu->running) {
+  __atomic_store_n(&kv->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+  /*
+   * The signal only for a thread that blocks it: a run that has begun but
+   * not yet set its mask (its first run, or a new thread) would be killed
+   * by the signal's default action. Such a run has not entered KVM_RUN
+   * yet, and will see immediate_exit when it does.
+   */
+  if (sig != 0 && vcpu->running && atomic_load(&kv->mask_set) &&
+      pthread_equal(atomic_load(&kv->mask_thread), vcpu->thread)) {
     atomic_fetch_add(&kv->kicks_sent, 1);
     pthread_kill(vcpu->thread, sig);
   }
@@ -879,8 +887,9 @@ static int kvm_run(vmm_vcpu *vcpu) {
   struct vmm_exit *e = &vcpu->exit;
   int err;
 
-  if (VMM__UNLIKELY(!kv->mask_set ||
-                    !pthread_equal(kv->mask_thread, pthread_self())))
+  if (VMM__UNLIKELY(!atomic_load(&kv->mask_set) ||
+                    !pthread_equal(atomic_load(&kv->mask_thread),
+                                  pthread_self())))
     if ((err = setup_signal_mask(vcpu)) < 0)
       return err;
   if (kv->complete_mmio_read) {
