@@ -85,7 +85,8 @@ fuzz)
   # and UBSan in build-fuzz, each run for FUZZ_SECONDS on its seed corpus
   # (fuzz/corpus/<target>/, read only: new inputs go to build-fuzz). A crash,
   # leak, timeout or sanitizer report fails the command and leaves the
-  # reproducer in build-fuzz/artifacts/.
+  # reproducer in build-fuzz/artifacts/. FUZZ_SEED fixes libFuzzer's seed
+  # (CI does, for runs that explore the same inputs each time).
   deps
   CC=clang BUILD=build-fuzz build -Dfuzz=true -Dtests=disabled \
     -Dbench=false -Db_lundef=false -Dbuildtype=debugoptimized
@@ -100,6 +101,7 @@ fuzz)
     if ! ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
       UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
       "build-fuzz/fuzz/$t" -max_total_time="$secs" -timeout=10 \
+        ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
         -rss_limit_mb=2048 -print_final_stats=1 \
         -artifact_prefix="build-fuzz/artifacts/$t-" \
         "$work" "fuzz/corpus/$t" </dev/null >"build-fuzz/$t.log" 2>&1; then
