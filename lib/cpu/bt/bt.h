@@ -327,6 +327,15 @@ struct bt_vcpu {
   unsigned maxphy;
   bool gbpages;
   bool last_user_page; /* U/S of the last bt_translate() */
+  uint64_t last_page_size; /* page size of the last bt_translate() */
+  /* Per TLB set, for invlpg: the 2 MiB pages entries were filled from
+     (tlb_lover: more than fit), and whether any came from a 4 MiB or
+     1 GiB page (tlb_huge). */
+  uint64_t tlb_lbase[2][8];
+  uint8_t tlb_nl[2];
+  bool tlb_lover[2];
+  bool tlb_huge[2];
+  uint64_t jc_lo, jc_hi; /* range of the PCs in the jump cache */
 
   /* Derived mode. */
   uint32_t key;
@@ -427,6 +436,7 @@ struct bt_desc *bt_desc_alloc(struct bt_vcpu *b, uint32_t *index);
 void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to);
 void bt_unlink_backward(struct bt_vcpu *b);
 void bt_unlink_cross_page(struct bt_vcpu *b);
+void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size);
 void bt_invalidate_page(struct bt_vcpu *b, uint64_t page);
 void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f);
 bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc);
@@ -439,6 +449,7 @@ uint64_t bt_tc_addr(const struct bt_tc *tc, uint32_t off);
 enum bt_acc { BT_R = 0, BT_W = 1, BT_X = 2 };
 void bt_tlb_flush(struct bt_vcpu *b);
 void bt_tlb_flush_writes(struct bt_vcpu *b);
+void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin);
 /*
  * Guest linear accesses from C at the current CPL (or as supervisor with
  * sys set, for descriptor tables and TSS). Return 0, or -1 with an

@@ -24,17 +24,82 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {
-  for (unsigned s = 0; s < 2; s++)
+  for (unsigned s = 0; s < 2; s++) {
     for (unsigned i = 0; i < b->tlb_size; i++) {
       b->ctx.tlb_r[s][i] = tlb_empty(b, i);
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
     }
+    b->tlb_nl[s] = 0;
+    b->tlb_lover[s] = false;
+    b->tlb_huge[s] = false;
+  }
 }
 
 void bt_tlb_flush_writes(struct bt_vcpu *b) {
   for (unsigned s = 0; s < 2; s++)
     for (unsigned i = 0; i < b->tlb_size; i++)
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+}
+
+/* Empty every entry of set s in [first, first + n) whose page lies in the
+   naturally aligned region of `size` bytes around lin. */
+static void tlb_flush_region(struct bt_vcpu *b, unsigned s, unsigned first,
+                             unsigned n, uint64_t lin, uint64_t size) {
+  uint64_t base = lin & ~(size - 1);
+  for (unsigned i = first; i < first + n; i++) {
+    uint64_t page = -b->ctx.tlb_r[s][i];
+    if (page - base < size) {
+      b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+    }
+  }
+}
+
+/*
+ * invlpg: the page containing lin, which may be a large page the TLB holds
+ * as many 4 KiB entries. A 2 MiB page's entries all lie in one block of
+ * 512 consecutive indexes (the whole TLB when it is smaller), scanned only
+ * when lin's 2 MiB region is one entries were filled from; 4 MiB and
+ * 1 GiB pages span blocks and scan everything.
+ */
+void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin) {
+  unsigned per = b->tlb_size < 512 ? b->tlb_size : 512;
+  uint64_t base = lin & ~((2ull << 20) - 1);
+  for (unsigned s = 0; s < 2; s++) {
+    if (b->tlb_huge[s]) {
+      tlb_flush_region(b, s, 0, b->tlb_size, lin, 1ull << 30);
+      continue;
+    }
+    bool large = b->tlb_lover[s];
+    for (unsigned k = 0; k < b->tlb_nl[s]; k++) {
+      if (b->tlb_lbase[s][k] == base) {
+        b->tlb_lbase[s][k] = b->tlb_lbase[s][--b->tlb_nl[s]];
+        large = true;
+        break;
+      }
+    }
+    if (large) {
+      unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+      unsigned first = i / per * per;
+      tlb_flush_region(b, s, first, per, lin, 2ull << 20);
+      continue;
+    }
+    unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+    b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+    b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+  }
+}
+
+/* Remember that set s holds entries from the 2 MiB page around lin. */
+static void tlb_note_large(struct bt_vcpu *b, unsigned s, uint64_t lin) {
+  uint64_t base = lin & ~((2ull << 20) - 1);
+  for (unsigned k = 0; k < b->tlb_nl[s]; k++)
+    if (b->tlb_lbase[s][k] == base)
+      return;
+  if (b->tlb_nl[s] < 8)
+    b->tlb_lbase[s][b->tlb_nl[s]++] = base;
+  else
+    b->tlb_lover[s] = true;
 }
 
 static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
@@ -50,6 +115,10 @@ static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
   b->ctx.tlb_r[s][i] = -page;
   if (write)
     b->ctx.tlb_w[s][i] = -page;
+  if (b->last_page_size > (2ull << 20))
+    b->tlb_huge[s] = true;
+  else if (b->last_page_size > 4096)
+    tlb_note_large(b, s, lin);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -85,6 +154,7 @@ int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
     return bt_raise(b, X86_EXC_GP, true, 0);
   *gpa = t.gpa;
   b->last_user_page = t.user;
+  b->last_page_size = t.page_size;
   return 0;
 }
 

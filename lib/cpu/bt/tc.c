@@ -86,6 +86,8 @@ static uint64_t jc_empty(unsigned i) {
 void bt_jc_flush(struct bt_vcpu *b) {
   for (unsigned i = 0; i < BT_JC_SIZE; i++)
     b->ctx.jc_npc[i] = jc_empty(i);
+  b->jc_lo = UINT64_MAX;
+  b->jc_hi = 0;
 }
 
 /* Only the dispatcher fills, under the link lock, so a kick (which empties
@@ -96,6 +98,10 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   if (!atomic_load(&b->kicked) && f->valid) {
     b->ctx.jc_host[i] = bt_tc_addr(&b->tc, f->entry);
     b->ctx.jc_npc[i] = -f->pc;
+    if (f->pc < b->jc_lo)
+      b->jc_lo = f->pc;
+    if (f->pc > b->jc_hi)
+      b->jc_hi = f->pc;
   }
   pthread_mutex_unlock(&b->link_lock);
 }
@@ -239,6 +245,32 @@ void bt_unlink_cross_page(struct bt_vcpu *b) {
   pthread_mutex_lock(&b->link_lock);
   unlink_if(b, false, true);
   bt_jc_flush(b);
+  pthread_mutex_unlock(&b->link_lock);
+}
+
+static bool in_region(uint64_t page, uint64_t base, uint64_t size) {
+  return page - base < size;
+}
+
+/* invlpg: only code in the naturally aligned region of `size` bytes
+   around lin may now translate differently; links and jump-cache entries
+   elsewhere stay (the dispatcher walks the page tables at every lookup). */
+void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size) {
+  uint64_t base = lin & ~(size - 1);
+  pthread_mutex_lock(&b->link_lock);
+  struct bt_tc *tc = &b->tc;
+  for (unsigned i = 0; i < tc->nlinks; i++) {
+    struct bt_link *l = &tc->links[i];
+    if (l->to && l->cross_page &&
+        (in_region(l->to->lin[0], base, size) ||
+         (l->to->phys[1] != ~0ull && in_region(l->to->lin[1], base, size))))
+      link_set(b, l, NULL);
+  }
+  /* The cache holds PCs in [jc_lo, jc_hi]; their code may reach into the
+     next page. Scanning it costs more than refilling it. */
+  if (b->jc_lo <= b->jc_hi && b->jc_lo < base + size &&
+      (b->jc_hi | 0xfff) + 1 >= base)
+    bt_jc_flush(b);
   pthread_mutex_unlock(&b->link_lock);
 }
 
