@@ -14,6 +14,8 @@
 #include "../x86.h"
 #include "layout.h"
 
+#define BT_JC_TRACK 64
+
 /* Hardware register numbers (ModRM order), the index into ctx->gpr[]. */
 enum {
   R_AX,
@@ -336,6 +338,10 @@ struct bt_vcpu {
   bool tlb_lover[2];
   bool tlb_huge[2];
   uint64_t jc_lo, jc_hi; /* range of the PCs in the jump cache */
+  /* Jump-cache indexes filled since the last flush; jc_nused above
+     BT_JC_TRACK: too many, flush all. */
+  uint16_t jc_used[BT_JC_TRACK];
+  unsigned jc_nused;
 
   /* Derived mode. */
   uint32_t key;

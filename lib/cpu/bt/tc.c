@@ -83,9 +83,18 @@ static uint64_t jc_empty(unsigned i) {
   return -(uint64_t)((i + 1) & (BT_JC_SIZE - 1));
 }
 
+/* Mode changes (every syscall/sysret, interrupt, iret to another ring)
+   flush the cache: empty only the entries filled since the last flush
+   while there are few of them. */
 void bt_jc_flush(struct bt_vcpu *b) {
-  for (unsigned i = 0; i < BT_JC_SIZE; i++)
-    b->ctx.jc_npc[i] = jc_empty(i);
+  if (b->jc_nused <= BT_JC_TRACK) {
+    for (unsigned k = 0; k < b->jc_nused; k++)
+      b->ctx.jc_npc[b->jc_used[k]] = jc_empty(b->jc_used[k]);
+  } else {
+    for (unsigned i = 0; i < BT_JC_SIZE; i++)
+      b->ctx.jc_npc[i] = jc_empty(i);
+  }
+  b->jc_nused = 0;
   b->jc_lo = UINT64_MAX;
   b->jc_hi = 0;
 }
@@ -98,6 +107,10 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   if (!atomic_load(&b->kicked) && f->valid) {
     b->ctx.jc_host[i] = bt_tc_addr(&b->tc, f->entry);
     b->ctx.jc_npc[i] = -f->pc;
+    if (b->jc_nused < BT_JC_TRACK)
+      b->jc_used[b->jc_nused] = (uint16_t)i;
+    if (b->jc_nused <= BT_JC_TRACK)
+      b->jc_nused++;
     if (f->pc < b->jc_lo)
       b->jc_lo = f->pc;
     if (f->pc > b->jc_hi)
