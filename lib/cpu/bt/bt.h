@@ -15,6 +15,18 @@
 #include "layout.h"
 
 #define BT_JC_TRACK 64
+#define BT_DCACHE_SIZE 32
+
+/* A decoded instruction, cached by bt_decode(). */
+struct bt_dcache {
+  bool valid;
+  uint8_t len;
+  uint8_t bytes[15];
+  ZydisMachineMode zmode;
+  ZydisStackWidth zstack;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+};
 
 /* Hardware register numbers (ModRM order), the index into ctx->gpr[]. */
 enum {
@@ -342,6 +354,7 @@ struct bt_vcpu {
      BT_JC_TRACK: too many, flush all. */
   uint16_t jc_used[BT_JC_TRACK];
   unsigned jc_nused;
+  struct bt_dcache dcache[BT_DCACHE_SIZE];
 
   /* Derived mode. */
   uint32_t key;

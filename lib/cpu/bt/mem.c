@@ -671,12 +671,38 @@ int bt_find_memop(const ZydisDecodedInstruction *di,
   return -1;
 }
 
+/*
+ * Callouts decode their instruction again each time (a descriptor keeps
+ * only its bytes), which was a quarter of a syscall round trip. Decoding
+ * is a pure function of the bytes and the mode, so a small direct-mapped
+ * cache of results keyed by both is exact.
+ */
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
               ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+  if (len > 15)
+    len = 15;
+  uint64_t h = len * 0x9e3779b97f4a7c15ull ^ (uint64_t)b->zmode << 8 ^
+               (uint64_t)b->zstack;
+  for (unsigned i = 0; i < len; i++)
+    h = (h ^ bytes[i]) * 0x100000001b3ull;
+  struct bt_dcache *c = &b->dcache[(h >> 32) & (BT_DCACHE_SIZE - 1)];
+  if (c->valid && c->len == len && c->zmode == b->zmode &&
+      c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
+    *di = c->di;
+    memcpy(op, c->op, sizeof(*op) * c->di.operand_count);
+    return 0;
+  }
   ZydisDecoder dec;
   ZydisDecoderInit(&dec, b->zmode, b->zstack);
   if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, di, op)))
     return -1;
+  c->valid = true;
+  c->len = (uint8_t)len;
+  c->zmode = b->zmode;
+  c->zstack = b->zstack;
+  memcpy(c->bytes, bytes, len);
+  c->di = *di;
+  memcpy(c->op, op, sizeof(*op) * di->operand_count);
   return 0;
 }
 
