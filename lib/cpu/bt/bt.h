@@ -354,6 +354,7 @@ struct bt_vcpu {
      BT_JC_TRACK: too many, flush all. */
   uint16_t jc_used[BT_JC_TRACK];
   unsigned jc_nused;
+  bool tpr_lowered; /* the last emulated instruction lowered CR8 */
   struct bt_dcache dcache[BT_DCACHE_SIZE];
 
   /* Derived mode. */

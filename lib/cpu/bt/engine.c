@@ -756,8 +756,10 @@ static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
 static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   bt_unspill(b, d);
   uint32_t key = b->key;
+  b->tpr_lowered = false;
   int rc = bt_emulate(b, d->bytes, d->len, d->rip);
   if (rc == BT_OK && !b->exit_ready && !d->ends_tu && b->key == key &&
+      !b->tpr_lowered &&
       b->ctx.rip == next_rip(b, d) && !b->cur_invalid && !b->halted) {
     b->ctx.cont = d->after;
     return 0;
