@@ -43,6 +43,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_SPIN_PATCH 0x340
 #define E_PATCHER 0x360
 #define E_TF 0x380
+#define E_FPU_CALLOUTS 0x3a0
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -763,6 +764,32 @@ static void test_fpu_virtual_controls(void **state) {
   vmmt_fini(&t);
 }
 
+/* Callouts that resume translated code save only XMM and MXCSR (glue.S):
+   the guest's x87 stack and every XMM register survive them. */
+static void test_fpu_across_callouts(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_FPU_CALLOUTS);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  for (unsigned i = 0; i < 16; i++) {
+    uint32_t lo;
+    memcpy(&lo, f.xmm[i], 4);
+    assert_int_equal(lo, i + 1);
+    for (unsigned k = 4; k < 16; k++)
+      assert_int_equal(f.xmm[i][k], 0);
+  }
+  static const uint8_t zero[10], one[10] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0xff,
+                                            0x3f};
+  assert_memory_equal(f.st[0], zero, 10); /* fldz */
+  assert_memory_equal(f.st[1], one, 10);  /* fld1 */
+  assert_int_equal(f.fsw >> 11 & 7, 6);   /* two pushes: TOP = 6 */
+  assert_int_equal(f.fcw, 0x37f);
+  assert_int_equal(f.mxcsr & 0xffbf, 0x1f80);
+  vmmt_fini(&t);
+}
+
 static void test_cpuid(void **state) {
   (void)state;
   struct vmmt t;
@@ -1078,6 +1105,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_sync_completes_read),
       cmocka_unit_test(test_adaptive_retranslation),
       cmocka_unit_test(test_fpu_virtual_controls),
+      cmocka_unit_test(test_fpu_across_callouts),
       cmocka_unit_test(test_cpuid),
       cmocka_unit_test(test_small_cache),
       cmocka_unit_test(test_two_engines),

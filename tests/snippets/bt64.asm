@@ -32,6 +32,8 @@
 ;                    mov eax, 2 (at 0x340), then out 0xeb.
 ;   0x360 patcher    patches spin_patch's immediate, hlt.
 ;   0x380 tf         sets RFLAGS.TF with popf; #DB after the next insn.
+;   0x3a0 fpu_callouts  XMMi = i + 1, x87 stack {0, 1}, then callouts that
+;                    resume translated code (cpuid, rdtsc, a TLB miss), hlt.
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -222,4 +224,45 @@ tf:
     popfq
     mov eax, 1
     mov eax, 2
+    hlt
+
+times 0x3a0 - ($ - $$) db 0xcc
+fpu_callouts:
+    mov eax, 1
+    movd xmm0, eax
+    mov eax, 2
+    movd xmm1, eax
+    mov eax, 3
+    movd xmm2, eax
+    mov eax, 4
+    movd xmm3, eax
+    mov eax, 5
+    movd xmm4, eax
+    mov eax, 6
+    movd xmm5, eax
+    mov eax, 7
+    movd xmm6, eax
+    mov eax, 8
+    movd xmm7, eax
+    mov eax, 9
+    movd xmm8, eax
+    mov eax, 10
+    movd xmm9, eax
+    mov eax, 11
+    movd xmm10, eax
+    mov eax, 12
+    movd xmm11, eax
+    mov eax, 13
+    movd xmm12, eax
+    mov eax, 14
+    movd xmm13, eax
+    mov eax, 15
+    movd xmm14, eax
+    mov eax, 16
+    movd xmm15, eax
+    fld1
+    fldz
+    cpuid
+    rdtsc
+    mov rax, [0x31000]
     hlt

@@ -83,7 +83,9 @@ struct bt_ctx {
   uint64_t tlb_mask;
   uint8_t pad1[BT_OFF_SEGBASE - BT_OFF_TLB_MASK - 8];
   uint64_t segbase[6];
-  uint8_t pad2[BT_OFF_FPU - BT_OFF_SEGBASE - 48];
+  uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
+  uint8_t fpu_full;
+  uint8_t pad3[BT_OFF_FPU - BT_OFF_FPU_FULL - 1];
   uint8_t fpu[512] __attribute__((aligned(64)));
   uint64_t spill[16];
   uint64_t tlb_r[2][BT_TLB_SIZE];
@@ -116,6 +118,7 @@ BT_CHECK_OFF(jmp, BT_OFF_JMP);
 BT_CHECK_OFF(post, BT_OFF_POST);
 BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
+BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
 BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
@@ -430,6 +433,7 @@ static inline struct bt_vm *BM(vmm_vm *vm) {
 /* glue.S */
 int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
 void vmm__bt_gate(void);
+void vmm__bt_fpu_sync(void);
 void vmm__bt_exit_link(void);
 void vmm__bt_exit_jc(void);
 void vmm__bt_exit_budget(void);

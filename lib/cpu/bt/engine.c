@@ -376,6 +376,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   bt_update_mode(b);
   bt_tlb_flush(b);
   b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
+  b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */
   bt_jc_flush(b);
   b->mem_gen = atomic_load(&vcpu->vm->mem.generation);
   b->wp_gen = atomic_load(&b->vm->wp_gen);
