@@ -565,8 +565,33 @@ static void c_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *p, bool write,
     tlb_fill(b, lin, p, write);
 }
 
+/*
+ * The soft TLB serves C's accesses too (exception frames, descriptor
+ * tables, emulated stack operations): without it each one walked the
+ * page tables and searched the slots under the memory lock. An entry is
+ * used only for the privilege it was made for (set 1: CPL 3 code's own
+ * accesses; set 0: supervisor, which holds no SMAP-dependent pages, so
+ * implicit supervisor accesses may use it) and never across a page.
+ */
+static uint8_t *tlb_hit(struct bt_vcpu *b, uint64_t lin, unsigned len,
+                        bool sys, bool write) {
+  if ((lin & 0xfff) + len > 4096)
+    return NULL;
+  unsigned s = sys || b->cpl != 3 ? 0 : 1;
+  unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+  uint64_t tag = write ? b->ctx.tlb_w[s][i] : b->ctx.tlb_r[s][i];
+  if (tag != -(lin & ~0xfffull))
+    return NULL;
+  return (uint8_t *)(uintptr_t)(lin + b->ctx.tlb_add[s][i]);
+}
+
 int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
             bool sys) {
+  uint8_t *h = tlb_hit(b, lin, len, sys, false);
+  if (h != NULL) {
+    memcpy(buf, h, len);
+    return 0;
+  }
   uint64_t gpa[2];
   unsigned part[2];
   int err = xlate2(b, lin, len, BT_R, sys, gpa, part);
@@ -593,6 +618,12 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
 
 int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
              bool sys) {
+  bt_check_wp(b); /* a dirty-log fetch may have revoked write entries */
+  uint8_t *h = tlb_hit(b, lin, len, sys, true);
+  if (h != NULL) {
+    memcpy(h, buf, len);
+    return 0;
+  }
   uint64_t gpa[2];
   unsigned part[2];
   int err = xlate2(b, lin, len, BT_W, sys, gpa, part);
@@ -685,7 +716,10 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
                (uint64_t)b->zstack;
   for (unsigned i = 0; i < len; i++)
     h = (h ^ bytes[i]) * 0x100000001b3ull;
-  struct bt_dcache *c = &b->dcache[(h >> 32) & (BT_DCACHE_SIZE - 1)];
+  h ^= h >> 31; /* FNV's low bits mix poorly into the high ones */
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 29;
+  struct bt_dcache *c = &b->dcache[h & (BT_DCACHE_SIZE - 1)];
   if (c->valid && c->len == len && c->zmode == b->zmode &&
       c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
     *di = c->di;
