@@ -764,7 +764,7 @@ static void test_fpu_virtual_controls(void **state) {
   vmmt_fini(&t);
 }
 
-/* Callouts that resume translated code save only XMM and MXCSR (glue.S):
+/* Callouts and exits to the dispatcher save only XMM and MXCSR (glue.S):
    the guest's x87 stack and every XMM register survive them. */
 static void test_fpu_across_callouts(void **state) {
   (void)state;

@@ -33,7 +33,8 @@
 ;   0x360 patcher    patches spin_patch's immediate, hlt.
 ;   0x380 tf         sets RFLAGS.TF with popf; #DB after the next insn.
 ;   0x3a0 fpu_callouts  XMMi = i + 1, x87 stack {0, 1}, then callouts that
-;                    resume translated code (cpuid, rdtsc, a TLB miss), hlt.
+;                    resume translated code (cpuid, rdtsc, a TLB miss) and
+;                    a trip through the dispatcher (a jump), hlt.
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -264,5 +265,7 @@ fpu_callouts:
     fldz
     cpuid
     rdtsc
+    jmp .next           ; a direct exit: the dispatcher links it
+.next:
     mov rax, [0x31000]
     hlt

@@ -1064,6 +1064,7 @@ static int bt_run(vmm_vcpu *vcpu) {
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
+  vmm__bt_fpu_sync(); /* the caller gets its FPU; the image the guest's */
   set_gs(b, host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
@@ -1080,6 +1081,7 @@ static int bt_sync(vmm_vcpu *vcpu) {
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
+  vmm__bt_fpu_sync();
   set_gs(b, host_gs);
   count_sync(b);
   b->exit_ready = false;

@@ -47,93 +47,17 @@
   movq G(BT_OFF_GPR + 0x78), %r15
 .endm
 
-/* Leave the guest FPU state in the context and give C the ABI defaults. */
-.macro FPU_TO_HOST
-  cld
-  fxsave64 G(BT_OFF_FPU)
-  fninit
-  fldcw G(BT_OFF_FCW_HOST)
-  ldmxcsr G(BT_OFF_MXCSR_HOST)
-  movb $1, G(BT_OFF_FPU_FULL) /* outside light callouts it always is */
-.endm
-
-  .text
 
 /*
- * int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target)
- * GS base already points at ctx. Returns a BT_X_* reason.
- */
-  .globl vmm__bt_enter
-  .hidden vmm__bt_enter
-  .type vmm__bt_enter, @function
-vmm__bt_enter:
-  .cfi_startproc
-  pushq %rbp
-  .cfi_adjust_cfa_offset 8
-  pushq %rbx
-  .cfi_adjust_cfa_offset 8
-  pushq %r12
-  .cfi_adjust_cfa_offset 8
-  pushq %r13
-  .cfi_adjust_cfa_offset 8
-  pushq %r14
-  .cfi_adjust_cfa_offset 8
-  pushq %r15
-  .cfi_adjust_cfa_offset 8
-  subq $8, %rsp
-  .cfi_adjust_cfa_offset 8
-  movq %rsp, G(BT_OFF_HOST_RSP)
-  movq %rsi, G(BT_OFF_CONT)
-  stmxcsr G(BT_OFF_MXCSR_HOST)
-  fnstcw G(BT_OFF_FCW_HOST)
-  fxrstor64 G(BT_OFF_FPU)
-  pushq G(BT_OFF_FLAGS)
-  popfq
-  LOAD_GPRS
-  jmp *G(BT_OFF_CONT)
-  .cfi_endproc
-  .size vmm__bt_enter, . - vmm__bt_enter
-
-/* Common tail: guest state and FPU are in the context; eax = reason. */
-bt_leave:
-  movq G(BT_OFF_HOST_RSP), %rsp
-  addq $8, %rsp
-  popq %r15
-  popq %r14
-  popq %r13
-  popq %r12
-  popq %rbx
-  popq %rbp
-  ret
-
-.macro EXIT_ENTRY name, reason
-  .globl \name
-  .hidden \name
-  .type \name, @function
-\name:
-  pushfq
-  popq G(BT_OFF_FLAGS)
-  SAVE_GPRS
-  FPU_TO_HOST
-  movl $\reason, %eax
-  jmp bt_leave
-  .size \name, . - \name
-.endm
-
-/* Entered by jmp from translated code, guest state live. */
-  EXIT_ENTRY vmm__bt_exit_link, BT_X_LINK
-  EXIT_ENTRY vmm__bt_exit_jc, BT_X_JC
-  EXIT_ENTRY vmm__bt_exit_budget, BT_X_BUDGET
-
-/*
- * Callouts save only what C code touches: XMM0-15 (compiled code and
- * glibc's string functions use them) and MXCSR, into their places in the
- * FXSAVE image, then load the host MXCSR. The library's C code uses no x87
- * or MMX, so the x87 state stays in the FPU; the full fxsave/fninit/
- * fxrstor was most of a callout's cost. C code that needs the whole image
- * (the FP-control emulation) calls vmm__bt_fpu_sync() first, which sets
- * ctx->fpu_full; the gate then restores everything with fxrstor. Leaving
- * for the dispatcher always completes the image.
+ * Callouts and exits to the dispatcher save only what C code touches:
+ * XMM0-15 (compiled code and glibc's string functions use them) and MXCSR,
+ * into their places in the FXSAVE image, then load the host MXCSR. The
+ * library's C code uses no x87 or MMX, so the x87 state stays in the FPU;
+ * the full fxsave/fninit/fxrstor was most of a callout's cost. C code that
+ * needs the whole image (the FP-control emulation, and run() before it
+ * returns to the caller) calls vmm__bt_fpu_sync(), which completes it and
+ * sets ctx->fpu_full; entering translated code then restores everything
+ * with fxrstor. Outside run() the image is always the whole state.
  */
 .macro XMM_SAVE
   stmxcsr G(BT_OFF_FPU + 24)
@@ -196,6 +120,82 @@ vmm__bt_fpu_sync:
   ret
   .size vmm__bt_fpu_sync, . - vmm__bt_fpu_sync
 
+  .text
+
+/*
+ * int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target)
+ * GS base already points at ctx. Returns a BT_X_* reason.
+ */
+  .globl vmm__bt_enter
+  .hidden vmm__bt_enter
+  .type vmm__bt_enter, @function
+vmm__bt_enter:
+  .cfi_startproc
+  pushq %rbp
+  .cfi_adjust_cfa_offset 8
+  pushq %rbx
+  .cfi_adjust_cfa_offset 8
+  pushq %r12
+  .cfi_adjust_cfa_offset 8
+  pushq %r13
+  .cfi_adjust_cfa_offset 8
+  pushq %r14
+  .cfi_adjust_cfa_offset 8
+  pushq %r15
+  .cfi_adjust_cfa_offset 8
+  subq $8, %rsp
+  .cfi_adjust_cfa_offset 8
+  movq %rsp, G(BT_OFF_HOST_RSP)
+  movq %rsi, G(BT_OFF_CONT)
+  stmxcsr G(BT_OFF_MXCSR_HOST)
+  fnstcw G(BT_OFF_FCW_HOST)
+  cmpb $0, G(BT_OFF_FPU_FULL)
+  jne 1f
+  XMM_LOAD
+  jmp 2f
+1:
+  fxrstor64 G(BT_OFF_FPU)
+2:
+  pushq G(BT_OFF_FLAGS)
+  popfq
+  LOAD_GPRS
+  jmp *G(BT_OFF_CONT)
+  .cfi_endproc
+  .size vmm__bt_enter, . - vmm__bt_enter
+
+/* Common tail: guest state and FPU are in the context; eax = reason. */
+bt_leave:
+  movq G(BT_OFF_HOST_RSP), %rsp
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+
+.macro EXIT_ENTRY name, reason
+  .globl \name
+  .hidden \name
+  .type \name, @function
+\name:
+  pushfq
+  popq G(BT_OFF_FLAGS)
+  SAVE_GPRS
+  cld
+  XMM_SAVE
+  movb $0, G(BT_OFF_FPU_FULL)
+  movl $\reason, %eax
+  jmp bt_leave
+  .size \name, . - \name
+.endm
+
+/* Entered by jmp from translated code, guest state live. */
+  EXIT_ENTRY vmm__bt_exit_link, BT_X_LINK
+  EXIT_ENTRY vmm__bt_exit_jc, BT_X_JC
+  EXIT_ENTRY vmm__bt_exit_budget, BT_X_BUDGET
+
 /*
  * The callout gate, entered by "call *%gs:BT_OFF_GATE" with the descriptor
  * number in ctx->arg. vmm__bt_callout() returns 0 to resume translated code
@@ -228,7 +228,6 @@ vmm__bt_gate:
   fxrstor64 G(BT_OFF_FPU)
   jmp 3b
 1:
-  call vmm__bt_fpu_sync
   movl $BT_X_CALLOUT, %eax
   jmp bt_leave
   .size vmm__bt_gate, . - vmm__bt_gate
