@@ -353,6 +353,9 @@ struct bt_vcpu {
   bool tlb_lover[2];
   bool tlb_huge[2];
   uint64_t jc_lo, jc_hi; /* range of the PCs in the jump cache */
+  /* Range of the pages of fragments that cross-page links were made to
+     since the last full unlink (a superset of those still linked). */
+  uint64_t xl_lo, xl_hi;
   /* Jump-cache indexes filled since the last flush; jc_nused above
      BT_JC_TRACK: too many, flush all. */
   uint16_t jc_used[BT_JC_TRACK];

@@ -234,6 +234,19 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
       l->listed = to;
     }
     link_set(b, l, to);
+    if (l->cross_page) {
+      uint64_t lo = to->lin[0];
+      uint64_t hi = to->phys[1] != ~0ull ? to->lin[1] : lo;
+      if (lo > hi) {
+        uint64_t x = lo;
+        lo = hi;
+        hi = x;
+      }
+      if (lo < b->xl_lo)
+        b->xl_lo = lo;
+      if (hi > b->xl_hi)
+        b->xl_hi = hi;
+    }
   }
   pthread_mutex_unlock(&b->link_lock);
 }
@@ -257,6 +270,8 @@ void bt_unlink_backward(struct bt_vcpu *b) {
 void bt_unlink_cross_page(struct bt_vcpu *b) {
   pthread_mutex_lock(&b->link_lock);
   unlink_if(b, false, true);
+  b->xl_lo = UINT64_MAX;
+  b->xl_hi = 0;
   bt_jc_flush(b);
   pthread_mutex_unlock(&b->link_lock);
 }
@@ -272,7 +287,10 @@ void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size) {
   uint64_t base = lin & ~(size - 1);
   pthread_mutex_lock(&b->link_lock);
   struct bt_tc *tc = &b->tc;
-  for (unsigned i = 0; i < tc->nlinks; i++) {
+  /* Linked cross-page targets lie in pages [xl_lo, xl_hi]. */
+  bool meets = b->xl_lo <= b->xl_hi && b->xl_lo < base + size &&
+               b->xl_hi + 4096 > base;
+  for (unsigned i = 0; meets && i < tc->nlinks; i++) {
     struct bt_link *l = &tc->links[i];
     if (l->to && l->cross_page &&
         (in_region(l->to->lin[0], base, size) ||
