@@ -16,6 +16,7 @@
 
 #define BT_JC_TRACK 64
 #define BT_DCACHE_SIZE 32
+#define BT_XC_SIZE 64
 
 /* A decoded instruction, cached by bt_decode(). */
 struct bt_dcache {
@@ -356,6 +357,14 @@ struct bt_vcpu {
   /* Range of the pages of fragments that cross-page links were made to
      since the last full unlink (a superset of those still linked). */
   uint64_t xl_lo, xl_hi;
+  /* The dispatcher's cache of lookups, (PC, mode) -> fragment: unlike the
+     jump cache it survives mode changes (a syscall round trip looked both
+     ends up through a page walk); emptied with the TLB (paging changes,
+     invlpg, a TC flush). */
+  struct {
+    uint64_t pc;
+    struct bt_frag *f;
+  } xc[BT_XC_SIZE];
   /* Jump-cache indexes filled since the last flush; jc_nused above
      BT_JC_TRACK: too many, flush all. */
   uint16_t jc_used[BT_JC_TRACK];
@@ -464,6 +473,7 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to);
 void bt_unlink_backward(struct bt_vcpu *b);
 void bt_unlink_cross_page(struct bt_vcpu *b);
 void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size);
+void bt_xc_flush(struct bt_vcpu *b);
 void bt_invalidate_page(struct bt_vcpu *b, uint64_t page);
 void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f);
 bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc);

@@ -875,8 +875,7 @@ static uint64_t cur_pc(struct bt_vcpu *b) {
 
 /* Find or make the fragment for the current RIP. NULL: an exception was
    raised (state changed, loop again) or an exit is ready. */
-static struct bt_frag *lookup(struct bt_vcpu *b) {
-  uint64_t pc = cur_pc(b);
+static struct bt_frag *lookup_walk(struct bt_vcpu *b, uint64_t pc) {
   uint64_t phys0;
   if (bt_translate(b, pc, BT_X, false, &phys0) < 0)
     return NULL;
@@ -893,6 +892,23 @@ static struct bt_frag *lookup(struct bt_vcpu *b) {
   }
   if (f == NULL)
     f = bt_translate_tu(b, pc);
+  return f;
+}
+
+/* Find or make the fragment for the current RIP, through the dispatcher
+   cache (bt.h). NULL: as lookup_walk(). */
+static struct bt_frag *lookup(struct bt_vcpu *b) {
+  uint64_t pc = cur_pc(b);
+  unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
+  struct bt_frag *c = b->xc[xi].f;
+  if (c != NULL && b->xc[xi].pc == pc && c->valid && c->key == b->key &&
+      c->cs_base == b->ctx.segbase[S_CS])
+    return c;
+  struct bt_frag *f = lookup_walk(b, pc);
+  if (f != NULL) {
+    b->xc[xi].pc = pc;
+    b->xc[xi].f = f;
+  }
   return f;
 }
 

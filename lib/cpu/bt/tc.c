@@ -119,8 +119,13 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   pthread_mutex_unlock(&b->link_lock);
 }
 
+void bt_xc_flush(struct bt_vcpu *b) {
+  memset(b->xc, 0, sizeof(b->xc));
+}
+
 void bt_tc_flush(struct bt_vcpu *b) {
   struct bt_tc *tc = &b->tc;
+  bt_xc_flush(b);
   pthread_mutex_lock(&b->link_lock);
   tc->used = 0;
   tc->nfrags = 0;
@@ -268,6 +273,7 @@ void bt_unlink_backward(struct bt_vcpu *b) {
 }
 
 void bt_unlink_cross_page(struct bt_vcpu *b) {
+  bt_xc_flush(b);
   pthread_mutex_lock(&b->link_lock);
   unlink_if(b, false, true);
   b->xl_lo = UINT64_MAX;
@@ -285,6 +291,7 @@ static bool in_region(uint64_t page, uint64_t base, uint64_t size) {
    elsewhere stay (the dispatcher walks the page tables at every lookup). */
 void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size) {
   uint64_t base = lin & ~(size - 1);
+  bt_xc_flush(b);
   pthread_mutex_lock(&b->link_lock);
   struct bt_tc *tc = &b->tc;
   /* Linked cross-page targets lie in pages [xl_lo, xl_hi]. */
