@@ -288,7 +288,8 @@ static bool in_region(uint64_t page, uint64_t base, uint64_t size) {
 
 /* invlpg: only code in the naturally aligned region of `size` bytes
    around lin may now translate differently; links and jump-cache entries
-   elsewhere stay (the dispatcher walks the page tables at every lookup). */
+   elsewhere stay (the dispatcher's cache is emptied, so its next lookups
+   walk the page tables). */
 void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size) {
   uint64_t base = lin & ~(size - 1);
   bt_xc_flush(b);
