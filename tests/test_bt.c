@@ -44,6 +44,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_PATCHER 0x360
 #define E_TF 0x380
 #define E_FPU_CALLOUTS 0x3a0
+#define E_INVLPG 0x480
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -790,6 +791,24 @@ static void test_fpu_across_callouts(void **state) {
   vmmt_fini(&t);
 }
 
+/* invlpg invalidates only its page, but the whole of a large page the
+   soft TLB holds as 4 KiB entries. */
+static void test_invlpg_remap(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_INVLPG);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(reg(&t, VMM_REG_RCX), 0x1111);
+  assert_int_equal(reg(&t, VMM_REG_RDX), 0x2222);
+  assert_int_equal(reg(&t, VMM_REG_R8), 0x3333);
+  assert_int_equal(reg(&t, VMM_REG_R9), 0x2222);
+  assert_int_equal(reg(&t, VMM_REG_R10), 0x4444);
+  assert_int_equal(e->fault.vector, 14);
+  assert_int_equal(e->fault.cr2, 0x40230000);
+  vmmt_fini(&t);
+}
+
 static void test_cpuid(void **state) {
   (void)state;
   struct vmmt t;
@@ -1106,6 +1125,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_adaptive_retranslation),
       cmocka_unit_test(test_fpu_virtual_controls),
       cmocka_unit_test(test_fpu_across_callouts),
+      cmocka_unit_test(test_invlpg_remap),
       cmocka_unit_test(test_cpuid),
       cmocka_unit_test(test_small_cache),
       cmocka_unit_test(test_two_engines),
