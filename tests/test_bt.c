@@ -43,6 +43,8 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_SPIN_PATCH 0x340
 #define E_PATCHER 0x360
 #define E_TF 0x380
+#define E_FPU_CALLOUTS 0x3a0
+#define E_INVLPG 0x480
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -763,6 +765,50 @@ static void test_fpu_virtual_controls(void **state) {
   vmmt_fini(&t);
 }
 
+/* Callouts and exits to the dispatcher save only XMM and MXCSR (glue.S):
+   the guest's x87 stack and every XMM register survive them. */
+static void test_fpu_across_callouts(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_FPU_CALLOUTS);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  for (unsigned i = 0; i < 16; i++) {
+    uint32_t lo;
+    memcpy(&lo, f.xmm[i], 4);
+    assert_int_equal(lo, i + 1);
+    for (unsigned k = 4; k < 16; k++)
+      assert_int_equal(f.xmm[i][k], 0);
+  }
+  static const uint8_t zero[10], one[10] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0xff,
+                                            0x3f};
+  assert_memory_equal(f.st[0], zero, 10); /* fldz */
+  assert_memory_equal(f.st[1], one, 10);  /* fld1 */
+  assert_int_equal(f.fsw >> 11 & 7, 6);   /* two pushes: TOP = 6 */
+  assert_int_equal(f.fcw, 0x37f);
+  assert_int_equal(f.mxcsr & 0xffbf, 0x1f80);
+  vmmt_fini(&t);
+}
+
+/* invlpg invalidates only its page, but the whole of a large page the
+   soft TLB holds as 4 KiB entries. */
+static void test_invlpg_remap(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_INVLPG);
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(reg(&t, VMM_REG_RCX), 0x1111);
+  assert_int_equal(reg(&t, VMM_REG_RDX), 0x2222);
+  assert_int_equal(reg(&t, VMM_REG_R8), 0x3333);
+  assert_int_equal(reg(&t, VMM_REG_R9), 0x2222);
+  assert_int_equal(reg(&t, VMM_REG_R10), 0x4444);
+  assert_int_equal(e->fault.vector, 14);
+  assert_int_equal(e->fault.cr2, 0x40230000);
+  vmmt_fini(&t);
+}
+
 static void test_cpuid(void **state) {
   (void)state;
   struct vmmt t;
@@ -1078,6 +1124,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_sync_completes_read),
       cmocka_unit_test(test_adaptive_retranslation),
       cmocka_unit_test(test_fpu_virtual_controls),
+      cmocka_unit_test(test_fpu_across_callouts),
+      cmocka_unit_test(test_invlpg_remap),
       cmocka_unit_test(test_cpuid),
       cmocka_unit_test(test_small_cache),
       cmocka_unit_test(test_two_engines),

@@ -4,8 +4,10 @@
 ; out, reading the TSC before and after and at every poll. Results:
 ; DATA+0 qword TSC ticks elapsed, DATA+8 dword polls, DATA+16 qword the
 ; longest gap between two polls (the measurement's resolution: Linux
-; rejects a calibration whose gaps are too long). Ends with 0 on the exit
-; port.
+; rejects a calibration whose gaps are too long), DATA+24 qword the TSC
+; ticks from just before the write that starts the count to the start
+; reading (the count starts somewhere in between, an I/O exit). Ends with
+; 0 on the exit port.
 bits 64
 %include "plat.inc"
 org ORG
@@ -18,13 +20,20 @@ org ORG
     out 0x43, al
     mov eax, esi
     out 0x42, al
-    mov al, ah
-    out 0x42, al
+    mov ebx, eax
+    rdtsc                           ; before the count starts
+    shl rdx, 32
+    or rax, rdx
+    mov [DATA + 24], rax
+    mov al, bh
+    out 0x42, al                    ; the MSB starts the count
     rdtsc
     shl rdx, 32
     or rax, rdx
     mov r8, rax                     ; start
     mov r10, rax                    ; previous poll
+    sub rax, [DATA + 24]
+    mov [DATA + 24], rax            ; how long the starting write took
     xor r9d, r9d                    ; longest gap
     xor ecx, ecx
 .poll:

@@ -32,6 +32,15 @@
 ;                    mov eax, 2 (at 0x340), then out 0xeb.
 ;   0x360 patcher    patches spin_patch's immediate, hlt.
 ;   0x380 tf         sets RFLAGS.TF with popf; #DB after the next insn.
+;   0x3a0 fpu_callouts  XMMi = i + 1, x87 stack {0, 1}, then callouts that
+;                    resume translated code (cpuid, rdtsc, a TLB miss) and
+;                    a trip through the dispatcher (a jump), hlt.
+;   0x480 invlpg_remap  remaps 4 KiB pages and a 2 MiB page at 1 GiB under
+;                    cached TLB entries, with invlpg: rcx, rdx = 0x1111,
+;                    0x2222 (first mapping), r8 = 0x3333 (remapped),
+;                    r9 = 0x2222 (its neighbour), r10 = 0x4444 (through the
+;                    2 MiB page), then #PF at the last load: the large page
+;                    is gone after invlpg of another of its 4 KiB.
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -222,4 +231,77 @@ tf:
     popfq
     mov eax, 1
     mov eax, 2
+    hlt
+
+times 0x3a0 - ($ - $$) db 0xcc
+fpu_callouts:
+    mov eax, 1
+    movd xmm0, eax
+    mov eax, 2
+    movd xmm1, eax
+    mov eax, 3
+    movd xmm2, eax
+    mov eax, 4
+    movd xmm3, eax
+    mov eax, 5
+    movd xmm4, eax
+    mov eax, 6
+    movd xmm5, eax
+    mov eax, 7
+    movd xmm6, eax
+    mov eax, 8
+    movd xmm7, eax
+    mov eax, 9
+    movd xmm8, eax
+    mov eax, 10
+    movd xmm9, eax
+    mov eax, 11
+    movd xmm10, eax
+    mov eax, 12
+    movd xmm11, eax
+    mov eax, 13
+    movd xmm12, eax
+    mov eax, 14
+    movd xmm13, eax
+    mov eax, 15
+    movd xmm14, eax
+    mov eax, 16
+    movd xmm15, eax
+    fld1
+    fldz
+    cpuid
+    rdtsc
+    jmp .next           ; a direct exit: the dispatcher links it
+.next:
+    mov rax, [0x31000]
+    hlt
+
+times 0x480 - ($ - $$) db 0xcc
+invlpg_remap:
+    mov rax, cr3                ; PML4[0] -> PDPT[1] -> PD of the 2nd GiB
+    and rax, -4096
+    mov rax, [rax]
+    and rax, -4096
+    mov rbx, [rax + 8]
+    and rbx, -4096
+    mov qword [0x50000], 0x60003 ; PD[0] -> page table at 0x50000
+    mov qword [0x50008], 0x61003
+    mov qword [rbx], 0x50003
+    mov qword [0x60000], 0x1111
+    mov qword [0x61000], 0x2222
+    mov qword [0x62000], 0x3333
+    invlpg [0x40000000]
+    mov rcx, [0x40000000]
+    mov rdx, [0x40001000]
+    mov qword [0x50000], 0x62003
+    invlpg [0x40000000]
+    mov r8, [0x40000000]
+    mov r9, [0x40001000]
+    mov qword [0x30000], 0x4444
+    mov qword [rbx + 8], 0x83   ; PD[1]: 2 MiB page at 0
+    invlpg [0x40200000]
+    mov r10, [0x40230000]
+    mov qword [rbx + 8], 0      ; gone
+    invlpg [0x40200000]
+    mov r11, [0x40230000]       ; #PF
     hlt

@@ -14,6 +14,21 @@
 #include "../x86.h"
 #include "layout.h"
 
+#define BT_JC_TRACK 64
+#define BT_DCACHE_SIZE 32
+#define BT_XC_SIZE 64
+
+/* A decoded instruction, cached by bt_decode(). */
+struct bt_dcache {
+  bool valid;
+  uint8_t len;
+  uint8_t bytes[15];
+  ZydisMachineMode zmode;
+  ZydisStackWidth zstack;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+};
+
 /* Hardware register numbers (ModRM order), the index into ctx->gpr[]. */
 enum {
   R_AX,
@@ -69,7 +84,9 @@ struct bt_ctx {
   uint64_t tlb_mask;
   uint8_t pad1[BT_OFF_SEGBASE - BT_OFF_TLB_MASK - 8];
   uint64_t segbase[6];
-  uint8_t pad2[BT_OFF_FPU - BT_OFF_SEGBASE - 48];
+  uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
+  uint8_t fpu_full;
+  uint8_t pad3[BT_OFF_FPU - BT_OFF_FPU_FULL - 1];
   uint8_t fpu[512] __attribute__((aligned(64)));
   uint64_t spill[16];
   uint64_t tlb_r[2][BT_TLB_SIZE];
@@ -102,6 +119,7 @@ BT_CHECK_OFF(jmp, BT_OFF_JMP);
 BT_CHECK_OFF(post, BT_OFF_POST);
 BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
+BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
 BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
@@ -327,6 +345,32 @@ struct bt_vcpu {
   unsigned maxphy;
   bool gbpages;
   bool last_user_page; /* U/S of the last bt_translate() */
+  uint64_t last_page_size; /* page size of the last bt_translate() */
+  /* Per TLB set, for invlpg: the 2 MiB pages entries were filled from
+     (tlb_lover: more than fit), and whether any came from a 4 MiB or
+     1 GiB page (tlb_huge). */
+  uint64_t tlb_lbase[2][8];
+  uint8_t tlb_nl[2];
+  bool tlb_lover[2];
+  bool tlb_huge[2];
+  uint64_t jc_lo, jc_hi; /* range of the PCs in the jump cache */
+  /* Range of the pages of fragments that cross-page links were made to
+     since the last full unlink (a superset of those still linked). */
+  uint64_t xl_lo, xl_hi;
+  /* The dispatcher's cache of lookups, (PC, mode) -> fragment: unlike the
+     jump cache it survives mode changes (a syscall round trip looked both
+     ends up through a page walk); emptied with the TLB (paging changes,
+     invlpg, a TC flush). */
+  struct {
+    uint64_t pc;
+    struct bt_frag *f;
+  } xc[BT_XC_SIZE];
+  /* Jump-cache indexes filled since the last flush; jc_nused above
+     BT_JC_TRACK: too many, flush all. */
+  uint16_t jc_used[BT_JC_TRACK];
+  unsigned jc_nused;
+  bool tpr_lowered; /* the last emulated instruction lowered CR8 */
+  struct bt_dcache dcache[BT_DCACHE_SIZE];
 
   /* Derived mode. */
   uint32_t key;
@@ -401,6 +445,7 @@ static inline struct bt_vm *BM(vmm_vm *vm) {
 /* glue.S */
 int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
 void vmm__bt_gate(void);
+void vmm__bt_fpu_sync(void);
 void vmm__bt_exit_link(void);
 void vmm__bt_exit_jc(void);
 void vmm__bt_exit_budget(void);
@@ -427,6 +472,8 @@ struct bt_desc *bt_desc_alloc(struct bt_vcpu *b, uint32_t *index);
 void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to);
 void bt_unlink_backward(struct bt_vcpu *b);
 void bt_unlink_cross_page(struct bt_vcpu *b);
+void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size);
+void bt_xc_flush(struct bt_vcpu *b);
 void bt_invalidate_page(struct bt_vcpu *b, uint64_t page);
 void bt_frag_drop(struct bt_vcpu *b, struct bt_frag *f);
 bool bt_adaptive(const struct bt_vcpu *b, uint64_t pc);
@@ -439,6 +486,7 @@ uint64_t bt_tc_addr(const struct bt_tc *tc, uint32_t off);
 enum bt_acc { BT_R = 0, BT_W = 1, BT_X = 2 };
 void bt_tlb_flush(struct bt_vcpu *b);
 void bt_tlb_flush_writes(struct bt_vcpu *b);
+void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin);
 /*
  * Guest linear accesses from C at the current CPL (or as supervisor with
  * sys set, for descriptor tables and TSS). Return 0, or -1 with an

@@ -375,6 +375,8 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   reset_state(b);
   bt_update_mode(b);
   bt_tlb_flush(b);
+  b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
+  b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */
   bt_jc_flush(b);
   b->mem_gen = atomic_load(&vcpu->vm->mem.generation);
   b->wp_gen = atomic_load(&b->vm->wp_gen);
@@ -755,8 +757,10 @@ static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
 static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   bt_unspill(b, d);
   uint32_t key = b->key;
+  b->tpr_lowered = false;
   int rc = bt_emulate(b, d->bytes, d->len, d->rip);
   if (rc == BT_OK && !b->exit_ready && !d->ends_tu && b->key == key &&
+      !b->tpr_lowered &&
       b->ctx.rip == next_rip(b, d) && !b->cur_invalid && !b->halted) {
     b->ctx.cont = d->after;
     return 0;
@@ -871,8 +875,7 @@ static uint64_t cur_pc(struct bt_vcpu *b) {
 
 /* Find or make the fragment for the current RIP. NULL: an exception was
    raised (state changed, loop again) or an exit is ready. */
-static struct bt_frag *lookup(struct bt_vcpu *b) {
-  uint64_t pc = cur_pc(b);
+static struct bt_frag *lookup_walk(struct bt_vcpu *b, uint64_t pc) {
   uint64_t phys0;
   if (bt_translate(b, pc, BT_X, false, &phys0) < 0)
     return NULL;
@@ -889,6 +892,23 @@ static struct bt_frag *lookup(struct bt_vcpu *b) {
   }
   if (f == NULL)
     f = bt_translate_tu(b, pc);
+  return f;
+}
+
+/* Find or make the fragment for the current RIP, through the dispatcher
+   cache (bt.h). NULL: as lookup_walk(). */
+static struct bt_frag *lookup(struct bt_vcpu *b) {
+  uint64_t pc = cur_pc(b);
+  unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
+  struct bt_frag *c = b->xc[xi].f;
+  if (c != NULL && b->xc[xi].pc == pc && c->valid && c->key == b->key &&
+      c->cs_base == b->ctx.segbase[S_CS])
+    return c;
+  struct bt_frag *f = lookup_walk(b, pc);
+  if (f != NULL) {
+    b->xc[xi].pc = pc;
+    b->xc[xi].f = f;
+  }
   return f;
 }
 
@@ -1060,6 +1080,7 @@ static int bt_run(vmm_vcpu *vcpu) {
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
+  vmm__bt_fpu_sync(); /* the caller gets its FPU; the image the guest's */
   set_gs(b, host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
@@ -1076,6 +1097,7 @@ static int bt_sync(vmm_vcpu *vcpu) {
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
+  vmm__bt_fpu_sync();
   set_gs(b, host_gs);
   count_sync(b);
   b->exit_ready = false;

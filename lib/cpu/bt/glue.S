@@ -47,14 +47,78 @@
   movq G(BT_OFF_GPR + 0x78), %r15
 .endm
 
-/* Leave the guest FPU state in the context and give C the ABI defaults. */
-.macro FPU_TO_HOST
-  cld
+
+/*
+ * Callouts and exits to the dispatcher save only what C code touches:
+ * XMM0-15 (compiled code and glibc's string functions use them) and MXCSR,
+ * into their places in the FXSAVE image, then load the host MXCSR. The
+ * library's C code uses no x87 or MMX, so the x87 state stays in the FPU;
+ * the full fxsave/fninit/fxrstor was most of a callout's cost. C code that
+ * needs the whole image (the FP-control emulation, and run() before it
+ * returns to the caller) calls vmm__bt_fpu_sync(), which completes it and
+ * sets ctx->fpu_full; entering translated code then restores everything
+ * with fxrstor. Outside run() the image is always the whole state.
+ */
+.macro XMM_SAVE
+  stmxcsr G(BT_OFF_FPU + 24)
+  movups %xmm0, G(BT_OFF_FPU + 160 + 0)
+  movups %xmm1, G(BT_OFF_FPU + 160 + 16)
+  movups %xmm2, G(BT_OFF_FPU + 160 + 32)
+  movups %xmm3, G(BT_OFF_FPU + 160 + 48)
+  movups %xmm4, G(BT_OFF_FPU + 160 + 64)
+  movups %xmm5, G(BT_OFF_FPU + 160 + 80)
+  movups %xmm6, G(BT_OFF_FPU + 160 + 96)
+  movups %xmm7, G(BT_OFF_FPU + 160 + 112)
+  movups %xmm8, G(BT_OFF_FPU + 160 + 128)
+  movups %xmm9, G(BT_OFF_FPU + 160 + 144)
+  movups %xmm10, G(BT_OFF_FPU + 160 + 160)
+  movups %xmm11, G(BT_OFF_FPU + 160 + 176)
+  movups %xmm12, G(BT_OFF_FPU + 160 + 192)
+  movups %xmm13, G(BT_OFF_FPU + 160 + 208)
+  movups %xmm14, G(BT_OFF_FPU + 160 + 224)
+  movups %xmm15, G(BT_OFF_FPU + 160 + 240)
+  ldmxcsr G(BT_OFF_MXCSR_HOST)
+.endm
+
+.macro XMM_LOAD
+  ldmxcsr G(BT_OFF_FPU + 24)
+  movups G(BT_OFF_FPU + 160 + 0), %xmm0
+  movups G(BT_OFF_FPU + 160 + 16), %xmm1
+  movups G(BT_OFF_FPU + 160 + 32), %xmm2
+  movups G(BT_OFF_FPU + 160 + 48), %xmm3
+  movups G(BT_OFF_FPU + 160 + 64), %xmm4
+  movups G(BT_OFF_FPU + 160 + 80), %xmm5
+  movups G(BT_OFF_FPU + 160 + 96), %xmm6
+  movups G(BT_OFF_FPU + 160 + 112), %xmm7
+  movups G(BT_OFF_FPU + 160 + 128), %xmm8
+  movups G(BT_OFF_FPU + 160 + 144), %xmm9
+  movups G(BT_OFF_FPU + 160 + 160), %xmm10
+  movups G(BT_OFF_FPU + 160 + 176), %xmm11
+  movups G(BT_OFF_FPU + 160 + 192), %xmm12
+  movups G(BT_OFF_FPU + 160 + 208), %xmm13
+  movups G(BT_OFF_FPU + 160 + 224), %xmm14
+  movups G(BT_OFF_FPU + 160 + 240), %xmm15
+.endm
+
+/*
+ * void vmm__bt_fpu_sync(void): complete the FXSAVE image during a callout
+ * and give C the ABI's FPU state. Idempotent.
+ */
+  .globl vmm__bt_fpu_sync
+  .hidden vmm__bt_fpu_sync
+  .type vmm__bt_fpu_sync, @function
+vmm__bt_fpu_sync:
+  cmpb $0, G(BT_OFF_FPU_FULL)
+  jne 1f
+  XMM_LOAD
   fxsave64 G(BT_OFF_FPU)
   fninit
   fldcw G(BT_OFF_FCW_HOST)
   ldmxcsr G(BT_OFF_MXCSR_HOST)
-.endm
+  movb $1, G(BT_OFF_FPU_FULL)
+1:
+  ret
+  .size vmm__bt_fpu_sync, . - vmm__bt_fpu_sync
 
   .text
 
@@ -85,7 +149,13 @@ vmm__bt_enter:
   movq %rsi, G(BT_OFF_CONT)
   stmxcsr G(BT_OFF_MXCSR_HOST)
   fnstcw G(BT_OFF_FCW_HOST)
+  cmpb $0, G(BT_OFF_FPU_FULL)
+  jne 1f
+  XMM_LOAD
+  jmp 2f
+1:
   fxrstor64 G(BT_OFF_FPU)
+2:
   pushq G(BT_OFF_FLAGS)
   popfq
   LOAD_GPRS
@@ -113,7 +183,9 @@ bt_leave:
   pushfq
   popq G(BT_OFF_FLAGS)
   SAVE_GPRS
-  FPU_TO_HOST
+  cld
+  XMM_SAVE
+  movb $0, G(BT_OFF_FPU_FULL)
   movl $\reason, %eax
   jmp bt_leave
   .size \name, . - \name
@@ -137,16 +209,24 @@ vmm__bt_gate:
   popq G(BT_OFF_FLAGS)
   SAVE_GPRS
   popq G(BT_OFF_RET)
-  FPU_TO_HOST
+  cld
+  XMM_SAVE
+  movb $0, G(BT_OFF_FPU_FULL)
   movq G(BT_OFF_SELF), %rdi
   call vmm__bt_callout
   testl %eax, %eax
   jnz 1f
-  fxrstor64 G(BT_OFF_FPU)
+  cmpb $0, G(BT_OFF_FPU_FULL)
+  jne 2f
+  XMM_LOAD
+3:
   pushq G(BT_OFF_FLAGS)
   popfq
   LOAD_GPRS
   jmp *G(BT_OFF_CONT)
+2:
+  fxrstor64 G(BT_OFF_FPU)
+  jmp 3b
 1:
   movl $BT_X_CALLOUT, %eax
   jmp bt_leave

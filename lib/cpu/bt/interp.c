@@ -1153,6 +1153,7 @@ static void fpu_host_reset(struct bt_vcpu *b) {
 
 static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
   ZydisMnemonic m = in->di.mnemonic;
+  vmm__bt_fpu_sync(); /* the gate saved only XMM and MXCSR */
   if (b->cr0 & (X86_CR0_EM | X86_CR0_TS)) {
     bool sse = m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR ||
                m == ZYDIS_MNEMONIC_FXSAVE || m == ZYDIS_MNEMONIC_FXSAVE64 ||
@@ -1917,12 +1918,27 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     }
     break;
   }
-  case ZYDIS_MNEMONIC_INVLPG:
+  case ZYDIS_MNEMONIC_INVLPG: {
     if (b->cpl != 0)
       return bt_raise(b, X86_EXC_GP, true, 0);
-    bt_tlb_flush(b);
-    bt_unlink_cross_page(b);
+    /* No segment checks and no fault: the processor's invlpg has none. */
+    const ZydisDecodedOperand *o = &in->op[0];
+    int s = sreg_index(o->mem.segment);
+    uint64_t lin = ea_of(b, &in->di, o, in->next);
+    if (code64(b))
+      lin += (s == S_FS || s == S_GS) ? b->seg[s].base : 0;
+    else
+      lin = (uint32_t)(lin + b->seg[s < 0 ? S_DS : s].base);
+    bt_tlb_flush_page(b, lin);
+    /* Code: the largest page the paging mode allows around lin. */
+    uint64_t region = 4096;
+    if (b->cr4 & X86_CR4_PAE)
+      region = (b->efer & X86_EFER_LMA) && b->gbpages ? 1ull << 30 : 2ull << 20;
+    else if (b->cr4 & X86_CR4_PSE)
+      region = 4ull << 20;
+    bt_unlink_region(b, lin, region);
     break;
+  }
   case ZYDIS_MNEMONIC_INVD:
   case ZYDIS_MNEMONIC_WBINVD:
     if (b->cpl != 0)

@@ -24,17 +24,82 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {
-  for (unsigned s = 0; s < 2; s++)
+  for (unsigned s = 0; s < 2; s++) {
     for (unsigned i = 0; i < b->tlb_size; i++) {
       b->ctx.tlb_r[s][i] = tlb_empty(b, i);
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
     }
+    b->tlb_nl[s] = 0;
+    b->tlb_lover[s] = false;
+    b->tlb_huge[s] = false;
+  }
 }
 
 void bt_tlb_flush_writes(struct bt_vcpu *b) {
   for (unsigned s = 0; s < 2; s++)
     for (unsigned i = 0; i < b->tlb_size; i++)
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+}
+
+/* Empty every entry of set s in [first, first + n) whose page lies in the
+   naturally aligned region of `size` bytes around lin. */
+static void tlb_flush_region(struct bt_vcpu *b, unsigned s, unsigned first,
+                             unsigned n, uint64_t lin, uint64_t size) {
+  uint64_t base = lin & ~(size - 1);
+  for (unsigned i = first; i < first + n; i++) {
+    uint64_t page = -b->ctx.tlb_r[s][i];
+    if (page - base < size) {
+      b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+      b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+    }
+  }
+}
+
+/*
+ * invlpg: the page containing lin, which may be a large page the TLB holds
+ * as many 4 KiB entries. A 2 MiB page's entries all lie in one block of
+ * 512 consecutive indexes (the whole TLB when it is smaller), scanned only
+ * when lin's 2 MiB region is one entries were filled from; 4 MiB and
+ * 1 GiB pages span blocks and scan everything.
+ */
+void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin) {
+  unsigned per = b->tlb_size < 512 ? b->tlb_size : 512;
+  uint64_t base = lin & ~((2ull << 20) - 1);
+  for (unsigned s = 0; s < 2; s++) {
+    if (b->tlb_huge[s]) {
+      tlb_flush_region(b, s, 0, b->tlb_size, lin, 1ull << 30);
+      continue;
+    }
+    bool large = b->tlb_lover[s];
+    for (unsigned k = 0; k < b->tlb_nl[s]; k++) {
+      if (b->tlb_lbase[s][k] == base) {
+        b->tlb_lbase[s][k] = b->tlb_lbase[s][--b->tlb_nl[s]];
+        large = true;
+        break;
+      }
+    }
+    if (large) {
+      unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+      unsigned first = i / per * per;
+      tlb_flush_region(b, s, first, per, lin, 2ull << 20);
+      continue;
+    }
+    unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+    b->ctx.tlb_r[s][i] = tlb_empty(b, i);
+    b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+  }
+}
+
+/* Remember that set s holds entries from the 2 MiB page around lin. */
+static void tlb_note_large(struct bt_vcpu *b, unsigned s, uint64_t lin) {
+  uint64_t base = lin & ~((2ull << 20) - 1);
+  for (unsigned k = 0; k < b->tlb_nl[s]; k++)
+    if (b->tlb_lbase[s][k] == base)
+      return;
+  if (b->tlb_nl[s] < 8)
+    b->tlb_lbase[s][b->tlb_nl[s]++] = base;
+  else
+    b->tlb_lover[s] = true;
 }
 
 static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
@@ -50,6 +115,10 @@ static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
   b->ctx.tlb_r[s][i] = -page;
   if (write)
     b->ctx.tlb_w[s][i] = -page;
+  if (b->last_page_size > (2ull << 20))
+    b->tlb_huge[s] = true;
+  else if (b->last_page_size > 4096)
+    tlb_note_large(b, s, lin);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -85,6 +154,7 @@ int bt_translate(struct bt_vcpu *b, uint64_t lin, unsigned acc, bool sys,
     return bt_raise(b, X86_EXC_GP, true, 0);
   *gpa = t.gpa;
   b->last_user_page = t.user;
+  b->last_page_size = t.page_size;
   return 0;
 }
 
@@ -495,8 +565,33 @@ static void c_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *p, bool write,
     tlb_fill(b, lin, p, write);
 }
 
+/*
+ * The soft TLB serves C's accesses too (exception frames, descriptor
+ * tables, emulated stack operations): without it each one walked the
+ * page tables and searched the slots under the memory lock. An entry is
+ * used only for the privilege it was made for (set 1: CPL 3 code's own
+ * accesses; set 0: supervisor, which holds no SMAP-dependent pages, so
+ * implicit supervisor accesses may use it) and never across a page.
+ */
+static uint8_t *tlb_hit(struct bt_vcpu *b, uint64_t lin, unsigned len,
+                        bool sys, bool write) {
+  if ((lin & 0xfff) + len > 4096)
+    return NULL;
+  unsigned s = sys || b->cpl != 3 ? 0 : 1;
+  unsigned i = (unsigned)(lin >> 12) & (b->tlb_size - 1);
+  uint64_t tag = write ? b->ctx.tlb_w[s][i] : b->ctx.tlb_r[s][i];
+  if (tag != -(lin & ~0xfffull))
+    return NULL;
+  return (uint8_t *)(uintptr_t)(lin + b->ctx.tlb_add[s][i]);
+}
+
 int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
             bool sys) {
+  uint8_t *h = tlb_hit(b, lin, len, sys, false);
+  if (h != NULL) {
+    memcpy(buf, h, len);
+    return 0;
+  }
   uint64_t gpa[2];
   unsigned part[2];
   int err = xlate2(b, lin, len, BT_R, sys, gpa, part);
@@ -523,6 +618,12 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
 
 int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
              bool sys) {
+  bt_check_wp(b); /* a dirty-log fetch may have revoked write entries */
+  uint8_t *h = tlb_hit(b, lin, len, sys, true);
+  if (h != NULL) {
+    memcpy(h, buf, len);
+    return 0;
+  }
   uint64_t gpa[2];
   unsigned part[2];
   int err = xlate2(b, lin, len, BT_W, sys, gpa, part);
@@ -601,12 +702,41 @@ int bt_find_memop(const ZydisDecodedInstruction *di,
   return -1;
 }
 
+/*
+ * Callouts decode their instruction again each time (a descriptor keeps
+ * only its bytes), which was a quarter of a syscall round trip. Decoding
+ * is a pure function of the bytes and the mode, so a small direct-mapped
+ * cache of results keyed by both is exact.
+ */
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
               ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+  if (len > 15)
+    len = 15;
+  uint64_t h = len * 0x9e3779b97f4a7c15ull ^ (uint64_t)b->zmode << 8 ^
+               (uint64_t)b->zstack;
+  for (unsigned i = 0; i < len; i++)
+    h = (h ^ bytes[i]) * 0x100000001b3ull;
+  h ^= h >> 31; /* FNV's low bits mix poorly into the high ones */
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 29;
+  struct bt_dcache *c = &b->dcache[h & (BT_DCACHE_SIZE - 1)];
+  if (c->valid && c->len == len && c->zmode == b->zmode &&
+      c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
+    *di = c->di;
+    memcpy(op, c->op, sizeof(*op) * c->di.operand_count);
+    return 0;
+  }
   ZydisDecoder dec;
   ZydisDecoderInit(&dec, b->zmode, b->zstack);
   if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, di, op)))
     return -1;
+  c->valid = true;
+  c->len = (uint8_t)len;
+  c->zmode = b->zmode;
+  c->zstack = b->zstack;
+  memcpy(c->bytes, bytes, len);
+  c->di = *di;
+  memcpy(c->op, op, sizeof(*op) * di->operand_count);
   return 0;
 }
 

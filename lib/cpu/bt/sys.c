@@ -925,6 +925,9 @@ int bt_set_cr(struct bt_vcpu *b, int cr, uint64_t v) {
   case 8:
     if (v & ~0xfull)
       return bt_raise(b, X86_EXC_GP, true, 0);
+    /* A lower priority may unmask an interrupt: back to the dispatcher. */
+    if (v < bt_get_cr8(b))
+      b->tpr_lowered = true;
     b->cr8 = v;
     /* With the user-space platform CR8 is the local APIC's TPR. */
     if (b->vcpu->vm->irqchip_kind == VMM__IRQCHIP_USER)

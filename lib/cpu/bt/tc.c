@@ -83,9 +83,20 @@ static uint64_t jc_empty(unsigned i) {
   return -(uint64_t)((i + 1) & (BT_JC_SIZE - 1));
 }
 
+/* Mode changes (every syscall/sysret, interrupt, iret to another ring)
+   flush the cache: empty only the entries filled since the last flush
+   while there are few of them. */
 void bt_jc_flush(struct bt_vcpu *b) {
-  for (unsigned i = 0; i < BT_JC_SIZE; i++)
-    b->ctx.jc_npc[i] = jc_empty(i);
+  if (b->jc_nused <= BT_JC_TRACK) {
+    for (unsigned k = 0; k < b->jc_nused; k++)
+      b->ctx.jc_npc[b->jc_used[k]] = jc_empty(b->jc_used[k]);
+  } else {
+    for (unsigned i = 0; i < BT_JC_SIZE; i++)
+      b->ctx.jc_npc[i] = jc_empty(i);
+  }
+  b->jc_nused = 0;
+  b->jc_lo = UINT64_MAX;
+  b->jc_hi = 0;
 }
 
 /* Only the dispatcher fills, under the link lock, so a kick (which empties
@@ -96,12 +107,25 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   if (!atomic_load(&b->kicked) && f->valid) {
     b->ctx.jc_host[i] = bt_tc_addr(&b->tc, f->entry);
     b->ctx.jc_npc[i] = -f->pc;
+    if (b->jc_nused < BT_JC_TRACK)
+      b->jc_used[b->jc_nused] = (uint16_t)i;
+    if (b->jc_nused <= BT_JC_TRACK)
+      b->jc_nused++;
+    if (f->pc < b->jc_lo)
+      b->jc_lo = f->pc;
+    if (f->pc > b->jc_hi)
+      b->jc_hi = f->pc;
   }
   pthread_mutex_unlock(&b->link_lock);
 }
 
+void bt_xc_flush(struct bt_vcpu *b) {
+  memset(b->xc, 0, sizeof(b->xc));
+}
+
 void bt_tc_flush(struct bt_vcpu *b) {
   struct bt_tc *tc = &b->tc;
+  bt_xc_flush(b);
   pthread_mutex_lock(&b->link_lock);
   tc->used = 0;
   tc->nfrags = 0;
@@ -215,6 +239,19 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
       l->listed = to;
     }
     link_set(b, l, to);
+    if (l->cross_page) {
+      uint64_t lo = to->lin[0];
+      uint64_t hi = to->phys[1] != ~0ull ? to->lin[1] : lo;
+      if (lo > hi) {
+        uint64_t x = lo;
+        lo = hi;
+        hi = x;
+      }
+      if (lo < b->xl_lo)
+        b->xl_lo = lo;
+      if (hi > b->xl_hi)
+        b->xl_hi = hi;
+    }
   }
   pthread_mutex_unlock(&b->link_lock);
 }
@@ -236,9 +273,43 @@ void bt_unlink_backward(struct bt_vcpu *b) {
 }
 
 void bt_unlink_cross_page(struct bt_vcpu *b) {
+  bt_xc_flush(b);
   pthread_mutex_lock(&b->link_lock);
   unlink_if(b, false, true);
+  b->xl_lo = UINT64_MAX;
+  b->xl_hi = 0;
   bt_jc_flush(b);
+  pthread_mutex_unlock(&b->link_lock);
+}
+
+static bool in_region(uint64_t page, uint64_t base, uint64_t size) {
+  return page - base < size;
+}
+
+/* invlpg: only code in the naturally aligned region of `size` bytes
+   around lin may now translate differently; links and jump-cache entries
+   elsewhere stay (the dispatcher's cache is emptied, so its next lookups
+   walk the page tables). */
+void bt_unlink_region(struct bt_vcpu *b, uint64_t lin, uint64_t size) {
+  uint64_t base = lin & ~(size - 1);
+  bt_xc_flush(b);
+  pthread_mutex_lock(&b->link_lock);
+  struct bt_tc *tc = &b->tc;
+  /* Linked cross-page targets lie in pages [xl_lo, xl_hi]. */
+  bool meets = b->xl_lo <= b->xl_hi && b->xl_lo < base + size &&
+               b->xl_hi + 4096 > base;
+  for (unsigned i = 0; meets && i < tc->nlinks; i++) {
+    struct bt_link *l = &tc->links[i];
+    if (l->to && l->cross_page &&
+        (in_region(l->to->lin[0], base, size) ||
+         (l->to->phys[1] != ~0ull && in_region(l->to->lin[1], base, size))))
+      link_set(b, l, NULL);
+  }
+  /* The cache holds PCs in [jc_lo, jc_hi]; their code may reach into the
+     next page. Scanning it costs more than refilling it. */
+  if (b->jc_lo <= b->jc_hi && b->jc_lo < base + size &&
+      (b->jc_hi | 0xfff) + 1 >= base)
+    bt_jc_flush(b);
   pthread_mutex_unlock(&b->link_lock);
 }
 

@@ -270,7 +270,6 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_LTR:
   case ZYDIS_MNEMONIC_CLTS:
   case ZYDIS_MNEMONIC_LMSW:
-  case ZYDIS_MNEMONIC_INVLPG:
   case ZYDIS_MNEMONIC_SWAPGS:
   case ZYDIS_MNEMONIC_WRMSR:
   case ZYDIS_MNEMONIC_LDS:
@@ -323,6 +322,8 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_POPA:
   case ZYDIS_MNEMONIC_POPAD:
   case ZYDIS_MNEMONIC_ENTER:
+  /* invlpg changes no mode; code it unmaps is dropped by the lookups. */
+  case ZYDIS_MNEMONIC_INVLPG:
   case ZYDIS_MNEMONIC_FNINIT:
   case ZYDIS_MNEMONIC_FLDCW:
   case ZYDIS_MNEMONIC_FNSTCW:
@@ -506,6 +507,11 @@ static enum xclass classify(struct tx *t, struct xi *x) {
   }
   if (di->meta.category == ZYDIS_CATEGORY_COND_BR)
     return X_JCC;
+  /* A CR8 write changes no mode; one that may unmask an interrupt leaves
+     the fragment (callout_emul). */
+  if (m == ZYDIS_MNEMONIC_MOV && x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+      x->op[0].reg.value == ZYDIS_REGISTER_CR8)
+    return X_EMUL;
   if (names_sreg_or_sys(x))
     return (m == ZYDIS_MNEMONIC_MOV &&
             x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
