@@ -367,7 +367,8 @@ static int io_allowed(struct bt_vcpu *b, uint16_t port, unsigned size) {
   uint16_t bits;
   if ((err = bt_read(b, b->tr.base + at, &bits, 2, true)) < 0)
     return err;
-  if ((bits >> (port & 7)) & mask_of(size))
+  /* One permission bit per port: `size` bits, not bytes. */
+  if ((bits >> (port & 7)) & ((1u << size) - 1))
     return bt_raise(b, X86_EXC_GP, true, 0);
   return 0;
 }
