@@ -1764,6 +1764,10 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       g[R_CX] = (uint32_t)b->tsc_aux;
     break;
   }
+  case ZYDIS_MNEMONIC_RDPMC:
+    /* #GP(0) at CPL > 0 with CR4.PCE clear, and for a counter that does
+       not exist, which is every counter: CPUID reports no PMU. */
+    return bt_raise(b, X86_EXC_GP, true, 0);
   case ZYDIS_MNEMONIC_RDMSR:
   case ZYDIS_MNEMONIC_WRMSR:
     if (b->cpl != 0)

@@ -294,6 +294,7 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_RDTSC:
   case ZYDIS_MNEMONIC_RDTSCP:
   case ZYDIS_MNEMONIC_RDMSR:
+  case ZYDIS_MNEMONIC_RDPMC:
   case ZYDIS_MNEMONIC_XGETBV:
   case ZYDIS_MNEMONIC_SGDT:
   case ZYDIS_MNEMONIC_SIDT:
