@@ -1595,16 +1595,25 @@ static int osize_bytes(const struct insn *in) {
   return in->di.operand_width / 8;
 }
 
-static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
+/* The target of a near branch, truncated to the operand size; #GP if it
+   is beyond CS's limit or not canonical (before anything is pushed). */
+static int near_target(struct bt_vcpu *b, struct insn *in, uint64_t *target) {
   unsigned ow = in->di.operand_width;
   if (ow == 16)
-    target &= 0xffff;
+    *target &= 0xffff;
   else if (ow == 32)
-    target &= 0xffffffff;
-  if (!code64(b) && pmode(b) && target > b->seg[S_CS].limit)
+    *target &= 0xffffffff;
+  if (!code64(b) && pmode(b) && *target > b->seg[S_CS].limit)
     return bt_raise(b, X86_EXC_GP, true, 0);
-  if (code64(b) && !canonical(target))
+  if (code64(b) && !canonical(*target))
     return bt_raise(b, X86_EXC_GP, true, 0);
+  return BT_OK;
+}
+
+static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
+  int err = near_target(b, in, &target);
+  if (err < 0)
+    return err;
   b->ctx.rip = target;
   return BT_OK;
 }
@@ -2040,13 +2049,12 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     const ZydisDecodedOperand *o = &in->op[0];
     if (o->type == ZYDIS_OPERAND_TYPE_REGISTER &&
         ZydisRegisterGetClass(o->reg.value) == ZYDIS_REGCLASS_SEGMENT) {
+      /* A fault is delivered at once, with the frame holding the RSP
+         the instruction started with: RSP moves only after the load. */
       int s = sreg_index(o->reg.value);
-      uint64_t old = g[R_SP];
-      g[R_SP] = sp;
-      if ((err = bt_load_seg(b, s, (uint16_t)v)) < 0) {
-        g[R_SP] = old;
+      if ((err = bt_load_seg(b, s, (uint16_t)v)) < 0)
         return err;
-      }
+      g[R_SP] = sp;
       if (s == S_SS) {
         b->shadow = true;
         b->shadow_rip = in->next;
@@ -2054,14 +2062,17 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       break;
     }
     if (o->type == ZYDIS_OPERAND_TYPE_MEMORY) {
-      /* The address is computed with the incremented stack pointer. */
-      uint64_t old = g[R_SP];
+      /* The address is computed with the incremented stack pointer, but
+         a fault (delivered at once) must see the original one. */
+      uint64_t old = g[R_SP], lin;
       g[R_SP] = sp;
-      err = op_write(b, in, 0, v);
-      if (err < 0) {
-        g[R_SP] = old;
+      uint64_t ea = ea_of(b, &in->di, o, in->next);
+      g[R_SP] = old;
+      int s = sreg_index(o->mem.segment);
+      if ((err = seg_lin(b, s < 0 ? S_DS : s, ea, os, true, &lin)) < 0 ||
+          (err = bt_write(b, lin, &v, os, false)) < 0)
         return err;
-      }
+      g[R_SP] = sp;
       break;
     }
     g[R_SP] = sp;
@@ -2177,15 +2188,14 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       return err;
     }
     if (call) {
+      /* The target is checked before the push; a fault is delivered at
+         once and its frame holds the original RSP. */
       uint64_t sp = g[R_SP];
-      if ((err = push_at(b, &sp, in->next, os)) < 0)
+      if ((err = near_target(b, in, &target)) < 0 ||
+          (err = push_at(b, &sp, in->next, os)) < 0)
         return err;
-      uint64_t old = g[R_SP];
       g[R_SP] = sp;
-      if ((err = near_branch(b, in, target)) < 0) {
-        g[R_SP] = old;
-        return err;
-      }
+      b->ctx.rip = target;
       return BT_OK;
     }
     return near_branch(b, in, target);
@@ -2200,10 +2210,9 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       return err;
     if (in->di.operand_count_visible)
       sp = sp_add(b, sp, (int64_t)(in->op[0].imm.value.u & 0xffff));
-    uint64_t old = g[R_SP];
-    g[R_SP] = sp;
     if ((err = near_branch(b, in, v)) < 0)
-      g[R_SP] = old;
+      return err; /* delivered: RSP is the handler's now */
+    g[R_SP] = sp;
     return err;
   }
   case ZYDIS_MNEMONIC_LOOP:
