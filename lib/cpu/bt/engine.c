@@ -1024,9 +1024,6 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     int reason = vmm__bt_enter(&b->ctx, host);
     atomic_store(&b->ctx.in_tc, 0);
     stepped = true;
-    if (guest_tf && reason != BT_X_BUDGET && b->nevents == events_before &&
-        !b->exit_ready && !b->halted)
-      guest_single_step(b);
     switch (reason) {
     case BT_X_LINK: {
       struct bt_link *l = &b->tc.links[b->ctx.arg];
@@ -1043,6 +1040,14 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     }
     case BT_X_CALLOUT:
     default: break;
+    }
+    /* After the exit is resolved: RIP is then the next instruction's (a
+       link exit stores it only above), which the trap frame must hold,
+       and the handler, not the link's target, runs next. */
+    if (guest_tf && reason != BT_X_BUDGET && b->nevents == events_before &&
+        !b->exit_ready && !b->halted) {
+      pending = NULL;
+      guest_single_step(b);
     }
   }
 }
