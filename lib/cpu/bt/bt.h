@@ -310,7 +310,7 @@ struct bt_vcpu {
   uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
   uint64_t tsc_aux, pat, misc_enable, tsc_offset;
   uint16_t fcw;   /* guest-visible x87 control word */
-  uint32_t mxcsr; /* guest-visible MXCSR */
+  uint32_t mxcsr; /* the guest's MXCSR exception masks (bt_guest_mxcsr) */
   unsigned cpl;
   bool halted;
   uint64_t shadow_rip; /* interrupt shadow covers the instruction here */
@@ -533,6 +533,9 @@ uint64_t bt_tsc(struct bt_vcpu *b);
 uint64_t bt_popf_mask(struct bt_vcpu *b, unsigned osize);
 void bt_write_flags(struct bt_vcpu *b, uint64_t v, uint64_t mask);
 void bt_fpu_set_controls(struct bt_vcpu *b, uint16_t fcw, uint32_t mxcsr);
+/* The MXCSR the guest sees: the saved host MXCSR (exception flags set by
+   guest instructions, rounding, DAZ, FZ) with the guest's masks. */
+uint32_t bt_guest_mxcsr(const struct bt_vcpu *b);
 void bt_supported_cpuid(struct bt_vm *m, bool platform);
 uint64_t bt_reg_get(struct bt_vcpu *b, ZydisRegister r);
 void bt_reg_set(struct bt_vcpu *b, ZydisRegister r, uint64_t v);

@@ -496,8 +496,14 @@ static int bt_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *f) {
   for (int i = 0; i < 8; i++)
     memcpy(f->st[i], a + FX_ST + 16 * i, 10);
   memcpy(f->xmm, a + FX_XMM, sizeof(f->xmm));
-  f->mxcsr = b->mxcsr;
+  f->mxcsr = bt_guest_mxcsr(b);
   return 0;
+}
+
+uint32_t bt_guest_mxcsr(const struct bt_vcpu *b) {
+  uint32_t h;
+  memcpy(&h, b->ctx.fpu + FX_MXCSR, 4);
+  return (h & ~0x1f80u) | (b->mxcsr & 0x1f80u);
 }
 
 /* The host runs with every FP exception masked; the guest's masks are
@@ -534,7 +540,8 @@ static int bt_get_xsave(vmm_vcpu *vcpu, void *buf) {
   memset(x, 0, VMM_XSAVE_SIZE);
   memcpy(x, b->ctx.fpu, 512);
   memcpy(x + FX_FCW, &b->fcw, 2);
-  memcpy(x + FX_MXCSR, &b->mxcsr, 4);
+  uint32_t mx = bt_guest_mxcsr(b);
+  memcpy(x + FX_MXCSR, &mx, 4);
   uint64_t bv = X86_XCR0_X87 | X86_XCR0_SSE;
   memcpy(x + 512, &bv, 8);
   return 0;

@@ -1181,14 +1181,14 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     uint8_t *a = b->ctx.fpu;
     memset(a + 2, 0, 22); /* FSW, FTW, FOP, FIP, FDP */
     memset(a + 32, 0, 128);
-    bt_fpu_set_controls(b, 0x37f, b->mxcsr);
+    bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
     break;
   }
   case ZYDIS_MNEMONIC_FLDCW: {
     uint16_t v;
     if ((err = bt_read(b, lin, &v, 2, false)) < 0)
       return err;
-    bt_fpu_set_controls(b, v, b->mxcsr);
+    bt_fpu_set_controls(b, v, bt_guest_mxcsr(b));
     break;
   }
   case ZYDIS_MNEMONIC_FNSTCW:
@@ -1205,10 +1205,12 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     bt_fpu_set_controls(b, fcw, v);
     break;
   }
-  case ZYDIS_MNEMONIC_STMXCSR:
-    if ((err = bt_write(b, lin, &b->mxcsr, 4, false)) < 0)
+  case ZYDIS_MNEMONIC_STMXCSR: {
+    uint32_t v = bt_guest_mxcsr(b);
+    if ((err = bt_write(b, lin, &v, 4, false)) < 0)
       return err;
     break;
+  }
   case ZYDIS_MNEMONIC_FXSAVE:
   case ZYDIS_MNEMONIC_FXSAVE64: {
     if (lin & 15)
@@ -1216,7 +1218,8 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     uint8_t a[512];
     memcpy(a, b->ctx.fpu, 512);
     memcpy(a, &b->fcw, 2);
-    memcpy(a + 24, &b->mxcsr, 4);
+    uint32_t mx = bt_guest_mxcsr(b);
+    memcpy(a + 24, &mx, 4);
     if ((err = bt_write(b, lin, a, 512, false)) < 0)
       return err;
     break;
@@ -1258,7 +1261,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       uint8_t *a = b->ctx.fpu;
       memset(a + 2, 0, 22);
       memset(a + 32, 0, 128);
-      bt_fpu_set_controls(b, 0x37f, b->mxcsr);
+      bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
     }
     memcpy(img, &gfcw, 2);
     if ((err = bt_write(b, lin, img, n, false)) < 0)
@@ -1282,7 +1285,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       __asm__ volatile("fldenv %0" ::"m"(img));
     fpu_host_save(b);
     fpu_host_reset(b);
-    bt_fpu_set_controls(b, fcw, b->mxcsr);
+    bt_fpu_set_controls(b, fcw, bt_guest_mxcsr(b));
     break;
   }
   default: return bt_raise(b, X86_EXC_UD, false, 0);
