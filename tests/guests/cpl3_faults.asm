@@ -1,0 +1,154 @@
+; User-mode (CPL 3, IOPL 0) cases the differential tester (tools/difftest)
+; found BT getting wrong, each checked through what a CPL 0 handler sees.
+; Every handler records the vector, error code, and the frame's RIP,
+; RFLAGS and RSP, plus its own RSP (the TSS stack switch), into the
+; record the user code chose (+0 vector, +8 error code, +16 RIP less the
+; expected one, +24 handler RSP, +40 RFLAGS, +48 RSP), and resumes at the
+; address it chose.
+;  1. rdpmc with CR4.PCE clear: #GP(0) (BT raised #UD).
+;  2. pop qword [not present]: #PF with the frame holding the RSP before
+;     the pop and the handler on the kernel stack (BT pushed RSP + 8 and
+;     then put the user's RSP back over the kernel's).
+;  3. popfq setting TF: #DB after the next instruction, RIP after it (BT
+;     let the link to the next fragment overwrite the handler's RIP).
+;  4. stmxcsr after divps of (1, 0, 0, 0) by zero: ZE and IE set (BT
+;     reported the flags of the last ldmxcsr only).
+;  5. port I/O checks one bitmap bit per port (BT checked `size` bytes'
+;     worth of bits): with port 0xec denied, "in al, 0xea" works and
+;     "in al, 0xec" raises #GP(0).
+; mode: long64-cpl3
+; reg: rflags=0x202
+; kernel-stack: 0x70000
+; idt: 0x12000 0x1ff
+; expect: r15=5
+; expect-mem: 0x30000 0d 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30028 46 02 01 00 00 00 00 00 00 00 08 00 00 00 00 00
+; expect-mem: 0x30040 0e 00 00 00 00 00 00 00 06 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30068 02 02 01 00 00 00 00 00 f8 ff 07 00 00 00 00 00
+; expect-mem: 0x30080 01 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x300a8 02 03 00 00 00 00 00 00 00 00 08 00 00 00 00 00
+; expect-mem: 0x300c0 85 1f 00 00
+; expect-mem: 0x30100 0d 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30128 02 02 01 00 00 00 00 00 00 00 08 00 00 00 00 00
+bits 64
+%define ORG 0x10000
+org ORG
+%define RESUME 0x31000
+%define RECORD 0x31008
+%define TSS_IOMAP 0x1000e8  ; tables 0x100000, TSS at +0x80, bitmap at +0x68
+
+user:
+    xor r15d, r15d
+    ; 1. rdpmc
+    mov qword [RECORD], 0x30000
+    lea rax, [rel .c2]
+    mov [RESUME], rax
+.pmc:
+    rdpmc
+    ud2
+.c2:
+    lea rax, [rel .pmc]
+    sub [0x30010], rax              ; 0: the faulting instruction
+    inc r15
+    ; 2. pop to a not-present address
+    mov qword [RECORD], 0x30040
+    lea rax, [rel .c3]
+    mov [RESUME], rax
+    mov rbx, 0x100000000000
+    push rbx
+.pop:
+    pop qword [rbx]
+    ud2
+.c3:
+    lea rax, [rel .pop]
+    sub [0x30050], rax
+    add rsp, 8
+    inc r15
+    ; 3. popfq setting TF traps after the next instruction
+    mov qword [RECORD], 0x30080
+    lea rax, [rel .c4]
+    mov [RESUME], rax
+    push 0x302
+    popfq
+    nop
+.after_nop:
+    nop
+    ud2
+.c4:
+    lea rax, [rel .after_nop]
+    sub [0x30090], rax
+    inc r15
+    ; 4. SSE exception flags reach stmxcsr
+    mov eax, 0x3f800000
+    movd xmm0, eax
+    pxor xmm1, xmm1
+    divps xmm0, xmm1
+    stmxcsr [0x300c0]
+    inc r15
+    ; 5. the I/O permission bitmap, one bit per port
+    mov qword [RECORD], 0x30100
+    lea rax, [rel .c6]
+    mov [RESUME], rax
+    or byte [TSS_IOMAP + 0xec / 8], 1 << (0xec & 7)
+    in al, 0xea                     ; allowed: no record
+.in:
+    in al, 0xec
+    ud2
+.c6:
+    lea rax, [rel .in]
+    sub [0x30110], rax
+    inc r15
+    out 0xeb, al
+    ud2
+
+; CPL 0 handlers: [rsp] vector, then error code, RIP, CS, RFLAGS, RSP, SS.
+h_common:
+    push rax
+    push rbx
+    mov rbx, [RECORD]
+    lea rax, [rsp + 16]
+    mov [rbx + 24], rax             ; the handler's RSP (below the frame)
+    mov rax, [rsp + 16]
+    mov [rbx], rax                  ; vector
+    mov rax, [rsp + 24]
+    mov [rbx + 8], rax              ; error code
+    mov rax, [rsp + 32]
+    mov [rbx + 16], rax             ; RIP
+    mov rax, [rsp + 48]
+    mov [rbx + 40], rax             ; RFLAGS
+    mov rax, [rsp + 56]
+    mov [rbx + 48], rax             ; RSP
+    mov rax, [RESUME]
+    mov [rsp + 32], rax
+    and qword [rsp + 48], ~0x100    ; TF off
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
+
+%assign v 0
+%rep 32
+h %+ v:
+%if v != 8 && v != 10 && v != 11 && v != 12 && v != 13 && v != 14 && v != 17
+    push 0
+%endif
+    push v
+    jmp h_common
+%assign v v + 1
+%endrep
+
+%macro gate64 1
+    dw ((%1 - $$) + ORG) & 0xffff
+    dw 0x10
+    db 0, 0x8e
+    dw (((%1 - $$) + ORG) >> 16) & 0xffff
+    dd 0, 0
+%endmacro
+
+times 0x2000 - ($ - $$) db 0
+idt:
+%assign v 0
+%rep 32
+    gate64 h %+ v
+%assign v v + 1
+%endrep
