@@ -322,6 +322,8 @@ void bt_update_mode(struct bt_vcpu *b) {
     key |= BT_K_SINGLE;
   if (b->vflags & X86_RFLAGS_TF)
     key |= BT_K_SINGLE;
+  if (b->cpl == 3 && (b->cr0 & X86_CR0_AM) && (b->vflags & X86_RFLAGS_AC))
+    key |= BT_K_AC;
   b->key = key;
   unsigned set = b->cpl == 3 ? 1 : 0;
   b->tlb_set = set;
@@ -412,9 +414,10 @@ static int bt_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *r) {
   for (int i = 0; i < 16; i++)
     b->ctx.gpr[regs_map[i]] = in[i];
   b->ctx.rip = r->rip;
-  uint64_t old_tf = b->vflags & X86_RFLAGS_TF;
+  uint64_t mode_flags = X86_RFLAGS_TF | X86_RFLAGS_AC;
+  uint64_t old = b->vflags & mode_flags;
   bt_set_rflags(b, r->rflags);
-  if ((b->vflags & X86_RFLAGS_TF) != old_tf)
+  if ((b->vflags & mode_flags) != old)
     bt_update_mode(b);
   /* A new RIP abandons any instruction left half-done by an exit. */
   b->pio.valid = false;

@@ -513,6 +513,8 @@ static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m, unsigned size,
                  m == ZYDIS_MNEMONIC_MOVSD || m == ZYDIS_MNEMONIC_MOVSQ;
   uint64_t n = max;
   uint8_t *src = NULL, *dst = NULL;
+  if (b->key & BT_K_AC)
+    return 0; /* alignment checks: element by element (bt_read/bt_write) */
   if (uses_si && !(src = chunk_ptr(b, src_seg, areg_get(b, R_SI, abits), size,
                                    fwd, false, abits, &n)))
     return 0;
@@ -668,6 +670,8 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
       n = bi;
     /* Translate the first element now so a fault comes before the I/O. */
     uint64_t gpa;
+    if (bt_ac_fault(b, lin, size))
+      return bt_raise(b, X86_EXC_AC, true, 0);
     if ((err = bt_translate(b, lin, is_ins ? BT_W : BT_R, false, &gpa)) < 0)
       return err;
     if (is_outs) {
