@@ -16,11 +16,17 @@
 ;  5. port I/O checks one bitmap bit per port (BT checked `size` bytes'
 ;     worth of bits): with port 0xec denied, "in al, 0xea" works and
 ;     "in al, 0xec" raises #GP(0).
+;  6. alignment checks at CPL 3 with CR0.AM and RFLAGS.AC: #AC(0) for a
+;     misaligned mov, push and lodsd (BT had none).
+;  7. enter whose final RSP is misaligned: #AC with RSP as it was (BT
+;     did not probe the final stack pointer, as the SDM's #PF condition
+;     and the hosts do).
 ; mode: long64-cpl3
 ; reg: rflags=0x202
 ; kernel-stack: 0x70000
 ; idt: 0x12000 0x1ff
-; expect: r15=5
+; cr0-set: 0x40000
+; expect: r15=7
 ; expect-mem: 0x30000 0d 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
 ; expect-mem: 0x30028 46 02 01 00 00 00 00 00 00 00 08 00 00 00 00 00
 ; expect-mem: 0x30040 0e 00 00 00 00 00 00 00 06 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
@@ -30,6 +36,12 @@
 ; expect-mem: 0x300c0 85 1f 00 00
 ; expect-mem: 0x30100 0d 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
 ; expect-mem: 0x30128 02 02 01 00 00 00 00 00 00 00 08 00 00 00 00 00
+; expect-mem: 0x30140 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30180 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x301b0 fc ff 07 00 00 00 00 00
+; expect-mem: 0x301c0 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30200 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30230 00 00 08 00 00 00 00 00
 bits 64
 %define ORG 0x10000
 org ORG
@@ -97,6 +109,56 @@ user:
 .c6:
     lea rax, [rel .in]
     sub [0x30110], rax
+    inc r15
+    ; 6. alignment checks (CR0.AM from the host, RFLAGS.AC from popfq):
+    ;    an inline memory operand, a push, a string element
+    push 0x40202
+    popfq
+    mov qword [RECORD], 0x30140
+    lea rax, [rel .c6b]
+    mov [RESUME], rax
+    mov eax, [0x32000]              ; aligned: no record
+.ac_mov:
+    mov eax, [0x32001]
+    ud2
+.c6b:
+    lea rax, [rel .ac_mov]
+    sub [0x30150], rax
+    mov qword [RECORD], 0x30180
+    lea rax, [rel .c6c]
+    mov [RESUME], rax
+    sub rsp, 4
+.ac_push:
+    push rax
+    ud2
+.c6c:
+    add rsp, 4
+    lea rax, [rel .ac_push]
+    sub [0x30190], rax
+    mov qword [RECORD], 0x301c0
+    lea rax, [rel .c7]
+    mov [RESUME], rax
+    mov esi, 0x32002
+.ac_lods:
+    lodsd
+    ud2
+.c7:
+    lea rax, [rel .ac_lods]
+    sub [0x301d0], rax
+    inc r15
+    ; 7. enter probes the final stack pointer (#AC here) before it
+    ;    commits anything
+    mov qword [RECORD], 0x30200
+    lea rax, [rel .c8]
+    mov [RESUME], rax
+.enter:
+    enter 2, 0
+    ud2
+.c8:
+    lea rax, [rel .enter]
+    sub [0x30210], rax
+    push 0x202
+    popfq
     inc r15
     out 0xeb, al
     ud2

@@ -2130,6 +2130,16 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     if (level > 0 && (err = push_at(b, &sp, frame, os)) < 0)
       return err;
     sp = sp_add(b, sp, -(int64_t)size);
+    /* The SDM's #PF condition: "a write using the final value of the
+       stack pointer would cause a page fault". The hosts probe it,
+       alignment check included, before anything is committed. */
+    uint64_t lin, gpa;
+    if ((err = seg_lin(b, S_SS, sp_off(b, sp), os, true, &lin)) < 0)
+      return err;
+    if (bt_ac_fault(b, lin, os))
+      return bt_raise(b, X86_EXC_AC, true, 0);
+    if ((err = bt_translate(b, lin, BT_W, false, &gpa)) < 0)
+      return err;
     gpr_set(b, R_BP, stack_bits(b) == 16 ? 2 : os, frame);
     g[R_SP] = sp;
     break;
