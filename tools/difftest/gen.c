@@ -1000,9 +1000,7 @@ static bool gen_form(struct gctx *g, unsigned group) {
   unsigned cand[NFORMS], nc = 0;
   for (unsigned i = 0; i < NFORMS; i++)
     if (forms[i].group == group && feature_ok(g, forms[i].feat) &&
-        !(g->body && (forms[i].attr & A_NOBODY)) &&
-        !((g->cfg->avoid & DT_AVOID_STMXCSR) &&
-          forms[i].mn == ZYDIS_MNEMONIC_STMXCSR))
+        !(g->body && (forms[i].attr & A_NOBODY)))
       cand[nc++] = i;
   if (nc == 0)
     return false;
@@ -1117,7 +1115,7 @@ static bool gen_string(struct gctx *g) {
                      ? DT_DATA + 0x1000 * (1 + rn(r, 4)) - 24 + rn(r, 48)
                      : lo + rn(r, (unsigned)(hi - lo));
     /* Runs into the not-present, read-only or supervisor page. */
-    if (chance(r, 8) && !(g->cfg->avoid & DT_AVOID_STRING_FAULT)) {
+    if (chance(r, 8)) {
       static const uint64_t fp[] = {DT_DATA, DT_RO_PAGE, DT_SUP_PAGE};
       unsigned w = rn(r, 3);
       a = chance(r, 50) ? fp[w] + rn(r, 64) : fp[w] - 1 - rn(r, 64);
@@ -1266,8 +1264,6 @@ static bool gen_stack(struct gctx *g) {
     req_init(&req, ZYDIS_MNEMONIC_POP);
     req.operand_count = 1;
     uint64_t t = rnd_target(g, 8, 0);
-    if (g->cfg->avoid & DT_AVOID_POP_FAULT)
-      t = DT_DATA + 8 + rn(r, DT_DATA_SIZE - 16);
     req.operands[0] = mem_at(g, &req, t, 8, true);
     /* [rsp + d] is computed after the pop increments RSP. */
     if (req.operands[0].mem.base == ZYDIS_REGISTER_RSP)
@@ -1287,13 +1283,13 @@ static bool gen_stack(struct gctx *g) {
   if (k < 64 && stack_room(g, -8) && !g->body) { /* push imm; popfq */
     uint32_t v = (uint32_t)(rn(r, 1u << 12) & (ARITH_FLAGS | 0x400u)) | 0x202;
     /* AC: alignment checks (CR0.AM is set, as Linux does), to the end. */
-    if (chance(r, 10) && !(g->cfg->avoid & DT_AVOID_AC))
+    if (chance(r, 10))
       v |= 1u << 18;
     if (chance(r, 20))
       v |= 1u << 21; /* ID */
     if (chance(r, 5))
       v &= ~0x200u; /* IF: CPL 3 with IOPL 0 cannot change it */
-    if (chance(r, 3) && !(g->cfg->avoid & DT_AVOID_TF))
+    if (chance(r, 3))
       v |= 0x100; /* TF: #DB after the next instruction */
     if (chance(r, 10))
       v |= 0x3000; /* IOPL: CPL 3 cannot change it, popfq leaves it */
@@ -1476,8 +1472,9 @@ static bool gen_sys(struct gctx *g) {
     /* Port I/O through dx: in al/ax/eax, dx and out dx, al/ax/eax, on
        ports up to the end of the I/O space (the TSS bitmap decides). */
     unsigned port = chance(r, 30) ? 0xffff - rn(r, 16) : rn(r, 0x10000);
-    if ((g->cfg->avoid & DT_AVOID_HIGH_PORTS) && port >= 0xfff0)
-      port -= 0x10;
+    /* Not the ports that end a run (the end marker, the stubs). */
+    if (port >= DT_END_PORT && port <= DT_SYSCALL_PORT)
+      port += 0x100;
     if (!set_reg(g, 2, port, G_SYS))
       return false;
     static const uint8_t io[][2] = {{0xec, 0}, {0x66, 0xed}, {0xed, 0},
@@ -1489,8 +1486,6 @@ static bool gen_sys(struct gctx *g) {
     return true;
   }
   if (k < 10) {
-    if (g->cfg->avoid & DT_AVOID_RDPMC)
-      return false;
     static const uint8_t b[] = {0x0f, 0x33}; /* rdpmc: #GP without CR4.PCE */
     if (!add_raw(g, b, 2, 0))
       return false;

@@ -102,18 +102,6 @@ struct dt_gen_config {
   bool features[DT_F__COUNT];
   unsigned max_len;   /* items per sequence, 1..DT_MAX_ITEMS */
   bool mmio;          /* MMIO operands in some integer instructions */
-  uint32_t avoid;     /* enum dt_avoid: forms left out (known engine bugs) */
-};
-
-/* Forms the generator can leave out, to step around known engine bugs. */
-enum dt_avoid {
-  DT_AVOID_STMXCSR = 1u << 0, /* stmxcsr */
-  DT_AVOID_TF = 1u << 1,      /* popfq setting the trap flag */
-  DT_AVOID_AC = 1u << 2,      /* popfq setting the alignment-check flag */
-  DT_AVOID_STRING_FAULT = 1u << 3, /* string instructions at fault pages */
-  DT_AVOID_POP_FAULT = 1u << 4,    /* pop to a memory operand that faults */
-  DT_AVOID_HIGH_PORTS = 1u << 5,   /* in/out dx with dx >= 0xfff8 */
-  DT_AVOID_RDPMC = 1u << 6,        /* rdpmc */
 };
 
 /* Generate sequence number index of the run seeded with seed. */
