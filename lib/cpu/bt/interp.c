@@ -205,6 +205,16 @@ bool bt_needs_align16(const ZydisDecodedInstruction *di,
   }
 }
 
+/*
+ * Around inline assembly that computes flags with pushfq/popfq: step over
+ * the red zone (the compiler may keep a leaf function's data in the 128
+ * bytes below RSP, which a push would overwrite) and leave DF clear, as
+ * the ABI requires of C code (popfq loads the guest's DF; with it set,
+ * the next memset or memcpy would run backwards over other memory).
+ */
+#define HOSTF_IN "addq $-128, %%rsp\n\t"
+#define HOSTF_OUT "\n\tsubq $-128, %%rsp\n\tcld"
+
 /* ------------------------------------------------------------------------ */
 /* Operands                                                                 */
 
@@ -315,16 +325,28 @@ static uint64_t cmp_flags(uint64_t a, uint64_t c, unsigned size) {
   uint64_t f;
   switch (size) {
   case 1:
-    __asm__("cmpb %b2, %b1; pushfq; popq %0" : "=r"(f) : "q"(a), "q"(c) : "cc");
+    __asm__(HOSTF_IN "cmpb %b2, %b1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "q"(a), "q"(c)
+            : "cc");
     break;
   case 2:
-    __asm__("cmpw %w2, %w1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpw %w2, %w1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   case 4:
-    __asm__("cmpl %k2, %k1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpl %k2, %k1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   default:
-    __asm__("cmpq %2, %1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpq %2, %1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   }
   return f;
@@ -340,7 +362,10 @@ static void set_status(struct bt_vcpu *b, uint64_t f, uint64_t mask) {
 
 static uint64_t szp_flags(uint8_t v) {
   uint64_t f;
-  __asm__("testb %b1, %b1; pushfq; popq %0" : "=r"(f) : "q"(v) : "cc");
+  __asm__(HOSTF_IN "testb %b1, %b1; pushfq; popq %0" HOSTF_OUT
+          : "=r"(f)
+          : "q"(v)
+          : "cc");
   return f & (X86_RFLAGS_SF | X86_RFLAGS_ZF | X86_RFLAGS_PF);
 }
 
@@ -884,12 +909,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX];
     uint8_t s8 = (uint8_t)src;
     if (sign)
-      __asm__("pushq %1; popfq; idivb %2; pushfq; popq %1"
+      __asm__(HOSTF_IN "pushq %1; popfq; idivb %2; pushfq; popq %1" HOSTF_OUT
               : "+a"(rax), "+r"(fl)
               : "q"(s8)
               : "cc");
     else
-      __asm__("pushq %1; popfq; divb %2; pushfq; popq %1"
+      __asm__(HOSTF_IN "pushq %1; popfq; divb %2; pushfq; popq %1" HOSTF_OUT
               : "+a"(rax), "+r"(fl)
               : "q"(s8)
               : "cc");
@@ -908,12 +933,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     uint16_t s16 = (uint16_t)src;
     if (sign)
-      __asm__("pushq %2; popfq; idivw %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivw %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s16)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divw %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divw %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s16)
               : "cc");
@@ -935,12 +960,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     uint32_t s32 = (uint32_t)src;
     if (sign)
-      __asm__("pushq %2; popfq; idivl %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivl %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s32)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divl %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divl %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s32)
               : "cc");
@@ -962,12 +987,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     }
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     if (sign)
-      __asm__("pushq %2; popfq; idivq %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivq %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(src)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divq %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divq %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(src)
               : "cc");
@@ -1456,25 +1481,26 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
 #define BITOP(insn)                                                            \
   do {                                                                         \
     if (p != NULL && bytes == 8)                                               \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "q %3, %1; pushfq; popq %0"                             \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "q %3, %1; pushfq; popq %0" HOSTF_OUT          \
                        : "=r"(fl), "+m"(*(uint64_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else if (p != NULL && bytes == 4)                                          \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "l %k3, %1; pushfq; popq %0"                            \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "l %k3, %1; pushfq; popq %0" HOSTF_OUT         \
                        : "=r"(fl), "+m"(*(uint32_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else if (p != NULL)                                                        \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "w %w3, %1; pushfq; popq %0"                            \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "w %w3, %1; pushfq; popq %0" HOSTF_OUT         \
                        : "=r"(fl), "+m"(*(uint16_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else                                                                       \
-      __asm__ volatile("pushq %2; popfq; " insn "q %3, %1; pushfq; popq %0"    \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; " insn                       \
+                                "q %3, %1; pushfq; popq %0" HOSTF_OUT          \
                        : "=r"(fl), "+r"(nv)                                    \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc");                                                \
@@ -1485,7 +1511,7 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_BTC: BITOP("btc"); break;
   default:
     p = NULL;
-    __asm__("pushq %1; popfq; btq %2, %3; pushfq; popq %0"
+    __asm__(HOSTF_IN "pushq %1; popfq; btq %2, %3; pushfq; popq %0" HOSTF_OUT
             : "=r"(fl)
             : "0"(fl), "r"(bit), "r"(v)
             : "cc");
