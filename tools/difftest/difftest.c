@@ -925,7 +925,7 @@ struct options {
   unsigned max_len, timeout_ms, max_mismatches;
   bool minimize, mmio, quiet, list, verbose;
   enum engine_id eng[2];
-  uint8_t code[64]; /* --code: these bytes instead of generated ones */
+  uint8_t code[1024]; /* --code: these bytes instead of generated ones */
   size_t code_len;
   uint64_t order[64]; /* --indexes: run exactly these, in this order */
   size_t nlist;
@@ -1164,12 +1164,16 @@ int main(int argc, char **argv) {
     uint64_t idx = t->opt.nlist ? t->opt.order[k] : t->opt.start + k;
     dt_generate(&t->gen, t->opt.seed, idx, seq);
     if (t->opt.code_len) {
-      /* One raw item; the bytes are taken as they are. */
-      seq->n = 1;
-      memset(&seq->items[0], 0, sizeof(seq->items[0]));
-      seq->items[0].kind = DT_ITEM_RAW;
-      seq->items[0].rawlen = (uint8_t)t->opt.code_len;
-      memcpy(seq->items[0].raw, t->opt.code, t->opt.code_len);
+      /* Raw items of up to 64 bytes; the bytes are taken as they are. */
+      seq->n = 0;
+      for (size_t off = 0; off < t->opt.code_len; off += 64) {
+        struct dt_item *it = &seq->items[seq->n++];
+        size_t n = t->opt.code_len - off < 64 ? t->opt.code_len - off : 64;
+        memset(it, 0, sizeof(*it));
+        it->kind = DT_ITEM_RAW;
+        it->rawlen = (uint8_t)n;
+        memcpy(it->raw, t->opt.code + off, n);
+      }
     }
     if (!dt_assemble(seq, code)) {
       fprintf(stderr, "difftest: generator bug: seed %" PRIu64
@@ -1181,6 +1185,8 @@ int main(int argc, char **argv) {
       printf("sequence seed %" PRIu64 " index %" PRIu64 ":\n", t->opt.seed,
              idx);
       print_listing(stdout, seq, code);
+      if (t->opt.verbose)
+        print_state(stdout, seq);
     }
     for (size_t i = 0; i < seq->n; i++)
       t->items[seq->items[i].group % 32]++;
