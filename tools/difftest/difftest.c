@@ -92,8 +92,8 @@ static size_t fixed_regions(const struct engine *e, struct fixed_region *r) {
   /* vmm_vcpu_set_mode(): descriptor tables and TSS, then page tables
      from offset 0x3000 (docs/modes.md). */
   r[n++] = (struct fixed_region){DT_TABLES, 0x3000, false};
-  r[n++] = (struct fixed_region){DT_TABLES + 0x3000, e->tables_size - 0x3000,
-                                 true};
+  r[n++] =
+      (struct fixed_region){DT_TABLES + 0x3000, e->tables_size - 0x3000, true};
   return n;
 }
 
@@ -130,18 +130,26 @@ enum status { ST_END, ST_FAULT, ST_SYSCALL, ST_TIMEOUT, ST_EXIT, ST_ERROR };
 
 /* Classes of differences (a mismatch's signature). */
 enum diff_class {
-  D_STATUS = 1u << 0, D_GPR = 1u << 1, D_RIP = 1u << 2, D_FLAGS = 1u << 3,
-  D_XMM = 1u << 4, D_MXCSR = 1u << 5, D_DATA = 1u << 6, D_FRAME = 1u << 7,
-  D_CODE = 1u << 8, D_MMIO = 1u << 9, D_CR2 = 1u << 10, D_SYSMEM = 1u << 11,
+  D_STATUS = 1u << 0,
+  D_GPR = 1u << 1,
+  D_RIP = 1u << 2,
+  D_FLAGS = 1u << 3,
+  D_XMM = 1u << 4,
+  D_MXCSR = 1u << 5,
+  D_DATA = 1u << 6,
+  D_FRAME = 1u << 7,
+  D_CODE = 1u << 8,
+  D_MMIO = 1u << 9,
+  D_CR2 = 1u << 10,
+  D_SYSMEM = 1u << 11,
 };
-
 
 struct result {
   enum status status;
-  int vector;         /* ST_FAULT */
-  int exit_reason;    /* ST_EXIT */
+  int vector;      /* ST_FAULT */
+  int exit_reason; /* ST_EXIT */
   uint64_t exit_info[3];
-  int err;            /* ST_ERROR */
+  int err; /* ST_ERROR */
   struct vmm_regs regs;
   uint64_t cr2;
   uint8_t xmm[16][16];
@@ -364,8 +372,7 @@ static int engine_init(struct engine *e, enum engine_id id) {
   if ((e->fixed = malloc(DT_RAM_SIZE)) == NULL)
     return -VMM_ENOMEM;
   memcpy(e->fixed, e->ram, DT_RAM_SIZE);
-  if ((err = vmm_io_register(e->vm, VMM_IO_PORT, 0, 0x10000, on_port, e)) <
-          0 ||
+  if ((err = vmm_io_register(e->vm, VMM_IO_PORT, 0, 0x10000, on_port, e)) < 0 ||
       (err = vmm_io_register(e->vm, VMM_IO_MMIO, DT_RAM_SIZE,
                              (4ull << 30) - DT_RAM_SIZE, on_mmio, e)) < 0)
     return err;
@@ -419,11 +426,24 @@ static void engine_features(struct engine *e, bool *f) {
 static void to_regs(const struct dt_state *s, uint64_t rip,
                     struct vmm_regs *r) {
   const uint64_t *g = s->gpr;
-  *r = (struct vmm_regs){.rax = g[0], .rcx = g[1], .rdx = g[2], .rbx = g[3],
-                         .rsp = g[4], .rbp = g[5], .rsi = g[6], .rdi = g[7],
-                         .r8 = g[8], .r9 = g[9], .r10 = g[10], .r11 = g[11],
-                         .r12 = g[12], .r13 = g[13], .r14 = g[14],
-                         .r15 = g[15], .rip = rip, .rflags = s->rflags};
+  *r = (struct vmm_regs){.rax = g[0],
+                         .rcx = g[1],
+                         .rdx = g[2],
+                         .rbx = g[3],
+                         .rsp = g[4],
+                         .rbp = g[5],
+                         .rsi = g[6],
+                         .rdi = g[7],
+                         .r8 = g[8],
+                         .r9 = g[9],
+                         .r10 = g[10],
+                         .r11 = g[11],
+                         .r12 = g[12],
+                         .r13 = g[13],
+                         .r14 = g[14],
+                         .r15 = g[15],
+                         .rip = rip,
+                         .rflags = s->rflags};
 }
 
 /* Run one sequence on one engine from its initial state. */
@@ -523,7 +543,6 @@ fail:
 /* ------------------------------------------------------------------------ */
 /* Comparison                                                               */
 
-
 #define FRAME_RIP_OFF (sizeof(((struct result *)0)->frame) - 40)
 #define FRAME_FLAGS_OFF (sizeof(((struct result *)0)->frame) - 24)
 
@@ -564,9 +583,7 @@ static void describe(FILE *f, const struct result *r) {
     fprintf(f, "exit reason %d (%#" PRIx64 " %#" PRIx64 " %#" PRIx64 ")",
             r->exit_reason, r->exit_info[0], r->exit_info[1], r->exit_info[2]);
     break;
-  case ST_ERROR:
-    fprintf(f, "error %s", vmm_strerror(r->err));
-    break;
+  case ST_ERROR: fprintf(f, "error %s", vmm_strerror(r->err)); break;
   }
 }
 
@@ -583,22 +600,32 @@ static void describe(FILE *f, const struct result *r) {
  * the registers at the fault) is indeed misaligned or holds reserved MXCSR
  * bits, or whose vector has no gate for CPL 3.
  */
-static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
-                               const struct dt_seq *seq) {
-  if (k->status != ST_FAULT || b->status != ST_FAULT || k->vector != 6 ||
-      b->vector != 13)
+/* Both results are exceptions (vectors va and vb) at the same RIP in the
+   code pages: decode the instruction there (the code as a left it). */
+static bool same_fault_insn(const struct result *a, const struct result *b,
+                            int va, int vb, uint64_t *rip,
+                            ZydisDecodedInstruction *di,
+                            ZydisDecodedOperand *ops) {
+  if (a->status != ST_FAULT || b->status != ST_FAULT || a->vector != va ||
+      b->vector != vb)
     return false;
-  uint64_t rip = frame_u64(k, FRAME_RIP_OFF);
-  if (rip != frame_u64(b, FRAME_RIP_OFF) || rip < DT_CODE ||
-      rip >= DT_CODE + DT_CODE_SIZE)
+  *rip = frame_u64(a, FRAME_RIP_OFF);
+  if (*rip != frame_u64(b, FRAME_RIP_OFF) || *rip < DT_CODE ||
+      *rip >= DT_CODE + DT_CODE_SIZE)
     return false;
   ZydisDecoder dec;
+  ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  return ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, a->code + (*rip - DT_CODE),
+                                             DT_CODE + DT_CODE_SIZE - *rip, di,
+                                             ops));
+}
+
+static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
+                               const struct dt_seq *seq) {
+  uint64_t rip;
   ZydisDecodedInstruction di;
   ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-  ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
-  if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, k->code + (rip - DT_CODE),
-                                           DT_CODE + DT_CODE_SIZE - rip, &di,
-                                           ops)) ||
+  if (!same_fault_insn(k, b, 6, 13, &rip, &di, ops) ||
       di.encoding != ZYDIS_INSTRUCTION_ENCODING_LEGACY)
     return false;
   static ZydisRegisterContext ctx;
@@ -666,19 +693,10 @@ static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
  * same whichever operand is reported).
  */
 static bool cmps_fault_order(const struct result *a, const struct result *b) {
-  if (a->status != ST_FAULT || b->status != ST_FAULT || a->vector != 14 ||
-      b->vector != 14 || a->cr2 == b->cr2)
-    return false;
-  uint64_t rip = frame_u64(a, FRAME_RIP_OFF);
-  if (rip != frame_u64(b, FRAME_RIP_OFF) || rip < DT_CODE ||
-      rip >= DT_CODE + DT_CODE_SIZE)
-    return false;
-  ZydisDecoder dec;
+  uint64_t rip;
   ZydisDecodedInstruction di;
-  ZydisDecoderInit(&dec, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
-  if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(
-          &dec, NULL, a->code + (rip - DT_CODE), DT_CODE + DT_CODE_SIZE - rip,
-          &di)))
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  if (a->cr2 == b->cr2 || !same_fault_insn(a, b, 14, 14, &rip, &di, ops))
     return false;
   unsigned size;
   switch (di.mnemonic) {
@@ -703,7 +721,7 @@ static bool cmps_fault_order(const struct result *a, const struct result *b) {
 }
 
 struct cmp_opts {
-  bool pvm_adjudicate;   /* a is KVM on PVM: see pvm_misaligned_sse() */
+  bool pvm_adjudicate; /* a is KVM on PVM: see pvm_misaligned_sse() */
   const struct dt_seq *seq;
 };
 
@@ -716,18 +734,21 @@ static unsigned compare(const struct result *a, const struct result *b,
   bool arch = co->pvm_adjudicate && pvm_misaligned_sse(a, b, co->seq);
   bool order = cmps_fault_order(a, b);
   if (order && f)
-    fprintf(f, "  cmps: #PF for different operands (cr2 %s %#" PRIx64
-               ", %s %#" PRIx64 "): accepted\n",
+    fprintf(f,
+            "  cmps: #PF for different operands (cr2 %s %#" PRIx64
+            ", %s %#" PRIx64 "): accepted\n",
             na, a->cr2, nb, b->cr2);
   if (adjudicated)
     *adjudicated = (arch ? 1u : 0u) | (order ? 2u : 0u);
   if (arch) {
     if (f)
-      fprintf(f, "  outcome: %s #UD (PVM), %s #GP(0) as the architecture "
-                 "says: accepted\n", na, nb);
+      fprintf(f,
+              "  outcome: %s #UD (PVM), %s #GP(0) as the architecture "
+              "says: accepted\n",
+              na, nb);
   } else if (a->status != b->status || a->vector != b->vector ||
-      a->exit_reason != b->exit_reason ||
-      memcmp(a->exit_info, b->exit_info, sizeof(a->exit_info)) != 0) {
+             a->exit_reason != b->exit_reason ||
+             memcmp(a->exit_info, b->exit_info, sizeof(a->exit_info)) != 0) {
     d |= D_STATUS;
     if (f) {
       fprintf(f, "  outcome: %s ", na);
@@ -772,8 +793,7 @@ static unsigned compare(const struct result *a, const struct result *b,
               "  (undefined, not compared: %#x)\n",
               na, a->regs.rflags, nb, b->regs.rflags, und);
   }
-  if (a->status == ST_FAULT && a->vector == 14 && a->cr2 != b->cr2 &&
-      !order) {
+  if (a->status == ST_FAULT && a->vector == 14 && a->cr2 != b->cr2 && !order) {
     d |= D_CR2;
     if (f)
       fprintf(f, "  cr2    %s %#" PRIx64 "  %s %#" PRIx64 "\n", na, a->cr2, nb,
@@ -878,8 +898,8 @@ static void print_listing(FILE *f, const struct dt_seq *seq,
     uint64_t addr = seq->code + off;
     char text[128] = "(bad)";
     size_t n = 1;
-    if (ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, c->bytes + off,
-                                            c->len - off, &di, ops))) {
+    if (ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec, c->bytes + off, c->len - off,
+                                            &di, ops))) {
       n = di.length;
       ZydisFormatterFormatInstruction(&fmt, &di, ops, di.operand_count_visible,
                                       text, sizeof(text), addr, NULL);
@@ -894,16 +914,16 @@ static void print_listing(FILE *f, const struct dt_seq *seq,
 
 static void print_state(FILE *f, const struct dt_seq *seq) {
   const struct dt_state *s = &seq->init;
-  static const char *const order[16] = {"rax", "rcx", "rdx", "rbx",
-                                        "rsp", "rbp", "rsi", "rdi",
-                                        "r8",  "r9",  "r10", "r11",
-                                        "r12", "r13", "r14", "r15"};
+  static const char *const order[16] = {
+      "rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+      "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
   fprintf(f, "  initial state:\n   ");
   for (int i = 0; i < 16; i++)
     fprintf(f, " %s=%#" PRIx64 "%s", order[i], s->gpr[i],
             i % 4 == 3 ? "\n   " : "");
-  fprintf(f, " rflags=%#" PRIx64 " mxcsr=%#x fs.base=%#" PRIx64
-             " gs.base=%#" PRIx64 "\n",
+  fprintf(f,
+          " rflags=%#" PRIx64 " mxcsr=%#x fs.base=%#" PRIx64
+          " gs.base=%#" PRIx64 "\n",
           s->rflags, s->mxcsr, s->fs_base, s->gs_base);
   for (int i = 0; i < 16; i++) {
     uint64_t x[2];
@@ -911,8 +931,9 @@ static void print_state(FILE *f, const struct dt_seq *seq) {
     fprintf(f, "    xmm%-2d=%016" PRIx64 "%016" PRIx64 "%s", i, x[1], x[0],
             i % 2 ? "\n" : "");
   }
-  fprintf(f, "    memory %#" PRIx64 "-%#" PRIx64
-             ": as generated for this seed and index\n",
+  fprintf(f,
+          "    memory %#" PRIx64 "-%#" PRIx64
+          ": as generated for this seed and index\n",
           (uint64_t)DT_MEM, (uint64_t)(DT_MEM + DT_MEM_SIZE - 1));
 }
 
@@ -950,9 +971,9 @@ static unsigned run_pair(struct tester *t, const struct dt_seq *seq,
     engine_run(&t->eng[i], &t->wd, seq, code, t->opt.timeout_ms, &t->res[i]);
   t->cmp.seq = seq;
   unsigned adj = 0;
-  unsigned d = compare(&t->res[0], &t->res[1], code, &t->cmp, f,
-                       engine_names[t->opt.eng[0]],
-                       engine_names[t->opt.eng[1]], &adj);
+  unsigned d =
+      compare(&t->res[0], &t->res[1], code, &t->cmp, f,
+              engine_names[t->opt.eng[0]], engine_names[t->opt.eng[1]], &adj);
   t->adjudicated += adj & 1;
   t->cmps_order += (adj >> 1) & 1;
   return d;
@@ -1019,14 +1040,15 @@ static double now_s(void) {
 }
 
 static int usage(void) {
-  fprintf(stderr,
-          "usage: difftest [--seed S] [--count N] [--start I] [--index I]\n"
-          "                [--engines kvm,bt|kvm,bt-count|bt,bt-count]\n"
-          "                [--max-len L] [--timeout-ms T] [--max-mismatches M]\n"
-          "                [--no-minimize] [--no-mmio] [--list] [--verbose]\n"
-          "                [--quiet]\n"
-          "                [--code HEX]\n"
-          "                [--indexes I,J,...]\n");
+  fprintf(
+      stderr,
+      "usage: difftest [--seed S] [--count N] [--start I] [--index I]\n"
+      "                [--engines kvm,bt|kvm,bt-count|bt,bt-count]\n"
+      "                [--max-len L] [--timeout-ms T] [--max-mismatches M]\n"
+      "                [--no-minimize] [--no-mmio] [--list] [--verbose]\n"
+      "                [--quiet]\n"
+      "                [--code HEX]\n"
+      "                [--indexes I,J,...]\n");
   return 2;
 }
 
@@ -1040,9 +1062,13 @@ static bool parse_engine(const char *s, size_t n, enum engine_id *out) {
 }
 
 static int parse_options(int argc, char **argv, struct options *o) {
-  *o = (struct options){.seed = 1, .count = 1000, .max_len = 24,
-                        .timeout_ms = 5000, .max_mismatches = 20,
-                        .minimize = true, .mmio = true,
+  *o = (struct options){.seed = 1,
+                        .count = 1000,
+                        .max_len = 24,
+                        .timeout_ms = 5000,
+                        .max_mismatches = 20,
+                        .minimize = true,
+                        .mmio = true,
                         .eng = {ENG_KVM, ENG_BT}};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -1176,8 +1202,9 @@ int main(int argc, char **argv) {
       }
     }
     if (!dt_assemble(seq, code)) {
-      fprintf(stderr, "difftest: generator bug: seed %" PRIu64
-                      " index %" PRIu64 " does not assemble\n",
+      fprintf(stderr,
+              "difftest: generator bug: seed %" PRIu64 " index %" PRIu64
+              " does not assemble\n",
               t->opt.seed, idx);
       return 2;
     }
@@ -1213,8 +1240,9 @@ int main(int argc, char **argv) {
     }
     double now = now_s();
     if (!t->opt.quiet && now - last >= 10) {
-      fprintf(stderr, "difftest: %" PRIu64 " sequences, %" PRIu64
-                      " mismatches, %.0f/s\n",
+      fprintf(stderr,
+              "difftest: %" PRIu64 " sequences, %" PRIu64
+              " mismatches, %.0f/s\n",
               done, t->mismatches, (double)done / (now - t0));
       last = now;
     }
@@ -1228,25 +1256,25 @@ int main(int argc, char **argv) {
   printf("  %" PRIu64 " sequences, %" PRIu64 " instructions in %.1f s "
          "(%.0f sequences/s)\n",
          done, t->insns, el, el > 0 ? (double)done / el : 0.0);
-  printf("  outcomes on %s: %" PRIu64 " reached the end, %" PRIu64
-         " exceptions",
-         engine_names[t->opt.eng[0]], t->statuses[ST_END],
-         t->statuses[ST_FAULT]);
+  printf(
+      "  outcomes on %s: %" PRIu64 " reached the end, %" PRIu64 " exceptions",
+      engine_names[t->opt.eng[0]], t->statuses[ST_END], t->statuses[ST_FAULT]);
   for (int v = 0; v < 32; v++)
     if (t->faults[v])
       printf(" #%d:%" PRIu64, v, t->faults[v]);
-  printf(", %" PRIu64 " syscalls, %" PRIu64 " other\n",
-         t->statuses[ST_SYSCALL],
+  printf(", %" PRIu64 " syscalls, %" PRIu64 " other\n", t->statuses[ST_SYSCALL],
          t->statuses[ST_TIMEOUT] + t->statuses[ST_EXIT] +
              t->statuses[ST_ERROR]);
-  printf("  %" PRIu64 " MMIO and %" PRIu64 " port accesses compared\n",
-         t->mmio, t->ports);
+  printf("  %" PRIu64 " MMIO and %" PRIu64 " port accesses compared\n", t->mmio,
+         t->ports);
   if (t->adjudicated)
     printf("  %" PRIu64 " #GP checked against the architecture (PVM gives "
-           "#UD)\n", t->adjudicated);
+           "#UD)\n",
+           t->adjudicated);
   if (t->cmps_order)
     printf("  %" PRIu64 " cmps with #PF for different operands accepted "
-           "(not architectural)\n", t->cmps_order);
+           "(not architectural)\n",
+           t->cmps_order);
   printf("  items by group:");
   for (unsigned g = 0; g < dt_group_count(); g++)
     printf(" %s %" PRIu64, dt_group_name(g), t->items[g]);

@@ -37,7 +37,9 @@ void dt_rng_seed(struct dt_rng *r, uint64_t a, uint64_t b) {
     r->s[i] = splitmix(&x);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k) {
+  return (x << k) | (x >> (64 - k));
+}
 
 uint64_t dt_rng_next(struct dt_rng *r) {
   uint64_t *s = r->s;
@@ -60,11 +62,14 @@ static bool chance(struct dt_rng *r, unsigned percent) {
 
 /* Integer values with the edges arithmetic bugs live at. */
 static uint64_t rnd_int(struct dt_rng *r) {
+  /* Value tables, laid out by hand. */
+  /* clang-format off */
   static const uint64_t special[] = {
       0, 1, 2, 0x7f, 0x80, 0xff, 0x100, 0x7fff, 0x8000, 0xffff,
       0x7fffffff, 0x80000000, 0xffffffff, 0x100000000ull,
       0x7fffffffffffffffull, 0x8000000000000000ull, ~0ull, ~1ull,
       0x8000000000000001ull, 0xffffffff80000000ull};
+  /* clang-format on */
   unsigned k = rn(r, 100);
   if (k < 15)
     return special[rn(r, sizeof(special) / sizeof(special[0]))];
@@ -78,6 +83,7 @@ static uint64_t rnd_int(struct dt_rng *r) {
 /* 32- and 64-bit floating-point patterns: zeros, infinities, NaNs
    (quiet, signalling), denormals, extremes, ordinary numbers. */
 static void rnd_lane(struct dt_rng *r, uint8_t *p, unsigned bytes) {
+  /* clang-format off */
   static const uint32_t f32[] = {
       0x00000000, 0x80000000, 0x3f800000, 0xbf800000, 0x7f800000,
       0xff800000, 0x7fc00000, 0xffc00000, 0x7fa00000, 0x00000001,
@@ -90,6 +96,7 @@ static void rnd_lane(struct dt_rng *r, uint8_t *p, unsigned bytes) {
       0x000fffffffffffffull, 0x0010000000000000ull, 0x7fefffffffffffffull,
       0x41e0000000000000ull, 0xc1e0000000000000ull, 0x43e0000000000000ull,
       0x3fdfffffffffffffull, 0x4330000000000000ull};
+  /* clang-format on */
   unsigned k = rn(r, 100);
   if (bytes == 4) {
     uint32_t v;
@@ -134,30 +141,52 @@ static void rnd_fill(struct dt_rng *r, uint8_t *p, size_t n) {
 /* Instruction forms                                                        */
 
 enum group {
-  G_ALU, G_SHIFT, G_MULDIV, G_BIT, G_CMOV, G_MOV, G_ATOMIC, G_STRING,
-  G_STACK, G_FLAGS, G_BRANCH, G_BMI, G_SSE_MOV, G_SSE_FP, G_SSE_INT,
-  G_SSE_CVT, G_SSE_SHUF, G_SSE41, G_SSE42, G_CRYPTO, G_MXCSR, G_SMC,
-  G_SYS, G__COUNT
+  G_ALU,
+  G_SHIFT,
+  G_MULDIV,
+  G_BIT,
+  G_CMOV,
+  G_MOV,
+  G_ATOMIC,
+  G_STRING,
+  G_STACK,
+  G_FLAGS,
+  G_BRANCH,
+  G_BMI,
+  G_SSE_MOV,
+  G_SSE_FP,
+  G_SSE_INT,
+  G_SSE_CVT,
+  G_SSE_SHUF,
+  G_SSE41,
+  G_SSE42,
+  G_CRYPTO,
+  G_MXCSR,
+  G_SMC,
+  G_SYS,
+  G__COUNT
 };
 
 static const char *const group_names[G__COUNT] = {
-    "alu", "shift", "muldiv", "bit", "cmov/setcc", "mov", "atomic",
-    "string", "stack", "flags", "branch", "bmi/adx", "sse-mov", "sse-fp",
-    "sse-int", "sse-cvt", "sse-shuf", "sse4.1", "sse4.2", "aes/clmul",
-    "mxcsr", "smc", "system"};
+    "alu",     "shift",     "muldiv",  "bit",     "cmov/setcc", "mov",
+    "atomic",  "string",    "stack",   "flags",   "branch",     "bmi/adx",
+    "sse-mov", "sse-fp",    "sse-int", "sse-cvt", "sse-shuf",   "sse4.1",
+    "sse4.2",  "aes/clmul", "mxcsr",   "smc",     "system"};
 
 static const unsigned group_weight[G__COUNT] = {
-    [G_ALU] = 13, [G_SHIFT] = 6, [G_MULDIV] = 5, [G_BIT] = 5,
-    [G_CMOV] = 5, [G_MOV] = 8, [G_ATOMIC] = 4, [G_STRING] = 4,
-    [G_STACK] = 5, [G_FLAGS] = 2, [G_BRANCH] = 5, [G_BMI] = 4,
-    [G_SSE_MOV] = 6, [G_SSE_FP] = 7, [G_SSE_INT] = 7, [G_SSE_CVT] = 3,
-    [G_SSE_SHUF] = 4, [G_SSE41] = 4, [G_SSE42] = 2, [G_CRYPTO] = 1,
-    [G_MXCSR] = 1, [G_SMC] = 2, [G_SYS] = 2};
+    [G_ALU] = 13,     [G_SHIFT] = 6,  [G_MULDIV] = 5,  [G_BIT] = 5,
+    [G_CMOV] = 5,     [G_MOV] = 8,    [G_ATOMIC] = 4,  [G_STRING] = 4,
+    [G_STACK] = 5,    [G_FLAGS] = 2,  [G_BRANCH] = 5,  [G_BMI] = 4,
+    [G_SSE_MOV] = 6,  [G_SSE_FP] = 7, [G_SSE_INT] = 7, [G_SSE_CVT] = 3,
+    [G_SSE_SHUF] = 4, [G_SSE41] = 4,  [G_SSE42] = 2,   [G_CRYPTO] = 1,
+    [G_MXCSR] = 1,    [G_SMC] = 2,    [G_SYS] = 2};
 
 const char *dt_group_name(unsigned g) {
   return g < G__COUNT ? group_names[g] : "?";
 }
-unsigned dt_group_count(void) { return G__COUNT; }
+unsigned dt_group_count(void) {
+  return G__COUNT;
+}
 
 /* Operand kinds, with a size code: 0 = the form's operand size S. */
 enum { K_NONE, K_G, K_GM, K_M, K_I, K_I8, K_X, K_XM, K_ONE, K_CL, K_MA, K_I64 };
@@ -196,11 +225,11 @@ enum { Z_S, Z_8, Z_16, Z_32, Z_64, Z_128 };
 #define SD (S32 | S64)
 
 /* Attributes. */
-#define A_LOCK 1u       /* may take a lock prefix with a memory destination */
-#define A_MMIO 2u       /* its memory operand may be MMIO */
-#define A_UNALIGNED 4u  /* a 16-byte memory operand need not be aligned */
-#define A_SEG 8u        /* may take an FS/GS override */
-#define A_NOBODY 16u    /* not inside a branched-over body */
+#define A_LOCK 1u      /* may take a lock prefix with a memory destination */
+#define A_MMIO 2u      /* its memory operand may be MMIO */
+#define A_UNALIGNED 4u /* a 16-byte memory operand need not be aligned */
+#define A_SEG 8u       /* may take an FS/GS override */
+#define A_NOBODY 16u   /* not inside a branched-over body */
 
 struct form {
   ZydisMnemonic mn;
@@ -209,8 +238,12 @@ struct form {
   uint8_t op[4];
 };
 
-#define F(mn, grp, feat, sz, ms, at, ...)                                       \
-  {ZYDIS_MNEMONIC_##mn, grp, DT_F_##feat, sz, ms, at, {__VA_ARGS__}}
+#define F(mn, grp, feat, sz, ms, at, ...)                                      \
+  {                                                                            \
+    ZYDIS_MNEMONIC_##mn, grp, DT_F_##feat, sz, ms, at, {                       \
+      __VA_ARGS__                                                              \
+    }                                                                          \
+  }
 #define ALU2(mn)                                                               \
   F(mn, G_ALU, BASE, SALL, 0, A_LOCK | A_MMIO | A_SEG, GM, G),                 \
       F(mn, G_ALU, BASE, SALL, 0, A_MMIO | A_SEG, G, GM),                      \
@@ -228,9 +261,12 @@ struct form {
 #define PI3(mn) F(mn, G_SSE_INT, SSSE3, 0, 16, 0, X, XM)
 #define PI41(mn) F(mn, G_SSE41, SSE41, 0, 16, 0, X, XM)
 #define PSH(mn)                                                                \
-  F(mn, G_SSE_INT, BASE, 0, 16, 0, X, XM), F(mn, G_SSE_INT, BASE, 0, 0, 0, X, I8)
+  F(mn, G_SSE_INT, BASE, 0, 16, 0, X, XM),                                     \
+      F(mn, G_SSE_INT, BASE, 0, 0, 0, X, I8)
 #define PMOVX(mn, ms) F(mn, G_SSE41, SSE41, 0, ms, 0, X, XM)
 
+/* The forms, a table laid out by hand. */
+/* clang-format off */
 static const struct form forms[] = {
     /* integer ALU */
     ALU2(ADD), ALU2(OR), ALU2(ADC), ALU2(SBB), ALU2(AND), ALU2(SUB),
@@ -487,6 +523,7 @@ static const struct form forms[] = {
     /* MXCSR (loads are a macro) */
     F(STMXCSR, G_MXCSR, BASE, 0, 0, A_SEG, M32),
 };
+/* clang-format on */
 #define NFORMS (sizeof(forms) / sizeof(forms[0]))
 
 /* ------------------------------------------------------------------------ */
@@ -504,41 +541,41 @@ struct gctx {
   const struct dt_gen_config *cfg;
   struct dt_rng rng;
   struct dt_seq *seq;
-  uint32_t undef;      /* RFLAGS bits undefined right now */
-  int df;              /* 0, 1, or -1 when unknown */
-  uint64_t rsp;        /* current RSP (known: only tracked changes) */
-  uint64_t pos;        /* approximate address of the next instruction */
-  bool body;           /* generating the body of a branch */
-  bool in_mmio;        /* the operand just made is MMIO */
+  uint32_t undef; /* RFLAGS bits undefined right now */
+  int df;         /* 0, 1, or -1 when unknown */
+  uint64_t rsp;   /* current RSP (known: only tracked changes) */
+  uint64_t pos;   /* approximate address of the next instruction */
+  bool body;      /* generating the body of a branch */
+  bool in_mmio;   /* the operand just made is MMIO */
 };
 
 static ZydisRegister gpr(unsigned idx, unsigned bytes) {
   static const ZydisRegister r8[16] = {
-      ZYDIS_REGISTER_AL, ZYDIS_REGISTER_CL, ZYDIS_REGISTER_DL,
-      ZYDIS_REGISTER_BL, ZYDIS_REGISTER_SPL, ZYDIS_REGISTER_BPL,
-      ZYDIS_REGISTER_SIL, ZYDIS_REGISTER_DIL, ZYDIS_REGISTER_R8B,
-      ZYDIS_REGISTER_R9B, ZYDIS_REGISTER_R10B, ZYDIS_REGISTER_R11B,
+      ZYDIS_REGISTER_AL,   ZYDIS_REGISTER_CL,   ZYDIS_REGISTER_DL,
+      ZYDIS_REGISTER_BL,   ZYDIS_REGISTER_SPL,  ZYDIS_REGISTER_BPL,
+      ZYDIS_REGISTER_SIL,  ZYDIS_REGISTER_DIL,  ZYDIS_REGISTER_R8B,
+      ZYDIS_REGISTER_R9B,  ZYDIS_REGISTER_R10B, ZYDIS_REGISTER_R11B,
       ZYDIS_REGISTER_R12B, ZYDIS_REGISTER_R13B, ZYDIS_REGISTER_R14B,
       ZYDIS_REGISTER_R15B};
   static const ZydisRegister r16[16] = {
-      ZYDIS_REGISTER_AX, ZYDIS_REGISTER_CX, ZYDIS_REGISTER_DX,
-      ZYDIS_REGISTER_BX, ZYDIS_REGISTER_SP, ZYDIS_REGISTER_BP,
-      ZYDIS_REGISTER_SI, ZYDIS_REGISTER_DI, ZYDIS_REGISTER_R8W,
-      ZYDIS_REGISTER_R9W, ZYDIS_REGISTER_R10W, ZYDIS_REGISTER_R11W,
+      ZYDIS_REGISTER_AX,   ZYDIS_REGISTER_CX,   ZYDIS_REGISTER_DX,
+      ZYDIS_REGISTER_BX,   ZYDIS_REGISTER_SP,   ZYDIS_REGISTER_BP,
+      ZYDIS_REGISTER_SI,   ZYDIS_REGISTER_DI,   ZYDIS_REGISTER_R8W,
+      ZYDIS_REGISTER_R9W,  ZYDIS_REGISTER_R10W, ZYDIS_REGISTER_R11W,
       ZYDIS_REGISTER_R12W, ZYDIS_REGISTER_R13W, ZYDIS_REGISTER_R14W,
       ZYDIS_REGISTER_R15W};
   static const ZydisRegister r32[16] = {
-      ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_ECX, ZYDIS_REGISTER_EDX,
-      ZYDIS_REGISTER_EBX, ZYDIS_REGISTER_ESP, ZYDIS_REGISTER_EBP,
-      ZYDIS_REGISTER_ESI, ZYDIS_REGISTER_EDI, ZYDIS_REGISTER_R8D,
-      ZYDIS_REGISTER_R9D, ZYDIS_REGISTER_R10D, ZYDIS_REGISTER_R11D,
+      ZYDIS_REGISTER_EAX,  ZYDIS_REGISTER_ECX,  ZYDIS_REGISTER_EDX,
+      ZYDIS_REGISTER_EBX,  ZYDIS_REGISTER_ESP,  ZYDIS_REGISTER_EBP,
+      ZYDIS_REGISTER_ESI,  ZYDIS_REGISTER_EDI,  ZYDIS_REGISTER_R8D,
+      ZYDIS_REGISTER_R9D,  ZYDIS_REGISTER_R10D, ZYDIS_REGISTER_R11D,
       ZYDIS_REGISTER_R12D, ZYDIS_REGISTER_R13D, ZYDIS_REGISTER_R14D,
       ZYDIS_REGISTER_R15D};
   static const ZydisRegister r64[16] = {
       ZYDIS_REGISTER_RAX, ZYDIS_REGISTER_RCX, ZYDIS_REGISTER_RDX,
       ZYDIS_REGISTER_RBX, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_RBP,
       ZYDIS_REGISTER_RSI, ZYDIS_REGISTER_RDI, ZYDIS_REGISTER_R8,
-      ZYDIS_REGISTER_R9, ZYDIS_REGISTER_R10, ZYDIS_REGISTER_R11,
+      ZYDIS_REGISTER_R9,  ZYDIS_REGISTER_R10, ZYDIS_REGISTER_R11,
       ZYDIS_REGISTER_R12, ZYDIS_REGISTER_R13, ZYDIS_REGISTER_R14,
       ZYDIS_REGISTER_R15};
   switch (bytes) {
@@ -638,7 +675,8 @@ static ZydisEncoderOperand mem_at(struct gctx *g, ZydisEncoderRequest *req,
   } else if (k < 80 && seg_ok) {
     bool fs = chance(r, 50);
     uint64_t base = fs ? st->fs_base : st->gs_base;
-    req->prefixes |= fs ? ZYDIS_ATTRIB_HAS_SEGMENT_FS : ZYDIS_ATTRIB_HAS_SEGMENT_GS;
+    req->prefixes |=
+        fs ? ZYDIS_ATTRIB_HAS_SEGMENT_FS : ZYDIS_ATTRIB_HAS_SEGMENT_GS;
     if (chance(r, 50)) {
       o.mem.displacement = (int64_t)(t - base);
     } else {
@@ -747,15 +785,25 @@ static int64_t rnd_imm8(struct gctx *g, ZydisMnemonic mn) {
    compare/scan with a zero count, leaves the flags alone. */
 static bool flags_conditional(const ZydisDecodedInstruction *di) {
   switch (di->mnemonic) {
-  case ZYDIS_MNEMONIC_SHL: case ZYDIS_MNEMONIC_SHR: case ZYDIS_MNEMONIC_SAR:
-  case ZYDIS_MNEMONIC_ROL: case ZYDIS_MNEMONIC_ROR: case ZYDIS_MNEMONIC_RCL:
-  case ZYDIS_MNEMONIC_RCR: case ZYDIS_MNEMONIC_SHLD: case ZYDIS_MNEMONIC_SHRD:
-    return true;
-  case ZYDIS_MNEMONIC_CMPSB: case ZYDIS_MNEMONIC_CMPSW:
-  case ZYDIS_MNEMONIC_CMPSD: case ZYDIS_MNEMONIC_CMPSQ:
-  case ZYDIS_MNEMONIC_SCASB: case ZYDIS_MNEMONIC_SCASW:
-  case ZYDIS_MNEMONIC_SCASD: case ZYDIS_MNEMONIC_SCASQ:
-    return (di->attributes & (ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE)) != 0;
+  case ZYDIS_MNEMONIC_SHL:
+  case ZYDIS_MNEMONIC_SHR:
+  case ZYDIS_MNEMONIC_SAR:
+  case ZYDIS_MNEMONIC_ROL:
+  case ZYDIS_MNEMONIC_ROR:
+  case ZYDIS_MNEMONIC_RCL:
+  case ZYDIS_MNEMONIC_RCR:
+  case ZYDIS_MNEMONIC_SHLD:
+  case ZYDIS_MNEMONIC_SHRD: return true;
+  case ZYDIS_MNEMONIC_CMPSB:
+  case ZYDIS_MNEMONIC_CMPSW:
+  case ZYDIS_MNEMONIC_CMPSD:
+  case ZYDIS_MNEMONIC_CMPSQ:
+  case ZYDIS_MNEMONIC_SCASB:
+  case ZYDIS_MNEMONIC_SCASW:
+  case ZYDIS_MNEMONIC_SCASD:
+  case ZYDIS_MNEMONIC_SCASQ:
+    return (di->attributes &
+            (ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE)) != 0;
   default: return false;
   }
 }
@@ -830,7 +878,8 @@ static bool encode_at(ZydisEncoderRequest *req, uint64_t addr, uint8_t *buf,
                       size_t *len) {
   ZydisEncoderRequest copy = *req;
   ZyanUSize n = 15;
-  if (!ZYAN_SUCCESS(ZydisEncoderEncodeInstructionAbsolute(&copy, buf, &n, addr)))
+  if (!ZYAN_SUCCESS(
+          ZydisEncoderEncodeInstructionAbsolute(&copy, buf, &n, addr)))
     return false;
   *len = n;
   return true;
@@ -865,8 +914,8 @@ static bool push_item(struct gctx *g, const struct dt_item *it) {
  * instructions, F0 may make them invalid): what counts is what they
  * decode to, as long as the length stays the same.
  */
-static bool add_insn_p(struct gctx *g, ZydisEncoderRequest *req,
-                       unsigned group, bool allow_rsp, uint8_t prefix) {
+static bool add_insn_p(struct gctx *g, ZydisEncoderRequest *req, unsigned group,
+                       bool allow_rsp, uint8_t prefix) {
   uint8_t buf[32];
   size_t n, p = prefix != 0;
   struct decoded d;
@@ -941,7 +990,9 @@ static bool build_form(struct gctx *g, const struct form *f,
     bool want_mem = false;
     switch (kind) {
     case K_G: *o = reg_op(rnd_gpr(g, bytes)); break;
-    case K_X: *o = reg_op((ZydisRegister)(ZYDIS_REGISTER_XMM0 + rn(r, 16))); break;
+    case K_X:
+      *o = reg_op((ZydisRegister)(ZYDIS_REGISTER_XMM0 + rn(r, 16)));
+      break;
     case K_GM:
       if (!used_mem && chance(r, 45))
         want_mem = true;
@@ -955,9 +1006,7 @@ static bool build_form(struct gctx *g, const struct form *f,
         *o = reg_op((ZydisRegister)(ZYDIS_REGISTER_XMM0 + rn(r, 16)));
       break;
     case K_M: want_mem = true; break;
-    case K_I:
-      *o = imm_op(rnd_imm(g, bytes > 4 ? 4 : bytes));
-      break;
+    case K_I: *o = imm_op(rnd_imm(g, bytes > 4 ? 4 : bytes)); break;
     case K_I64: *o = imm_op((int64_t)rnd_int(r)); break;
     case K_I8: *o = imm_op(rnd_imm8(g, f->mn)); break;
     case K_ONE: *o = imm_op(1); break;
@@ -982,14 +1031,14 @@ static bool build_form(struct gctx *g, const struct form *f,
           align = 16;
         t = rnd_target(g, msize, align);
       }
-      *o = mem_at(g, req, t, msize,
-                  (f->attr & A_SEG) != 0 && !g->in_mmio);
+      *o = mem_at(g, req, t, msize, (f->attr & A_SEG) != 0 && !g->in_mmio);
       used_mem = true;
     }
     req->operand_count = (ZyanU8)(i + 1);
   }
-  if (used_mem && (f->attr & A_LOCK) && req->operands[0].type ==
-      ZYDIS_OPERAND_TYPE_MEMORY && !g->in_mmio && chance(r, 30))
+  if (used_mem && (f->attr & A_LOCK) &&
+      req->operands[0].type == ZYDIS_OPERAND_TYPE_MEMORY && !g->in_mmio &&
+      chance(r, 30))
     req->prefixes |= ZYDIS_ATTRIB_HAS_LOCK;
   /* cmpxchg8b/16b and xchg with memory are fine without lock as well. */
   return true;
@@ -1011,7 +1060,8 @@ static bool gen_form(struct gctx *g, unsigned group) {
       continue;
     /* Now and then a prefix: ignored segment overrides, operand size,
        rep/repne, lock (often invalid: #UD). */
-    static const uint8_t pfx[] = {0x2e, 0x3e, 0x26, 0x36, 0x66, 0xf2, 0xf3, 0xf0};
+    static const uint8_t pfx[] = {0x2e, 0x3e, 0x26, 0x36,
+                                  0x66, 0xf2, 0xf3, 0xf0};
     uint8_t p = chance(&g->rng, 4) ? pfx[rn(&g->rng, sizeof(pfx))] : 0;
     if (add_insn_p(g, &req, group, false, p))
       return true;
@@ -1067,10 +1117,9 @@ static bool gen_div(struct gctx *g) {
       req.operands[0] = reg_op(ZYDIS_REGISTER_EDX);
       req.operands[1] = reg_op(ZYDIS_REGISTER_EDX);
     } else {
-      static const ZydisMnemonic ext[] = {ZYDIS_MNEMONIC_CBW,
-                                          ZYDIS_MNEMONIC_CWD,
-                                          ZYDIS_MNEMONIC_CDQ,
-                                          ZYDIS_MNEMONIC_CQO};
+      static const ZydisMnemonic ext[] = {
+          ZYDIS_MNEMONIC_CBW, ZYDIS_MNEMONIC_CWD, ZYDIS_MNEMONIC_CDQ,
+          ZYDIS_MNEMONIC_CQO};
       req_init(&req, ext[S == 1 ? 0 : S == 2 ? 1 : S == 4 ? 2 : 3]);
     }
     if (!add_insn(g, &req, G_MULDIV, false))
@@ -1131,7 +1180,8 @@ static bool gen_string(struct gctx *g) {
   req_init(&req, mns[op][w]);
   if (rep) {
     if (op >= 3)
-      req.prefixes = chance(r, 50) ? ZYDIS_ATTRIB_HAS_REPE : ZYDIS_ATTRIB_HAS_REPNE;
+      req.prefixes =
+          chance(r, 50) ? ZYDIS_ATTRIB_HAS_REPE : ZYDIS_ATTRIB_HAS_REPNE;
     else
       req.prefixes = ZYDIS_ATTRIB_HAS_REP;
   }
@@ -1176,8 +1226,8 @@ static bool gen_xlat(struct gctx *g) {
    documented BT gap (docs/bt.md). */
 static bool gen_ldmxcsr(struct gctx *g) {
   struct dt_rng *r = &g->rng;
-  uint32_t v = 0x1f80 | (rn(r, 4) << 13) | (rn(r, 2) << 15) |
-               (rn(r, 2) << 6) | rn(r, 64);
+  uint32_t v = 0x1f80 | (rn(r, 4) << 13) | (rn(r, 2) << 15) | (rn(r, 2) << 6) |
+               rn(r, 64);
   /* Reserved bits (#GP), but not bit 17: AMD's misaligned-SSE mode (MM,
      CPUID misalignsse), which the host (KVM runs natively) has and BT's
      CPU model has not (its MXCSR_MASK is 0xffff). */
@@ -1313,8 +1363,9 @@ static bool gen_stack(struct gctx *g) {
     return add_raw(g, b, sizeof(b), 0);
   }
   if (k < 86 && stack_room(g, -16)) { /* push; call f; jmp over; f: ret 8 */
-    uint8_t b[] = {0x6a, (uint8_t)rn(r, 256), 0xe8, 0x02, 0, 0, 0,
-                   0xeb, 0x03, 0xc2, 0x08, 0x00};
+    uint8_t b[] = {
+        0x6a, (uint8_t)rn(r, 256), 0xe8, 0x02, 0, 0, 0, 0xeb, 0x03, 0xc2, 0x08,
+        0x00};
     return add_raw(g, b, sizeof(b), 0);
   }
   if (k < 89 && stack_room(g, -0x120)) {
@@ -1505,12 +1556,12 @@ static bool gen_sys(struct gctx *g) {
   if (k < 80) {
     /* mov ax, sel; mov ds/es/ss, ax: loads that check the descriptor
        (FS and GS would reset the bases the generator's addresses use). */
-    static const uint16_t sel[] = {0, 0x2b, 0x2b, 0x18, 0x33, 0x2b | 4,
-                                   0x3b, 0x48};
+    static const uint16_t sel[] = {0,    0x2b,     0x2b, 0x18,
+                                   0x33, 0x2b | 4, 0x3b, 0x48};
     uint16_t sv = sel[rn(r, sizeof(sel) / sizeof(sel[0]))];
     static const uint8_t seg[] = {0xd8, 0xc0, 0xd0}; /* ds, es, ss */
-    uint8_t b[6] = {0x66, 0xb8, (uint8_t)sv, (uint8_t)(sv >> 8), 0x8e,
-                    seg[rn(r, 3)]};
+    uint8_t b[6] = {0x66, 0xb8,         (uint8_t)sv, (uint8_t)(sv >> 8),
+                    0x8e, seg[rn(r, 3)]};
     if (!add_raw(g, b, 6, 0))
       return false;
     g->seq->items[g->seq->n - 1].group = G_SYS;
@@ -1518,9 +1569,10 @@ static bool gen_sys(struct gctx *g) {
   }
   /* Memory forms: sgdt, sidt, clflush, prefetch, lgdt, lidt, invlpg. */
   static const ZydisMnemonic mm[] = {
-      ZYDIS_MNEMONIC_SGDT, ZYDIS_MNEMONIC_SIDT, ZYDIS_MNEMONIC_CLFLUSH,
-      ZYDIS_MNEMONIC_PREFETCHT0, ZYDIS_MNEMONIC_PREFETCHNTA,
-      ZYDIS_MNEMONIC_LGDT, ZYDIS_MNEMONIC_LIDT, ZYDIS_MNEMONIC_INVLPG};
+      ZYDIS_MNEMONIC_SGDT,        ZYDIS_MNEMONIC_SIDT,
+      ZYDIS_MNEMONIC_CLFLUSH,     ZYDIS_MNEMONIC_PREFETCHT0,
+      ZYDIS_MNEMONIC_PREFETCHNTA, ZYDIS_MNEMONIC_LGDT,
+      ZYDIS_MNEMONIC_LIDT,        ZYDIS_MNEMONIC_INVLPG};
   ZydisMnemonic mn = mm[rn(r, sizeof(mm) / sizeof(mm[0]))];
   unsigned size = mn == ZYDIS_MNEMONIC_SGDT || mn == ZYDIS_MNEMONIC_SIDT ||
                           mn == ZYDIS_MNEMONIC_LGDT || mn == ZYDIS_MNEMONIC_LIDT
@@ -1532,8 +1584,8 @@ static bool gen_sys(struct gctx *g) {
   /* PVM emulates sgdt and sidt (UMIP on the host) and its emulator
      writes the first page of a store that faults on the second: keep
      them in the data pages. */
-  uint64_t t = size == 10 ? DT_DATA + rn(r, DT_DATA_SIZE - 16)
-                          : rnd_target(g, size, 0);
+  uint64_t t =
+      size == 10 ? DT_DATA + rn(r, DT_DATA_SIZE - 16) : rnd_target(g, size, 0);
   req.operands[0] = mem_at(g, &req, t, size, true);
   return add_insn(g, &req, G_SYS, false);
 }
@@ -1542,12 +1594,12 @@ static bool gen_sys(struct gctx *g) {
 static bool gen_branch(struct gctx *g) {
   struct dt_rng *r = &g->rng;
   static const ZydisMnemonic jcc[] = {
-      ZYDIS_MNEMONIC_JB, ZYDIS_MNEMONIC_JBE, ZYDIS_MNEMONIC_JL,
-      ZYDIS_MNEMONIC_JLE, ZYDIS_MNEMONIC_JNB, ZYDIS_MNEMONIC_JNBE,
-      ZYDIS_MNEMONIC_JNL, ZYDIS_MNEMONIC_JNLE, ZYDIS_MNEMONIC_JNO,
-      ZYDIS_MNEMONIC_JNP, ZYDIS_MNEMONIC_JNS, ZYDIS_MNEMONIC_JNZ,
-      ZYDIS_MNEMONIC_JO, ZYDIS_MNEMONIC_JP, ZYDIS_MNEMONIC_JS,
-      ZYDIS_MNEMONIC_JZ, ZYDIS_MNEMONIC_JMP, ZYDIS_MNEMONIC_LOOP,
+      ZYDIS_MNEMONIC_JB,    ZYDIS_MNEMONIC_JBE,    ZYDIS_MNEMONIC_JL,
+      ZYDIS_MNEMONIC_JLE,   ZYDIS_MNEMONIC_JNB,    ZYDIS_MNEMONIC_JNBE,
+      ZYDIS_MNEMONIC_JNL,   ZYDIS_MNEMONIC_JNLE,   ZYDIS_MNEMONIC_JNO,
+      ZYDIS_MNEMONIC_JNP,   ZYDIS_MNEMONIC_JNS,    ZYDIS_MNEMONIC_JNZ,
+      ZYDIS_MNEMONIC_JO,    ZYDIS_MNEMONIC_JP,     ZYDIS_MNEMONIC_JS,
+      ZYDIS_MNEMONIC_JZ,    ZYDIS_MNEMONIC_JMP,    ZYDIS_MNEMONIC_LOOP,
       ZYDIS_MNEMONIC_LOOPE, ZYDIS_MNEMONIC_LOOPNE, ZYDIS_MNEMONIC_JRCXZ};
   ZydisMnemonic mn = jcc[rn(r, sizeof(jcc) / sizeof(jcc[0]))];
   bool near = mn <= ZYDIS_MNEMONIC_JZ && mn != ZYDIS_MNEMONIC_LOOP &&
@@ -1570,9 +1622,9 @@ static bool gen_branch(struct gctx *g) {
     return false;
   flags_step(&d.di, &g->undef, g->body);
   /* The body: any table form of a plain group, flagged conditional. */
-  static const unsigned body_groups[] = {G_ALU, G_SHIFT, G_MOV, G_BIT,
-                                         G_CMOV, G_SSE_FP, G_SSE_INT,
-                                         G_SSE_MOV, G_FLAGS, G_ATOMIC};
+  static const unsigned body_groups[] = {
+      G_ALU,    G_SHIFT,   G_MOV,     G_BIT,   G_CMOV,
+      G_SSE_FP, G_SSE_INT, G_SSE_MOV, G_FLAGS, G_ATOMIC};
   struct dt_seq *s = g->seq;
   size_t before = s->n;
   uint64_t pos0 = g->pos;
@@ -1580,7 +1632,8 @@ static bool gen_branch(struct gctx *g) {
   g->body = true;
   bool ok = false;
   for (int t = 0; t < 4 && !ok; t++)
-    ok = gen_form(g, body_groups[rn(r, sizeof(body_groups) / sizeof(body_groups[0]))]);
+    ok = gen_form(
+        g, body_groups[rn(r, sizeof(body_groups) / sizeof(body_groups[0]))]);
   g->body = false;
   if (!ok || s->n != before + 1) {
     s->n = before;
@@ -1599,9 +1652,9 @@ static bool gen_branch(struct gctx *g) {
    table instruction that neither reads flags nor writes rcx or rsp. */
 static bool gen_loop(struct gctx *g) {
   struct dt_rng *r = &g->rng;
-  static const unsigned body_groups[] = {G_ALU, G_SHIFT, G_MOV, G_BIT,
-                                         G_SSE_FP, G_SSE_INT, G_SSE_MOV,
-                                         G_SSE_SHUF, G_BMI, G_ATOMIC};
+  static const unsigned body_groups[] = {
+      G_ALU,     G_SHIFT,   G_MOV,      G_BIT, G_SSE_FP,
+      G_SSE_INT, G_SSE_MOV, G_SSE_SHUF, G_BMI, G_ATOMIC};
   struct dt_seq *s = g->seq;
   size_t before = s->n;
   uint64_t pos0 = g->pos;
@@ -1611,15 +1664,17 @@ static bool gen_loop(struct gctx *g) {
   for (int t = 0; t < 6 && !ok; t++) {
     s->n = before;
     g->undef = u0;
-    if (!gen_form(g, body_groups[rn(r, sizeof(body_groups) /
-                                         sizeof(body_groups[0]))]) ||
+    if (!gen_form(
+            g,
+            body_groups[rn(r, sizeof(body_groups) / sizeof(body_groups[0]))]) ||
         s->n != before + 1)
       continue;
     uint8_t buf[32];
     size_t n;
     struct decoded d;
     const struct dt_item *it = &s->items[before];
-    if (it->prefix || !encode_at((ZydisEncoderRequest *)&it->req, g->pos, buf, &n) ||
+    if (it->prefix ||
+        !encode_at((ZydisEncoderRequest *)&it->req, g->pos, buf, &n) ||
         !decode(buf, n, &d) || (d.di.cpu_flags && d.di.cpu_flags->tested))
       continue;
     ok = true;
@@ -1714,8 +1769,8 @@ static void gen_state(struct gctx *g) {
   rnd_fill(r, st->mem, sizeof(st->mem));
 }
 
-void dt_generate(const struct dt_gen_config *cfg, uint64_t seed,
-                 uint64_t index, struct dt_seq *seq) {
+void dt_generate(const struct dt_gen_config *cfg, uint64_t seed, uint64_t index,
+                 struct dt_seq *seq) {
   struct gctx g;
   memset(&g, 0, sizeof(g));
   memset(seq, 0, sizeof(*seq));
@@ -1727,7 +1782,7 @@ void dt_generate(const struct dt_gen_config *cfg, uint64_t seed,
   /* Start anywhere in the first code page: long sequences cross into the
      second one (instructions straddling the boundary included). */
   seq->code = DT_CODE + (chance(&g.rng, 25) ? 0xf00 - rn(&g.rng, 0x100)
-                                             : rn(&g.rng, 0xf00));
+                                            : rn(&g.rng, 0xf00));
   gen_state(&g);
   g.df = (seq->init.rflags >> 10) & 1;
   g.rsp = STACK_TOP;
@@ -1782,8 +1837,8 @@ static bool emit(struct dt_code *c, const ZydisEncoderRequest *req,
   uint8_t *at = c->bytes + c->len;
   ZyanUSize n = 15;
   ZyanStatus s = relative ? ZydisEncoderEncodeInstruction(&copy, at + p, &n)
-                          : ZydisEncoderEncodeInstructionAbsolute(
-                                &copy, at + p, &n, addr + p);
+                          : ZydisEncoderEncodeInstructionAbsolute(&copy, at + p,
+                                                                  &n, addr + p);
   if (!ZYAN_SUCCESS(s) || n + p > 15 || !note_insn(c, addr, *undef))
     return false;
   if (p)
