@@ -17,7 +17,8 @@
 ;     worth of bits): with port 0xec denied, "in al, 0xea" works and
 ;     "in al, 0xec" raises #GP(0).
 ;  6. alignment checks at CPL 3 with CR0.AM and RFLAGS.AC: #AC(0) for a
-;     misaligned mov, push and lodsd (BT had none).
+;     misaligned mov, push, lodsd, an 80-bit fld not 8-byte aligned and
+;     an fnstenv area not 4-byte aligned (BT had none).
 ;  7. enter whose final RSP is misaligned: #AC with RSP as it was (BT
 ;     did not probe the final stack pointer, as the SDM's #PF condition
 ;     and the hosts do).
@@ -40,6 +41,8 @@
 ; expect-mem: 0x30180 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
 ; expect-mem: 0x301b0 fc ff 07 00 00 00 00 00
 ; expect-mem: 0x301c0 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30240 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
+; expect-mem: 0x30280 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
 ; expect-mem: 0x30200 11 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 c8 ff 06 00 00 00 00 00
 ; expect-mem: 0x30230 00 00 08 00 00 00 00 00
 bits 64
@@ -145,6 +148,33 @@ user:
 .c7:
     lea rax, [rel .ac_lods]
     sub [0x301d0], rax
+    mov qword [RECORD], 0x30240
+    lea rax, [rel .c6e]
+    mov [RESUME], rax
+    fld tword [0x32008]             ; 8-byte aligned: no record
+    fstp st0
+.ac_fld:
+    fld tword [0x32004]
+    ud2
+.c6e:
+    lea rax, [rel .ac_fld]
+    sub [0x30250], rax
+    mov qword [RECORD], 0x30280
+    lea rax, [rel .c6f]
+    mov [RESUME], rax
+    fnstenv [0x32004]               ; 4-byte aligned: no record
+    xor eax, eax                    ; (BT does not virtualize the x87
+%assign a 0x32004                   ; FIP/FDP the image holds: wiped,
+%rep 7                              ; dword by dword: AC is on)
+    mov [a], eax
+%assign a a + 4
+%endrep
+.ac_env:
+    fnstenv [0x32002]
+    ud2
+.c6f:
+    lea rax, [rel .ac_env]
+    sub [0x30290], rax
     inc r15
     ; 7. enter probes the final stack pointer (#AC here) before it
     ;    commits anything

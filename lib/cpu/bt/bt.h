@@ -543,7 +543,8 @@ uint32_t bt_guest_mxcsr(const struct bt_vcpu *b);
 /* Would an access of len bytes at lin raise #AC now? 2-, 4- and 8-byte
    data accesses at CPL 3 with CR0.AM and RFLAGS.AC set, and on AMD hosts
    16-byte ones (SSE operands that need no alignment: Intel's SDM leaves
-   them out, AMD's manual and its processors check them); docs/bt.md. */
+   them out, AMD's manual and its processors check them); docs/bt.md.
+   80-bit x87 operands (8-byte alignment) are checked by the miss path. */
 static inline bool bt_ac_fault(const struct bt_vcpu *b, uint64_t lin,
                                unsigned len) {
   return (b->key & BT_K_AC) &&

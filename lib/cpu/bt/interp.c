@@ -1205,6 +1205,29 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
                m == ZYDIS_MNEMONIC_FXSAVE64 || m == ZYDIS_MNEMONIC_STMXCSR;
   if (mi >= 0 && (err = op_lin(b, in, mi, store, &lin)) < 0)
     return err;
+  /* Alignment checks of the save areas (bt_read/bt_write check only 2-,
+     4- and 8-byte accesses): the x87 environment and state at 4 bytes
+     (2 with a 16-bit operand size), as the SDM's #AC table says; FXSAVE
+     and FXRSTOR are implementation-dependent (#AC or #GP when not
+     16-byte aligned): AMD hosts raise #AC below 4-byte alignment. */
+  if (mi >= 0 && (b->key & BT_K_AC)) {
+    unsigned align = 0;
+    switch (m) {
+    case ZYDIS_MNEMONIC_FNSTENV:
+    case ZYDIS_MNEMONIC_FLDENV:
+    case ZYDIS_MNEMONIC_FNSAVE:
+    case ZYDIS_MNEMONIC_FRSTOR:
+      align = in->di.operand_width == 16 ? 2 : 4;
+      break;
+    case ZYDIS_MNEMONIC_FXSAVE:
+    case ZYDIS_MNEMONIC_FXSAVE64:
+    case ZYDIS_MNEMONIC_FXRSTOR:
+    case ZYDIS_MNEMONIC_FXRSTOR64: align = b->vm->ac16 ? 4 : 0; break;
+    default: break;
+    }
+    if (align && (lin & (align - 1)))
+      return bt_raise(b, X86_EXC_AC, true, 0);
+  }
   switch (m) {
   case ZYDIS_MNEMONIC_FNINIT: {
     uint8_t *a = b->ctx.fpu;

@@ -691,7 +691,8 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
     leave_fault(b, d);
     return 1;
   }
-  if (bt_ac_fault(b, lin, size)) {
+  if (bt_ac_fault(b, lin, size) ||
+      (size == 10 && (b->key & BT_K_AC) && (lin & 7))) {
     bt_raise(b, X86_EXC_AC, true, 0);
     leave_fault(b, d);
     return 1;

@@ -784,7 +784,10 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
   if (!t->code64)
     pc = (uint32_t)pc;
-  if (t->flat && !fs_gs_32 && !bt_adaptive(t->b, pc)) {
+  /* An 80-bit x87 operand needs 8-byte alignment under alignment checks
+     but may cross a page: the callout checks it (rare enough). */
+  bool ac10 = (t->b->key & BT_K_AC) && o->size == 80;
+  if (t->flat && !fs_gs_32 && !ac10 && !bt_adaptive(t->b, pc)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
     borrow(t, (unsigned)s1);
