@@ -15,6 +15,8 @@
  *   tables:  mode tables (default 0x100000)
  *   kernel-stack: TSS stack for entries to CPL 0 (default: stack)
  *   idt:     BASE LIMIT  load IDTR before the run (a CPL 3 guest cannot)
+ *   cr0-set: BITS  OR-ed into CR0 after the mode (CR0.AM for a CPL 3
+ *            guest's alignment checks)
  *   msr:     model-specific registers set before the run, after the
  *            mode: "0xc0000082=0x10200 0xc0000080=0xd01"
  *   reg:     initial registers, "rax=1 rbx=2"
@@ -90,6 +92,7 @@ struct spec {
   uint64_t idt_base;
   uint16_t idt_limit;
   bool idt_set;
+  uint64_t cr0_set;
   struct vmm_msr msrs[8];
   size_t nmsrs;
   struct reg_value init[24];
@@ -260,6 +263,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       sp->idt_base = strtoull(val, &end, 0);
       sp->idt_limit = (uint16_t)strtoul(end, NULL, 0);
       sp->idt_set = true;
+    } else if (!strcmp(key, "cr0-set")) {
+      sp->cr0_set = parse_num(val);
     } else if (!strcmp(key, "msr")) {
       struct reg_value rv[8];
       size_t n = parse_regs(val, rv, 8);
@@ -514,11 +519,14 @@ static int run_guest(const struct spec *sp, enum vmm_engine_kind engine,
                               .identity_size = 1ull << 32,
                               .kernel_stack = sp->kernel_stack};
   assert_int_equal(vmm_vcpu_set_mode(vcpu, &ms), 0);
-  if (sp->idt_set) {
+  if (sp->idt_set || sp->cr0_set) {
     struct vmm_sregs sr;
     assert_int_equal(vmm_vcpu_get_sregs(vcpu, &sr), 0);
-    sr.idt.base = sp->idt_base;
-    sr.idt.limit = sp->idt_limit;
+    if (sp->idt_set) {
+      sr.idt.base = sp->idt_base;
+      sr.idt.limit = sp->idt_limit;
+    }
+    sr.cr0 |= sp->cr0_set;
     assert_int_equal(vmm_vcpu_set_sregs(vcpu, &sr), 0);
   }
   if (sp->nmsrs > 0)

@@ -382,6 +382,54 @@ static void probe_cpuid(void) {
   vm_fini(&v);
 }
 
+/* RFLAGS.AC in a CPL 0 handler entered from CPL 3 through a 64-bit
+   interrupt gate (delivery clears TF, NT, RF, VM and IF, not AC). */
+static void probe_ac(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  /* push 0x40202; popfq; mov eax, [0x30001] (#AC: CR0.AM is set); jmp $ */
+  static const uint8_t user[] = {0x68, 0x02, 0x02, 0x04, 0x00, 0x9d, 0x8b, 0x04,
+                                 0x25, 0x01, 0x00, 0x03, 0x00, 0xeb, 0xfe};
+  /* pushfq; pop rax; mov [0x30000], rax; mov rax, [rsp + 24];
+     mov [0x30008], rax; out 0xeb, al */
+  static const uint8_t h[] = {0x9c, 0x58, 0x48, 0x89, 0x04, 0x25, 0x00,
+                              0x00, 0x03, 0x00, 0x48, 0x8b, 0x44, 0x24,
+                              0x18, 0x48, 0x89, 0x04, 0x25, 0x08, 0x00,
+                              0x03, 0x00, 0xe6, 0xeb};
+  code(&v, CODE, user, sizeof(user));
+  code(&v, CODE + 0x100, h, sizeof(h));
+  gate(&v, 17, CODE + 0x100, 0);
+  int x = run(&v);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, RFLAGS 0x%llx, frame RFLAGS 0x%llx",
+           exit_name(x), (unsigned long long)*(uint64_t *)(v.mem + 0x30000),
+           (unsigned long long)*(uint64_t *)(v.mem + 0x30008));
+  report("#AC handler's RFLAGS.AC:", buf, "AC (0x40000) set in both");
+  vm_fini(&v);
+}
+
+/* A misaligned 16-byte operand of a legacy SSE instruction at CPL 3. */
+static void probe_sse_align(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  /* addps xmm0, [0x30001]; jmp $ */
+  static const uint8_t user[] = {0x0f, 0x58, 0x04, 0x25, 0x01,
+                                 0x00, 0x03, 0x00, 0xeb, 0xfe};
+  code(&v, CODE, user, sizeof(user));
+  for (unsigned vec = 6; vec <= 13; vec += 7) {
+    /* mov byte [0x30010], vec; out 0xeb, al */
+    uint8_t h[] = {0xc6, 0x04, 0x25,         0x10, 0x00,
+                   0x03, 0x00, (uint8_t)vec, 0xe6, 0xeb};
+    code(&v, CODE + 0x100 * vec, h, sizeof(h));
+    gate(&v, vec, CODE + 0x100 * vec, 0);
+  }
+  int x = run(&v);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, vector %u", exit_name(x), v.mem[0x30010]);
+  report("addps xmm0, [misaligned] at CPL 3:", buf, "vector 13 (#GP)");
+  vm_fini(&v);
+}
+
 /* KVM_GET_FPU and MXCSR (a KVM API property, not PVM's). */
 static void probe_fpu_mxcsr(void) {
   struct vm v;
@@ -411,5 +459,7 @@ int main(void) {
   probe_iopl();
   probe_cpuid();
   probe_fpu_mxcsr();
+  probe_ac();
+  probe_sse_align();
   return 0;
 }

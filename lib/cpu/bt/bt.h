@@ -238,6 +238,9 @@ struct bt_tc {
 #define BT_K_MP (1u << 11)
 #define BT_K_COUNT (1u << 12)
 #define BT_K_SINGLE (1u << 13) /* one-instruction TUs */
+/* Alignment checking: CPL 3, CR0.AM and RFLAGS.AC (inline lookups of 2-,
+   4- and 8-byte accesses then miss on misaligned addresses). */
+#define BT_K_AC (1u << 14)
 
 /* A VM-level record of translated bytes in one guest page. */
 struct bt_codepage {
@@ -263,6 +266,7 @@ struct bt_codepage {
 struct bt_vm {
   uint32_t host;        /* BT_H_* */
   bool fast_pext;       /* PEXT is a single fast instruction on this host */
+  bool ac16;            /* #AC covers 16-byte operands too (AMD hosts) */
   pthread_mutex_t lock; /* code pages, invalidation queues */
   struct bt_codepage *code[BT_CODE_HASH];
   /* Per slot id: one bit per page holding translated code. */
@@ -328,7 +332,7 @@ struct bt_vcpu {
   uint64_t sysenter_cs, sysenter_esp, sysenter_eip;
   uint64_t tsc_aux, pat, misc_enable, tsc_offset;
   uint16_t fcw;   /* guest-visible x87 control word */
-  uint32_t mxcsr; /* guest-visible MXCSR */
+  uint32_t mxcsr; /* the guest's MXCSR exception masks (bt_guest_mxcsr) */
   unsigned cpl;
   bool halted;
   uint64_t shadow_rip; /* interrupt shadow covers the instruction here */
@@ -581,6 +585,20 @@ uint64_t bt_tsc(struct bt_vcpu *b);
 uint64_t bt_popf_mask(struct bt_vcpu *b, unsigned osize);
 void bt_write_flags(struct bt_vcpu *b, uint64_t v, uint64_t mask);
 void bt_fpu_set_controls(struct bt_vcpu *b, uint16_t fcw, uint32_t mxcsr);
+/* The MXCSR the guest sees: the saved host MXCSR (exception flags set by
+   guest instructions, rounding, DAZ, FZ) with the guest's masks. */
+uint32_t bt_guest_mxcsr(const struct bt_vcpu *b);
+/* Would an access of len bytes at lin raise #AC now? 2-, 4- and 8-byte
+   data accesses at CPL 3 with CR0.AM and RFLAGS.AC set, and on AMD hosts
+   16-byte ones (SSE operands that need no alignment: Intel's SDM leaves
+   them out, AMD's manual and its processors check them); docs/bt.md.
+   80-bit x87 operands (8-byte alignment) are checked by the miss path. */
+static inline bool bt_ac_fault(const struct bt_vcpu *b, uint64_t lin,
+                               unsigned len) {
+  return (b->key & BT_K_AC) &&
+         (len == 2 || len == 4 || len == 8 || (len == 16 && b->vm->ac16)) &&
+         (lin & (len - 1)) != 0;
+}
 void bt_supported_cpuid(struct bt_vm *m, bool platform);
 uint64_t bt_reg_get(struct bt_vcpu *b, ZydisRegister r);
 void bt_reg_set(struct bt_vcpu *b, ZydisRegister r, uint64_t v);

@@ -51,6 +51,12 @@ static uint32_t host_features(void) {
   return h;
 }
 
+static bool host_amd(void) {
+  unsigned a, b, c, d;
+  __cpuid(0, a, b, c, d);
+  return b == 0x68747541; /* "Auth" */
+}
+
 /* PEXT is microcoded (hundreds of cycles) on AMD before family 0x19. */
 static bool fast_pext(void) {
   unsigned a, b, c, d;
@@ -68,6 +74,7 @@ void bt_supported_cpuid(struct bt_vm *m, bool platform) {
   m->nsupported = 0;
   m->host = host_features();
   m->fast_pext = fast_pext();
+  m->ac16 = host_amd();
   __cpuid(0, a, b, c, d);
   add(m, 0, 0, 0, 7, b, c, d); /* max basic leaf 7, host vendor */
 

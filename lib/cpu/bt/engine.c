@@ -322,6 +322,8 @@ void bt_update_mode(struct bt_vcpu *b) {
     key |= BT_K_SINGLE;
   if (b->vflags & X86_RFLAGS_TF)
     key |= BT_K_SINGLE;
+  if (b->cpl == 3 && (b->cr0 & X86_CR0_AM) && (b->vflags & X86_RFLAGS_AC))
+    key |= BT_K_AC;
   b->key = key;
   unsigned set = b->cpl == 3 ? 1 : 0;
   b->tlb_set = set;
@@ -414,9 +416,10 @@ static int bt_set_regs(vmm_vcpu *vcpu, const struct vmm_regs *r) {
   for (int i = 0; i < 16; i++)
     b->ctx.gpr[regs_map[i]] = in[i];
   b->ctx.rip = r->rip;
-  uint64_t old_tf = b->vflags & X86_RFLAGS_TF;
+  uint64_t mode_flags = X86_RFLAGS_TF | X86_RFLAGS_AC;
+  uint64_t old = b->vflags & mode_flags;
   bt_set_rflags(b, r->rflags);
-  if ((b->vflags & X86_RFLAGS_TF) != old_tf)
+  if ((b->vflags & mode_flags) != old)
     bt_update_mode(b);
   /* A new RIP abandons any instruction left half-done by an exit. */
   b->pio.valid = false;
@@ -498,8 +501,14 @@ static int bt_get_fpu(vmm_vcpu *vcpu, struct vmm_fpu *f) {
   for (int i = 0; i < 8; i++)
     memcpy(f->st[i], a + FX_ST + 16 * i, 10);
   memcpy(f->xmm, a + FX_XMM, sizeof(f->xmm));
-  f->mxcsr = b->mxcsr;
+  f->mxcsr = bt_guest_mxcsr(b);
   return 0;
+}
+
+uint32_t bt_guest_mxcsr(const struct bt_vcpu *b) {
+  uint32_t h;
+  memcpy(&h, b->ctx.fpu + FX_MXCSR, 4);
+  return (h & ~0x1f80u) | (b->mxcsr & 0x1f80u);
 }
 
 /* The host runs with every FP exception masked; the guest's masks are
@@ -536,7 +545,8 @@ static int bt_get_xsave(vmm_vcpu *vcpu, void *buf) {
   memset(x, 0, VMM_XSAVE_SIZE);
   memcpy(x, b->ctx.fpu, 512);
   memcpy(x + FX_FCW, &b->fcw, 2);
-  memcpy(x + FX_MXCSR, &b->mxcsr, 4);
+  uint32_t mx = bt_guest_mxcsr(b);
+  memcpy(x + FX_MXCSR, &mx, 4);
   uint64_t bv = X86_XCR0_X87 | X86_XCR0_SSE;
   memcpy(x + 512, &bv, 8);
   return 0;
@@ -1044,9 +1054,6 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     int reason = vmm__bt_enter(&b->ctx, host);
     atomic_store(&b->ctx.in_tc, 0);
     stepped = true;
-    if (guest_tf && reason != BT_X_BUDGET && b->nevents == events_before &&
-        !b->exit_ready && !b->halted)
-      guest_single_step(b);
     switch (reason) {
     case BT_X_LINK: {
       struct bt_link *l = &b->tc.links[b->ctx.arg];
@@ -1063,6 +1070,14 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     }
     case BT_X_CALLOUT:
     default: break;
+    }
+    /* After the exit is resolved: RIP is then the next instruction's (a
+       link exit stores it only above), which the trap frame must hold,
+       and the handler, not the link's target, runs next. */
+    if (guest_tf && reason != BT_X_BUDGET && b->nevents == events_before &&
+        !b->exit_ready && !b->halted) {
+      pending = NULL;
+      guest_single_step(b);
     }
   }
 }

@@ -205,6 +205,16 @@ bool bt_needs_align16(const ZydisDecodedInstruction *di,
   }
 }
 
+/*
+ * Around inline assembly that computes flags with pushfq/popfq: step over
+ * the red zone (the compiler may keep a leaf function's data in the 128
+ * bytes below RSP, which a push would overwrite) and leave DF clear, as
+ * the ABI requires of C code (popfq loads the guest's DF; with it set,
+ * the next memset or memcpy would run backwards over other memory).
+ */
+#define HOSTF_IN "addq $-128, %%rsp\n\t"
+#define HOSTF_OUT "\n\tsubq $-128, %%rsp\n\tcld"
+
 /* ------------------------------------------------------------------------ */
 /* Operands                                                                 */
 
@@ -315,16 +325,28 @@ static uint64_t cmp_flags(uint64_t a, uint64_t c, unsigned size) {
   uint64_t f;
   switch (size) {
   case 1:
-    __asm__("cmpb %b2, %b1; pushfq; popq %0" : "=r"(f) : "q"(a), "q"(c) : "cc");
+    __asm__(HOSTF_IN "cmpb %b2, %b1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "q"(a), "q"(c)
+            : "cc");
     break;
   case 2:
-    __asm__("cmpw %w2, %w1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpw %w2, %w1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   case 4:
-    __asm__("cmpl %k2, %k1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpl %k2, %k1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   default:
-    __asm__("cmpq %2, %1; pushfq; popq %0" : "=r"(f) : "r"(a), "r"(c) : "cc");
+    __asm__(HOSTF_IN "cmpq %2, %1; pushfq; popq %0" HOSTF_OUT
+            : "=r"(f)
+            : "r"(a), "r"(c)
+            : "cc");
     break;
   }
   return f;
@@ -340,7 +362,10 @@ static void set_status(struct bt_vcpu *b, uint64_t f, uint64_t mask) {
 
 static uint64_t szp_flags(uint8_t v) {
   uint64_t f;
-  __asm__("testb %b1, %b1; pushfq; popq %0" : "=r"(f) : "q"(v) : "cc");
+  __asm__(HOSTF_IN "testb %b1, %b1; pushfq; popq %0" HOSTF_OUT
+          : "=r"(f)
+          : "q"(v)
+          : "cc");
   return f & (X86_RFLAGS_SF | X86_RFLAGS_ZF | X86_RFLAGS_PF);
 }
 
@@ -367,7 +392,8 @@ static int io_allowed(struct bt_vcpu *b, uint16_t port, unsigned size) {
   uint16_t bits;
   if ((err = bt_read(b, b->tr.base + at, &bits, 2, true)) < 0)
     return err;
-  if ((bits >> (port & 7)) & mask_of(size))
+  /* One permission bit per port: `size` bits, not bytes. */
+  if ((bits >> (port & 7)) & ((1u << size) - 1))
     return bt_raise(b, X86_EXC_GP, true, 0);
   return 0;
 }
@@ -512,6 +538,8 @@ static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m, unsigned size,
                  m == ZYDIS_MNEMONIC_MOVSD || m == ZYDIS_MNEMONIC_MOVSQ;
   uint64_t n = max;
   uint8_t *src = NULL, *dst = NULL;
+  if (b->key & BT_K_AC)
+    return 0; /* alignment checks: element by element (bt_read/bt_write) */
   if (uses_si && !(src = chunk_ptr(b, src_seg, areg_get(b, R_SI, abits), size,
                                    fwd, false, abits, &n)))
     return 0;
@@ -667,6 +695,8 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
       n = bi;
     /* Translate the first element now so a fault comes before the I/O. */
     uint64_t gpa;
+    if (bt_ac_fault(b, lin, size))
+      return bt_raise(b, X86_EXC_AC, true, 0);
     if ((err = bt_translate(b, lin, is_ins ? BT_W : BT_R, false, &gpa)) < 0)
       return err;
     if (is_outs) {
@@ -879,12 +909,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX];
     uint8_t s8 = (uint8_t)src;
     if (sign)
-      __asm__("pushq %1; popfq; idivb %2; pushfq; popq %1"
+      __asm__(HOSTF_IN "pushq %1; popfq; idivb %2; pushfq; popq %1" HOSTF_OUT
               : "+a"(rax), "+r"(fl)
               : "q"(s8)
               : "cc");
     else
-      __asm__("pushq %1; popfq; divb %2; pushfq; popq %1"
+      __asm__(HOSTF_IN "pushq %1; popfq; divb %2; pushfq; popq %1" HOSTF_OUT
               : "+a"(rax), "+r"(fl)
               : "q"(s8)
               : "cc");
@@ -903,12 +933,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     uint16_t s16 = (uint16_t)src;
     if (sign)
-      __asm__("pushq %2; popfq; idivw %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivw %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s16)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divw %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divw %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s16)
               : "cc");
@@ -930,12 +960,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     uint32_t s32 = (uint32_t)src;
     if (sign)
-      __asm__("pushq %2; popfq; idivl %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivl %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s32)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divl %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divl %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(s32)
               : "cc");
@@ -957,12 +987,12 @@ static int do_div(struct bt_vcpu *b, struct insn *in, bool sign) {
     }
     uint64_t rax = g[R_AX], rdx = g[R_DX];
     if (sign)
-      __asm__("pushq %2; popfq; idivq %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; idivq %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(src)
               : "cc");
     else
-      __asm__("pushq %2; popfq; divq %3; pushfq; popq %2"
+      __asm__(HOSTF_IN "pushq %2; popfq; divq %3; pushfq; popq %2" HOSTF_OUT
               : "+a"(rax), "+d"(rdx), "+r"(fl)
               : "r"(src)
               : "cc");
@@ -1176,19 +1206,42 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
                m == ZYDIS_MNEMONIC_FXSAVE64 || m == ZYDIS_MNEMONIC_STMXCSR;
   if (mi >= 0 && (err = op_lin(b, in, mi, store, &lin)) < 0)
     return err;
+  /* Alignment checks of the save areas (bt_read/bt_write check only 2-,
+     4- and 8-byte accesses): the x87 environment and state at 4 bytes
+     (2 with a 16-bit operand size), as the SDM's #AC table says; FXSAVE
+     and FXRSTOR are implementation-dependent (#AC or #GP when not
+     16-byte aligned): AMD hosts raise #AC below 4-byte alignment. */
+  if (mi >= 0 && (b->key & BT_K_AC)) {
+    unsigned align = 0;
+    switch (m) {
+    case ZYDIS_MNEMONIC_FNSTENV:
+    case ZYDIS_MNEMONIC_FLDENV:
+    case ZYDIS_MNEMONIC_FNSAVE:
+    case ZYDIS_MNEMONIC_FRSTOR:
+      align = in->di.operand_width == 16 ? 2 : 4;
+      break;
+    case ZYDIS_MNEMONIC_FXSAVE:
+    case ZYDIS_MNEMONIC_FXSAVE64:
+    case ZYDIS_MNEMONIC_FXRSTOR:
+    case ZYDIS_MNEMONIC_FXRSTOR64: align = b->vm->ac16 ? 4 : 0; break;
+    default: break;
+    }
+    if (align && (lin & (align - 1)))
+      return bt_raise(b, X86_EXC_AC, true, 0);
+  }
   switch (m) {
   case ZYDIS_MNEMONIC_FNINIT: {
     uint8_t *a = b->ctx.fpu;
     memset(a + 2, 0, 22); /* FSW, FTW, FOP, FIP, FDP */
     memset(a + 32, 0, 128);
-    bt_fpu_set_controls(b, 0x37f, b->mxcsr);
+    bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
     break;
   }
   case ZYDIS_MNEMONIC_FLDCW: {
     uint16_t v;
     if ((err = bt_read(b, lin, &v, 2, false)) < 0)
       return err;
-    bt_fpu_set_controls(b, v, b->mxcsr);
+    bt_fpu_set_controls(b, v, bt_guest_mxcsr(b));
     break;
   }
   case ZYDIS_MNEMONIC_FNSTCW:
@@ -1205,10 +1258,12 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     bt_fpu_set_controls(b, fcw, v);
     break;
   }
-  case ZYDIS_MNEMONIC_STMXCSR:
-    if ((err = bt_write(b, lin, &b->mxcsr, 4, false)) < 0)
+  case ZYDIS_MNEMONIC_STMXCSR: {
+    uint32_t v = bt_guest_mxcsr(b);
+    if ((err = bt_write(b, lin, &v, 4, false)) < 0)
       return err;
     break;
+  }
   case ZYDIS_MNEMONIC_FXSAVE:
   case ZYDIS_MNEMONIC_FXSAVE64: {
     if (lin & 15)
@@ -1216,7 +1271,8 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     uint8_t a[512];
     memcpy(a, b->ctx.fpu, 512);
     memcpy(a, &b->fcw, 2);
-    memcpy(a + 24, &b->mxcsr, 4);
+    uint32_t mx = bt_guest_mxcsr(b);
+    memcpy(a + 24, &mx, 4);
     if ((err = bt_write(b, lin, a, 512, false)) < 0)
       return err;
     break;
@@ -1258,7 +1314,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       uint8_t *a = b->ctx.fpu;
       memset(a + 2, 0, 22);
       memset(a + 32, 0, 128);
-      bt_fpu_set_controls(b, 0x37f, b->mxcsr);
+      bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
     }
     memcpy(img, &gfcw, 2);
     if ((err = bt_write(b, lin, img, n, false)) < 0)
@@ -1282,7 +1338,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       __asm__ volatile("fldenv %0" ::"m"(img));
     fpu_host_save(b);
     fpu_host_reset(b);
-    bt_fpu_set_controls(b, fcw, b->mxcsr);
+    bt_fpu_set_controls(b, fcw, bt_guest_mxcsr(b));
     break;
   }
   default: return bt_raise(b, X86_EXC_UD, false, 0);
@@ -1449,25 +1505,26 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
 #define BITOP(insn)                                                            \
   do {                                                                         \
     if (p != NULL && bytes == 8)                                               \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "q %3, %1; pushfq; popq %0"                             \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "q %3, %1; pushfq; popq %0" HOSTF_OUT          \
                        : "=r"(fl), "+m"(*(uint64_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else if (p != NULL && bytes == 4)                                          \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "l %k3, %1; pushfq; popq %0"                            \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "l %k3, %1; pushfq; popq %0" HOSTF_OUT         \
                        : "=r"(fl), "+m"(*(uint32_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else if (p != NULL)                                                        \
-      __asm__ volatile("pushq %2; popfq; lock " insn                           \
-                       "w %w3, %1; pushfq; popq %0"                            \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; lock " insn                  \
+                                "w %w3, %1; pushfq; popq %0" HOSTF_OUT         \
                        : "=r"(fl), "+m"(*(uint16_t *)p)                        \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc", "memory");                                      \
     else                                                                       \
-      __asm__ volatile("pushq %2; popfq; " insn "q %3, %1; pushfq; popq %0"    \
+      __asm__ volatile(HOSTF_IN "pushq %2; popfq; " insn                       \
+                                "q %3, %1; pushfq; popq %0" HOSTF_OUT          \
                        : "=r"(fl), "+r"(nv)                                    \
                        : "0"(fl), "r"(bit)                                     \
                        : "cc");                                                \
@@ -1478,7 +1535,7 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_BTC: BITOP("btc"); break;
   default:
     p = NULL;
-    __asm__("pushq %1; popfq; btq %2, %3; pushfq; popq %0"
+    __asm__(HOSTF_IN "pushq %1; popfq; btq %2, %3; pushfq; popq %0" HOSTF_OUT
             : "=r"(fl)
             : "0"(fl), "r"(bit), "r"(v)
             : "cc");
@@ -1595,16 +1652,25 @@ static int osize_bytes(const struct insn *in) {
   return in->di.operand_width / 8;
 }
 
-static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
+/* The target of a near branch, truncated to the operand size; #GP if it
+   is beyond CS's limit or not canonical (before anything is pushed). */
+static int near_target(struct bt_vcpu *b, struct insn *in, uint64_t *target) {
   unsigned ow = in->di.operand_width;
   if (ow == 16)
-    target &= 0xffff;
+    *target &= 0xffff;
   else if (ow == 32)
-    target &= 0xffffffff;
-  if (!code64(b) && pmode(b) && target > b->seg[S_CS].limit)
+    *target &= 0xffffffff;
+  if (!code64(b) && pmode(b) && *target > b->seg[S_CS].limit)
     return bt_raise(b, X86_EXC_GP, true, 0);
-  if (code64(b) && !canonical(target))
+  if (code64(b) && !canonical(*target))
     return bt_raise(b, X86_EXC_GP, true, 0);
+  return BT_OK;
+}
+
+static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
+  int err = near_target(b, in, &target);
+  if (err < 0)
+    return err;
   b->ctx.rip = target;
   return BT_OK;
 }
@@ -1764,6 +1830,10 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       g[R_CX] = (uint32_t)b->tsc_aux;
     break;
   }
+  case ZYDIS_MNEMONIC_RDPMC:
+    /* #GP(0) at CPL > 0 with CR4.PCE clear, and for a counter that does
+       not exist, which is every counter: CPUID reports no PMU. */
+    return bt_raise(b, X86_EXC_GP, true, 0);
   case ZYDIS_MNEMONIC_RDMSR:
   case ZYDIS_MNEMONIC_WRMSR:
     if (b->cpl != 0)
@@ -2051,13 +2121,12 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     const ZydisDecodedOperand *o = &in->op[0];
     if (o->type == ZYDIS_OPERAND_TYPE_REGISTER &&
         ZydisRegisterGetClass(o->reg.value) == ZYDIS_REGCLASS_SEGMENT) {
+      /* A fault is delivered at once, with the frame holding the RSP
+         the instruction started with: RSP moves only after the load. */
       int s = sreg_index(o->reg.value);
-      uint64_t old = g[R_SP];
-      g[R_SP] = sp;
-      if ((err = bt_load_seg(b, s, (uint16_t)v)) < 0) {
-        g[R_SP] = old;
+      if ((err = bt_load_seg(b, s, (uint16_t)v)) < 0)
         return err;
-      }
+      g[R_SP] = sp;
       if (s == S_SS) {
         b->shadow = true;
         b->shadow_rip = in->next;
@@ -2065,14 +2134,17 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       break;
     }
     if (o->type == ZYDIS_OPERAND_TYPE_MEMORY) {
-      /* The address is computed with the incremented stack pointer. */
-      uint64_t old = g[R_SP];
+      /* The address is computed with the incremented stack pointer, but
+         a fault (delivered at once) must see the original one. */
+      uint64_t old = g[R_SP], lin;
       g[R_SP] = sp;
-      err = op_write(b, in, 0, v);
-      if (err < 0) {
-        g[R_SP] = old;
+      uint64_t ea = ea_of(b, &in->di, o, in->next);
+      g[R_SP] = old;
+      int s = sreg_index(o->mem.segment);
+      if ((err = seg_lin(b, s < 0 ? S_DS : s, ea, os, true, &lin)) < 0 ||
+          (err = bt_write(b, lin, &v, os, false)) < 0)
         return err;
-      }
+      g[R_SP] = sp;
       break;
     }
     g[R_SP] = sp;
@@ -2123,6 +2195,16 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     if (level > 0 && (err = push_at(b, &sp, frame, os)) < 0)
       return err;
     sp = sp_add(b, sp, -(int64_t)size);
+    /* The SDM's #PF condition: "a write using the final value of the
+       stack pointer would cause a page fault". The hosts probe it,
+       alignment check included, before anything is committed. */
+    uint64_t lin, gpa;
+    if ((err = seg_lin(b, S_SS, sp_off(b, sp), os, true, &lin)) < 0)
+      return err;
+    if (bt_ac_fault(b, lin, os))
+      return bt_raise(b, X86_EXC_AC, true, 0);
+    if ((err = bt_translate(b, lin, BT_W, false, &gpa)) < 0)
+      return err;
     gpr_set(b, R_BP, stack_bits(b) == 16 ? 2 : os, frame);
     g[R_SP] = sp;
     break;
@@ -2188,15 +2270,14 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       return err;
     }
     if (call) {
+      /* The target is checked before the push; a fault is delivered at
+         once and its frame holds the original RSP. */
       uint64_t sp = g[R_SP];
-      if ((err = push_at(b, &sp, in->next, os)) < 0)
+      if ((err = near_target(b, in, &target)) < 0 ||
+          (err = push_at(b, &sp, in->next, os)) < 0)
         return err;
-      uint64_t old = g[R_SP];
       g[R_SP] = sp;
-      if ((err = near_branch(b, in, target)) < 0) {
-        g[R_SP] = old;
-        return err;
-      }
+      b->ctx.rip = target;
       return BT_OK;
     }
     return near_branch(b, in, target);
@@ -2211,10 +2292,9 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       return err;
     if (in->di.operand_count_visible)
       sp = sp_add(b, sp, (int64_t)(in->op[0].imm.value.u & 0xffff));
-    uint64_t old = g[R_SP];
-    g[R_SP] = sp;
     if ((err = near_branch(b, in, v)) < 0)
-      g[R_SP] = old;
+      return err; /* delivered: RSP is the handler's now */
+    g[R_SP] = sp;
     return err;
   }
   case ZYDIS_MNEMONIC_LOOP:

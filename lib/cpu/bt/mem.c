@@ -594,6 +594,8 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
   }
   uint64_t gpa[2];
   unsigned part[2];
+  if (!sys && bt_ac_fault(b, lin, len))
+    return bt_raise(b, X86_EXC_AC, true, 0);
   int err = xlate2(b, lin, len, BT_R, sys, gpa, part);
   if (err < 0)
     return err;
@@ -626,6 +628,8 @@ int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
   }
   uint64_t gpa[2];
   unsigned part[2];
+  if (!sys && bt_ac_fault(b, lin, len))
+    return bt_raise(b, X86_EXC_AC, true, 0);
   int err = xlate2(b, lin, len, BT_W, sys, gpa, part);
   if (err < 0)
     return err;
@@ -814,6 +818,12 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   }
   if (bt_needs_align16(&di, o) && (lin & 15)) {
     bt_raise(b, X86_EXC_GP, true, 0);
+    leave_fault(b, d);
+    return 1;
+  }
+  if (bt_ac_fault(b, lin, size) ||
+      (size == 10 && (b->key & BT_K_AC) && (lin & 7))) {
+    bt_raise(b, X86_EXC_AC, true, 0);
     leave_fault(b, d);
     return 1;
   }

@@ -770,9 +770,11 @@ static uint64_t writable_flags(struct bt_vcpu *b, bool iret) {
 void bt_write_flags(struct bt_vcpu *b, uint64_t v, uint64_t mask) {
   uint64_t f = bt_get_rflags(b);
   f = (f & ~mask) | (v & mask);
-  uint64_t old_tf = b->vflags & X86_RFLAGS_TF;
+  /* TF and AC are part of the mode key. */
+  uint64_t mode_flags = X86_RFLAGS_TF | X86_RFLAGS_AC;
+  uint64_t old = b->vflags & mode_flags;
   bt_set_rflags(b, f);
-  if ((b->vflags & X86_RFLAGS_TF) != old_tf)
+  if ((b->vflags & mode_flags) != old)
     bt_update_mode(b);
 }
 

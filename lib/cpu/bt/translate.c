@@ -293,6 +293,7 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_RDTSC:
   case ZYDIS_MNEMONIC_RDTSCP:
   case ZYDIS_MNEMONIC_RDMSR:
+  case ZYDIS_MNEMONIC_RDPMC:
   case ZYDIS_MNEMONIC_XGETBV:
   case ZYDIS_MNEMONIC_SGDT:
   case ZYDIS_MNEMONIC_SIDT:
@@ -706,6 +707,13 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
   if (size == 0)
     size = 1;
+  /* An aligned access never crosses a page: the lookup then checks the
+     first byte's page and the low bits, rotated out of the way. */
+  unsigned align = align16 ? 4 : 0;
+  if ((t->b->key & BT_K_AC) && (size == 2 || size == 4 || size == 8))
+    align = size == 2 ? 1 : size == 4 ? 2 : 3;
+  if ((t->b->key & BT_K_AC) && size == 16 && t->b->vm->ac16)
+    align = 4;
   if (t->b->tlb_size == BT_TLB_SIZE) {
     e_pext_gs(e, t1, a, BT_OFF_TLB_MASK);
   } else {
@@ -713,11 +721,11 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
     e_movzx8(e, t1, t1);
   }
   e_mov_r_gsidx(e, t2, tags, t1);
-  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, align16 ? 0 : (int64_t)size - 1);
+  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, align ? 0 : (int64_t)size - 1);
   e_mov_r_gsidx(e, t2, adds, t1);
-  if (align16)
-    e_rorx(e, R_CX, R_CX, 4);
-  e_mov_r32_i(e, t1, align16 ? 8 : 12);
+  if (align)
+    e_rorx(e, R_CX, R_CX, (uint8_t)align);
+  e_mov_r32_i(e, t1, 12 - align);
   e_shrx(e, R_CX, R_CX, t1);
   int hit = e_label(e);
   e_jrcxz(e, hit);
@@ -782,7 +790,10 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
   if (!t->code64)
     pc = (uint32_t)pc;
-  if (t->flat && !fs_gs_32 && !bt_adaptive(t->b, pc)) {
+  /* An 80-bit x87 operand needs 8-byte alignment under alignment checks
+     but may cross a page: the callout checks it (rare enough). */
+  bool ac10 = (t->b->key & BT_K_AC) && o->size == 80;
+  if (t->flat && !fs_gs_32 && !ac10 && !bt_adaptive(t->b, pc)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
     borrow(t, (unsigned)s1);
