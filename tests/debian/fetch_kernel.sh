@@ -2,10 +2,13 @@
 # without installing it; shared by the loader and vmmrun tests. Source it,
 # then call
 #   debian_kernel_fetch <fallback-cache-dir>
-# which sets DEBIAN_KERNEL (the vmlinuz path) and DEBIAN_KERNEL_PKG. The
-# package is fetched with apt-get download into $LIBVMM_CACHE_DIR (default
-# ~/.cache/libvmm, else the fallback) and only its /boot is kept. Exits 77
-# (skip) only when the archive cannot be reached and nothing is cached.
+# which sets DEBIAN_KERNEL (the vmlinuz path), DEBIAN_KERNEL_PKG and
+# DEBIAN_VIRTIO_MODULES (the directory of the kernel's virtio modules:
+# virtio, virtio_ring, virtio_mmio and virtio_balloon are modules in
+# Debian's build). The package is fetched with apt-get download into
+# $LIBVMM_CACHE_DIR (default ~/.cache/libvmm, else the fallback) and only
+# its /boot and those modules are kept. Exits 77 (skip) only when the
+# archive cannot be reached and nothing is cached.
 
 debian_kernel_fetch() {
   local cache pkg dir tmp
@@ -30,7 +33,8 @@ debian_kernel_fetch() {
     fi
   fi
   dir=$cache/$pkg
-  if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1; then
+  if ! ls "$dir"/boot/vmlinuz-* >/dev/null 2>&1 ||
+     ! ls "$dir"/virtio/virtio_balloon.ko >/dev/null 2>&1; then
     tmp=$(mktemp -d "$cache/fetch.XXXXXX")
     # apt-get download writes to the current directory; when the _apt user
     # cannot write there it downloads as root with a warning.
@@ -49,8 +53,12 @@ debian_kernel_fetch() {
     rm -rf "$dir"
     mkdir -p "$dir"
     mv "$tmp/x/boot" "$dir/boot"
+    mkdir -p "$dir/virtio"
+    cp "$tmp"/x/lib/modules/*/kernel/drivers/virtio/{virtio,virtio_ring,virtio_mmio,virtio_balloon}.ko \
+      "$dir/virtio/"
     rm -rf "$tmp"
   fi
   DEBIAN_KERNEL=$(ls "$dir"/boot/vmlinuz-* | head -n1)
   DEBIAN_KERNEL_PKG=$pkg
+  DEBIAN_VIRTIO_MODULES=$dir/virtio
 }

@@ -587,6 +587,8 @@ static uint8_t *tlb_hit(struct bt_vcpu *b, uint64_t lin, unsigned len,
 
 int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
             bool sys) {
+  if (!sys && bt_ac_fault(b, lin, len))
+    return bt_raise(b, X86_EXC_AC, true, 0);
   uint8_t *h = tlb_hit(b, lin, len, sys, false);
   if (h != NULL) {
     memcpy(buf, h, len);
@@ -594,8 +596,6 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
   }
   uint64_t gpa[2];
   unsigned part[2];
-  if (!sys && bt_ac_fault(b, lin, len))
-    return bt_raise(b, X86_EXC_AC, true, 0);
   int err = xlate2(b, lin, len, BT_R, sys, gpa, part);
   if (err < 0)
     return err;
@@ -620,6 +620,9 @@ int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
 
 int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
              bool sys) {
+  /* Alignment first: a TLB hit is no excuse for a misaligned access. */
+  if (!sys && bt_ac_fault(b, lin, len))
+    return bt_raise(b, X86_EXC_AC, true, 0);
   bt_check_wp(b); /* a dirty-log fetch may have revoked write entries */
   uint8_t *h = tlb_hit(b, lin, len, sys, true);
   if (h != NULL) {
@@ -628,8 +631,6 @@ int bt_write(struct bt_vcpu *b, uint64_t lin, const void *buf, unsigned len,
   }
   uint64_t gpa[2];
   unsigned part[2];
-  if (!sys && bt_ac_fault(b, lin, len))
-    return bt_raise(b, X86_EXC_AC, true, 0);
   int err = xlate2(b, lin, len, BT_W, sys, gpa, part);
   if (err < 0)
     return err;
