@@ -1,7 +1,10 @@
 ; A flat 32-bit guest (loaded at 0x10000) that finds vmmrun's virtio-balloon
-; at 0xd0000000 (magic "virt", device 5), waits until the host changes the
-; balloon's target (num_pages in its configuration space) and writes the
-; new target in MiB to the exit port; 0x7f if the device is not there.
+; at 0xd0000000 (magic "virt", device 5), waits until the balloon's target
+; (num_pages in its configuration space) is no longer the 4 MiB vmmrun was
+; started with (--balloon 4M) and writes the new target in MiB to the exit
+; port; 0x7f if the device is not there. It compares with the known start
+; value, not with its own first read: the host may change the target
+; before the guest's first instruction runs.
 bits 32
 org 0x10000
 
@@ -11,7 +14,7 @@ BALLOON equ 0xd0000000
     jne fail
     cmp dword [BALLOON + 8], 5      ; DeviceID: balloon
     jne fail
-    mov ebx, [BALLOON + 0x100]      ; num_pages at start
+    mov ebx, 4 << 8                 ; num_pages at start: 4 MiB
 .wait:
     mov eax, [BALLOON + 0x100]
     cmp eax, ebx
