@@ -980,7 +980,10 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     }
     bool shadowed = false;
     if (!one) {
+      uint64_t nev = b->nevents;
       shadowed = events(b);
+      if (b->nevents != nev)
+        pending = NULL;
       if (b->exit_ready)
         return 0;
       if (b->halted) {
@@ -1036,7 +1039,11 @@ static int dispatch(struct bt_vcpu *b, bool one) {
           return 0;
         continue; /* an exception was delivered; go on from the handler */
       }
-      if (pending != NULL && pending->from->key == f->key)
+      /* The link leads to its own target only: an event delivered since
+         the exit (an interrupt, an exception) moved RIP to a handler. */
+      if (pending != NULL && pending->from->key == f->key &&
+          pending->target_rip == f->rip &&
+          pending->from->cs_base == f->cs_base)
         bt_link_patch(b, pending, f);
       pending = NULL;
       bt_jc_fill(b, f);
