@@ -1056,6 +1056,12 @@ static int dispatch(struct bt_vcpu *b, bool one) {
        began with TF set and raised nothing (one-instruction TUs). */
     bool guest_tf = (b->vflags & X86_RFLAGS_TF) != 0;
     uint64_t events_before = b->nevents;
+    /* The shadow of sti or mov ss covers one execution of the next
+       instruction, not every return to its address (sti; jmp $). An
+       instruction in the shadow that sets one (sti) sets it again. */
+    bool shadow_entry = b->shadow && b->ctx.rip == b->shadow_rip;
+    if (shadow_entry)
+      b->shadow = false;
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);
@@ -1073,6 +1079,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       struct bt_frag *f = &b->tc.frags[b->ctx.arg];
       b->ctx.rip = f->rip;
       stepped = false;
+      b->shadow |= shadow_entry; /* nothing ran */
       break;
     }
     case BT_X_CALLOUT:
