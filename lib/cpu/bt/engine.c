@@ -979,7 +979,12 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       return 0;
     }
     bool shadowed = false;
-    if (!one) {
+    if (!one && b->mmio.n > 0 && b->mmio.rip == b->ctx.rip) {
+      /* An instruction an MMIO read exit left half done completes, alone,
+         before any event is taken (KVM completes it on entry too): a
+         handler's own MMIO reads would replace the served ones. */
+      shadowed = true;
+    } else if (!one) {
       uint64_t nev = b->nevents;
       shadowed = events(b);
       if (b->nevents != nev)
