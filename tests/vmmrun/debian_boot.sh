@@ -5,9 +5,10 @@
 # Full boot: the kernel reaches /init, which prints a marker and writes 42
 # to the exit port, so vmmrun exits with (42 << 1) | 1 = 85. Checked where
 # the engine can run a Linux kernel in useful time: on BT (with the
-# library's interrupt platform: 8 s on this project's 2-core hosts, up to
-# 40 s when they are loaded, 60 s in the sanitizer build; FULL_BOUND leaves
-# room), and on KVM on a host where it runs guest kernel code natively.
+# library's interrupt platform: 6.5 s on this project's 2-core hosts, up
+# to 40 s when they are loaded, 60 s in the sanitizer build; FULL_BOUND
+# leaves room), and on KVM on a host where it runs guest kernel code
+# natively.
 #
 # Early output: where KVM emulates kernel-mode code (this project's PVM
 # hosts, about 1 us per instruction) decompressing the kernel alone takes
