@@ -23,6 +23,8 @@
  *   input:   bytes returned, in order, by reads of port 0xea
  *   inject-on-hlt: VECTOR COUNT  inject an interrupt at each of the first
  *            COUNT HLT exits and resume
+ *   inject-on-mmio-read: VECTOR  inject an interrupt while serving the
+ *            guest's first read of the MMIO scratch device
  *   inject-on-port: VECTOR  inject an interrupt whenever the guest writes
  *            port 0xec (for CPL 3 guests, which cannot halt)
  *   exception-exits: MASK
@@ -101,6 +103,7 @@ struct spec {
   size_t ninput;
   unsigned inject_vector, inject_count;
   int inject_port_vector; /* -1: none */
+  int inject_mmio_vector; /* -1: none */
   uint32_t exc_mask;
   uint64_t insn_limit;
   bool engines_set, want_kvm, want_bt;
@@ -131,6 +134,7 @@ struct result {
   size_t in_pos;
   uint8_t mmio[MMIO_SIZE];
   unsigned mmio_count;
+  bool mmio_injected;
   uint8_t *ram; /* copy of guest RAM at the end */
   bool done;     /* port 0xeb written */
   const struct spec *spec;
@@ -209,6 +213,7 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
   sp->expect_mmio = -1;
   sp->host_limit_exit = -1;
   sp->inject_port_vector = -1;
+  sp->inject_mmio_vector = -1;
 
   FILE *f = fopen(asm_path, "r");
   if (!f)
@@ -284,6 +289,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
       }
     } else if (!strcmp(key, "inject-on-hlt")) {
       sscanf(val, "%i %u", (int *)&sp->inject_vector, &sp->inject_count);
+    } else if (!strcmp(key, "inject-on-mmio-read")) {
+      sp->inject_mmio_vector = (int)parse_num(val);
     } else if (!strcmp(key, "inject-on-port")) {
       sp->inject_port_vector = (int)parse_num(val);
     } else if (!strcmp(key, "exception-exits")) {
@@ -410,13 +417,17 @@ static int inject_port(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
 static int scratch_mmio(vmm_vcpu *vcpu, uint64_t addr, void *data,
                         uint32_t len, bool is_write, void *opaque) {
   struct result *r = opaque;
-  (void)vcpu;
   uint64_t off = addr - MMIO_BASE;
   r->mmio_count++;
-  if (is_write)
+  if (is_write) {
     memcpy(r->mmio + off, data, len);
-  else
-    memcpy(data, r->mmio + off, len);
+    return 0;
+  }
+  memcpy(data, r->mmio + off, len);
+  if (r->spec->inject_mmio_vector >= 0 && !r->mmio_injected) {
+    r->mmio_injected = true;
+    return vmm_vcpu_inject_irq(vcpu, (uint8_t)r->spec->inject_mmio_vector);
+  }
   return 0;
 }
 

@@ -979,8 +979,16 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       return 0;
     }
     bool shadowed = false;
-    if (!one) {
+    if (!one && b->mmio.n > 0 && b->mmio.rip == b->ctx.rip) {
+      /* An instruction an MMIO read exit left half done completes, alone,
+         before any event is taken (KVM completes it on entry too): a
+         handler's own MMIO reads would replace the served ones. */
+      shadowed = true;
+    } else if (!one) {
+      uint64_t nev = b->nevents;
       shadowed = events(b);
+      if (b->nevents != nev)
+        pending = NULL;
       if (b->exit_ready)
         return 0;
       if (b->halted) {
@@ -1036,7 +1044,11 @@ static int dispatch(struct bt_vcpu *b, bool one) {
           return 0;
         continue; /* an exception was delivered; go on from the handler */
       }
-      if (pending != NULL && pending->from->key == f->key)
+      /* The link leads to its own target only: an event delivered since
+         the exit (an interrupt, an exception) moved RIP to a handler. */
+      if (pending != NULL && pending->from->key == f->key &&
+          pending->target_rip == f->rip &&
+          pending->from->cs_base == f->cs_base)
         bt_link_patch(b, pending, f);
       pending = NULL;
       bt_jc_fill(b, f);
@@ -1049,6 +1061,12 @@ static int dispatch(struct bt_vcpu *b, bool one) {
        began with TF set and raised nothing (one-instruction TUs). */
     bool guest_tf = (b->vflags & X86_RFLAGS_TF) != 0;
     uint64_t events_before = b->nevents;
+    /* The shadow of sti or mov ss covers one execution of the next
+       instruction, not every return to its address (sti; jmp $). An
+       instruction in the shadow that sets one (sti) sets it again. */
+    bool shadow_entry = b->shadow && b->ctx.rip == b->shadow_rip;
+    if (shadow_entry)
+      b->shadow = false;
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);
@@ -1066,6 +1084,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       struct bt_frag *f = &b->tc.frags[b->ctx.arg];
       b->ctx.rip = f->rip;
       stepped = false;
+      b->shadow |= shadow_entry; /* nothing ran */
       break;
     }
     case BT_X_CALLOUT:

@@ -963,6 +963,10 @@ int bt_rdmsr(struct bt_vcpu *b, uint32_t idx, uint64_t *v) {
   case X86_MSR_KERNEL_GS_BASE: *v = b->kgsbase; return 0;
   case X86_MSR_TSC_AUX: *v = b->tsc_aux; return 0;
   case 0x1a0: *v = b->misc_enable; return 0; /* IA32_MISC_ENABLE */
+  /* AMD's NB_CFG: Linux reads it on AMD CPUs (the vendor is the host's)
+     and sets the extended configuration-space enable; there is no
+     northbridge. Reads as 0, writes are dropped, as on KVM. */
+  case 0xc001001f: *v = 0; return 0;
   default: return -1;
   }
 }
@@ -1033,6 +1037,7 @@ int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v) {
     return 0;
   case X86_MSR_TSC_AUX: b->tsc_aux = v & 0xffffffffull; return 0;
   case 0x1a0: b->misc_enable = v; return 0;
+  case 0xc001001f: return 0; /* NB_CFG (see bt_rdmsr) */
   default: return -1;
   }
 }

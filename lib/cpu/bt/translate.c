@@ -1266,7 +1266,10 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
   uint64_t p0 = 0, p1 = ~0ull;
   int err = bt_fetch(b, pc, x->bytes, first, &p0, NULL, &got);
   if (err < 0 || got == 0) {
-    b->ctx.rip = save_rip;
+    /* A fault raised for the first instruction was delivered: RIP is the
+       handler's now. */
+    if (err != BT_FAULT || i > 0)
+      b->ctx.rip = save_rip;
     if (i > 0)
       return 1;
     if (err == BT_EXIT || (err == 0 && got == 0)) {
@@ -1306,7 +1309,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
     }
     err = bt_fetch(b, pc2, x->bytes + got, more, &q0, NULL, &got2);
     if (err < 0 || got2 == 0) {
-      b->ctx.rip = save_rip;
+      if (err != BT_FAULT || i > 0)
+        b->ctx.rip = save_rip;
       if (i > 0)
         return 1;
       if (err == 0 || err == BT_EXIT) {
