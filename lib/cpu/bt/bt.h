@@ -15,7 +15,7 @@
 #include "layout.h"
 
 #define BT_JC_TRACK 64
-#define BT_DCACHE_SIZE 32
+#define BT_DCACHE_SIZE 64 /* 2-way: 32 sets */
 #define BT_XC_SIZE 64
 
 /* A decoded instruction, cached by bt_decode(). */
@@ -375,6 +375,7 @@ struct bt_vcpu {
   unsigned jc_nused;
   bool tpr_lowered; /* the last emulated instruction lowered CR8 */
   struct bt_dcache dcache[BT_DCACHE_SIZE];
+  uint8_t dcache_victim[BT_DCACHE_SIZE / 2]; /* per set: the way to replace */
 
   /* Derived mode. */
   uint32_t key;
