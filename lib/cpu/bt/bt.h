@@ -424,6 +424,7 @@ struct bt_vcpu {
   bool counting;    /* compile fragments for counting */
   bool count_valid; /* counting has been on since the first run */
   bool ran;
+  uint64_t host_gs; /* the caller's GS base, during run() and sync() */
   uint64_t icount; /* instructions retired before the current budget */
   int64_t budget_start;
   uint64_t limit; /* 0: none */
@@ -464,6 +465,11 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags);
 /* Retired-instruction bookkeeping when leaving a TU early. */
 void bt_unretire(struct bt_vcpu *b, unsigned n);
 void bt_kick_internal(struct bt_vcpu *b);
+/* Call the host program's code from a callout (a port handler): with the
+   caller's GS base and the ABI's FPU state, outside translated code for
+   write-protect shootdowns. bt_host_return() before going on. */
+void bt_host_call(struct bt_vcpu *b);
+void bt_host_return(struct bt_vcpu *b);
 
 /* tc.c */
 int bt_tc_init(struct bt_tc *tc, size_t size);

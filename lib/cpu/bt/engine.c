@@ -770,7 +770,7 @@ static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   b->tpr_lowered = false;
   int rc = bt_emulate(b, d->bytes, d->len, d->rip);
   if (rc == BT_OK && !b->exit_ready && !d->ends_tu && b->key == key &&
-      !b->tpr_lowered &&
+      !b->tpr_lowered && !atomic_load_explicit(&b->kicked, memory_order_relaxed) &&
       b->ctx.rip == next_rip(b, d) && !b->cur_invalid && !b->halted) {
     b->ctx.cont = d->after;
     return 0;
@@ -854,6 +854,19 @@ static uint64_t get_gs(struct bt_vcpu *b) {
   else
     syscall(SYS_arch_prctl, ARCH_GET_GS, &v);
   return v;
+}
+
+void bt_host_call(struct bt_vcpu *b) {
+  vmm__bt_fpu_sync();
+  set_gs(b, b->host_gs);
+  /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
+     which must not wait for this one. The callout's return sets in_tc and
+     checks the generation again. */
+  atomic_store(&b->ctx.in_tc, 0);
+}
+
+void bt_host_return(struct bt_vcpu *b) {
+  set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
 }
 
 static void guest_single_step(struct bt_vcpu *b) {
@@ -1090,13 +1103,13 @@ static int bt_run(vmm_vcpu *vcpu) {
       b->count_valid = false;
   }
   b->exit_ready = false;
-  uint64_t host_gs = get_gs(b);
+  b->host_gs = get_gs(b);
   set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
   vmm__bt_fpu_sync(); /* the caller gets its FPU; the image the guest's */
-  set_gs(b, host_gs);
+  set_gs(b, b->host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
     make_exit(b, VMM_EXIT_NONE);
@@ -1106,14 +1119,14 @@ static int bt_run(vmm_vcpu *vcpu) {
 static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
   b->exit_ready = false;
-  uint64_t host_gs = get_gs(b);
+  b->host_gs = get_gs(b);
   set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
   vmm__bt_fpu_sync();
-  set_gs(b, host_gs);
+  set_gs(b, b->host_gs);
   count_sync(b);
   b->exit_ready = false;
   return err;

@@ -422,9 +422,13 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
   int err = io_allowed(b, port, size);
   if (err < 0)
     return err;
+  /* A port with a registered handler is served here, without an exit
+     (QEMU serves port I/O inside its vCPU thread too): the exit and the
+     run loop's dispatch were most of an `in`. The handler sees the state
+     an exit shows: RIP on an `in` (pending, as after an exit), after an
+     `out`; a handler's vmm_vcpu_set_regs abandons the `in`. */
+  uint64_t v = b->ctx.gpr[R_AX];
   if (is_in) {
-    io_exit(b, port, size, false, 1);
-    memset(b->iobuf, 0, size);
     b->pio.valid = true;
     b->pio.in = true;
     b->pio.string = false;
@@ -432,13 +436,25 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
     b->pio.count = 1;
     b->pio.rip = in->rip;
     b->pio.next_rip = in->next;
-    return BT_EXIT;
+  } else {
+    memcpy(b->iobuf, &v, size);
+    b->ctx.rip = in->next;
   }
-  uint64_t v = b->ctx.gpr[R_AX];
-  memcpy(b->iobuf, &v, size);
-  io_exit(b, port, size, true, 1);
-  b->ctx.rip = in->next;
-  return BT_OK;
+  bt_host_call(b);
+  int rc = vmm__vcpu_pio_inline(b->vcpu, port, b->iobuf, size, !is_in);
+  bt_host_return(b);
+  if (rc == 0) {
+    if (is_in && b->pio.valid) {
+      b->pio.valid = false;
+      v = 0;
+      memcpy(&v, b->iobuf, size);
+      gpr_set(b, R_AX, size, v);
+      b->ctx.rip = in->next;
+    }
+    return BT_OK;
+  }
+  io_exit(b, port, size, !is_in, 1);
+  return is_in ? BT_EXIT : BT_OK;
 }
 
 /* ------------------------------------------------------------------------ */
