@@ -764,6 +764,39 @@ static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
   }
 }
 
+static uint64_t cur_pc(struct bt_vcpu *b);
+
+/*
+ * After a callout moved RIP elsewhere (an exception delivered, iret, a far
+ * transfer) with the mode key unchanged: go on in translated code at the
+ * new RIP through the jump cache, as an indirect jump does, instead of
+ * leaving for the dispatcher, when the dispatcher would do nothing else:
+ * no exit, event, kick, invalidation or memory change waiting, and none of
+ * the modes that need it between TUs (counting, single-step, debugging,
+ * an interrupt shadow). Returns true with ctx.cont set.
+ */
+static bool resume_direct(struct bt_vcpu *b) {
+  if (b->exit_ready || b->halted || b->cur_invalid || b->counting ||
+      b->dbg_on || b->shadow || b->jc_key != b->key ||
+      (b->key & BT_K_SINGLE) || (b->vflags & X86_RFLAGS_TF) ||
+      atomic_load_explicit(&b->kicked, memory_order_relaxed) ||
+      atomic_load_explicit(&b->inval_pending, memory_order_relaxed) ||
+      atomic_load_explicit(&b->vcpu->vm->mem.generation,
+                           memory_order_relaxed) != b->mem_gen)
+    return false;
+  if (vmm__vcpu_nmi_pending(b->vcpu) && !b->nmi_blocked)
+    return false;
+  if ((b->vflags & X86_RFLAGS_IF) && vmm__vcpu_irq_pending(b->vcpu))
+    return false;
+  uint64_t pc = cur_pc(b);
+  unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
+  if (b->ctx.jc_npc[ji] != -pc)
+    return false;
+  b->vflags &= ~X86_RFLAGS_RF; /* as the dispatcher does on entry */
+  b->ctx.cont = b->ctx.jc_host[ji];
+  return true;
+}
+
 static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   bt_unspill(b, d);
   uint32_t key = b->key;
@@ -776,6 +809,8 @@ static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
     return 0;
   }
   bt_unretire(b, d->n - d->idx - (rc == BT_OK ? 1u : 0u));
+  if (b->key == key && !b->tpr_lowered && resume_direct(b))
+    return 0;
   return 1;
 }
 
