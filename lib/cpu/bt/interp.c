@@ -428,6 +428,11 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
      an exit shows: RIP on an `in` (pending, as after an exit), after an
      `out`; a handler's vmm_vcpu_set_regs abandons the `in`. */
   uint64_t v = b->ctx.gpr[R_AX];
+  /* Single-stepping (the guest's TF, the host's), debugging: the exit,
+     so a trap after the instruction comes after the handler's stop
+     request as it does on KVM (difftest). */
+  bool inline_ok = !(b->vflags & X86_RFLAGS_TF) && !b->dbg_on &&
+                   !(b->key & BT_K_SINGLE);
   if (is_in) {
     b->pio.valid = true;
     b->pio.in = true;
@@ -440,9 +445,12 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
     memcpy(b->iobuf, &v, size);
     b->ctx.rip = in->next;
   }
-  bt_host_call(b);
-  int rc = vmm__vcpu_pio_inline(b->vcpu, port, b->iobuf, size, !is_in);
-  bt_host_return(b);
+  int rc = 1;
+  if (inline_ok) {
+    bt_host_call(b);
+    rc = vmm__vcpu_pio_inline(b->vcpu, port, b->iobuf, size, !is_in);
+    bt_host_return(b);
+  }
   if (rc == 0) {
     if (is_in && b->pio.valid) {
       b->pio.valid = false;
