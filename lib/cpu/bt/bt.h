@@ -376,6 +376,7 @@ struct bt_vcpu {
   bool tpr_lowered; /* the last emulated instruction lowered CR8 */
   struct bt_dcache dcache[BT_DCACHE_SIZE];
   uint8_t dcache_victim[BT_DCACHE_SIZE / 2]; /* per set: the way to replace */
+  int dcache_pin; /* entry bt_decode_ref() lent out (never replaced), or -1 */
 
   /* Derived mode. */
   uint32_t key;
@@ -581,6 +582,12 @@ void bt_mmio_retire(struct bt_vcpu *b);
 void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d);
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
               ZydisDecodedInstruction *di, ZydisDecodedOperand *op);
+/* As bt_decode(), without the copy: *di and *op point into the cache entry,
+   which stays valid (pinned) until dcache_pin changes; the caller saves and
+   restores dcache_pin around its use. */
+int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+                  const ZydisDecodedInstruction **di,
+                  const ZydisDecodedOperand **op);
 int bt_find_memop(const ZydisDecodedInstruction *di,
                   const ZydisDecodedOperand *op);
 bool bt_needs_align16(const ZydisDecodedInstruction *di,

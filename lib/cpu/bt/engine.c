@@ -349,6 +349,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   if (b == NULL)
     return VMM_ENOMEM;
   memset(b, 0, sizeof(*b));
+  b->dcache_pin = -1;
   b->vcpu = vcpu;
   b->vm = BM(vcpu->vm);
   size_t cache = vcpu->vm->cfg.bt_cache_size ? vcpu->vm->cfg.bt_cache_size

@@ -715,8 +715,9 @@ int bt_find_memop(const ZydisDecodedInstruction *di,
  * mapped, the two instructions of the divide-by-zero benchmark (`div`,
  * `iretq`) shared a slot and a third of its time was Zydis.
  */
-int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
-              ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+                  const ZydisDecodedInstruction **di,
+                  const ZydisDecodedOperand **op) {
   if (len > 15)
     len = 15;
   uint64_t h = len * 0x9e3779b97f4a7c15ull ^ (uint64_t)b->zmode << 8 ^
@@ -732,25 +733,44 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
     if (c->valid && c->len == len && c->zmode == b->zmode &&
         c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
       b->dcache_victim[set] = (uint8_t)(way ^ 1);
-      *di = c->di;
-      memcpy(op, c->op, sizeof(*op) * c->di.operand_count);
+      b->dcache_pin = (int)(set * 2 + way);
+      *di = &c->di;
+      *op = c->op;
       return 0;
     }
   }
-  ZydisDecoder dec;
-  ZydisDecoderInit(&dec, b->zmode, b->zstack);
-  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, di, op)))
-    return -1;
   unsigned way = b->dcache_victim[set] & 1;
+  if ((int)(set * 2 + way) == b->dcache_pin)
+    way ^= 1;
   b->dcache_victim[set] = (uint8_t)(way ^ 1);
   struct bt_dcache *c = &b->dcache[set * 2 + way];
+  c->valid = false;
+  ZydisDecoder dec;
+  ZydisDecoderInit(&dec, b->zmode, b->zstack);
+  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, &c->di, c->op)))
+    return -1;
   c->valid = true;
   c->len = (uint8_t)len;
   c->zmode = b->zmode;
   c->zstack = b->zstack;
   memcpy(c->bytes, bytes, len);
-  c->di = *di;
-  memcpy(c->op, op, sizeof(*op) * di->operand_count);
+  b->dcache_pin = (int)(set * 2 + way);
+  *di = &c->di;
+  *op = c->op;
+  return 0;
+}
+
+int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+              ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+  const ZydisDecodedInstruction *cdi;
+  const ZydisDecodedOperand *cop;
+  int pin = b->dcache_pin;
+  int rc = bt_decode_ref(b, bytes, len, &cdi, &cop);
+  b->dcache_pin = pin;
+  if (rc < 0)
+    return rc;
+  *di = *cdi;
+  memcpy(op, cop, sizeof(*op) * cdi->operand_count);
   return 0;
 }
 
