@@ -766,19 +766,22 @@ static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
 }
 
 static uint64_t cur_pc(struct bt_vcpu *b);
+static struct bt_frag *xc_find(struct bt_vcpu *b, uint64_t pc);
 
 /*
  * After a callout moved RIP elsewhere (an exception delivered, iret, a far
- * transfer) with the mode key unchanged: go on in translated code at the
- * new RIP through the jump cache, as an indirect jump does, instead of
- * leaving for the dispatcher, when the dispatcher would do nothing else:
- * no exit, event, kick, invalidation or memory change waiting, and none of
- * the modes that need it between TUs (counting, single-step, debugging,
- * an interrupt shadow). Returns true with ctx.cont set.
+ * transfer, syscall/sysret): go on in translated code at the new RIP
+ * instead of leaving for the dispatcher, when the dispatcher would do
+ * nothing else: no exit, event, kick, invalidation or memory change
+ * waiting, and none of the modes that need it between TUs (counting,
+ * single-step, debugging, an interrupt shadow). In the same mode the jump
+ * cache has the target, as for an indirect jump; after a mode change the
+ * dispatcher's cache, and the jump cache changes mode as the dispatcher
+ * changes it. Returns true with ctx.cont set.
  */
 static bool resume_direct(struct bt_vcpu *b) {
   if (b->exit_ready || b->halted || b->cur_invalid || b->counting ||
-      b->dbg_on || b->shadow || b->jc_key != b->key ||
+      b->dbg_on || b->shadow ||
       (b->key & BT_K_SINGLE) || (b->vflags & X86_RFLAGS_TF) ||
       atomic_load_explicit(&b->kicked, memory_order_relaxed) ||
       atomic_load_explicit(&b->inval_pending, memory_order_relaxed) ||
@@ -790,6 +793,17 @@ static bool resume_direct(struct bt_vcpu *b) {
   if ((b->vflags & X86_RFLAGS_IF) && vmm__vcpu_irq_pending(b->vcpu))
     return false;
   uint64_t pc = cur_pc(b);
+  if (b->jc_key != b->key) {
+    struct bt_frag *f = xc_find(b, pc);
+    if (f == NULL)
+      return false;
+    bt_jc_flush(b);
+    b->jc_key = b->key;
+    bt_jc_fill(b, f);
+    b->vflags &= ~X86_RFLAGS_RF;
+    b->ctx.cont = bt_tc_addr(&b->tc, f->entry);
+    return true;
+  }
   unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
   if (b->ctx.jc_npc[ji] != -pc)
     return false;
@@ -810,7 +824,9 @@ static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
     return 0;
   }
   bt_unretire(b, d->n - d->idx - (rc == BT_OK ? 1u : 0u));
-  if (b->key == key && !b->tpr_lowered && resume_direct(b))
+  /* A TU run single-stepped (the guest's TF when it began, which the
+     instruction may have cleared) takes its trap in the dispatcher. */
+  if (!(key & BT_K_SINGLE) && !b->tpr_lowered && resume_direct(b))
     return 0;
   return 1;
 }
@@ -956,12 +972,20 @@ static struct bt_frag *lookup_walk(struct bt_vcpu *b, uint64_t pc) {
 
 /* Find or make the fragment for the current RIP, through the dispatcher
    cache (bt.h). NULL: as lookup_walk(). */
-static struct bt_frag *lookup(struct bt_vcpu *b) {
-  uint64_t pc = cur_pc(b);
+static struct bt_frag *xc_find(struct bt_vcpu *b, uint64_t pc) {
   unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
   struct bt_frag *c = b->xc[xi].f;
   if (c != NULL && b->xc[xi].pc == pc && c->valid && c->key == b->key &&
       c->cs_base == b->ctx.segbase[S_CS])
+    return c;
+  return NULL;
+}
+
+static struct bt_frag *lookup(struct bt_vcpu *b) {
+  uint64_t pc = cur_pc(b);
+  unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
+  struct bt_frag *c = xc_find(b, pc);
+  if (c != NULL)
     return c;
   struct bt_frag *f = lookup_walk(b, pc);
   if (f != NULL) {
