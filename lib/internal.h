@@ -247,7 +247,27 @@ struct vmm_vcpu {
   struct vmm__vthread *vthread;
 
   struct vmm__vcpu_stats stats;
+  /* Port accesses an engine served from inside run() through
+     vmm__vcpu_pio_inline(): their handler time, taken out of guest_cycles,
+     and the result of one the handlers did not take, which the exit that
+     follows reports without dispatching it again (run thread only). */
+  uint64_t inline_io_cycles;
+  bool inline_io_declined;
+  int inline_io_rc;
 };
+
+/*
+ * Serve one port access (not a string one) from inside an engine's run(),
+ * with what the run loop does for a VMM_EXIT_IO exit: the registered
+ * handler runs on the calling thread and the statistics count an I/O exit
+ * served by a handler. Returns 0 when a handler took it (data filled for a
+ * read). Otherwise the engine must report the access as a VMM_EXIT_IO exit
+ * with these port, size and data: the run loop then hands it to the exit
+ * handler or the caller with the handler's result (VMM_IO_DECLINED, or an
+ * error it returns from run) without calling the handler a second time.
+ */
+int vmm__vcpu_pio_inline(vmm_vcpu *vcpu, uint16_t port, void *data,
+                         uint32_t size, bool is_write);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t vmm__now_ns(void);

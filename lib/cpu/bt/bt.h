@@ -15,7 +15,7 @@
 #include "layout.h"
 
 #define BT_JC_TRACK 64
-#define BT_DCACHE_SIZE 32
+#define BT_DCACHE_SIZE 64 /* 2-way: 32 sets */
 #define BT_XC_SIZE 64
 
 /* A decoded instruction, cached by bt_decode(). */
@@ -375,6 +375,8 @@ struct bt_vcpu {
   unsigned jc_nused;
   bool tpr_lowered; /* the last emulated instruction lowered CR8 */
   struct bt_dcache dcache[BT_DCACHE_SIZE];
+  uint8_t dcache_victim[BT_DCACHE_SIZE / 2]; /* per set: the way to replace */
+  int dcache_pin; /* entry bt_decode_ref() lent out (never replaced), or -1 */
 
   /* Derived mode. */
   uint32_t key;
@@ -423,6 +425,7 @@ struct bt_vcpu {
   bool counting;    /* compile fragments for counting */
   bool count_valid; /* counting has been on since the first run */
   bool ran;
+  uint64_t host_gs; /* the caller's GS base, during run() and sync() */
   uint64_t icount; /* instructions retired before the current budget */
   int64_t budget_start;
   uint64_t limit; /* 0: none */
@@ -463,6 +466,11 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags);
 /* Retired-instruction bookkeeping when leaving a TU early. */
 void bt_unretire(struct bt_vcpu *b, unsigned n);
 void bt_kick_internal(struct bt_vcpu *b);
+/* Call the host program's code from a callout (a port handler): with the
+   caller's GS base and the ABI's FPU state, outside translated code for
+   write-protect shootdowns. bt_host_return() before going on. */
+void bt_host_call(struct bt_vcpu *b);
+void bt_host_return(struct bt_vcpu *b);
 
 /* tc.c */
 int bt_tc_init(struct bt_tc *tc, size_t size);
@@ -574,6 +582,12 @@ void bt_mmio_retire(struct bt_vcpu *b);
 void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d);
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
               ZydisDecodedInstruction *di, ZydisDecodedOperand *op);
+/* As bt_decode(), without the copy: *di and *op point into the cache entry,
+   which stays valid (pinned) until dcache_pin changes; the caller saves and
+   restores dcache_pin around its use. */
+int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+                  const ZydisDecodedInstruction **di,
+                  const ZydisDecodedOperand **op);
 int bt_find_memop(const ZydisDecodedInstruction *di,
                   const ZydisDecodedOperand *op);
 bool bt_needs_align16(const ZydisDecodedInstruction *di,

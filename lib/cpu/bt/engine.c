@@ -349,6 +349,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   if (b == NULL)
     return VMM_ENOMEM;
   memset(b, 0, sizeof(*b));
+  b->dcache_pin = -1;
   b->vcpu = vcpu;
   b->vm = BM(vcpu->vm);
   size_t cache = vcpu->vm->cfg.bt_cache_size ? vcpu->vm->cfg.bt_cache_size
@@ -764,18 +765,69 @@ static uint64_t next_rip(const struct bt_vcpu *b, const struct bt_desc *d) {
   }
 }
 
+static uint64_t cur_pc(struct bt_vcpu *b);
+static struct bt_frag *xc_find(struct bt_vcpu *b, uint64_t pc);
+
+/*
+ * After a callout moved RIP elsewhere (an exception delivered, iret, a far
+ * transfer, syscall/sysret): go on in translated code at the new RIP
+ * instead of leaving for the dispatcher, when the dispatcher would do
+ * nothing else: no exit, event, kick, invalidation or memory change
+ * waiting, and none of the modes that need it between TUs (counting,
+ * single-step, debugging, an interrupt shadow). In the same mode the jump
+ * cache has the target, as for an indirect jump; after a mode change the
+ * dispatcher's cache, and the jump cache changes mode as the dispatcher
+ * changes it. Returns true with ctx.cont set.
+ */
+static bool resume_direct(struct bt_vcpu *b) {
+  if (b->exit_ready || b->halted || b->cur_invalid || b->counting ||
+      b->dbg_on || b->shadow ||
+      (b->key & BT_K_SINGLE) || (b->vflags & X86_RFLAGS_TF) ||
+      atomic_load_explicit(&b->kicked, memory_order_relaxed) ||
+      atomic_load_explicit(&b->inval_pending, memory_order_relaxed) ||
+      atomic_load_explicit(&b->vcpu->vm->mem.generation,
+                           memory_order_relaxed) != b->mem_gen)
+    return false;
+  if (vmm__vcpu_nmi_pending(b->vcpu) && !b->nmi_blocked)
+    return false;
+  if ((b->vflags & X86_RFLAGS_IF) && vmm__vcpu_irq_pending(b->vcpu))
+    return false;
+  uint64_t pc = cur_pc(b);
+  if (b->jc_key != b->key) {
+    struct bt_frag *f = xc_find(b, pc);
+    if (f == NULL)
+      return false;
+    bt_jc_flush(b);
+    b->jc_key = b->key;
+    bt_jc_fill(b, f);
+    b->vflags &= ~X86_RFLAGS_RF;
+    b->ctx.cont = bt_tc_addr(&b->tc, f->entry);
+    return true;
+  }
+  unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
+  if (b->ctx.jc_npc[ji] != -pc)
+    return false;
+  b->vflags &= ~X86_RFLAGS_RF; /* as the dispatcher does on entry */
+  b->ctx.cont = b->ctx.jc_host[ji];
+  return true;
+}
+
 static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   bt_unspill(b, d);
   uint32_t key = b->key;
   b->tpr_lowered = false;
   int rc = bt_emulate(b, d->bytes, d->len, d->rip);
   if (rc == BT_OK && !b->exit_ready && !d->ends_tu && b->key == key &&
-      !b->tpr_lowered &&
+      !b->tpr_lowered && !atomic_load_explicit(&b->kicked, memory_order_relaxed) &&
       b->ctx.rip == next_rip(b, d) && !b->cur_invalid && !b->halted) {
     b->ctx.cont = d->after;
     return 0;
   }
   bt_unretire(b, d->n - d->idx - (rc == BT_OK ? 1u : 0u));
+  /* A TU run single-stepped (the guest's TF when it began, which the
+     instruction may have cleared) takes its trap in the dispatcher. */
+  if (!(key & BT_K_SINGLE) && !b->tpr_lowered && resume_direct(b))
+    return 0;
   return 1;
 }
 
@@ -856,6 +908,19 @@ static uint64_t get_gs(struct bt_vcpu *b) {
   return v;
 }
 
+void bt_host_call(struct bt_vcpu *b) {
+  vmm__bt_fpu_sync();
+  set_gs(b, b->host_gs);
+  /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
+     which must not wait for this one. The callout's return sets in_tc and
+     checks the generation again. */
+  atomic_store(&b->ctx.in_tc, 0);
+}
+
+void bt_host_return(struct bt_vcpu *b) {
+  set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
+}
+
 static void guest_single_step(struct bt_vcpu *b) {
   b->dr[6] |= 0x4000; /* BS */
   if (b->exc_mask & (1u << X86_EXC_DB)) {
@@ -907,12 +972,20 @@ static struct bt_frag *lookup_walk(struct bt_vcpu *b, uint64_t pc) {
 
 /* Find or make the fragment for the current RIP, through the dispatcher
    cache (bt.h). NULL: as lookup_walk(). */
-static struct bt_frag *lookup(struct bt_vcpu *b) {
-  uint64_t pc = cur_pc(b);
+static struct bt_frag *xc_find(struct bt_vcpu *b, uint64_t pc) {
   unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
   struct bt_frag *c = b->xc[xi].f;
   if (c != NULL && b->xc[xi].pc == pc && c->valid && c->key == b->key &&
       c->cs_base == b->ctx.segbase[S_CS])
+    return c;
+  return NULL;
+}
+
+static struct bt_frag *lookup(struct bt_vcpu *b) {
+  uint64_t pc = cur_pc(b);
+  unsigned xi = (unsigned)((pc ^ (pc >> 12) ^ b->key) & (BT_XC_SIZE - 1));
+  struct bt_frag *c = xc_find(b, pc);
+  if (c != NULL)
     return c;
   struct bt_frag *f = lookup_walk(b, pc);
   if (f != NULL) {
@@ -1109,13 +1182,13 @@ static int bt_run(vmm_vcpu *vcpu) {
       b->count_valid = false;
   }
   b->exit_ready = false;
-  uint64_t host_gs = get_gs(b);
+  b->host_gs = get_gs(b);
   set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
   vmm__bt_fpu_sync(); /* the caller gets its FPU; the image the guest's */
-  set_gs(b, host_gs);
+  set_gs(b, b->host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
     make_exit(b, VMM_EXIT_NONE);
@@ -1125,14 +1198,14 @@ static int bt_run(vmm_vcpu *vcpu) {
 static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
   b->exit_ready = false;
-  uint64_t host_gs = get_gs(b);
+  b->host_gs = get_gs(b);
   set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
   vmm__bt_fpu_sync();
-  set_gs(b, host_gs);
+  set_gs(b, b->host_gs);
   count_sync(b);
   b->exit_ready = false;
   return err;

@@ -13,9 +13,11 @@
 
 #include "bt.h"
 
+/* The instruction being emulated; di and op point into the decode cache
+   (bt_decode_ref), whose entry stays pinned meanwhile. */
 struct insn {
-  ZydisDecodedInstruction di;
-  ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
+  const ZydisDecodedInstruction *di;
+  const ZydisDecodedOperand *op;
   uint64_t rip, next;
 };
 
@@ -221,7 +223,7 @@ bool bt_needs_align16(const ZydisDecodedInstruction *di,
 static int op_lin(struct bt_vcpu *b, struct insn *in, int i, bool write,
                   uint64_t *lin) {
   const ZydisDecodedOperand *o = &in->op[i];
-  uint64_t ea = ea_of(b, &in->di, o, in->next);
+  uint64_t ea = ea_of(b, in->di, o, in->next);
   int s = sreg_index(o->mem.segment);
   return seg_lin(b, s < 0 ? S_DS : s, ea, o->size / 8, write, lin);
 }
@@ -412,7 +414,7 @@ static void io_exit(struct bt_vcpu *b, uint16_t port, unsigned size, bool write,
 }
 
 static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
-  unsigned size = in->di.operand_width / 8;
+  unsigned size = in->di->operand_width / 8;
   const ZydisDecodedOperand *po = &in->op[is_in ? 1 : 0];
   uint16_t port = po->type == ZYDIS_OPERAND_TYPE_IMMEDIATE
                       ? (uint16_t)po->imm.value.u
@@ -422,9 +424,18 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
   int err = io_allowed(b, port, size);
   if (err < 0)
     return err;
+  /* A port with a registered handler is served here, without an exit
+     (QEMU serves port I/O inside its vCPU thread too): the exit and the
+     run loop's dispatch were most of an `in`. The handler sees the state
+     an exit shows: RIP on an `in` (pending, as after an exit), after an
+     `out`; a handler's vmm_vcpu_set_regs abandons the `in`. */
+  uint64_t v = b->ctx.gpr[R_AX];
+  /* Single-stepping (the guest's TF, the host's), debugging: the exit,
+     so a trap after the instruction comes after the handler's stop
+     request as it does on KVM (difftest). */
+  bool inline_ok = !(b->vflags & X86_RFLAGS_TF) && !b->dbg_on &&
+                   !(b->key & BT_K_SINGLE);
   if (is_in) {
-    io_exit(b, port, size, false, 1);
-    memset(b->iobuf, 0, size);
     b->pio.valid = true;
     b->pio.in = true;
     b->pio.string = false;
@@ -432,13 +443,28 @@ static int do_in_out(struct bt_vcpu *b, struct insn *in, bool is_in) {
     b->pio.count = 1;
     b->pio.rip = in->rip;
     b->pio.next_rip = in->next;
-    return BT_EXIT;
+  } else {
+    memcpy(b->iobuf, &v, size);
+    b->ctx.rip = in->next;
   }
-  uint64_t v = b->ctx.gpr[R_AX];
-  memcpy(b->iobuf, &v, size);
-  io_exit(b, port, size, true, 1);
-  b->ctx.rip = in->next;
-  return BT_OK;
+  int rc = 1;
+  if (inline_ok) {
+    bt_host_call(b);
+    rc = vmm__vcpu_pio_inline(b->vcpu, port, b->iobuf, size, !is_in);
+    bt_host_return(b);
+  }
+  if (rc == 0) {
+    if (is_in && b->pio.valid) {
+      b->pio.valid = false;
+      v = 0;
+      memcpy(&v, b->iobuf, size);
+      gpr_set(b, R_AX, size, v);
+      b->ctx.rip = in->next;
+    }
+    return BT_OK;
+  }
+  io_exit(b, port, size, !is_in, 1);
+  return is_in ? BT_EXIT : BT_OK;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -602,16 +628,16 @@ static uint64_t string_chunk(struct bt_vcpu *b, ZydisMnemonic m, unsigned size,
 }
 
 static int do_string(struct bt_vcpu *b, struct insn *in) {
-  ZydisMnemonic m = in->di.mnemonic;
-  unsigned abits = in->di.address_width;
-  bool rep = in->di.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
+  ZydisMnemonic m = in->di->mnemonic;
+  unsigned abits = in->di->address_width;
+  bool rep = in->di->attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
                                   ZYDIS_ATTRIB_HAS_REPNE);
-  bool repne = in->di.attributes & ZYDIS_ATTRIB_HAS_REPNE;
+  bool repne = in->di->attributes & ZYDIS_ATTRIB_HAS_REPNE;
   bool cond = m == ZYDIS_MNEMONIC_CMPSB || m == ZYDIS_MNEMONIC_CMPSW ||
               m == ZYDIS_MNEMONIC_CMPSD || m == ZYDIS_MNEMONIC_CMPSQ ||
               m == ZYDIS_MNEMONIC_SCASB || m == ZYDIS_MNEMONIC_SCASW ||
               m == ZYDIS_MNEMONIC_SCASD || m == ZYDIS_MNEMONIC_SCASQ;
-  unsigned size = in->di.operand_width / 8;
+  unsigned size = in->di->operand_width / 8;
   /* Zydis reports byte forms with operand_width 8. */
   switch (m) {
   case ZYDIS_MNEMONIC_MOVSB:
@@ -640,7 +666,7 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
   int64_t step =
       (b->ctx.flags & X86_RFLAGS_DF) ? -(int64_t)size : (int64_t)size;
   int src_seg = S_DS;
-  for (int i = 0; i < in->di.operand_count; i++)
+  for (int i = 0; i < in->di->operand_count; i++)
     if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
         in->op[i].mem.base != ZYDIS_REGISTER_NONE &&
         (in->op[i].mem.base == ZYDIS_REGISTER_RSI ||
@@ -1022,7 +1048,7 @@ static int do_lgdt_lidt(struct bt_vcpu *b, struct insn *in, bool idt) {
   if ((err = bt_read(b, lin, &limit, 2, false)) < 0 ||
       (err = bt_read(b, lin + 2, &base, bsize, false)) < 0)
     return err;
-  if (!code64(b) && in->di.operand_width == 16)
+  if (!code64(b) && in->di->operand_width == 16)
     base &= 0xffffff;
   struct vmm_dtable *t = idt ? &b->idt : &b->gdt;
   t->base = base;
@@ -1109,7 +1135,7 @@ static int do_lldt_ltr(struct bt_vcpu *b, struct insn *in, bool tr) {
 
 /* LAR / LSL / VERR / VERW. */
 static int do_desc_query(struct bt_vcpu *b, struct insn *in) {
-  ZydisMnemonic m = in->di.mnemonic;
+  ZydisMnemonic m = in->di->mnemonic;
   if (!pmode(b))
     return bt_raise(b, X86_EXC_UD, false, 0);
   int src = (m == ZYDIS_MNEMONIC_VERR || m == ZYDIS_MNEMONIC_VERW) ? 0 : 1;
@@ -1182,7 +1208,7 @@ static void fpu_host_reset(struct bt_vcpu *b) {
 }
 
 static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
-  ZydisMnemonic m = in->di.mnemonic;
+  ZydisMnemonic m = in->di->mnemonic;
   vmm__bt_fpu_sync(); /* the gate saved only XMM and MXCSR */
   if (b->cr0 & (X86_CR0_EM | X86_CR0_TS)) {
     bool sse = m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR ||
@@ -1198,7 +1224,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
   uint64_t lin = 0;
   int err;
   int mi = -1;
-  for (int i = 0; i < in->di.operand_count_visible; i++)
+  for (int i = 0; i < in->di->operand_count_visible; i++)
     if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY)
       mi = i;
   bool store = m == ZYDIS_MNEMONIC_FNSTCW || m == ZYDIS_MNEMONIC_FNSTENV ||
@@ -1218,7 +1244,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     case ZYDIS_MNEMONIC_FLDENV:
     case ZYDIS_MNEMONIC_FNSAVE:
     case ZYDIS_MNEMONIC_FRSTOR:
-      align = in->di.operand_width == 16 ? 2 : 4;
+      align = in->di->operand_width == 16 ? 2 : 4;
       break;
     case ZYDIS_MNEMONIC_FXSAVE:
     case ZYDIS_MNEMONIC_FXSAVE64:
@@ -1396,7 +1422,7 @@ static int do_sysret(struct bt_vcpu *b, struct insn *in) {
     return bt_raise(b, X86_EXC_GP, true, 0);
   uint16_t sel = (uint16_t)(b->star >> 48);
   bool lm = b->efer & X86_EFER_LMA;
-  bool to64 = in->di.operand_width == 64;
+  bool to64 = in->di->operand_width == 64;
   if (lm) {
     if (to64 && !canonical(b->ctx.gpr[R_CX]))
       return bt_raise(b, X86_EXC_GP, true, 0);
@@ -1439,7 +1465,7 @@ static int do_sysenter(struct bt_vcpu *b, struct insn *in) {
 static int do_sysexit(struct bt_vcpu *b, struct insn *in) {
   if (!pmode(b) || b->cpl != 0 || (b->sysenter_cs & ~3ull) == 0)
     return bt_raise(b, X86_EXC_GP, true, 0);
-  bool to64 = in->di.operand_width == 64;
+  bool to64 = in->di->operand_width == 64;
   uint16_t base = (uint16_t)(b->sysenter_cs & ~3ull);
   if (to64) {
     flat_seg(&b->seg[S_CS], (uint16_t)((base + 32) | 3), true, true, 3);
@@ -1480,13 +1506,13 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
   uint64_t bit = (uint64_t)soff & (bits - 1);
   const ZydisDecodedOperand *o = &in->op[0];
   uint64_t ea =
-      ea_of(b, &in->di, o, in->next) + (uint64_t)(elem * (int64_t)bytes);
-  if (in->di.address_width == 16)
+      ea_of(b, in->di, o, in->next) + (uint64_t)(elem * (int64_t)bytes);
+  if (in->di->address_width == 16)
     ea &= 0xffff;
-  else if (in->di.address_width == 32)
+  else if (in->di->address_width == 32)
     ea &= 0xffffffff;
   int s = sreg_index(o->mem.segment);
-  bool write = in->di.mnemonic != ZYDIS_MNEMONIC_BT;
+  bool write = in->di->mnemonic != ZYDIS_MNEMONIC_BT;
   uint64_t lin;
   if ((err = seg_lin(b, s < 0 ? S_DS : s, ea, bytes, write, &lin)) < 0)
     return err;
@@ -1529,7 +1555,7 @@ static int do_bitmem(struct bt_vcpu *b, struct insn *in) {
                        : "0"(fl), "r"(bit)                                     \
                        : "cc");                                                \
   } while (0)
-  switch (in->di.mnemonic) {
+  switch (in->di->mnemonic) {
   case ZYDIS_MNEMONIC_BTS: BITOP("bts"); break;
   case ZYDIS_MNEMONIC_BTR: BITOP("btr"); break;
   case ZYDIS_MNEMONIC_BTC: BITOP("btc"); break;
@@ -1560,10 +1586,10 @@ static int do_bcd(struct bt_vcpu *b, struct insn *in) {
   uint8_t al = (uint8_t)*ax, ah = (uint8_t)(*ax >> 8);
   bool cf = b->ctx.flags & X86_RFLAGS_CF, af = b->ctx.flags & X86_RFLAGS_AF;
   uint64_t f = b->ctx.flags & ~STATUS;
-  switch (in->di.mnemonic) {
+  switch (in->di->mnemonic) {
   case ZYDIS_MNEMONIC_DAA:
   case ZYDIS_MNEMONIC_DAS: {
-    bool das = in->di.mnemonic == ZYDIS_MNEMONIC_DAS;
+    bool das = in->di->mnemonic == ZYDIS_MNEMONIC_DAS;
     uint8_t old = al;
     bool ncf = false, naf = false;
     if ((al & 0xf) > 9 || af) {
@@ -1581,7 +1607,7 @@ static int do_bcd(struct bt_vcpu *b, struct insn *in) {
   }
   case ZYDIS_MNEMONIC_AAA:
   case ZYDIS_MNEMONIC_AAS: {
-    bool aas = in->di.mnemonic == ZYDIS_MNEMONIC_AAS;
+    bool aas = in->di->mnemonic == ZYDIS_MNEMONIC_AAS;
     uint16_t v = (uint16_t)*ax;
     if ((al & 0xf) > 9 || af) {
       v = aas ? (uint16_t)(v - 6) : (uint16_t)(v + 0x106);
@@ -1649,13 +1675,13 @@ void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]) {
 /* The emulator                                                             */
 
 static int osize_bytes(const struct insn *in) {
-  return in->di.operand_width / 8;
+  return in->di->operand_width / 8;
 }
 
 /* The target of a near branch, truncated to the operand size; #GP if it
    is beyond CS's limit or not canonical (before anything is pushed). */
 static int near_target(struct bt_vcpu *b, struct insn *in, uint64_t *target) {
-  unsigned ow = in->di.operand_width;
+  unsigned ow = in->di->operand_width;
   if (ow == 16)
     *target &= 0xffff;
   else if (ow == 32)
@@ -1676,7 +1702,7 @@ static int near_branch(struct bt_vcpu *b, struct insn *in, uint64_t target) {
 }
 
 static int rel_target(struct insn *in, uint64_t *t) {
-  for (int i = 0; i < in->di.operand_count_visible; i++)
+  for (int i = 0; i < in->di->operand_count_visible; i++)
     if (in->op[i].type == ZYDIS_OPERAND_TYPE_IMMEDIATE &&
         in->op[i].imm.is_relative) {
       *t = in->next + in->op[i].imm.value.u;
@@ -1686,7 +1712,7 @@ static int rel_target(struct insn *in, uint64_t *t) {
 }
 
 static int emulate(struct bt_vcpu *b, struct insn *in) {
-  ZydisMnemonic m = in->di.mnemonic;
+  ZydisMnemonic m = in->di->mnemonic;
   uint64_t *g = b->ctx.gpr;
   uint64_t v = 0;
   int err;
@@ -1767,7 +1793,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_MOVSD:
   case ZYDIS_MNEMONIC_CMPSD:
     /* The SSE2 forms share these mnemonics; they have explicit operands. */
-    if (in->di.operand_count_visible == 0)
+    if (in->di->operand_count_visible == 0)
       return do_string(b, in);
     return bt_raise(b, X86_EXC_UD, false, 0);
 
@@ -1994,7 +2020,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     /* No segment checks and no fault: the processor's invlpg has none. */
     const ZydisDecodedOperand *o = &in->op[0];
     int s = sreg_index(o->mem.segment);
-    uint64_t lin = ea_of(b, &in->di, o, in->next);
+    uint64_t lin = ea_of(b, in->di, o, in->next);
     if (code64(b))
       lin += (s == S_FS || s == S_GS) ? b->seg[s].base : 0;
     else
@@ -2059,11 +2085,11 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
     return bt_raise(b, X86_EXC_UD, false, 0);
 
   case ZYDIS_MNEMONIC_XLAT: {
-    unsigned abits = in->di.address_width;
+    unsigned abits = in->di->address_width;
     uint64_t ea = areg_get(b, R_BX, abits) + (g[R_AX] & 0xff);
     ea &= abits == 16 ? 0xffff : abits == 32 ? 0xffffffff : ~0ull;
     int s = S_DS;
-    for (int i = 0; i < in->di.operand_count; i++)
+    for (int i = 0; i < in->di->operand_count; i++)
       if (in->op[i].type == ZYDIS_OPERAND_TYPE_MEMORY &&
           sreg_index(in->op[i].mem.segment) >= 0)
         s = sreg_index(in->op[i].mem.segment);
@@ -2138,7 +2164,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
          a fault (delivered at once) must see the original one. */
       uint64_t old = g[R_SP], lin;
       g[R_SP] = sp;
-      uint64_t ea = ea_of(b, &in->di, o, in->next);
+      uint64_t ea = ea_of(b, in->di, o, in->next);
       g[R_SP] = old;
       int s = sreg_index(o->mem.segment);
       if ((err = seg_lin(b, s < 0 ? S_DS : s, ea, os, true, &lin)) < 0 ||
@@ -2252,7 +2278,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
       return bt_far_transfer(b, o->ptr.segment, o->ptr.offset,
                              call ? BT_FAR_CALL : BT_FAR_JMP, os, in->next);
     }
-    if (in->di.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) {
+    if (in->di->meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) {
       uint64_t lin, off = 0;
       uint16_t sel;
       if ((err = op_lin(b, in, 0, false, &lin)) < 0 ||
@@ -2284,13 +2310,13 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   }
   case ZYDIS_MNEMONIC_RET: {
     uint64_t sp = g[R_SP];
-    if (in->di.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR)
+    if (in->di->meta.branch_type == ZYDIS_BRANCH_TYPE_FAR)
       return bt_far_ret(
           b, os,
-          in->di.operand_count_visible ? (uint16_t)in->op[0].imm.value.u : 0);
+          in->di->operand_count_visible ? (uint16_t)in->op[0].imm.value.u : 0);
     if ((err = pop_at(b, &sp, &v, os)) < 0)
       return err;
-    if (in->di.operand_count_visible)
+    if (in->di->operand_count_visible)
       sp = sp_add(b, sp, (int64_t)(in->op[0].imm.value.u & 0xffff));
     if ((err = near_branch(b, in, v)) < 0)
       return err; /* delivered: RSP is the handler's now */
@@ -2303,7 +2329,7 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   case ZYDIS_MNEMONIC_JCXZ:
   case ZYDIS_MNEMONIC_JECXZ:
   case ZYDIS_MNEMONIC_JRCXZ: {
-    unsigned abits = in->di.address_width;
+    unsigned abits = in->di->address_width;
     uint64_t target;
     if (rel_target(in, &target) < 0)
       return bt_raise(b, X86_EXC_UD, false, 0);
@@ -2349,10 +2375,13 @@ int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
                uint64_t rip) {
   struct insn in;
   b->ctx.rip = rip;
-  if (bt_decode(b, bytes, len, &in.di, in.op) < 0)
+  int pin = b->dcache_pin;
+  if (bt_decode_ref(b, bytes, len, &in.di, &in.op) < 0) {
+    b->dcache_pin = pin;
     return bt_raise(b, X86_EXC_UD, false, 0);
+  }
   in.rip = rip;
-  in.next = rip + in.di.length;
+  in.next = rip + in.di->length;
   unsigned cbits = bt_addr_bits(b);
   if (cbits == 32)
     in.next = (uint32_t)in.next;
@@ -2362,5 +2391,6 @@ int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
   int rc = emulate(b, &in);
   if (rc == BT_OK)
     bt_mmio_retire(b);
+  b->dcache_pin = pin;
   return rc;
 }

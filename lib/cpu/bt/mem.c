@@ -710,11 +710,14 @@ int bt_find_memop(const ZydisDecodedInstruction *di,
 /*
  * Callouts decode their instruction again each time (a descriptor keeps
  * only its bytes), which was a quarter of a syscall round trip. Decoding
- * is a pure function of the bytes and the mode, so a small direct-mapped
- * cache of results keyed by both is exact.
+ * is a pure function of the bytes and the mode, so a small cache of
+ * results keyed by both is exact. It is 2-way set associative: direct
+ * mapped, the two instructions of the divide-by-zero benchmark (`div`,
+ * `iretq`) shared a slot and a third of its time was Zydis.
  */
-int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
-              ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+                  const ZydisDecodedInstruction **di,
+                  const ZydisDecodedOperand **op) {
   if (len > 15)
     len = 15;
   uint64_t h = len * 0x9e3779b97f4a7c15ull ^ (uint64_t)b->zmode << 8 ^
@@ -724,24 +727,50 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
   h ^= h >> 31; /* FNV's low bits mix poorly into the high ones */
   h *= 0xbf58476d1ce4e5b9ull;
   h ^= h >> 29;
-  struct bt_dcache *c = &b->dcache[h & (BT_DCACHE_SIZE - 1)];
-  if (c->valid && c->len == len && c->zmode == b->zmode &&
-      c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
-    *di = c->di;
-    memcpy(op, c->op, sizeof(*op) * c->di.operand_count);
-    return 0;
+  unsigned set = (unsigned)(h & (BT_DCACHE_SIZE / 2 - 1));
+  for (unsigned way = 0; way < 2; way++) {
+    struct bt_dcache *c = &b->dcache[set * 2 + way];
+    if (c->valid && c->len == len && c->zmode == b->zmode &&
+        c->zstack == b->zstack && !memcmp(c->bytes, bytes, len)) {
+      b->dcache_victim[set] = (uint8_t)(way ^ 1);
+      b->dcache_pin = (int)(set * 2 + way);
+      *di = &c->di;
+      *op = c->op;
+      return 0;
+    }
   }
+  unsigned way = b->dcache_victim[set] & 1;
+  if ((int)(set * 2 + way) == b->dcache_pin)
+    way ^= 1;
+  b->dcache_victim[set] = (uint8_t)(way ^ 1);
+  struct bt_dcache *c = &b->dcache[set * 2 + way];
+  c->valid = false;
   ZydisDecoder dec;
   ZydisDecoderInit(&dec, b->zmode, b->zstack);
-  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, di, op)))
+  if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, &c->di, c->op)))
     return -1;
   c->valid = true;
   c->len = (uint8_t)len;
   c->zmode = b->zmode;
   c->zstack = b->zstack;
   memcpy(c->bytes, bytes, len);
-  c->di = *di;
-  memcpy(c->op, op, sizeof(*op) * di->operand_count);
+  b->dcache_pin = (int)(set * 2 + way);
+  *di = &c->di;
+  *op = c->op;
+  return 0;
+}
+
+int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
+              ZydisDecodedInstruction *di, ZydisDecodedOperand *op) {
+  const ZydisDecodedInstruction *cdi;
+  const ZydisDecodedOperand *cop;
+  int pin = b->dcache_pin;
+  int rc = bt_decode_ref(b, bytes, len, &cdi, &cop);
+  b->dcache_pin = pin;
+  if (rc < 0)
+    return rc;
+  *di = *cdi;
+  memcpy(op, cop, sizeof(*op) * cdi->operand_count);
   return 0;
 }
 

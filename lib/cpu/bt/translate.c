@@ -238,8 +238,6 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_SYSRET:
   case ZYDIS_MNEMONIC_SYSENTER:
   case ZYDIS_MNEMONIC_SYSEXIT:
-  case ZYDIS_MNEMONIC_IN:
-  case ZYDIS_MNEMONIC_OUT:
   case ZYDIS_MNEMONIC_INSB:
   case ZYDIS_MNEMONIC_INSW:
   case ZYDIS_MNEMONIC_INSD:
@@ -285,6 +283,10 @@ static int special(const struct xi *x) {
   case ZYDIS_MNEMONIC_JRCXZ:
   case ZYDIS_MNEMONIC_FXRSTOR:
   case ZYDIS_MNEMONIC_FXRSTOR64: return X_EMUL_END;
+  /* Served in the callout when a handler takes the port (do_in_out);
+     an exit leaves anyway. */
+  case ZYDIS_MNEMONIC_IN:
+  case ZYDIS_MNEMONIC_OUT:
   case ZYDIS_MNEMONIC_CLI:
   case ZYDIS_MNEMONIC_PUSHF:
   case ZYDIS_MNEMONIC_PUSHFD:
