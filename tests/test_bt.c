@@ -447,38 +447,52 @@ static void *run_spinner(void *arg) {
   return NULL;
 }
 
+/* A VM with two vCPUs in long mode and the bt64 snippet: t->vcpu spins in
+   spin_patch, *v1 runs the patcher. */
+static void smc_two_vcpus(struct vmmt *t, vmm_vcpu **v1) {
+  memset(t, 0, sizeof(*t));
+  t->vm = vmmt_vm_create(2, 0);
+  assert_ok(vmm_mem_slot_add(t->vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t->vm, 0, &t->vcpu));
+  assert_ok(vmm_vcpu_create(t->vm, 1, v1));
+  vmmt_setup_vcpu(t->vcpu, VMM_MODE_LONG64, 0);
+  vmmt_setup_vcpu(*v1, VMM_MODE_LONG64, 0);
+  vmmt_load_snippet(t, "bt64", VMMT_CODE, E_SPIN_PATCH);
+}
+
+/* Start the spinner on a thread, give it head_ms, run the patcher on v1,
+   and check the spinner saw the patch (a kick after 5 s bounds the wait). */
+static void spin_against_patcher(struct vmmt *t, vmm_vcpu *v1,
+                                 unsigned head_ms, int round) {
+  assert_ok(vmm_vcpu_reg_write(t->vcpu, VMM_REG_RIP, VMMT_CODE + E_SPIN_PATCH));
+  assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
+  struct spinner s = {.vcpu = t->vcpu};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
+  struct timespec ts = {0, (long)head_ms * 1000000L};
+  nanosleep(&ts, NULL);
+  vmmt_run_expect(v1, VMM_EXIT_HLT);
+  struct kicker k = {t->vcpu, 5000};
+  pthread_t kt;
+  assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
+  pthread_join(th, NULL);
+  pthread_cancel(kt);
+  pthread_join(kt, NULL);
+  assert_int_equal(s.err, 0);
+  if (s.exit.reason != VMM_EXIT_IO || s.exit.io.port != 0xeb)
+    fail_msg("round %d: the spinner never saw the patch (exit %d)", round,
+             (int)s.exit.reason);
+  assert_int_equal(reg(t, VMM_REG_RAX), 2);
+}
+
 /* One vCPU rewrites code another vCPU is running in a loop: the other one
    must see the new code (cross-modifying code). */
 static void test_smc_other_vcpu(void **state) {
   (void)state;
   struct vmmt t;
-  memset(&t, 0, sizeof(t));
-  t.vm = vmmt_vm_create(2, 0);
-  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
   vmm_vcpu *v1;
-  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
-  assert_ok(vmm_vcpu_create(t.vm, 1, &v1));
-  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
-  vmmt_setup_vcpu(v1, VMM_MODE_LONG64, 0);
-  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_SPIN_PATCH);
-  assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
-  struct spinner s = {.vcpu = t.vcpu};
-  pthread_t th;
-  assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
-  struct timespec ts = {0, 50 * 1000000L};
-  nanosleep(&ts, NULL); /* let it spin in translated code */
-  vmmt_run_expect(v1, VMM_EXIT_HLT);
-  /* Bounded wait: kick it if the patch is never seen. */
-  struct kicker k = {t.vcpu, 3000};
-  pthread_t kt;
-  assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
-  pthread_join(th, NULL);
-  assert_int_equal(s.err, 0);
-  assert_int_equal(s.exit.reason, VMM_EXIT_IO);
-  assert_int_equal(s.exit.io.port, 0xeb);
-  pthread_cancel(kt);
-  pthread_join(kt, NULL);
-  assert_int_equal(reg(&t, VMM_REG_RAX), 2);
+  smc_two_vcpus(&t, &v1);
+  spin_against_patcher(&t, v1, 50, 0); /* spinning in translated code */
   vmmt_fini(&t);
 }
 
@@ -489,35 +503,12 @@ static void test_smc_other_vcpu(void **state) {
 static void test_smc_other_vcpu_race(void **state) {
   (void)state;
   struct vmmt t;
-  memset(&t, 0, sizeof(t));
-  t.vm = vmmt_vm_create(2, 0);
-  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
   vmm_vcpu *v1;
-  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
-  assert_ok(vmm_vcpu_create(t.vm, 1, &v1));
-  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
-  vmmt_setup_vcpu(v1, VMM_MODE_LONG64, 0);
-  vmmt_load_snippet(&t, "bt64", VMMT_CODE, E_SPIN_PATCH);
+  smc_two_vcpus(&t, &v1);
   for (int round = 0; round < 200; round++) {
     uint8_t one = 1;
     assert_ok(vmm_mem_write(t.vm, VMMT_CODE + E_SPIN_PATCH + 1, &one, 1));
-    assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RIP, VMMT_CODE + E_SPIN_PATCH));
-    assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
-    struct spinner s = {.vcpu = t.vcpu};
-    pthread_t th;
-    assert_int_equal(pthread_create(&th, NULL, run_spinner, &s), 0);
-    vmmt_run_expect(v1, VMM_EXIT_HLT);
-    struct kicker k = {t.vcpu, 5000};
-    pthread_t kt;
-    assert_int_equal(pthread_create(&kt, NULL, kick_later, &k), 0);
-    pthread_join(th, NULL);
-    pthread_cancel(kt);
-    pthread_join(kt, NULL);
-    assert_int_equal(s.err, 0);
-    if (s.exit.reason != VMM_EXIT_IO)
-      fail_msg("round %d: the spinner never saw the patch (exit %d)", round,
-               (int)s.exit.reason);
-    assert_int_equal(reg(&t, VMM_REG_RAX), 2);
+    spin_against_patcher(&t, v1, 0, round);
   }
   vmmt_fini(&t);
 }
