@@ -36,30 +36,4 @@ again:
 h_irq:
     inc r15
     iretq
-h_bad:
-    mov al, 0xff
-    out 0xe9, al
-    hlt
-
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
-
-align 16
-idt:
-%assign v 0
-%rep 33
-%if v == 32
-    gate64 h_irq
-%else
-    gate64 h_bad
-%endif
-%assign v v + 1
-%endrep
-idtr:
-    dw 33 * 16 - 1
-    dq idt
+%include "idt64_irq32.inc"
