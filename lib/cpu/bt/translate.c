@@ -940,13 +940,6 @@ static void emit_ool(struct tx *t, struct ool *q) {
   add_dfix(t, d, -1, q->after, -1);
 }
 
-/* rsp += delta (flat modes), through register r. */
-static void rsp_adjust(struct tx *t, unsigned r, int64_t delta) {
-  e_mov_r_gs(&t->e, r, BT_OFF_GPR + 8 * R_SP);
-  e_lea(&t->e, t->code64 ? 64 : 32, r, (int)r, -1, 1, delta);
-  e_mov_gs_r(&t->e, BT_OFF_GPR + 8 * R_SP, r);
-}
-
 /* mov between a register and [base + index] (index: -1 for none). */
 static void mov_mem_reg(struct tx *t, bool store, unsigned base, int index,
                         unsigned reg, unsigned bytes) {
@@ -1139,10 +1132,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)sz);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, true, false, miss);
     store_const(t, (unsigned)s1, s2, sz, x->next, s3);
-    /* Unlike push, call kept a reload of RSP: keeping the new RSP in a
-       register made the call/ret benchmark 40% slower on the Zen host
-       (measured, not understood; push, pop and ret gained). */
-    rsp_adjust(t, (unsigned)s1, -(int64_t)sz);
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_RET:
@@ -1187,7 +1177,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
       emit_lookup(t, (unsigned)s4, (unsigned)s2, sz, true, false, miss);
       store_const(t, (unsigned)s4, s2, sz, x->next, s3);
-      rsp_adjust(t, (unsigned)s4, -(int64_t)sz);
+      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s4);
     }
     ool_emul(t, i, miss, after, park, oo, noo);
     emit_indirect(t, (unsigned)s1, (unsigned)s2);
