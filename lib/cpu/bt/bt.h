@@ -148,6 +148,8 @@ struct bt_link {
   uint64_t target_rip;     /* guest RIP of the successor */
   uint32_t patch;          /* TC offset of the rel32 field */
   uint32_t stub;           /* TC offset of the exit stub */
+  uint32_t head; /* self loop: TC offset of its loop head (0: none); it is
+                    linked there, and only to its own fragment */
   bool backward;           /* target pc <= source pc: unlinked by kicks */
   bool cross_page;         /* unlinked on TLB flushes */
 };

@@ -64,11 +64,14 @@ struct tx {
     int retry, after, bounce;
   } dfix[TU_MAX * 3];
   unsigned ndfix;
-  /* Links: patch site (offset in the fragment), stub label, target. */
+  /* Links: patch site (offset in the fragment), stub label, target,
+     registers the stub gives back first, loop-head label (self loops). */
   struct {
     uint32_t patch;
     int stub;
     uint64_t target;
+    uint16_t restore;
+    int head;
   } lk[4];
   unsigned nlk;
   struct bt_desc dummy; /* sink when the descriptor arena is full */
@@ -84,6 +87,12 @@ struct tx {
      scratch registers are picked outside this set where possible, so a
      register borrowed once stays borrowed until the TU ends. */
   uint32_t later;
+  /* Self loops (see emit_body): every register the glue ever borrowed, and
+     the ones the loop keeps borrowed around its back edge (the loop head
+     label `head` is past their borrowing). */
+  uint16_t ever;
+  uint16_t keep;
+  int head;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -556,6 +565,7 @@ static void borrow(struct tx *t, unsigned r) {
   if (!(t->borrowed & (1u << r))) {
     e_mov_gs_r(&t->e, SLOT(r), r);
     t->borrowed |= (uint16_t)(1u << r);
+    t->ever |= (uint16_t)(1u << r);
   }
 }
 
@@ -1285,7 +1295,29 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].patch = patch;
   t->lk[t->nlk].stub = e_label(&t->e);
   t->lk[t->nlk].target = target;
+  t->lk[t->nlk].restore = 0;
+  t->lk[t->nlk].head = -1;
   t->nlk++;
+}
+
+/* The back edge of a self loop (a jcc or jmp to the TU's first
+   instruction, with registers kept borrowed around it, t->keep): the
+   registers borrowed beyond `keep` get their guest values back and the
+   ones of `keep` not borrowed here are borrowed, so the state matches the
+   loop head; the link goes to the head, and its stub gives `keep` back
+   before it leaves. */
+static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
+  give_back(t, (uint32_t)(0xffff & ~t->keep));
+  for (unsigned r = 0; r < 16; r++)
+    if (t->keep & (1u << r))
+      borrow(t, r);
+  uint32_t patch =
+      jcc ? e_jcc_patchable(&t->e, cc) : e_jmp_patchable(&t->e);
+  add_link(t, patch, target);
+  if (t->nlk > 0 && t->lk[t->nlk - 1].patch == patch) {
+    t->lk[t->nlk - 1].restore = t->keep;
+    t->lk[t->nlk - 1].head = t->head;
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1448,6 +1480,111 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   e_bind(e, ok);
 }
 
+/* The fragment's code up to its exit stubs: the budget check, the
+   instructions, the out-of-line paths. */
+static void emit_body(struct tx *t, unsigned fi) {
+  struct bt_vcpu *b = t->b;
+  struct emit *e = &t->e;
+  if (b->key & BT_K_COUNT)
+    emit_budget_check(t, fi);
+  if (t->keep) {
+    for (unsigned r = 0; r < 16; r++)
+      if (t->keep & (1u << r))
+        borrow(t, r);
+    e_align(e, 64);
+    t->head = e_label(e);
+    e_bind(e, t->head);
+  }
+
+  uint32_t later[TU_MAX + 1];
+  later[t->n] = 0;
+  for (unsigned i = t->n; i-- > 0;)
+    later[i] = later[i + 1] | t->x[i].used;
+
+  struct ool oo[TU_MAX * 2];
+  unsigned noo = 0;
+  bool open_end = true; /* the last instruction falls through */
+  for (unsigned i = 0; i < t->n && !e->fail; i++) {
+    struct xi *x = &t->x[i];
+    t->later = later[i];
+    /* Registers the instruction names get their guest values back. */
+    give_back(t, x->used);
+    switch (x->cls) {
+    case X_IDENT:
+      if (x->rsp) {
+        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+        int s = pick(&avoid, x->high8, t->borrowed, t->later);
+        if (s < 0)
+          e->fail = true;
+        else
+          emit_core(t, x, -1, -1, s);
+      } else {
+        emit_core(t, x, -1, -1, -1);
+      }
+      break;
+    case X_MEM: emit_mem(t, i, oo, &noo); break;
+    case X_LEA: emit_lea(t, i); break;
+    case X_NOP: break;
+    case X_PUSH:
+    case X_POP:
+    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
+    case X_CALL:
+      emit_stack(t, i, oo, &noo);
+      give_back(t, 0xffff);
+      add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      open_end = false;
+      break;
+    case X_RET:
+    case X_JMPI:
+    case X_CALLI:
+      emit_stack(t, i, oo, &noo);
+      open_end = false;
+      break;
+    case X_JMP:
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+        self_link(t, false, 0, branch_target(t, x));
+      } else {
+        give_back(t, 0xffff);
+        add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      }
+      open_end = false;
+      break;
+    case X_JCC: {
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+        self_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
+        give_back(t, 0xffff);
+      } else {
+        give_back(t, 0xffff);
+        add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
+                 branch_target(t, x));
+      }
+      add_link(t, e_jmp_patchable(e), x->next);
+      open_end = false;
+      break;
+    }
+    case X_EMUL: emit_emul(t, i, false); break;
+    case X_EMUL_END:
+      emit_emul(t, i, true);
+      open_end = false;
+      break;
+    case X_UD:
+      emit_raise(t, i, X86_EXC_UD);
+      open_end = false;
+      break;
+    case X_NM:
+      emit_raise(t, i, X86_EXC_NM);
+      open_end = false;
+      break;
+    }
+  }
+  if (open_end && t->n > 0) {
+    give_back(t, 0xffff);
+    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  }
+  for (unsigned k = 0; k < noo; k++)
+    emit_ool(t, &oo[k]);
+}
+
 static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
                                       int *retry) {
   struct tx *t = calloc(1, sizeof(*t));
@@ -1532,87 +1669,39 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       bt_code_recheck(b, x->gpa2, x->bytes + in1, len - in1);
   }
 
-  if (b->key & BT_K_COUNT)
-    emit_budget_check(t, (unsigned)(f - tc->frags));
-
-  uint32_t later[TU_MAX + 1];
-  later[t->n] = 0;
-  for (unsigned i = t->n; i-- > 0;)
-    later[i] = later[i + 1] | t->x[i].used;
-
-  struct ool oo[TU_MAX * 2];
-  unsigned noo = 0;
-  bool open_end = true; /* the last instruction falls through */
-  for (unsigned i = 0; i < t->n && !e->fail; i++) {
-    struct xi *x = &t->x[i];
-    t->later = later[i];
-    /* Registers the instruction names get their guest values back. */
-    give_back(t, x->used);
-    switch (x->cls) {
-    case X_IDENT:
-      if (x->rsp) {
-        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-        int s = pick(&avoid, x->high8, t->borrowed, t->later);
-        if (s < 0)
-          e->fail = true;
-        else
-          emit_core(t, x, -1, -1, s);
-      } else {
-        emit_core(t, x, -1, -1, -1);
-      }
-      break;
-    case X_MEM: emit_mem(t, i, oo, &noo); break;
-    case X_LEA: emit_lea(t, i); break;
-    case X_NOP: break;
-    case X_PUSH:
-    case X_POP:
-    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
-    case X_CALL:
-      emit_stack(t, i, oo, &noo);
-      give_back(t, 0xffff);
-      add_link(t, e_jmp_patchable(e), branch_target(t, x));
-      open_end = false;
-      break;
-    case X_RET:
-    case X_JMPI:
-    case X_CALLI:
-      emit_stack(t, i, oo, &noo);
-      open_end = false;
-      break;
-    case X_JMP:
-      give_back(t, 0xffff);
-      add_link(t, e_jmp_patchable(e), branch_target(t, x));
-      open_end = false;
-      break;
-    case X_JCC: {
-      give_back(t, 0xffff);
-      add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
-               branch_target(t, x));
-      add_link(t, e_jmp_patchable(e), x->next);
-      open_end = false;
-      break;
-    }
-    case X_EMUL: emit_emul(t, i, false); break;
-    case X_EMUL_END:
-      emit_emul(t, i, true);
-      open_end = false;
-      break;
-    case X_UD:
-      emit_raise(t, i, X86_EXC_UD);
-      open_end = false;
-      break;
-    case X_NM:
-      emit_raise(t, i, X86_EXC_NM);
-      open_end = false;
-      break;
-    }
+  /* A self loop keeps the scratch registers no instruction of it names
+     borrowed around its back edge (a store and a load fewer per register
+     and iteration): a first, dry emission finds them. Not in counting
+     mode, whose budget check at the entry the back edge would skip. */
+  bool self = false;
+  if (!(b->key & (BT_K_COUNT | BT_K_SINGLE)) && t->n > 0) {
+    struct xi *x = &t->x[t->n - 1];
+    self = (x->cls == X_JCC || x->cls == X_JMP) &&
+           branch_target(t, x) == t->x[0].rip;
   }
-  if (open_end && t->n > 0) {
-    give_back(t, 0xffff);
-    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  t->head = -1;
+  if (self) {
+    uint32_t named = 0;
+    for (unsigned i = 0; i < t->n; i++)
+      named |= t->x[i].used;
+    uint32_t ndescs = tc->ndescs;
+    uint8_t *dry = malloc(room);
+    if (dry != NULL) {
+      e_init(e, dry, bt_tc_addr(tc, (uint32_t)tc->used), room);
+      t->keep = 0;
+      emit_body(t, (unsigned)(f - tc->frags));
+      if (!e->fail)
+        t->keep = (uint16_t)(t->ever & ~named);
+      free(dry);
+    }
+    tc->ndescs = ndescs;
+    t->ndfix = 0;
+    t->nlk = 0;
+    t->borrowed = 0;
+    t->park = -1;
+    e_init(e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
   }
-  for (unsigned k = 0; k < noo; k++)
-    emit_ool(t, &oo[k]);
+  emit_body(t, (unsigned)(f - tc->frags));
   /* Exit stubs. */
   for (unsigned k = 0; k < t->nlk; k++) {
     struct bt_link *l = bt_link_alloc(b);
@@ -1621,6 +1710,9 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       break;
     }
     e_bind(e, t->lk[k].stub);
+    for (unsigned r = 0; r < 16; r++)
+      if (t->lk[k].restore & (1u << r))
+        e_mov_r_gs(e, r, SLOT(r));
     e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
     e_jmp_gs(e, BT_OFF_EXIT_LINK);
     l->from = f;
@@ -1632,6 +1724,9 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     l->cross_page = (tpc >> 12) != (pc >> 12);
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
+    l->head = t->lk[k].head >= 0
+                  ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
+                  : 0;
   }
   if (!e_finish(e)) {
     free(t);
@@ -1670,7 +1765,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       f->lin[1] = lastpc & ~0xfffull;
     }
   }
-  tc->used = (tc->used + e->pos + 15) & ~(size_t)15;
+  tc->used = (tc->used + e->pos + 63) & ~(size_t)63;
   bt_frag_insert(b, f);
   free(t);
   return f;
