@@ -41,6 +41,10 @@
 ;                    r9 = 0x2222 (its neighbour), r10 = 0x4444 (through the
 ;                    2 MiB page), then #PF at the last load: the large page
 ;                    is gone after invlpg of another of its 4 KiB.
+;   0x600 self_loop_mem  rcx, r8..r15 = 0x1111, 0x8888..0xffff; a counted
+;                    self loop adding 3 to [0x30000] 100000 times (rdx = 0,
+;                    rsi = 300000 after it), then an endless one incrementing
+;                    [0x30008] (at 0x651): only kicks stop it.
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -305,3 +309,26 @@ invlpg_remap:
     invlpg [0x40200000]
     mov r11, [0x40230000]       ; #PF
     hlt
+
+times 0x600 - ($ - $$) db 0xcc
+self_loop_mem:                  ; self loops whose scratch registers stay
+    mov rcx, 0x1111             ; borrowed around the back edge: every
+    mov r8, 0x8888              ; register the glue may take holds a value
+    mov r9, 0x9999              ; the test checks after kicks and the end
+    mov r10, 0xaaaa
+    mov r11, 0xbbbb
+    mov r12, 0xcccc
+    mov r13, 0xdddd
+    mov r14, 0xeeee
+    mov r15, 0xffff
+    mov rdi, 0x30000
+    mov qword [rdi], 0
+    mov edx, 100000
+.count:                         ; counted: ends through the fall-through
+    add qword [rdi], 3
+    dec edx
+    jnz .count
+    mov rsi, [rdi]
+.spin:                          ; endless: only kicks leave it
+    add qword [rdi + 8], 1
+    jmp .spin

@@ -64,7 +64,11 @@ struct bt_ctx {
   uint64_t gpr[16];
   uint64_t flags; /* BT_HOST_FLAGS | 2 while translated code is out */
   uint64_t rip;
-  uint64_t scratch[8];
+  /* hit_mask[a]: the bits of (last byte - tag) that must be zero for a
+     soft-TLB hit, checking a low address bits too (alignment 1 << a). */
+  uint64_t hit_mask[5];
+  uint64_t jc_mask;
+  uint64_t scratch[2];
   uint64_t host_rsp;
   uint64_t cont;
   uint64_t ret;
@@ -100,6 +104,8 @@ struct bt_ctx {
 BT_CHECK_OFF(gpr, BT_OFF_GPR);
 BT_CHECK_OFF(flags, BT_OFF_FLAGS);
 BT_CHECK_OFF(rip, BT_OFF_RIP);
+BT_CHECK_OFF(hit_mask, BT_OFF_HIT_MASK);
+BT_CHECK_OFF(jc_mask, BT_OFF_JC_MASK);
 BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
@@ -142,6 +148,8 @@ struct bt_link {
   uint64_t target_rip;     /* guest RIP of the successor */
   uint32_t patch;          /* TC offset of the rel32 field */
   uint32_t stub;           /* TC offset of the exit stub */
+  uint32_t head; /* self loop: TC offset of its loop head (0: none); it is
+                    linked there, and only to its own fragment */
   bool backward;           /* target pc <= source pc: unlinked by kicks */
   bool cross_page;         /* unlinked on TLB flushes */
 };

@@ -93,6 +93,23 @@ void e_align4(struct emit *e, unsigned skew) {
     e_bytes(e, nops[pad], pad);
 }
 
+void e_align(struct emit *e, unsigned n) {
+  static const uint8_t nop8[8] = {0x0f, 0x1f, 0x84, 0x00, 0, 0, 0, 0};
+  static const uint8_t nops[8][8] = {{0},
+                                     {0x90},
+                                     {0x66, 0x90},
+                                     {0x0f, 0x1f, 0x00},
+                                     {0x0f, 0x1f, 0x40, 0x00},
+                                     {0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                     {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
+                                     {0x0f, 0x1f, 0x80, 0, 0, 0, 0}};
+  unsigned pad = (unsigned)((n - (e_here(e) & (n - 1))) & (n - 1));
+  for (; pad >= 8; pad -= 8)
+    e_bytes(e, nop8, 8);
+  if (pad)
+    e_bytes(e, nops[pad], pad);
+}
+
 /*
  * Hand encoders for the glue's fixed instruction forms: translating a unit
  * emits dozens of them, and building Zydis requests for each was most of

@@ -44,6 +44,9 @@ void e_bytes(struct emit *e, const void *p, size_t n);
 void e_req(struct emit *e, ZydisEncoderRequest *r);
 /* Pad with NOPs until (pos + skew) is a multiple of 4. */
 void e_align4(struct emit *e, unsigned skew);
+/* Pad with NOPs until the executable address is a multiple of n (a power
+   of two). */
+void e_align(struct emit *e, unsigned n);
 
 static inline ZydisRegister zr64(unsigned r) {
   return ZYDIS_REGISTER_RAX + r;

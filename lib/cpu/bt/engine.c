@@ -375,6 +375,9 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   vcpu->engine = b;
   b->tlb_size = b->vm->fast_pext ? BT_TLB_SIZE : 256;
   b->ctx.tlb_mask = (uint64_t)(b->tlb_size - 1) << 12;
+  for (unsigned a = 0; a < 5; a++)
+    b->ctx.hit_mask[a] = ~0xfffull | ((1ull << a) - 1);
+  b->ctx.jc_mask = BT_JC_SIZE - 1;
   reset_state(b);
   bt_update_mode(b);
   bt_tlb_flush(b);

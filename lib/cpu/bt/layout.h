@@ -16,7 +16,9 @@
 #define BT_OFF_GPR 0x000 /* uint64_t gpr[16], hardware register order */
 #define BT_OFF_FLAGS 0x080
 #define BT_OFF_RIP 0x088
-#define BT_OFF_SCRATCH 0x090 /* 64 bytes free */
+#define BT_OFF_HIT_MASK 0x090 /* uint64_t [5]: PEXT masks of a TLB hit test */
+#define BT_OFF_JC_MASK 0x0b8  /* BT_JC_SIZE - 1, PEXT's mask */
+#define BT_OFF_SCRATCH 0x0c0  /* 16 bytes free */
 #define BT_OFF_HOST_RSP 0x0d0
 #define BT_OFF_CONT 0x0d8
 #define BT_OFF_RET 0x0e0

@@ -216,7 +216,8 @@ void bt_frag_insert(struct bt_vcpu *b, struct bt_frag *f) {
 /* Point a link at a fragment, or back at its exit stub (to == NULL). */
 static void link_set(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   struct bt_tc *tc = &b->tc;
-  uint64_t target = to ? bt_tc_addr(tc, to->entry) : bt_tc_addr(tc, l->stub);
+  uint32_t off = to == NULL ? l->stub : l->head ? l->head : to->entry;
+  uint64_t target = bt_tc_addr(tc, off);
   e_set_rel32(tc->rw + l->patch, bt_tc_addr(tc, l->patch), target);
   l->to = to;
 }
@@ -225,7 +226,8 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   pthread_mutex_lock(&b->link_lock);
   /* A kick since the dispatcher decided to run on must win: leave the
      link open so the next trip comes back. */
-  if (!atomic_load(&b->kicked) && to->valid && l->from->valid && !l->to) {
+  if (!atomic_load(&b->kicked) && to->valid && l->from->valid && !l->to &&
+      (!l->head || to == l->from)) {
     if (l->listed != to) {
       if (l->listed != NULL) {
         struct bt_link **pp = &l->listed->in;

@@ -64,11 +64,14 @@ struct tx {
     int retry, after, bounce;
   } dfix[TU_MAX * 3];
   unsigned ndfix;
-  /* Links: patch site (offset in the fragment), stub label, target. */
+  /* Links: patch site (offset in the fragment), stub label, target,
+     registers the stub gives back first, loop-head label (self loops). */
   struct {
     uint32_t patch;
     int stub;
     uint64_t target;
+    uint16_t restore;
+    int head;
   } lk[4];
   unsigned nlk;
   struct bt_desc dummy; /* sink when the descriptor arena is full */
@@ -80,6 +83,16 @@ struct tx {
      register (jrcxz needs rcx): a register move, where a spill slot would
      put a store-to-load delay into loops counting in rcx. -1 if none. */
   int park;
+  /* Host GPRs named by the current instruction or a later one of the TU:
+     scratch registers are picked outside this set where possible, so a
+     register borrowed once stays borrowed until the TU ends. */
+  uint32_t later;
+  /* Self loops (see emit_body): every register the glue ever borrowed, and
+     the ones the loop keeps borrowed around its back edge (the loop head
+     label `head` is past their borrowing). */
+  uint16_t ever;
+  uint16_t keep;
+  int head;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -141,21 +154,34 @@ static void scan_regs(struct xi *x) {
   }
 }
 
-/* Pick a scratch register not named by the instruction (avoid), taking
-   one the glue already borrowed if it can; rcx is reserved for jrcxz.
-   legacy: no REX allowed (the instruction uses AH..BH). */
-static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed) {
+/* Pick a scratch register not named by the instruction (avoid); rcx is
+   reserved for jrcxz. Preferred, in order: one the glue already borrowed
+   that no later instruction of the TU names (free), one no later
+   instruction names (a store now, a load when the TU ends), one already
+   borrowed (given back before the instruction naming it, borrowed again
+   after), any. legacy: no REX allowed (the instruction uses AH..BH). */
+static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed,
+                uint32_t later) {
   static const uint8_t order[] = {R_11, R_10, R_9,  R_8,  R_15, R_14, R_13,
                                   R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   static const uint8_t order_legacy[] = {R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   const uint8_t *o = legacy ? order_legacy : order;
   size_t n = legacy ? sizeof(order_legacy) : sizeof(order);
-  for (int pass = 0; pass < 2; pass++)
-    for (size_t i = 0; i < n; i++)
-      if (!(*avoid & (1u << o[i])) && (pass || (borrowed & (1u << o[i])))) {
-        *avoid |= 1u << o[i];
+  for (int pass = 0; pass < 4; pass++)
+    for (size_t i = 0; i < n; i++) {
+      uint32_t bit = 1u << o[i];
+      bool ok = !(*avoid & bit);
+      if (pass == 0)
+        ok = ok && (borrowed & bit) && !(later & bit);
+      else if (pass == 1)
+        ok = ok && !(later & bit);
+      else if (pass == 2)
+        ok = ok && (borrowed & bit);
+      if (ok) {
+        *avoid |= bit;
         return o[i];
       }
+    }
   return -1;
 }
 
@@ -539,6 +565,7 @@ static void borrow(struct tx *t, unsigned r) {
   if (!(t->borrowed & (1u << r))) {
     e_mov_gs_r(&t->e, SLOT(r), r);
     t->borrowed |= (uint16_t)(1u << r);
+    t->ever |= (uint16_t)(1u << r);
   }
 }
 
@@ -612,9 +639,10 @@ static void callout(struct tx *t, uint32_t index) {
   e_call_gs(&t->e, BT_OFF_GATE);
 }
 
-/* Emit the instruction with its memory operand as [s1] and RSP operands as
-   the scratch register srsp (loaded from and stored to the context). */
-static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
+/* Emit the instruction with its memory operand as [s1 + sx] (sx: -1 for
+   none) and RSP operands as the scratch register srsp (loaded from and
+   stored to the context). */
+static void emit_core(struct tx *t, struct xi *x, int s1, int sx, int srsp) {
   struct emit *e = &t->e;
   ZydisEncoderRequest r;
   if (ZYAN_FAILED(ZydisEncoderDecodedInstructionToEncoderRequest(
@@ -636,8 +664,8 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int srsp) {
     ZydisEncoderOperand *o = &r.operands[i];
     if (o->type == ZYDIS_OPERAND_TYPE_MEMORY && s1 >= 0) {
       o->mem.base = zr64((unsigned)s1);
-      o->mem.index = ZYDIS_REGISTER_NONE;
-      o->mem.scale = 0;
+      o->mem.index = sx >= 0 ? zr64((unsigned)sx) : ZYDIS_REGISTER_NONE;
+      o->mem.scale = sx >= 0 ? 1 : 0;
       o->mem.displacement = 0;
     } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
       bool h;
@@ -696,16 +724,38 @@ static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
   }
 }
 
-/* The soft-TLB lookup of the linear address in a; the host address goes to
-   dst on a hit (a itself, or t1 so that a keeps the guest address: stack
-   operations then update RSP without reloading it). t1 and t2 are
-   clobbered; rcx waits in t->park, and is back on the hit path. A miss goes
-   to `miss` with rcx parked. */
-static void emit_lookup_to(struct tx *t, unsigned a, unsigned t1, unsigned t2,
-                           unsigned size, bool write, bool align16, int miss,
-                           unsigned dst) {
+/* rcx for a lookup (jrcxz needs it). When neither this instruction nor a
+   later one of the TU names rcx, it is borrowed like any scratch register
+   (returns -1); otherwise its guest value waits in a picked register
+   during each lookup (a register move, where a slot would put a
+   store-to-load delay into loops counting in rcx). */
+static int rcx_mode(struct tx *t, uint32_t *avoid) {
+  if ((t->borrowed & (1u << R_CX)) || !(t->later & (1u << R_CX))) {
+    borrow(t, R_CX);
+    return -1;
+  }
+  int park = pick(avoid, false, t->borrowed, t->later);
+  if (park >= 0)
+    borrow(t, (unsigned)park);
+  return park < 0 ? -2 : park;
+}
+
+static bool fast_pext(const struct tx *t) {
+  return t->b->tlb_size == BT_TLB_SIZE;
+}
+
+/* The soft-TLB lookup of the linear address in register a. On a hit the
+   host address is [a + tt] (tt holds the entry's addend) and rcx is back
+   if it was parked (t->park); a keeps the guest address. A miss goes to
+   `miss` with a holding the linear address and rcx's guest value in
+   t->park, or in its slot when borrowed. Flag-free: pext extracts the
+   bits of (last byte - tag) that a hit has zero (the page, and the low
+   address bits an alignment check needs), jrcxz tests them. */
+static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
+                        bool write, bool align16, int miss) {
   struct emit *e = &t->e;
-  e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
+  if (t->park >= 0)
+    e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
   unsigned set = t->b->tlb_set;
   int32_t tags =
       (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
@@ -713,36 +763,42 @@ static void emit_lookup_to(struct tx *t, unsigned a, unsigned t1, unsigned t2,
   if (size == 0)
     size = 1;
   /* An aligned access never crosses a page: the lookup then checks the
-     first byte's page and the low bits, rotated out of the way. */
+     first byte's page and the low bits. */
   unsigned align = align16 ? 4 : 0;
   if ((t->b->key & BT_K_AC) && (size == 2 || size == 4 || size == 8))
     align = size == 2 ? 1 : size == 4 ? 2 : 3;
   if ((t->b->key & BT_K_AC) && size == 16 && t->b->vm->ac16)
     align = 4;
-  if (t->b->tlb_size == BT_TLB_SIZE) {
-    e_pext_gs(e, t1, a, BT_OFF_TLB_MASK);
+  bool fast = fast_pext(t);
+  if (fast) {
+    e_pext_gs(e, tt, a, BT_OFF_TLB_MASK);
   } else {
-    e_rorx(e, t1, a, 12);
-    e_movzx8(e, t1, t1);
+    e_rorx(e, tt, a, 12);
+    e_movzx8(e, tt, tt);
   }
-  e_mov_r_gsidx(e, t2, tags, t1);
-  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, align ? 0 : (int64_t)size - 1);
-  e_mov_r_gsidx(e, t2, adds, t1);
-  if (align)
-    e_rorx(e, R_CX, R_CX, (uint8_t)align);
-  e_mov_r32_i(e, t1, 12 - align);
-  e_shrx(e, R_CX, R_CX, t1);
+  e_mov_r_gsidx(e, R_CX, tags, tt);
+  e_lea(e, 64, R_CX, (int)a, R_CX, 1, align ? 0 : (int64_t)size - 1);
+  if (fast) {
+    e_pext_gs(e, R_CX, R_CX, BT_OFF_HIT_MASK + 8 * (int32_t)align);
+  } else {
+    /* A microcoded pext (older AMD) costs more than the shift count in
+       tt and the index computed again. */
+    if (align)
+      e_rorx(e, R_CX, R_CX, (uint8_t)align);
+    e_mov_r32_i(e, tt, 12 - align);
+    e_shrx(e, R_CX, R_CX, tt);
+  }
   int hit = e_label(e);
   e_jrcxz(e, hit);
   e_jmp(e, miss);
   e_bind(e, hit);
-  e_lea(e, 64, dst, (int)a, (int)t2, 1, 0);
-  e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
-}
-
-static void emit_lookup(struct tx *t, unsigned a, unsigned t1, unsigned t2,
-                        unsigned size, bool write, bool align16, int miss) {
-  emit_lookup_to(t, a, t1, t2, size, write, align16, miss, a);
+  if (!fast) {
+    e_rorx(e, tt, a, 12);
+    e_movzx8(e, tt, tt);
+  }
+  e_mov_r_gsidx(e, tt, adds, tt);
+  if (t->park >= 0)
+    e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
 }
 
 /* Out-of-line code emitted after the fragment body. */
@@ -786,12 +842,11 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   struct xi *x = &t->x[i];
   const ZydisDecodedOperand *o = &x->op[x->memop];
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, x->high8, t->borrowed);
-  int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed) : -1;
-  int s2 = pick(&avoid, false, t->borrowed);
-  int s3 = pick(&avoid, false, t->borrowed);
-  int park = pick(&avoid, false, t->borrowed);
-  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->rsp && srsp < 0)) {
+  int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
+  int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed, t->later) : -1;
+  /* [s1 + s2] replaces the operand: no REX next to AH..BH either. */
+  int s2 = pick(&avoid, x->high8, t->borrowed, t->later);
+  if (s1 < 0 || s2 < 0 || (x->rsp && srsp < 0)) {
     e->fail = true;
     return;
   }
@@ -808,13 +863,16 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     e_bind(e, retry);
     borrow(t, (unsigned)s1);
     borrow(t, (unsigned)s2);
-    borrow(t, (unsigned)s3);
-    borrow(t, (unsigned)park);
+    int park = rcx_mode(t, &avoid);
+    if (park == -2) {
+      e->fail = true;
+      return;
+    }
     emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
     bool w = o->actions &
              (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
     t->park = park;
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, o->size / 8, w,
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
                 bt_needs_align16(&x->di, o), miss);
     struct ool *q = &oo[(*noo)++];
     *q = (struct ool){.kind = OOL_MEM,
@@ -827,7 +885,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
                       .borrowed = t->borrowed,
                       .park = park};
     t->park = -1;
-    emit_core(t, x, s1, srsp);
+    emit_core(t, x, s1, s2, srsp);
     e_bind(e, after);
     return;
   }
@@ -842,7 +900,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   callout(t, mi);
   e_bind(e, bounce);
   give_back(t, x->used);
-  emit_core(t, x, s1, srsp);
+  emit_core(t, x, s1, -1, srsp);
   pd->spill = t->borrowed;
   callout(t, pi);
   e_bind(e, after);
@@ -873,7 +931,7 @@ static void emit_ool(struct tx *t, struct ool *q) {
     /* Registers the instruction names are its own from here on: MEMPOST
        must not put older values back into ones it wrote. */
     give_back(t, x->used);
-    emit_core(t, x, q->s1, q->srsp);
+    emit_core(t, x, q->s1, -1, q->srsp);
     pd->spill = t->borrowed;
     callout(t, pi);
     add_dfix(t, md, q->retry, q->after, bounce);
@@ -892,15 +950,9 @@ static void emit_ool(struct tx *t, struct ool *q) {
   add_dfix(t, d, -1, q->after, -1);
 }
 
-/* rsp += delta (flat modes), through register r. */
-static void rsp_adjust(struct tx *t, unsigned r, int64_t delta) {
-  e_mov_r_gs(&t->e, r, BT_OFF_GPR + 8 * R_SP);
-  e_lea(&t->e, t->code64 ? 64 : 32, r, (int)r, -1, 1, delta);
-  e_mov_gs_r(&t->e, BT_OFF_GPR + 8 * R_SP, r);
-}
-
-static void mov_mem_reg(struct tx *t, bool store, unsigned base, unsigned reg,
-                        unsigned bytes, ZydisRegister zreg) {
+/* mov between a register and [base + index] (index: -1 for none). */
+static void mov_mem_reg(struct tx *t, bool store, unsigned base, int index,
+                        unsigned reg, unsigned bytes) {
   ZydisEncoderRequest q;
   memset(&q, 0, sizeof(q));
   q.mnemonic = ZYDIS_MNEMONIC_MOV;
@@ -909,23 +961,27 @@ static void mov_mem_reg(struct tx *t, bool store, unsigned base, unsigned reg,
   ZydisEncoderOperand *r = &q.operands[store ? 1 : 0];
   m->type = ZYDIS_OPERAND_TYPE_MEMORY;
   m->mem.base = zr64(base);
+  m->mem.index = index >= 0 ? zr64((unsigned)index) : ZYDIS_REGISTER_NONE;
+  m->mem.scale = index >= 0 ? 1 : 0;
   m->mem.size = (ZyanU16)bytes;
   r->type = ZYDIS_OPERAND_TYPE_REGISTER;
-  r->reg.value = zreg != ZYDIS_REGISTER_NONE ? zreg
-                 : bytes == 8                ? zr64(reg)
-                 : bytes == 4                ? zr32(reg)
-                                             : zr16(reg);
+  r->reg.value = bytes == 8   ? zr64(reg)
+                 : bytes == 4 ? zr32(reg)
+                              : zr16(reg);
   e_req(&t->e, &q);
 }
 
-static void mov_mem_imm(struct tx *t, unsigned base, unsigned bytes,
-                        uint64_t imm) {
+static void mov_mem_imm(struct tx *t, unsigned base, int index,
+                        unsigned bytes, uint64_t imm) {
   ZydisEncoderRequest q;
   memset(&q, 0, sizeof(q));
   q.mnemonic = ZYDIS_MNEMONIC_MOV;
   q.operand_count = 2;
   q.operands[0].type = ZYDIS_OPERAND_TYPE_MEMORY;
   q.operands[0].mem.base = zr64(base);
+  q.operands[0].mem.index =
+      index >= 0 ? zr64((unsigned)index) : ZYDIS_REGISTER_NONE;
+  q.operands[0].mem.scale = index >= 0 ? 1 : 0;
   q.operands[0].mem.size = (ZyanU16)bytes;
   q.operands[1].type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
   /* Zydis takes immediates of narrower operands sign-extended. */
@@ -936,14 +992,24 @@ static void mov_mem_imm(struct tx *t, unsigned base, unsigned bytes,
   e_req(&t->e, &q);
 }
 
-/* Store a possibly 64-bit constant to [base] (size bytes) using tmp. */
-static void store_const(struct tx *t, unsigned base, unsigned bytes, uint64_t v,
-                        unsigned tmp) {
-  if (bytes == 8 && (int64_t)v != (int64_t)(int32_t)v) {
-    e_mov_r_i(&t->e, tmp, v);
-    mov_mem_reg(t, true, base, tmp, 8, ZYDIS_REGISTER_NONE);
+/* Whether a constant stored with `bytes` bytes fits an immediate. */
+static bool const_fits(unsigned bytes, uint64_t v) {
+  return bytes != 8 || (int64_t)v == (int64_t)(int32_t)v;
+}
+
+/* Store a constant to [base + index] (size bytes), through tmp if it does
+   not fit an immediate. */
+static void store_const(struct tx *t, unsigned base, int index, unsigned bytes,
+                        uint64_t v, int tmp) {
+  if (!const_fits(bytes, v)) {
+    if (tmp < 0) {
+      t->e.fail = true;
+      return;
+    }
+    e_mov_r_i(&t->e, (unsigned)tmp, v);
+    mov_mem_reg(t, true, base, index, (unsigned)tmp, 8);
   } else {
-    mov_mem_imm(t, base, bytes,
+    mov_mem_imm(t, base, index, bytes,
                 v & (bytes == 8 ? ~0ull : (1ull << (bytes * 8)) - 1));
   }
 }
@@ -960,46 +1026,57 @@ static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
 }
 
 /* Jump to the guest RIP in register a through the jump cache (flat
-   modes). a, t1, t2 and rcx are borrowed; every borrowed register gets its
-   guest value back on both paths. */
-static void emit_indirect(struct tx *t, unsigned a, unsigned t1, unsigned t2,
-                          unsigned park) {
+   modes), with rcx parked in t->park or borrowed. a and t1 are borrowed;
+   every borrowed register gets its guest value back on both paths. */
+static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   struct emit *e = &t->e;
-  e_mov_r_r(e, park, R_CX, 64);
-  e_mov_r32_i(e, t1, 52);
-  e_shlx(e, t1, a, t1);
-  e_rorx(e, t1, t1, 52);
-  e_mov_r_gsidx(e, t2, BT_OFF_JC_NPC, t1);
-  e_lea(e, 64, R_CX, (int)a, (int)t2, 1, 0);
+  int park = t->park;
+  if (park >= 0)
+    e_mov_r_r(e, (unsigned)park, R_CX, 64);
+  if (fast_pext(t)) {
+    e_pext_gs(e, t1, a, BT_OFF_JC_MASK);
+  } else {
+    e_mov_r32_i(e, t1, 64 - BT_JC_BITS);
+    e_shlx(e, t1, a, t1);
+    e_rorx(e, t1, t1, 64 - BT_JC_BITS);
+  }
+  e_mov_r_gsidx(e, R_CX, BT_OFF_JC_NPC, t1);
+  e_lea(e, 64, R_CX, (int)a, R_CX, 1, 0);
   int hit = e_label(e);
   e_jrcxz(e, hit);
   e_mov_gs_r(e, BT_OFF_RIP, a);
-  e_mov_r_r(e, R_CX, park, 64);
+  if (park >= 0)
+    e_mov_r_r(e, R_CX, (unsigned)park, 64);
   restore_all(t);
   e_jmp_gs(e, BT_OFF_EXIT_JC);
   e_bind(e, hit);
-  e_mov_r_gsidx(e, t2, BT_OFF_JC_HOST, t1);
-  e_mov_gs_r(e, BT_OFF_JMP, t2);
-  e_mov_r_r(e, R_CX, park, 64);
+  e_mov_r_gsidx(e, t1, BT_OFF_JC_HOST, t1);
+  e_mov_gs_r(e, BT_OFF_JMP, t1);
+  if (park >= 0)
+    e_mov_r_r(e, R_CX, (unsigned)park, 64);
   restore_all(t);
   e_jmp_gs(e, BT_OFF_JMP);
   t->borrowed = 0;
+  t->park = -1;
 }
 
+/* Stack operations and indirect branches (flat modes): the access through
+   the soft TLB, then RSP in the context, updated after the access so that
+   a fault leaves it unchanged. */
 static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
                        unsigned *noo) {
   struct emit *e = &t->e;
   struct xi *x = &t->x[i];
   unsigned sz = t->sbytes;
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, false, t->borrowed);
-  int s2 = pick(&avoid, false, t->borrowed);
-  int s3 = pick(&avoid, false, t->borrowed);
-  int park = pick(&avoid, false, t->borrowed);
-  int s4 = -1;
-  if (x->cls == X_CALLI)
-    s4 = pick(&avoid, false, t->borrowed);
-  if (s1 < 0 || s2 < 0 || s3 < 0 || park < 0 || (x->cls == X_CALLI && s4 < 0)) {
+  int s1 = pick(&avoid, false, t->borrowed, t->later);
+  int s2 = pick(&avoid, false, t->borrowed, t->later);
+  /* A return address that does not fit an immediate goes through s3. */
+  bool big = (x->cls == X_CALL || x->cls == X_CALLI) &&
+             !const_fits(sz, x->next);
+  int s3 = big ? pick(&avoid, false, t->borrowed, t->later) : -1;
+  int s4 = x->cls == X_CALLI ? pick(&avoid, false, t->borrowed, t->later) : -1;
+  if (s1 < 0 || s2 < 0 || (big && s3 < 0) || (x->cls == X_CALLI && s4 < 0)) {
     e->fail = true;
     return;
   }
@@ -1007,28 +1084,33 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
   unsigned abits = t->code64 ? 64 : 32;
   borrow(t, (unsigned)s1);
   borrow(t, (unsigned)s2);
-  borrow(t, (unsigned)s3);
-  borrow(t, (unsigned)park);
+  if (s3 >= 0)
+    borrow(t, (unsigned)s3);
   if (s4 >= 0)
     borrow(t, (unsigned)s4);
+  int park = rcx_mode(t, &avoid);
+  if (park == -2) {
+    e->fail = true;
+    return;
+  }
   t->park = park;
   switch (x->cls) {
   case X_PUSH: {
     unsigned osz = x->di.operand_width / 8;
-    /* s1 keeps the new RSP, the host address goes to s2: no reload. */
+    /* s1 keeps the new RSP: no reload. */
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)osz);
-    emit_lookup_to(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, true,
-                   false, miss, (unsigned)s2);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, osz, true, false, miss);
     give_back(t, x->used & ~(1u << R_SP));
     const ZydisDecodedOperand *o = &x->op[0];
     if (o->type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
+      /* At most an imm32, sign-extended: always fits. */
       uint64_t v = o->imm.is_signed ? (uint64_t)o->imm.value.s : o->imm.value.u;
-      store_const(t, (unsigned)s2, osz, v, (unsigned)s3);
+      store_const(t, (unsigned)s1, s2, osz, v, -1);
     } else {
       bool h;
       unsigned r = (unsigned)gpr_of(o->reg.value, &h);
-      mov_mem_reg(t, true, (unsigned)s2, r, osz, ZYDIS_REGISTER_NONE);
+      mov_mem_reg(t, true, (unsigned)s1, s2, r, osz);
     }
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
@@ -1036,40 +1118,31 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
   case X_POP: {
     unsigned osz = x->di.operand_width / 8;
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
-    emit_lookup_to(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false,
-                   false, miss, (unsigned)s2);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, osz, false, false, miss);
     give_back(t, x->used & ~(1u << R_SP));
     bool h;
     unsigned r = (unsigned)gpr_of(x->op[0].reg.value, &h);
-    mov_mem_reg(t, false, (unsigned)s2, r, osz, ZYDIS_REGISTER_NONE);
+    mov_mem_reg(t, false, (unsigned)s1, s2, r, osz);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)osz);
     e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_LEAVE: {
-    /* rsp = rbp; pop rbp */
-    if (t->code64)
-      e_mov_r_r(e, (unsigned)s1, R_BP, 64);
-    else
-      e_mov_r_r(e, (unsigned)s1, R_BP, 32);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false, false,
-                miss);
+    /* rsp = rbp; pop rbp: the load cannot fault once the lookup hit. */
+    e_mov_r_r(e, (unsigned)s1, R_BP, abits);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, false, false, miss);
     give_back(t, x->used & ~(1u << R_SP));
-    e_lea(e, abits, (unsigned)s2, R_BP, -1, 1, (int64_t)sz);
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s2);
-    mov_mem_reg(t, false, (unsigned)s1, R_BP, sz, ZYDIS_REGISTER_NONE);
+    mov_mem_reg(t, false, (unsigned)s1, s2, R_BP, sz);
+    e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)sz);
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_CALL: {
     e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)sz);
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, true, false,
-                miss);
-    store_const(t, (unsigned)s1, sz, x->next, (unsigned)s2);
-    /* Unlike push, call keeps the reload: keeping the new RSP in a register
-       made the call/ret benchmark 40% slower on the Zen host (measured, not
-       understood; push, pop and ret gained). */
-    rsp_adjust(t, (unsigned)s1, -(int64_t)sz);
+    emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, true, false, miss);
+    store_const(t, (unsigned)s1, s2, sz, x->next, s3);
+    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_RET:
@@ -1080,17 +1153,20 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
     unsigned osz = x->di.operand_width / 8;
     if (x->cls == X_RET) {
       e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
-      emit_lookup_to(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, sz, false,
-                     false, miss, (unsigned)s2);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, false, false, miss);
       int64_t imm = x->di.operand_count_visible
                         ? (int64_t)(x->op[0].imm.value.u & 0xffff)
                         : 0;
-      /* The new RSP from the loaded one (s3 is free after the lookup). */
-      e_lea(e, abits, (unsigned)s3, s1, -1, 1, (int64_t)sz + imm);
-      mov_mem_reg(t, false, (unsigned)s2, (unsigned)s1, sz == 8 ? 8 : 4,
-                  ZYDIS_REGISTER_NONE);
-      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s3);
-    } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
+      /* The target replaces the addend; the new RSP from the old one. */
+      mov_mem_reg(t, false, (unsigned)s1, s2, (unsigned)s2, sz == 8 ? 8 : 4);
+      e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)sz + imm);
+      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+      ool_emul(t, i, miss, after, park, oo, noo);
+      emit_indirect(t, (unsigned)s2, (unsigned)s1);
+      e_bind(e, after); /* never reached: the EMUL callout leaves */
+      return;
+    }
+    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
       bool h;
       unsigned r = (unsigned)gpr_of(o->reg.value, &h);
       if (osz == 8)
@@ -1101,24 +1177,20 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
         e_movzx16(e, (unsigned)s1, r);
     } else {
       emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
-      emit_lookup(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, osz, false,
-                  false, miss);
-      mov_mem_reg(t, false, (unsigned)s1, (unsigned)s1, osz == 8 ? 8 : 4,
-                  ZYDIS_REGISTER_NONE);
+      emit_lookup(t, (unsigned)s1, (unsigned)s2, osz, false, false, miss);
+      mov_mem_reg(t, false, (unsigned)s1, s2, (unsigned)s1, osz == 8 ? 8 : 4);
       if (osz == 2)
         e_movzx16(e, (unsigned)s1, (unsigned)s1);
     }
     if (x->cls == X_CALLI) {
       e_mov_r_gs(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
       e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
-      emit_lookup(t, (unsigned)s4, (unsigned)s2, (unsigned)s3, sz, true, false,
-                  miss);
-      store_const(t, (unsigned)s4, sz, x->next, (unsigned)s2);
-      rsp_adjust(t, (unsigned)s4, -(int64_t)sz);
+      emit_lookup(t, (unsigned)s4, (unsigned)s2, sz, true, false, miss);
+      store_const(t, (unsigned)s4, s2, sz, x->next, s3);
+      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s4);
     }
     ool_emul(t, i, miss, after, park, oo, noo);
-    t->park = -1;
-    emit_indirect(t, (unsigned)s1, (unsigned)s2, (unsigned)s3, (unsigned)park);
+    emit_indirect(t, (unsigned)s1, (unsigned)s2);
     e_bind(e, after); /* never reached: the EMUL callout leaves */
     return;
   }
@@ -1140,14 +1212,14 @@ static void emit_lea(struct tx *t, unsigned i) {
   bool rip =
       o->mem.base == ZYDIS_REGISTER_RIP || o->mem.base == ZYDIS_REGISTER_EIP;
   if (x->di.address_width != 16 && !base_rsp && !rip && dst != R_SP) {
-    emit_core(t, x, -1, -1);
+    emit_core(t, x, -1, -1, -1);
     /* emit_core replaced the AGEN operand only if typed as memory; an
        AGEN lea goes through unchanged. */
     return;
   }
   /* Compute into a scratch, then move with the destination's size. */
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s = pick(&avoid, false, t->borrowed);
+  int s = pick(&avoid, false, t->borrowed, t->later);
   borrow(t, (unsigned)s);
   uint64_t disp =
       o->mem.disp.has_displacement ? (uint64_t)o->mem.disp.value : 0;
@@ -1169,7 +1241,7 @@ static void emit_lea(struct tx *t, unsigned i) {
     e_movzx16(e, (unsigned)s, (unsigned)s);
   if (dst == R_SP) {
     /* lea rsp/esp/sp, [...]: the result is the new stack pointer. */
-    unsigned s2 = (unsigned)pick(&avoid, false, t->borrowed);
+    unsigned s2 = (unsigned)pick(&avoid, false, t->borrowed, t->later);
     borrow(t, s2);
     e_mov_r_gs(e, s2, BT_OFF_GPR + 8 * R_SP);
     e_mov_r_r(e, s2, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
@@ -1223,7 +1295,29 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].patch = patch;
   t->lk[t->nlk].stub = e_label(&t->e);
   t->lk[t->nlk].target = target;
+  t->lk[t->nlk].restore = 0;
+  t->lk[t->nlk].head = -1;
   t->nlk++;
+}
+
+/* The back edge of a self loop (a jcc or jmp to the TU's first
+   instruction, with registers kept borrowed around it, t->keep): the
+   registers borrowed beyond `keep` get their guest values back and the
+   ones of `keep` not borrowed here are borrowed, so the state matches the
+   loop head; the link goes to the head, and its stub gives `keep` back
+   before it leaves. */
+static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
+  give_back(t, (uint32_t)(0xffff & ~t->keep));
+  for (unsigned r = 0; r < 16; r++)
+    if (t->keep & (1u << r))
+      borrow(t, r);
+  uint32_t patch =
+      jcc ? e_jcc_patchable(&t->e, cc) : e_jmp_patchable(&t->e);
+  add_link(t, patch, target);
+  if (t->nlk > 0 && t->lk[t->nlk - 1].patch == patch) {
+    t->lk[t->nlk - 1].restore = t->keep;
+    t->lk[t->nlk - 1].head = t->head;
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1386,6 +1480,111 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   e_bind(e, ok);
 }
 
+/* The fragment's code up to its exit stubs: the budget check, the
+   instructions, the out-of-line paths. */
+static void emit_body(struct tx *t, unsigned fi) {
+  struct bt_vcpu *b = t->b;
+  struct emit *e = &t->e;
+  if (b->key & BT_K_COUNT)
+    emit_budget_check(t, fi);
+  if (t->keep) {
+    for (unsigned r = 0; r < 16; r++)
+      if (t->keep & (1u << r))
+        borrow(t, r);
+    e_align(e, 64);
+    t->head = e_label(e);
+    e_bind(e, t->head);
+  }
+
+  uint32_t later[TU_MAX + 1];
+  later[t->n] = 0;
+  for (unsigned i = t->n; i-- > 0;)
+    later[i] = later[i + 1] | t->x[i].used;
+
+  struct ool oo[TU_MAX * 2];
+  unsigned noo = 0;
+  bool open_end = true; /* the last instruction falls through */
+  for (unsigned i = 0; i < t->n && !e->fail; i++) {
+    struct xi *x = &t->x[i];
+    t->later = later[i];
+    /* Registers the instruction names get their guest values back. */
+    give_back(t, x->used);
+    switch (x->cls) {
+    case X_IDENT:
+      if (x->rsp) {
+        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+        int s = pick(&avoid, x->high8, t->borrowed, t->later);
+        if (s < 0)
+          e->fail = true;
+        else
+          emit_core(t, x, -1, -1, s);
+      } else {
+        emit_core(t, x, -1, -1, -1);
+      }
+      break;
+    case X_MEM: emit_mem(t, i, oo, &noo); break;
+    case X_LEA: emit_lea(t, i); break;
+    case X_NOP: break;
+    case X_PUSH:
+    case X_POP:
+    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
+    case X_CALL:
+      emit_stack(t, i, oo, &noo);
+      give_back(t, 0xffff);
+      add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      open_end = false;
+      break;
+    case X_RET:
+    case X_JMPI:
+    case X_CALLI:
+      emit_stack(t, i, oo, &noo);
+      open_end = false;
+      break;
+    case X_JMP:
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+        self_link(t, false, 0, branch_target(t, x));
+      } else {
+        give_back(t, 0xffff);
+        add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      }
+      open_end = false;
+      break;
+    case X_JCC: {
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+        self_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
+        give_back(t, 0xffff);
+      } else {
+        give_back(t, 0xffff);
+        add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
+                 branch_target(t, x));
+      }
+      add_link(t, e_jmp_patchable(e), x->next);
+      open_end = false;
+      break;
+    }
+    case X_EMUL: emit_emul(t, i, false); break;
+    case X_EMUL_END:
+      emit_emul(t, i, true);
+      open_end = false;
+      break;
+    case X_UD:
+      emit_raise(t, i, X86_EXC_UD);
+      open_end = false;
+      break;
+    case X_NM:
+      emit_raise(t, i, X86_EXC_NM);
+      open_end = false;
+      break;
+    }
+  }
+  if (open_end && t->n > 0) {
+    give_back(t, 0xffff);
+    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  }
+  for (unsigned k = 0; k < noo; k++)
+    emit_ool(t, &oo[k]);
+}
+
 static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
                                       int *retry) {
   struct tx *t = calloc(1, sizeof(*t));
@@ -1470,81 +1669,39 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       bt_code_recheck(b, x->gpa2, x->bytes + in1, len - in1);
   }
 
-  if (b->key & BT_K_COUNT)
-    emit_budget_check(t, (unsigned)(f - tc->frags));
-
-  struct ool oo[TU_MAX * 2];
-  unsigned noo = 0;
-  bool open_end = true; /* the last instruction falls through */
-  for (unsigned i = 0; i < t->n && !e->fail; i++) {
-    struct xi *x = &t->x[i];
-    /* Registers the instruction names get their guest values back. */
-    give_back(t, x->used);
-    switch (x->cls) {
-    case X_IDENT:
-      if (x->rsp) {
-        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-        int s = pick(&avoid, x->high8, t->borrowed);
-        if (s < 0)
-          e->fail = true;
-        else
-          emit_core(t, x, -1, s);
-      } else {
-        emit_core(t, x, -1, -1);
-      }
-      break;
-    case X_MEM: emit_mem(t, i, oo, &noo); break;
-    case X_LEA: emit_lea(t, i); break;
-    case X_NOP: break;
-    case X_PUSH:
-    case X_POP:
-    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
-    case X_CALL:
-      emit_stack(t, i, oo, &noo);
-      give_back(t, 0xffff);
-      add_link(t, e_jmp_patchable(e), branch_target(t, x));
-      open_end = false;
-      break;
-    case X_RET:
-    case X_JMPI:
-    case X_CALLI:
-      emit_stack(t, i, oo, &noo);
-      open_end = false;
-      break;
-    case X_JMP:
-      give_back(t, 0xffff);
-      add_link(t, e_jmp_patchable(e), branch_target(t, x));
-      open_end = false;
-      break;
-    case X_JCC: {
-      give_back(t, 0xffff);
-      add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
-               branch_target(t, x));
-      add_link(t, e_jmp_patchable(e), x->next);
-      open_end = false;
-      break;
-    }
-    case X_EMUL: emit_emul(t, i, false); break;
-    case X_EMUL_END:
-      emit_emul(t, i, true);
-      open_end = false;
-      break;
-    case X_UD:
-      emit_raise(t, i, X86_EXC_UD);
-      open_end = false;
-      break;
-    case X_NM:
-      emit_raise(t, i, X86_EXC_NM);
-      open_end = false;
-      break;
-    }
+  /* A self loop keeps the scratch registers no instruction of it names
+     borrowed around its back edge (a store and a load fewer per register
+     and iteration): a first, dry emission finds them. Not in counting
+     mode, whose budget check at the entry the back edge would skip. */
+  bool self = false;
+  if (!(b->key & (BT_K_COUNT | BT_K_SINGLE)) && t->n > 0) {
+    struct xi *x = &t->x[t->n - 1];
+    self = (x->cls == X_JCC || x->cls == X_JMP) &&
+           branch_target(t, x) == t->x[0].rip;
   }
-  if (open_end && t->n > 0) {
-    give_back(t, 0xffff);
-    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
+  t->head = -1;
+  if (self) {
+    uint32_t named = 0;
+    for (unsigned i = 0; i < t->n; i++)
+      named |= t->x[i].used;
+    uint32_t ndescs = tc->ndescs;
+    uint8_t *dry = malloc(room);
+    if (dry != NULL) {
+      e_init(e, dry, bt_tc_addr(tc, (uint32_t)tc->used), room);
+      t->keep = 0;
+      emit_body(t, (unsigned)(f - tc->frags));
+      if (!e->fail)
+        t->keep = (uint16_t)(t->ever & ~named);
+      free(dry);
+    }
+    tc->ndescs = ndescs;
+    t->ndfix = 0;
+    t->nlk = 0;
+    t->borrowed = 0;
+    t->park = -1;
+    e_init(e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
   }
-  for (unsigned k = 0; k < noo; k++)
-    emit_ool(t, &oo[k]);
+  emit_body(t, (unsigned)(f - tc->frags));
   /* Exit stubs. */
   for (unsigned k = 0; k < t->nlk; k++) {
     struct bt_link *l = bt_link_alloc(b);
@@ -1553,6 +1710,9 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       break;
     }
     e_bind(e, t->lk[k].stub);
+    for (unsigned r = 0; r < 16; r++)
+      if (t->lk[k].restore & (1u << r))
+        e_mov_r_gs(e, r, SLOT(r));
     e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
     e_jmp_gs(e, BT_OFF_EXIT_LINK);
     l->from = f;
@@ -1564,6 +1724,9 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     l->cross_page = (tpc >> 12) != (pc >> 12);
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
+    l->head = t->lk[k].head >= 0
+                  ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
+                  : 0;
   }
   if (!e_finish(e)) {
     free(t);
@@ -1602,7 +1765,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       f->lin[1] = lastpc & ~0xfffull;
     }
   }
-  tc->used = (tc->used + e->pos + 15) & ~(size_t)15;
+  tc->used = (tc->used + e->pos + 63) & ~(size_t)63;
   bt_frag_insert(b, f);
   free(t);
   return f;
