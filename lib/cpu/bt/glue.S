@@ -1,11 +1,11 @@
 /*
  * Glue between C and translated code (see docs/bt.md, "Execution model").
  *
- * While translated code runs, GS points at the vCPU's struct bt_ctx, the
- * guest GPRs other than RSP are in the host GPRs of the same number, the
- * guest arithmetic flags and DF are in RFLAGS, and the guest FPU/SSE state
- * is in the FPU. The host RSP is the thread's stack, 16-byte aligned, at
- * the value saved in ctx->host_rsp.
+ * While translated code runs, the host RSP is the thread's stack, 16-byte
+ * aligned, at the value saved in ctx->host_rsp (R), and gs:[R + off] is
+ * the vCPU's struct bt_ctx field at off; the guest GPRs other than RSP are
+ * in the host GPRs of the same number, the guest arithmetic flags and DF
+ * are in RFLAGS, and the guest FPU/SSE state is in the FPU.
  */
 #include "layout.h"
 
