@@ -1023,18 +1023,18 @@ static void test_emitter(void **state) {
       EMIT(e_mov_r_gs(&e, r, offs[k]));
       assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
       assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
-      check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+      check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
                 ZYDIS_REGISTER_NONE, 0, offs[k]);
       EMIT(e_mov_gs_r(&e, offs[k], r));
       assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
-      check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+      check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
                 ZYDIS_REGISTER_NONE, 0, offs[k]);
       for (unsigned x = 0; x < 16; x++) {
         if (x == R_SP)
           continue;
         EMIT(e_mov_r_gsidx(&e, r, offs[k], x));
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
-        check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+        check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_RAX + x, 8, offs[k]);
         EMIT(e_shrx(&e, r, x, (r + x) & 15));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHRX);
@@ -1052,7 +1052,7 @@ static void test_emitter(void **state) {
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_PEXT);
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
         assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
-        check_mem(&op[2], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE,
+        check_mem(&op[2], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_NONE, 0, offs[k]);
         EMIT(e_movzx8(&e, r, x));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOVZX);
@@ -1094,8 +1094,16 @@ static void test_emitter(void **state) {
   }
   EMIT(e_mov_gs_i32(&e, 0x108, 0x80000001u));
   assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
-  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_NONE, ZYDIS_REGISTER_NONE,
+  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0x108);
+  EMIT(e_jmp_gs(&e, 0xf0));
+  assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_JMP);
+  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
+            0, 0xf0);
+  EMIT(e_call_gs(&e, 0x12345));
+  assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CALL);
+  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
+            0, 0x12345);
   /* A 64-bit constant plus a scaled index. */
   e_init(&e, buf, 0x1000, sizeof(buf));
   e_lea(&e, 64, 3, -1, 9, 4, 0x123456789ull);

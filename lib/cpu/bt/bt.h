@@ -68,7 +68,11 @@ struct bt_ctx {
      soft-TLB hit, checking a low address bits too (alignment 1 << a). */
   uint64_t hit_mask[5];
   uint64_t jc_mask;
-  uint64_t scratch[2];
+  /* Translated code and the glue reach the context as gs:[rsp + offset]
+     (see glue.S): the GS base is &ctx - gs_rsp, where gs_rsp is the host
+     RSP translated code runs at (host_rsp). */
+  uint64_t gs_rsp;
+  uint64_t scratch[1];
   uint64_t host_rsp;
   uint64_t cont;
   uint64_t ret;
@@ -106,6 +110,7 @@ BT_CHECK_OFF(flags, BT_OFF_FLAGS);
 BT_CHECK_OFF(rip, BT_OFF_RIP);
 BT_CHECK_OFF(hit_mask, BT_OFF_HIT_MASK);
 BT_CHECK_OFF(jc_mask, BT_OFF_JC_MASK);
+BT_CHECK_OFF(gs_rsp, BT_OFF_GS_RSP);
 BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
@@ -460,7 +465,7 @@ static inline struct bt_vm *BM(vmm_vm *vm) {
 /* glue.S */
 int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
 void vmm__bt_gate(void);
-void vmm__bt_fpu_sync(void);
+void vmm__bt_fpu_sync(struct bt_ctx *ctx);
 void vmm__bt_exit_link(void);
 void vmm__bt_exit_jc(void);
 void vmm__bt_exit_budget(void);

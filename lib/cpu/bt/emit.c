@@ -182,22 +182,22 @@ static void mem_insn(struct emit *e, uint8_t prefix, bool w, unsigned reg,
 
 void e_mov_r_gs(struct emit *e, unsigned r, int32_t off) {
   static const uint8_t op = 0x8b;
-  mem_insn(e, 0x65, true, r, &op, 1, -1, -1, 1, off, false);
+  mem_insn(e, 0x65, true, r, &op, 1, R_SP, -1, 1, off, false);
 }
 
 void e_mov_gs_r(struct emit *e, int32_t off, unsigned r) {
   static const uint8_t op = 0x89;
-  mem_insn(e, 0x65, true, r, &op, 1, -1, -1, 1, off, false);
+  mem_insn(e, 0x65, true, r, &op, 1, R_SP, -1, 1, off, false);
 }
 
 void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
   static const uint8_t op = 0x8b;
-  mem_insn(e, 0x65, true, r, &op, 1, -1, (int)idx, 8, off, false);
+  mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
 }
 
 void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm) {
   static const uint8_t op = 0xc7;
-  mem_insn(e, 0x65, false, 0, &op, 1, -1, -1, 1, off, false);
+  mem_insn(e, 0x65, false, 0, &op, 1, R_SP, -1, 1, off, false);
   e_bytes(e, &imm, 4);
 }
 
@@ -297,7 +297,7 @@ static void vex_insn(struct emit *e, uint8_t prefix, unsigned map, unsigned pp,
     if (rm_reg >= 8)
       x |= 1;
   } else {
-    x = modrm_mem(m, &mn, reg, -1, -1, 1, gs_disp);
+    x = modrm_mem(m, &mn, reg, R_SP, -1, 1, gs_disp);
   }
   if (prefix)
     b[n++] = prefix;
@@ -372,12 +372,9 @@ void e_jmp_abs(struct emit *e, uint64_t tgt) {
 }
 
 static void gs_indirect(struct emit *e, unsigned modrm_reg, int32_t off) {
-  /* ff /r with SIB absolute disp32 and a GS override. */
-  uint8_t b[3] = {0x65, 0xff, (uint8_t)(0x04 | (modrm_reg << 3))};
-  uint8_t sib = 0x25;
-  e_bytes(e, b, 3);
-  e_bytes(e, &sib, 1);
-  e_bytes(e, &off, 4);
+  /* ff /r, gs:[rsp + off] (call: the address is taken before the push). */
+  static const uint8_t op = 0xff;
+  mem_insn(e, 0x65, false, modrm_reg, &op, 1, R_SP, -1, 1, off, false);
 }
 
 void e_jmp_gs(struct emit *e, int32_t off) {

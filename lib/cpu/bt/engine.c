@@ -902,6 +902,12 @@ static void set_gs(struct bt_vcpu *b, uint64_t v) {
     syscall(SYS_arch_prctl, ARCH_SET_GS, v);
 }
 
+/* The GS base translated code needs: gs:[rsp + off] is ctx field off at
+   the host RSP it runs at (glue.S). */
+static uint64_t ctx_gs(const struct bt_vcpu *b) {
+  return (uint64_t)(uintptr_t)&b->ctx - b->ctx.gs_rsp;
+}
+
 static uint64_t get_gs(struct bt_vcpu *b) {
   uint64_t v = 0;
   if (b->vm->fsgsbase)
@@ -912,7 +918,7 @@ static uint64_t get_gs(struct bt_vcpu *b) {
 }
 
 void bt_host_call(struct bt_vcpu *b) {
-  vmm__bt_fpu_sync();
+  vmm__bt_fpu_sync(&b->ctx);
   set_gs(b, b->host_gs);
   /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
      which must not wait for this one. The callout's return sets in_tc and
@@ -921,7 +927,7 @@ void bt_host_call(struct bt_vcpu *b) {
 }
 
 void bt_host_return(struct bt_vcpu *b) {
-  set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
+  set_gs(b, ctx_gs(b));
 }
 
 static void guest_single_step(struct bt_vcpu *b) {
@@ -1146,6 +1152,19 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);
+    if (reason == BT_X_GS) {
+      /* Entered from a new stack depth (the first time, or run() called
+         from elsewhere): the GS base follows, then the same entry. */
+      b->ctx.gs_rsp = b->ctx.host_rsp;
+      set_gs(b, ctx_gs(b));
+      reason = vmm__bt_enter(&b->ctx, host);
+      if (reason == BT_X_GS) {
+        atomic_store(&b->ctx.in_tc, 0);
+        bt_internal_error(b, VMM_INTERNAL_UNKNOWN,
+                          "translated code entered at a moving stack");
+        return 0;
+      }
+    }
     atomic_store(&b->ctx.in_tc, 0);
     stepped = true;
     switch (reason) {
@@ -1186,11 +1205,11 @@ static int bt_run(vmm_vcpu *vcpu) {
   }
   b->exit_ready = false;
   b->host_gs = get_gs(b);
-  set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
+  set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
-  vmm__bt_fpu_sync(); /* the caller gets its FPU; the image the guest's */
+  vmm__bt_fpu_sync(&b->ctx); /* the caller gets its FPU; the image the guest's */
   set_gs(b, b->host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
@@ -1202,12 +1221,12 @@ static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
   b->exit_ready = false;
   b->host_gs = get_gs(b);
-  set_gs(b, (uint64_t)(uintptr_t)&b->ctx);
+  set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
-  vmm__bt_fpu_sync();
+  vmm__bt_fpu_sync(&b->ctx);
   set_gs(b, b->host_gs);
   count_sync(b);
   b->exit_ready = false;

@@ -1,32 +1,45 @@
 /*
  * Glue between C and translated code (see docs/bt.md, "Execution model").
  *
- * While translated code runs, GS points at the vCPU's struct bt_ctx, the
- * guest GPRs other than RSP are in the host GPRs of the same number, the
- * guest arithmetic flags and DF are in RFLAGS, and the guest FPU/SSE state
- * is in the FPU. The host RSP is the thread's stack, 16-byte aligned, at
- * the value saved in ctx->host_rsp.
+ * While translated code runs, the host RSP is the thread's stack, 16-byte
+ * aligned, at the value saved in ctx->host_rsp (R), and gs:[R + off] is
+ * the vCPU's struct bt_ctx field at off; the guest GPRs other than RSP are
+ * in the host GPRs of the same number, the guest arithmetic flags and DF
+ * are in RFLAGS, and the guest FPU/SSE state is in the FPU.
  */
 #include "layout.h"
 
-#define G(off) %gs:(off)
+/*
+ * The context is reached as gs:[rsp + k + off]: the GS base is the context
+ * minus R, the host RSP translated code runs at (ctx->host_rsp; checked by
+ * vmm__bt_enter against ctx->gs_rsp, which the GS base was set for), and k
+ * is R minus the current RSP (8 in the gate, below its return address).
+ * Addressing through a base register lets the processor rename memory
+ * (docs/bt.md); an absolute gs:[off] made every store and reload of a
+ * context field wait about five cycles for store forwarding. Code that
+ * runs at another RSP (vmm__bt_fpu_sync, called from C) and the entry,
+ * before the GS base is known to fit, use the context pointer instead.
+ */
+#define G(off) %gs:(off)(%rsp)
+#define G8(off) %gs:(off + 8)(%rsp)
+#define C(off) (off)(%rdi)
 
-.macro SAVE_GPRS
-  movq %rax, G(BT_OFF_GPR + 0x00)
-  movq %rcx, G(BT_OFF_GPR + 0x08)
-  movq %rdx, G(BT_OFF_GPR + 0x10)
-  movq %rbx, G(BT_OFF_GPR + 0x18)
-  movq %rbp, G(BT_OFF_GPR + 0x28)
-  movq %rsi, G(BT_OFF_GPR + 0x30)
-  movq %rdi, G(BT_OFF_GPR + 0x38)
-  movq %r8, G(BT_OFF_GPR + 0x40)
-  movq %r9, G(BT_OFF_GPR + 0x48)
-  movq %r10, G(BT_OFF_GPR + 0x50)
-  movq %r11, G(BT_OFF_GPR + 0x58)
-  movq %r12, G(BT_OFF_GPR + 0x60)
-  movq %r13, G(BT_OFF_GPR + 0x68)
-  movq %r14, G(BT_OFF_GPR + 0x70)
-  movq %r15, G(BT_OFF_GPR + 0x78)
+.macro SAVE_GPRS k
+  movq %rax, %gs:(BT_OFF_GPR + 0x00 + \k)(%rsp)
+  movq %rcx, %gs:(BT_OFF_GPR + 0x08 + \k)(%rsp)
+  movq %rdx, %gs:(BT_OFF_GPR + 0x10 + \k)(%rsp)
+  movq %rbx, %gs:(BT_OFF_GPR + 0x18 + \k)(%rsp)
+  movq %rbp, %gs:(BT_OFF_GPR + 0x28 + \k)(%rsp)
+  movq %rsi, %gs:(BT_OFF_GPR + 0x30 + \k)(%rsp)
+  movq %rdi, %gs:(BT_OFF_GPR + 0x38 + \k)(%rsp)
+  movq %r8, %gs:(BT_OFF_GPR + 0x40 + \k)(%rsp)
+  movq %r9, %gs:(BT_OFF_GPR + 0x48 + \k)(%rsp)
+  movq %r10, %gs:(BT_OFF_GPR + 0x50 + \k)(%rsp)
+  movq %r11, %gs:(BT_OFF_GPR + 0x58 + \k)(%rsp)
+  movq %r12, %gs:(BT_OFF_GPR + 0x60 + \k)(%rsp)
+  movq %r13, %gs:(BT_OFF_GPR + 0x68 + \k)(%rsp)
+  movq %r14, %gs:(BT_OFF_GPR + 0x70 + \k)(%rsp)
+  movq %r15, %gs:(BT_OFF_GPR + 0x78 + \k)(%rsp)
 .endm
 
 .macro LOAD_GPRS
@@ -48,18 +61,7 @@
 .endm
 
 
-/*
- * Callouts and exits to the dispatcher save only what C code touches:
- * XMM0-15 (compiled code and glibc's string functions use them) and MXCSR,
- * into their places in the FXSAVE image, then load the host MXCSR. The
- * library's C code uses no x87 or MMX, so the x87 state stays in the FPU;
- * the full fxsave/fninit/fxrstor was most of a callout's cost. C code that
- * needs the whole image (the FP-control emulation, and run() before it
- * returns to the caller) calls vmm__bt_fpu_sync(), which completes it and
- * sets ctx->fpu_full; entering translated code then restores everything
- * with fxrstor. Outside run() the image is always the whole state.
- */
-.macro XMM_SAVE
+.macro XMM_SAVE_GS
   stmxcsr G(BT_OFF_FPU + 24)
   movups %xmm0, G(BT_OFF_FPU + 160 + 0)
   movups %xmm1, G(BT_OFF_FPU + 160 + 16)
@@ -80,7 +82,7 @@
   ldmxcsr G(BT_OFF_MXCSR_HOST)
 .endm
 
-.macro XMM_LOAD
+.macro XMM_LOAD_GS
   ldmxcsr G(BT_OFF_FPU + 24)
   movups G(BT_OFF_FPU + 160 + 0), %xmm0
   movups G(BT_OFF_FPU + 160 + 16), %xmm1
@@ -100,22 +102,63 @@
   movups G(BT_OFF_FPU + 160 + 240), %xmm15
 .endm
 
+.macro XMM_SAVE_CTX
+  stmxcsr C(BT_OFF_FPU + 24)
+  movups %xmm0, C(BT_OFF_FPU + 160 + 0)
+  movups %xmm1, C(BT_OFF_FPU + 160 + 16)
+  movups %xmm2, C(BT_OFF_FPU + 160 + 32)
+  movups %xmm3, C(BT_OFF_FPU + 160 + 48)
+  movups %xmm4, C(BT_OFF_FPU + 160 + 64)
+  movups %xmm5, C(BT_OFF_FPU + 160 + 80)
+  movups %xmm6, C(BT_OFF_FPU + 160 + 96)
+  movups %xmm7, C(BT_OFF_FPU + 160 + 112)
+  movups %xmm8, C(BT_OFF_FPU + 160 + 128)
+  movups %xmm9, C(BT_OFF_FPU + 160 + 144)
+  movups %xmm10, C(BT_OFF_FPU + 160 + 160)
+  movups %xmm11, C(BT_OFF_FPU + 160 + 176)
+  movups %xmm12, C(BT_OFF_FPU + 160 + 192)
+  movups %xmm13, C(BT_OFF_FPU + 160 + 208)
+  movups %xmm14, C(BT_OFF_FPU + 160 + 224)
+  movups %xmm15, C(BT_OFF_FPU + 160 + 240)
+  ldmxcsr C(BT_OFF_MXCSR_HOST)
+.endm
+
+.macro XMM_LOAD_CTX
+  ldmxcsr C(BT_OFF_FPU + 24)
+  movups C(BT_OFF_FPU + 160 + 0), %xmm0
+  movups C(BT_OFF_FPU + 160 + 16), %xmm1
+  movups C(BT_OFF_FPU + 160 + 32), %xmm2
+  movups C(BT_OFF_FPU + 160 + 48), %xmm3
+  movups C(BT_OFF_FPU + 160 + 64), %xmm4
+  movups C(BT_OFF_FPU + 160 + 80), %xmm5
+  movups C(BT_OFF_FPU + 160 + 96), %xmm6
+  movups C(BT_OFF_FPU + 160 + 112), %xmm7
+  movups C(BT_OFF_FPU + 160 + 128), %xmm8
+  movups C(BT_OFF_FPU + 160 + 144), %xmm9
+  movups C(BT_OFF_FPU + 160 + 160), %xmm10
+  movups C(BT_OFF_FPU + 160 + 176), %xmm11
+  movups C(BT_OFF_FPU + 160 + 192), %xmm12
+  movups C(BT_OFF_FPU + 160 + 208), %xmm13
+  movups C(BT_OFF_FPU + 160 + 224), %xmm14
+  movups C(BT_OFF_FPU + 160 + 240), %xmm15
+.endm
+
 /*
- * void vmm__bt_fpu_sync(void): complete the FXSAVE image during a callout
- * and give C the ABI's FPU state. Idempotent.
+ * void vmm__bt_fpu_sync(struct bt_ctx *ctx): complete the FXSAVE image
+ * during a callout and give C the ABI's FPU state. Idempotent.
  */
   .globl vmm__bt_fpu_sync
   .hidden vmm__bt_fpu_sync
   .type vmm__bt_fpu_sync, @function
 vmm__bt_fpu_sync:
-  cmpb $0, G(BT_OFF_FPU_FULL)
+  cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
-  XMM_LOAD
-  fxsave64 G(BT_OFF_FPU)
+  XMM_LOAD_CTX
+  fxsave64 C(BT_OFF_FPU)
   fninit
-  fldcw G(BT_OFF_FCW_HOST)
-  ldmxcsr G(BT_OFF_MXCSR_HOST)
-  movb $1, G(BT_OFF_FPU_FULL)
+  fldcw C(BT_OFF_FCW_HOST)
+  ldmxcsr C(BT_OFF_MXCSR_HOST)
+  movb $1, C(BT_OFF_FPU_FULL)
 1:
   ret
   .size vmm__bt_fpu_sync, . - vmm__bt_fpu_sync
@@ -124,7 +167,9 @@ vmm__bt_fpu_sync:
 
 /*
  * int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target)
- * GS base already points at ctx. Returns a BT_X_* reason.
+ * Returns a BT_X_* reason. BT_X_GS, before anything ran, when this entry's
+ * RSP is not the one the GS base was set for (ctx->gs_rsp): the caller
+ * sets the GS base to ctx - ctx->host_rsp and enters again.
  */
   .globl vmm__bt_enter
   .hidden vmm__bt_enter
@@ -145,27 +190,32 @@ vmm__bt_enter:
   .cfi_adjust_cfa_offset 8
   subq $8, %rsp
   .cfi_adjust_cfa_offset 8
-  movq %rsp, G(BT_OFF_HOST_RSP)
-  movq %rsi, G(BT_OFF_CONT)
-  stmxcsr G(BT_OFF_MXCSR_HOST)
-  fnstcw G(BT_OFF_FCW_HOST)
-  cmpb $0, G(BT_OFF_FPU_FULL)
+  movq %rsp, C(BT_OFF_HOST_RSP)
+  cmpq %rsp, C(BT_OFF_GS_RSP)
+  je 3f
+  movl $BT_X_GS, %eax
+  jmp bt_leave
+3:
+  movq %rsi, C(BT_OFF_CONT)
+  stmxcsr C(BT_OFF_MXCSR_HOST)
+  fnstcw C(BT_OFF_FCW_HOST)
+  cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
-  XMM_LOAD
+  XMM_LOAD_CTX
   jmp 2f
 1:
-  fxrstor64 G(BT_OFF_FPU)
+  fxrstor64 C(BT_OFF_FPU)
 2:
-  pushq G(BT_OFF_FLAGS)
+  pushq C(BT_OFF_FLAGS)
   popfq
   LOAD_GPRS
   jmp *G(BT_OFF_CONT)
   .cfi_endproc
   .size vmm__bt_enter, . - vmm__bt_enter
 
-/* Common tail: guest state and FPU are in the context; eax = reason. */
+/* Common tail, at RSP = R: guest state and FPU are in the context; eax =
+   reason. */
 bt_leave:
-  movq G(BT_OFF_HOST_RSP), %rsp
   addq $8, %rsp
   popq %r15
   popq %r14
@@ -175,6 +225,8 @@ bt_leave:
   popq %rbp
   ret
 
+/* pop with an RSP-based destination addresses after the increment, push
+   with an RSP-based source before the decrement: both at RSP = R below. */
 .macro EXIT_ENTRY name, reason
   .globl \name
   .hidden \name
@@ -182,35 +234,36 @@ bt_leave:
 \name:
   pushfq
   popq G(BT_OFF_FLAGS)
-  SAVE_GPRS
+  SAVE_GPRS 0
   cld
-  XMM_SAVE
+  XMM_SAVE_GS
   movb $0, G(BT_OFF_FPU_FULL)
   movl $\reason, %eax
   jmp bt_leave
   .size \name, . - \name
 .endm
 
-/* Entered by jmp from translated code, guest state live. */
+/* Entered by jmp from translated code, guest state live, RSP = R. */
   EXIT_ENTRY vmm__bt_exit_link, BT_X_LINK
   EXIT_ENTRY vmm__bt_exit_jc, BT_X_JC
   EXIT_ENTRY vmm__bt_exit_budget, BT_X_BUDGET
 
 /*
- * The callout gate, entered by "call *%gs:BT_OFF_GATE" with the descriptor
- * number in ctx->arg. vmm__bt_callout() returns 0 to resume translated code
- * at ctx->cont, or non-zero to leave for the dispatcher.
+ * The callout gate, entered by "call *%gs:BT_OFF_GATE(%rsp)" with the
+ * descriptor number in ctx->arg (RSP = R - 8 here). vmm__bt_callout()
+ * returns 0 to resume translated code at ctx->cont, or non-zero to leave
+ * for the dispatcher.
  */
   .globl vmm__bt_gate
   .hidden vmm__bt_gate
   .type vmm__bt_gate, @function
 vmm__bt_gate:
   pushfq
-  popq G(BT_OFF_FLAGS)
-  SAVE_GPRS
+  popq G8(BT_OFF_FLAGS)
+  SAVE_GPRS 8
   popq G(BT_OFF_RET)
   cld
-  XMM_SAVE
+  XMM_SAVE_GS
   movb $0, G(BT_OFF_FPU_FULL)
   movq G(BT_OFF_SELF), %rdi
   call vmm__bt_callout
@@ -218,7 +271,7 @@ vmm__bt_gate:
   jnz 1f
   cmpb $0, G(BT_OFF_FPU_FULL)
   jne 2f
-  XMM_LOAD
+  XMM_LOAD_GS
 3:
   pushq G(BT_OFF_FLAGS)
   popfq

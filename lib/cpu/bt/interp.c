@@ -1209,7 +1209,7 @@ static void fpu_host_reset(struct bt_vcpu *b) {
 
 static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
   ZydisMnemonic m = in->di->mnemonic;
-  vmm__bt_fpu_sync(); /* the gate saved only XMM and MXCSR */
+  vmm__bt_fpu_sync(&b->ctx); /* the gate saved only XMM and MXCSR */
   if (b->cr0 & (X86_CR0_EM | X86_CR0_TS)) {
     bool sse = m == ZYDIS_MNEMONIC_LDMXCSR || m == ZYDIS_MNEMONIC_STMXCSR ||
                m == ZYDIS_MNEMONIC_FXSAVE || m == ZYDIS_MNEMONIC_FXSAVE64 ||
