@@ -45,6 +45,9 @@
 ;                    self loop adding 3 to [0x30000] 100000 times (rdx = 0,
 ;                    rsi = 300000 after it), then an endless one incrementing
 ;                    [0x30008] (at 0x651): only kicks stop it.
+;   0x680 warm_spin  the same registers as self_loop_mem (rdx = 0, rsi =
+;                    300000), then two blocks (at 0x6c1 and 0x6c8) jumping
+;                    to each other, counting in [0x30010] and [0x30018].
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -332,3 +335,22 @@ self_loop_mem:                  ; self loops whose scratch registers stay
 .spin:                          ; endless: only kicks leave it
     add qword [rdi + 8], 1
     jmp .spin
+
+times 0x680 - ($ - $$) db 0xcc
+warm_spin:                      ; two blocks jumping to each other, both
+    mov rcx, 0x1111             ; keeping rcx, r10, r11 borrowed across the
+    mov r8, 0x8888              ; links (warm entries): kicks leave through
+    mov r9, 0x9999              ; a link's stub, which gives them back
+    mov r10, 0xaaaa
+    mov r11, 0xbbbb
+    mov r12, 0xcccc
+    mov r13, 0xdddd
+    mov r14, 0xeeee
+    mov r15, 0xffff
+    xor edx, edx
+    mov esi, 300000
+    mov rdi, 0x30000
+.a: add qword [rdi + 16], 1
+    jmp .b
+.b: add qword [rdi + 24], 1
+    jmp .a

@@ -102,6 +102,7 @@ struct bt_ctx {
   uint64_t tlb_add[2][BT_TLB_SIZE];
   uint64_t jc_npc[BT_JC_SIZE];
   uint64_t jc_host[BT_JC_SIZE];
+  uint64_t jc_warm[BT_JC_SIZE]; /* the same fragments' warm entries */
 };
 
 #define BT_CHECK_OFF(f, o) _Static_assert(offsetof(struct bt_ctx, f) == (o), #f)
@@ -137,6 +138,7 @@ BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
 BT_CHECK_OFF(tlb_add, BT_OFF_TLB_ADD);
 BT_CHECK_OFF(jc_npc, BT_OFF_JC_NPC);
 BT_CHECK_OFF(jc_host, BT_OFF_JC_HOST);
+BT_CHECK_OFF(jc_warm, BT_OFF_JC_WARM);
 _Static_assert(sizeof(struct bt_ctx) == BT_CTX_SIZE, "ctx size");
 
 /* ------------------------------------------------------------------------ */
@@ -155,6 +157,8 @@ struct bt_link {
   uint32_t stub;           /* TC offset of the exit stub */
   uint32_t head; /* self loop: TC offset of its loop head (0: none); it is
                     linked there, and only to its own fragment */
+  bool warm; /* left with the registers a warm entry expects borrowed:
+                patched to the target's warm entry */
   bool backward;           /* target pc <= source pc: unlinked by kicks */
   bool cross_page;         /* unlinked on TLB flushes */
 };
@@ -167,6 +171,11 @@ struct bt_frag {
   uint64_t lin[2];  /* linear pages of the same */
   uint32_t key;
   uint32_t entry; /* TC offset */
+  /* TC offset of the warm entry, reached with the registers translate.c
+     keeps (STD_KEPT) borrowed, their guest values in their slots; equal
+     to entry in modes without warm entries */
+  uint32_t warm;
+  uint32_t start; /* TC offset of the fragment's first byte */
   uint32_t size;
   uint16_t ninsn;
   bool valid;

@@ -93,7 +93,7 @@ void e_align4(struct emit *e, unsigned skew) {
     e_bytes(e, nops[pad], pad);
 }
 
-void e_align(struct emit *e, unsigned n) {
+void e_nops(struct emit *e, unsigned pad) {
   static const uint8_t nop8[8] = {0x0f, 0x1f, 0x84, 0x00, 0, 0, 0, 0};
   static const uint8_t nops[8][8] = {{0},
                                      {0x90},
@@ -103,11 +103,14 @@ void e_align(struct emit *e, unsigned n) {
                                      {0x0f, 0x1f, 0x44, 0x00, 0x00},
                                      {0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00},
                                      {0x0f, 0x1f, 0x80, 0, 0, 0, 0}};
-  unsigned pad = (unsigned)((n - (e_here(e) & (n - 1))) & (n - 1));
   for (; pad >= 8; pad -= 8)
     e_bytes(e, nop8, 8);
   if (pad)
     e_bytes(e, nops[pad], pad);
+}
+
+void e_align(struct emit *e, unsigned n) {
+  e_nops(e, (unsigned)((n - (e_here(e) & (n - 1))) & (n - 1)));
 }
 
 /*

@@ -47,6 +47,8 @@ void e_align4(struct emit *e, unsigned skew);
 /* Pad with NOPs until the executable address is a multiple of n (a power
    of two). */
 void e_align(struct emit *e, unsigned n);
+/* pad bytes of NOPs (as few instructions as possible). */
+void e_nops(struct emit *e, unsigned pad);
 
 static inline ZydisRegister zr64(unsigned r) {
   return ZYDIS_REGISTER_RAX + r;

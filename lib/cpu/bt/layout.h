@@ -47,7 +47,8 @@
 #define BT_OFF_TLB_ADD (BT_OFF_TLB_W + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_JC_NPC (BT_OFF_TLB_ADD + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
-#define BT_CTX_SIZE (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
+#define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
+#define BT_CTX_SIZE (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)
 
 /* Return values of bt_enter(): why translated code gave control back. */
 #define BT_X_LINK 0    /* an unlinked direct exit; arg = link number */

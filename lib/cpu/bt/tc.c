@@ -106,6 +106,7 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   pthread_mutex_lock(&b->link_lock);
   if (!atomic_load(&b->kicked) && f->valid) {
     b->ctx.jc_host[i] = bt_tc_addr(&b->tc, f->entry);
+    b->ctx.jc_warm[i] = bt_tc_addr(&b->tc, f->warm);
     b->ctx.jc_npc[i] = -f->pc;
     if (b->jc_nused < BT_JC_TRACK)
       b->jc_used[b->jc_nused] = (uint16_t)i;
@@ -216,7 +217,9 @@ void bt_frag_insert(struct bt_vcpu *b, struct bt_frag *f) {
 /* Point a link at a fragment, or back at its exit stub (to == NULL). */
 static void link_set(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   struct bt_tc *tc = &b->tc;
-  uint32_t off = to == NULL ? l->stub : l->head ? l->head : to->entry;
+  uint32_t off = to == NULL ? l->stub
+                 : l->head   ? l->head
+                             : l->warm ? to->warm : to->entry;
   uint64_t target = bt_tc_addr(tc, off);
   e_set_rel32(tc->rw + l->patch, bt_tc_addr(tc, l->patch), target);
   l->to = to;

@@ -72,6 +72,7 @@ struct tx {
     uint64_t target;
     uint16_t restore;
     int head;
+    bool warm;
   } lk[4];
   unsigned nlk;
   struct bt_desc dummy; /* sink when the descriptor arena is full */
@@ -93,7 +94,23 @@ struct tx {
   uint16_t ever;
   uint16_t keep;
   int head;
+  /* Warm entries (see emit_body): whether fragments of this mode have
+     them, whether this one keeps STD_KEPT borrowed from its entry, and the
+     offsets of its entry and warm entry from its first byte. */
+  bool warm;
+  bool keep_std;
+  uint32_t entry, warm_at;
 };
+
+/* The scratch registers most lookups borrow (pick's order; rcx for
+   jrcxz). Every fragment has a warm entry, reached with these borrowed
+   (their guest values in their slots): an exit that has them borrowed
+   goes there and leaves them, where it would give them back and the next
+   fragment would borrow them again. A fragment that borrows scratch
+   registers and names none of these keeps them (keep_std): its entry
+   borrows them and falls into its warm entry. Any other fragment's warm
+   entry gives them back and falls into its entry. */
+#define STD_KEPT ((uint16_t)((1u << R_CX) | (1u << R_10) | (1u << R_11)))
 
 /* ------------------------------------------------------------------------ */
 /* Register helpers                                                         */
@@ -1050,11 +1067,16 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   restore_all(t);
   e_jmp_gs(e, BT_OFF_EXIT_JC);
   e_bind(e, hit);
-  e_mov_r_gsidx(e, t1, BT_OFF_JC_HOST, t1);
+  /* Into the warm entry when STD_KEPT is borrowed here (emit_body). */
+  bool warm = t->warm && park < 0 && (t->borrowed & STD_KEPT) == STD_KEPT;
+  e_mov_r_gsidx(e, t1, warm ? BT_OFF_JC_WARM : BT_OFF_JC_HOST, t1);
   e_mov_gs_r(e, BT_OFF_JMP, t1);
   if (park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)park, 64);
-  restore_all(t);
+  uint16_t keep = warm ? STD_KEPT : 0;
+  for (unsigned r = 0; r < 16; r++)
+    if ((t->borrowed & ~keep) & (1u << r))
+      e_mov_r_gs(e, r, SLOT(r));
   e_jmp_gs(e, BT_OFF_JMP);
   t->borrowed = 0;
   t->park = -1;
@@ -1297,7 +1319,23 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].target = target;
   t->lk[t->nlk].restore = 0;
   t->lk[t->nlk].head = -1;
+  t->lk[t->nlk].warm = false;
   t->nlk++;
+}
+
+/* Registers go back before a direct exit: all of them (the target's cold
+   entry), or all but STD_KEPT when they are borrowed here (its warm entry;
+   the stub gives them back if the link is not patched). */
+static void exit_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
+  bool warm = t->warm && (t->borrowed & STD_KEPT) == STD_KEPT;
+  give_back(t, warm ? (uint32_t)(0xffff & ~STD_KEPT) : 0xffff);
+  uint32_t patch =
+      jcc ? e_jcc_patchable(&t->e, cc) : e_jmp_patchable(&t->e);
+  add_link(t, patch, target);
+  if (warm && t->nlk > 0 && t->lk[t->nlk - 1].patch == patch) {
+    t->lk[t->nlk - 1].restore = STD_KEPT;
+    t->lk[t->nlk - 1].warm = true;
+  }
 }
 
 /* The back edge of a self loop (a jcc or jmp to the TU's first
@@ -1487,6 +1525,22 @@ static void emit_body(struct tx *t, unsigned fi) {
   struct emit *e = &t->e;
   if (b->key & BT_K_COUNT)
     emit_budget_check(t, fi);
+  t->entry = t->warm_at = 0;
+  if (t->warm && t->keep_std) {
+    for (unsigned r = 0; r < 16; r++)
+      if (STD_KEPT & (1u << r))
+        borrow(t, r);
+    t->warm_at = (uint32_t)e->pos;
+  } else if (t->warm) {
+    /* The give-back ends where the entry starts, 32-byte aligned (the
+       fragment's first byte is 64-byte aligned). */
+    e_nops(e, 32 - 9 * 3);
+    t->warm_at = (uint32_t)e->pos;
+    for (unsigned r = 0; r < 16; r++)
+      if (STD_KEPT & (1u << r))
+        e_mov_r_gs(e, r, SLOT(r));
+    t->entry = (uint32_t)e->pos;
+  }
   if (t->keep) {
     for (unsigned r = 0; r < 16; r++)
       if (t->keep & (1u << r))
@@ -1530,8 +1584,7 @@ static void emit_body(struct tx *t, unsigned fi) {
     case X_LEAVE: emit_stack(t, i, oo, &noo); break;
     case X_CALL:
       emit_stack(t, i, oo, &noo);
-      give_back(t, 0xffff);
-      add_link(t, e_jmp_patchable(e), branch_target(t, x));
+      exit_link(t, false, 0, branch_target(t, x));
       open_end = false;
       break;
     case X_RET:
@@ -1541,24 +1594,18 @@ static void emit_body(struct tx *t, unsigned fi) {
       open_end = false;
       break;
     case X_JMP:
-      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
         self_link(t, false, 0, branch_target(t, x));
-      } else {
-        give_back(t, 0xffff);
-        add_link(t, e_jmp_patchable(e), branch_target(t, x));
-      }
+      else
+        exit_link(t, false, 0, branch_target(t, x));
       open_end = false;
       break;
     case X_JCC: {
-      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip) {
+      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
         self_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
-        give_back(t, 0xffff);
-      } else {
-        give_back(t, 0xffff);
-        add_link(t, e_jcc_patchable(e, jcc_cc(x->di.mnemonic)),
-                 branch_target(t, x));
-      }
-      add_link(t, e_jmp_patchable(e), x->next);
+      else
+        exit_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
+      exit_link(t, false, 0, x->next);
       open_end = false;
       break;
     }
@@ -1577,10 +1624,8 @@ static void emit_body(struct tx *t, unsigned fi) {
       break;
     }
   }
-  if (open_end && t->n > 0) {
-    give_back(t, 0xffff);
-    add_link(t, e_jmp_patchable(e), t->x[t->n - 1].next);
-  }
+  if (open_end && t->n > 0)
+    exit_link(t, false, 0, t->x[t->n - 1].next);
   for (unsigned k = 0; k < noo; k++)
     emit_ool(t, &oo[k]);
 }
@@ -1680,10 +1725,27 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
            branch_target(t, x) == t->x[0].rip;
   }
   t->head = -1;
+  uint32_t named = 0;
+  for (unsigned i = 0; i < t->n; i++)
+    named |= t->x[i].used;
+  /* Not in counting mode (the budget check is the entry) nor
+     single-instruction mode (each exit goes to the dispatcher anyway). */
+  t->warm = !(b->key & (BT_K_COUNT | BT_K_SINGLE));
+  bool lookups = false;
+  for (unsigned i = 0; i < t->n; i++)
+    switch (t->x[i].cls) {
+    case X_MEM:
+    case X_PUSH:
+    case X_POP:
+    case X_LEAVE:
+    case X_CALL:
+    case X_CALLI:
+    case X_RET:
+    case X_JMPI: lookups = true; break;
+    default: break;
+    }
+  t->keep_std = t->warm && lookups && !(named & STD_KEPT);
   if (self) {
-    uint32_t named = 0;
-    for (unsigned i = 0; i < t->n; i++)
-      named |= t->x[i].used;
     uint32_t ndescs = tc->ndescs;
     uint8_t *dry = malloc(room);
     if (dry != NULL) {
@@ -1724,6 +1786,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     l->cross_page = (tpc >> 12) != (pc >> 12);
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
+    l->warm = t->lk[k].warm;
     l->head = t->lk[k].head >= 0
                   ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
                   : 0;
@@ -1748,7 +1811,11 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   f->rip = b->ctx.rip;
   f->cs_base = b->ctx.segbase[S_CS];
   f->key = b->key;
-  f->entry = (uint32_t)tc->used;
+  f->start = (uint32_t)tc->used;
+  f->entry = f->start + t->entry;
+  f->warm = f->start + t->warm_at;
+  if (!t->warm)
+    f->warm = f->entry;
   f->size = (uint32_t)e->pos;
   f->ninsn = (uint16_t)t->n;
   f->phys[0] = t->x[0].gpa & ~0xfffull;
