@@ -198,12 +198,15 @@ vmm__bt_enter:
 3:
   movq %rsi, C(BT_OFF_CONT)
   stmxcsr C(BT_OFF_MXCSR_HOST)
-  fnstcw C(BT_OFF_FCW_HOST)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
   XMM_LOAD_CTX
   jmp 2f
 1:
+  /* Only while the FPU is the caller's: otherwise its control word may
+     be the guest's (x87 state stays in the FPU across exits), and C code
+     and handlers would get the guest's precision and rounding. */
+  fnstcw C(BT_OFF_FCW_HOST)
   fxrstor64 C(BT_OFF_FPU)
 2:
   pushq C(BT_OFF_FLAGS)
