@@ -588,13 +588,18 @@ static int fpu_handler(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
   return 0;
 }
 
-static void expect_tword(struct vmmt *t, uint64_t gpa, uint64_t mant,
-                         uint16_t exp) {
-  uint8_t b[10], want[10];
+static void expect_tword_in(const uint8_t *b, uint64_t mant, uint16_t exp) {
+  uint8_t want[10];
   memcpy(want, &mant, 8);
   memcpy(want + 8, &exp, 2);
-  assert_ok(vmm_mem_read(t->vm, gpa, b, 10));
   assert_memory_equal(b, want, 10);
+}
+
+static void expect_tword(struct vmmt *t, uint64_t gpa, uint64_t mant,
+                         uint16_t exp) {
+  uint8_t b[10];
+  assert_ok(vmm_mem_read(t->vm, gpa, b, 10));
+  expect_tword_in(b, mant, exp);
 }
 
 static uint64_t mem_u64(struct vmmt *t, uint64_t gpa, unsigned len) {
@@ -618,7 +623,7 @@ static void test_handler_fpu(void **state) {
                    : "=m"(p.host_fcw), "=m"(p.host_mxcsr));
   assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x30, 1, fpu_handler, &p));
   vmmt_run_to_port(t.vcpu, 0xeb);
-  assert_int_equal(p.calls, 5);
+  assert_int_equal(p.calls, 6);
   assert_int_equal(p.bad_env, 0);
   assert_int_equal(p.bad_math, 0);
   /* The guest's own state as the handler of the first `in` saw it. */
@@ -652,6 +657,23 @@ static void test_handler_fpu(void **state) {
   expect_tword(&t, 0x20300 + 32 + 7 * 16, 0xa000000000000000ull, 0x4001);
   assert_int_equal(mem_u64(&t, 0x20070, 8), 0x4000000000000000ull); /* 2.0 */
   assert_int_equal(mem_u64(&t, 0x20078, 2), 0);
+  /* The run returned right after a handler: the guest's state is whole,
+     and the thread has its own again. */
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  assert_int_equal(f.fsw, 7 << 11);
+  assert_int_equal(f.ftw, 0x80);
+  assert_int_equal(f.fcw, 0x37f);
+  expect_tword_in(f.st[0], 0xc000000000000000ull, 0x4000);
+  uint16_t fcw;
+  long double eight;
+  __asm__ volatile("fnstcw %0\n\t"
+                   "fld1; fld1; fld1; fld1; fld1; fld1; fld1; fld1\n\t"
+                   "faddp; faddp; faddp; faddp; faddp; faddp; faddp\n\t"
+                   "fstpt %1"
+                   : "=m"(fcw), "=m"(eight));
+  assert_int_equal(fcw, p.host_fcw);
+  assert_true(eight == 8.0L);
   vmmt_fini(&t);
 }
 

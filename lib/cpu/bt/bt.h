@@ -94,7 +94,9 @@ struct bt_ctx {
   uint64_t segbase[6];
   uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
   uint8_t fpu_full;
-  uint8_t pad3[BT_OFF_FPU - BT_OFF_FPU_FULL - 1];
+  uint8_t pad3[BT_OFF_X87 - BT_OFF_FPU_FULL - 1];
+  uint64_t x87; /* a glue.S stub: bt_x87_dirty, _clean or _away */
+  uint8_t pad4[BT_OFF_FPU - BT_OFF_X87 - 8];
   uint8_t fpu[512] __attribute__((aligned(64)));
   uint64_t spill[16];
   uint64_t tlb_r[2][BT_TLB_SIZE];
@@ -132,6 +134,7 @@ BT_CHECK_OFF(post, BT_OFF_POST);
 BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
+BT_CHECK_OFF(x87, BT_OFF_X87);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
 BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
@@ -475,6 +478,10 @@ static inline struct bt_vm *BM(vmm_vm *vm) {
 int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
 void vmm__bt_gate(void);
 void vmm__bt_fpu_sync(struct bt_ctx *ctx);
+void vmm__bt_fpu_host(struct bt_ctx *ctx);
+void vmm__bt_x87_dirty(void);
+void vmm__bt_x87_clean(void);
+void vmm__bt_x87_away(void);
 void vmm__bt_exit_link(void);
 void vmm__bt_exit_jc(void);
 void vmm__bt_exit_budget(void);

@@ -383,6 +383,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   bt_tlb_flush(b);
   b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
   b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */
+  b->ctx.x87 = (uint64_t)(uintptr_t)vmm__bt_x87_dirty;
   bt_jc_flush(b);
   b->mem_gen = atomic_load(&vcpu->vm->mem.generation);
   b->wp_gen = atomic_load(&b->vm->wp_gen);
@@ -918,7 +919,7 @@ static uint64_t get_gs(struct bt_vcpu *b) {
 }
 
 void bt_host_call(struct bt_vcpu *b) {
-  vmm__bt_fpu_sync(&b->ctx);
+  vmm__bt_fpu_host(&b->ctx);
   set_gs(b, b->host_gs);
   /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
      which must not wait for this one. The callout's return sets in_tc and
