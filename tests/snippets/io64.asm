@@ -15,6 +15,10 @@
 ;   0x200 entry_straddle  out dx=0x10f, ax=0xbeef (a word across the end of
 ;                         a range 0x100-0x10f).
 ;   0x280 entry_three     out 0x10 with al = 1, 2, 3 in turn.
+;   0x300 entry_loop      three times: rax = -1, in al,0x10; in ax,dx=0x12;
+;                         in eax,dx=0x14 (rax after each stored at 0x20000
+;                         + 24 * i, + 8, + 16); out 0x16 with al = 3 - i;
+;                         out dx=0x30, ax = 3 - i.
 ;   0x400 DATA            "hello"
 ;   0x500 entry_x87       x87 and MMX state across in al,0x30 (whose
 ;                         handler computes with long double), results at
@@ -101,6 +105,29 @@ entry_three:
     out 0x10, al
     mov al, 3
     out 0x10, al
+    out 0xeb, al
+
+times 0x300 - ($ - $$) db 0xcc
+entry_loop:
+    mov edi, 0x20000
+    mov ecx, 3
+.next:
+    mov rax, -1
+    in al, 0x10
+    mov [rdi], rax
+    mov dx, 0x12
+    in ax, dx
+    mov [rdi + 8], rax
+    mov dx, 0x14
+    in eax, dx
+    mov [rdi + 16], rax
+    add rdi, 24
+    mov eax, ecx
+    out 0x16, al
+    mov dx, 0x30
+    out dx, ax
+    dec ecx
+    jnz .next
     out 0xeb, al
 
 times 0x400 - ($ - $$) db 0xcc

@@ -193,7 +193,14 @@ enum bt_desc_kind {
   BT_D_MEMPOST, /* after running such an instruction on the bounce buffer */
   BT_D_EMUL,    /* emulate the whole instruction in C */
   BT_D_RAISE,   /* raise an exception (arg: vector | error code << 8) */
+  BT_D_PIO,     /* in/out, decoded once: arg is BT_PIO_* (bt_pio) */
 };
+
+/* A BT_D_PIO descriptor's arg: the port (an immediate, or BT_PIO_DX), the
+   direction and the access size in bytes. */
+#define BT_PIO_DX (1u << 16)
+#define BT_PIO_IN (1u << 17)
+#define BT_PIO_SIZE_SHIFT 18
 
 struct bt_desc {
   uint8_t kind;
@@ -424,6 +431,7 @@ struct bt_vcpu {
     uint64_t rip, next_rip;
     uint8_t *buf;
   } pio;
+  uint32_t pio_arg; /* set by an emulated in/out: its BT_PIO_* form */
   uint8_t iobuf[BT_IOBUF];
 
   /* Translation. */
@@ -590,6 +598,8 @@ unsigned bt_addr_bits(const struct bt_vcpu *b);
 /* interp.c */
 int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
                uint64_t rip);
+/* An in/out whose operands a BT_D_PIO descriptor holds (arg), at rip. */
+int bt_pio(struct bt_vcpu *b, uint32_t arg, uint64_t rip, uint64_t next);
 void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]);
 
 /* translate.c */
