@@ -706,8 +706,15 @@ int vmm__vcpu_pio_inline(vmm_vcpu *vcpu, uint16_t port, void *data,
     timed = x % IO_SAMPLE == 0;
   }
   uint64_t t = timed ? vmm__tsc() : 0;
-  if (!is_write)
-    memset(data, 0, size);
+  if (!is_write) {
+    /* Constant sizes: no call to memset. */
+    switch (size) {
+    case 1: memset(data, 0, 1); break;
+    case 2: memset(data, 0, 2); break;
+    case 4: memset(data, 0, 4); break;
+    default: memset(data, 0, size); break;
+    }
+  }
   int rc = vmm__iobus_dispatch(&vcpu->vm->pio, vcpu, port, data, size,
                                is_write);
   if (timed) {
