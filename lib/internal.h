@@ -254,6 +254,14 @@ struct vmm_vcpu {
   uint64_t inline_io_cycles;
   bool inline_io_declined;
   int inline_io_rc;
+  /* Which inline accesses are timed (vmm__vcpu_pio_inline): per port (a
+     small direct-mapped table), how many timed accesses in a row were
+     fast; and the random state choosing the samples. */
+  struct vmm__io_time {
+    uint16_t port;
+    uint16_t fast;
+  } io_time[16];
+  uint32_t io_rng;
 };
 
 /*

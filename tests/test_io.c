@@ -3,8 +3,8 @@
  * (overlaps in every arrangement, range limits), dispatch of every access
  * size for ports and MMIO, string I/O element by element, declined
  * accesses reaching the exit handler or the caller, handler errors ending
- * vmm_vcpu_run(), registration from inside a handler, and unhandled reads
- * completed by the caller.
+ * vmm_vcpu_run(), registration from inside a handler, unhandled reads
+ * completed by the caller, and the FPU state on both sides of a handler.
  */
 #include "testutil.h"
 
@@ -14,6 +14,8 @@
 #define E_IN 0x180
 #define E_STRADDLE 0x200
 #define E_THREE 0x280
+#define E_LOOP 0x300
+#define E_X87 0x500
 #define MMIO_BASE 0xd0000000ull
 
 struct access {
@@ -204,6 +206,49 @@ static void test_port_dispatch_sizes(void **state) {
   assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RBX), 0x1b);
   assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RCX), 0x071c);
   assert_int_equal(vmmt_reg(t.vcpu, VMM_REG_RDX), 0xe5f6071d);
+  vmmt_fini(&t);
+}
+
+/* The same accesses again and again: BT keeps an in/out's decoded form in
+   its callout after the first run (docs/bt.md, "Port I/O"), with the port
+   from the instruction or from DX, each size and direction, and an
+   unhandled port in between. */
+static void test_port_loop(void **state) {
+  (void)state;
+  struct vmmt t;
+  struct recorder r;
+  io_guest(&t, E_LOOP);
+  recorder_init(&r, t.vcpu);
+  r.read_base = 0x8877665544332211ull;
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, record, &r));
+  for (unsigned i = 0; i < 3; i++) {
+    struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x30);
+    assert_true(e->io.is_write);
+    assert_int_equal(e->io.size, 2);
+    assert_int_equal(e->io.count, 1);
+    uint16_t v;
+    memcpy(&v, e->io.data, 2);
+    assert_int_equal(v, 3 - i);
+  }
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(r.n, 12);
+  for (unsigned i = 0; i < 3; i++) {
+    static const uint64_t ports[4] = {0x10, 0x12, 0x14, 0x16};
+    static const uint32_t lens[4] = {1, 2, 4, 1};
+    for (unsigned k = 0; k < 4; k++) {
+      const struct access *a = &r.log[4 * i + k];
+      assert_int_equal(a->addr, ports[k]);
+      assert_int_equal(a->len, lens[k]);
+      assert_int_equal(a->is_write, k == 3);
+    }
+    assert_int_equal(r.log[4 * i + 3].value, 3 - i);
+    uint64_t v0 = r.read_base + 4 * i, got[3];
+    assert_ok(vmm_mem_read(t.vm, 0x20000 + 24 * i, got, sizeof(got)));
+    uint64_t want0 = ~0xffull | (v0 & 0xff);
+    assert_int_equal(got[0], want0);
+    assert_int_equal(got[1], (want0 & ~0xffffull) | ((v0 + 1) & 0xffff));
+    assert_int_equal(got[2], (v0 + 2) & 0xffffffff);
+  }
   vmmt_fini(&t);
 }
 
@@ -539,6 +584,143 @@ static void test_register_from_handler(void **state) {
   vmmt_fini(&t);
 }
 
+/* ------------------------------------------------------------------------ */
+/* FPU state around handlers                                                */
+
+struct fpu_probe {
+  vmm_vcpu *vcpu;
+  uint16_t host_fcw;
+  uint32_t host_mxcsr;
+  unsigned calls;
+  unsigned bad_env;     /* calls that found a state C may not run on */
+  unsigned bad_math;    /* calls whose long double results were wrong */
+  struct vmm_fpu first; /* the guest's FPU, as the first call saw it */
+  int first_rc;
+};
+
+/* The x87 state a C function may rely on (the psABI's: control word as
+   the thread set it, empty stack; no pending exception either), then
+   long double arithmetic: 64-bit precision, all eight registers, an
+   inexact result. It fills every x87 register and sets PE, so a guest
+   state it shared would show it. */
+static int fpu_handler(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                       bool is_write, void *opaque) {
+  struct fpu_probe *p = opaque;
+  (void)port, (void)len, (void)is_write;
+  uint8_t fx[512] __attribute__((aligned(16)));
+  uint32_t mxcsr;
+  __asm__ volatile("fxsave %0; stmxcsr %1" : "=m"(fx), "=m"(mxcsr));
+  uint16_t fcw, fsw;
+  memcpy(&fcw, fx, 2);
+  memcpy(&fsw, fx + 2, 2);
+  if (fcw != p->host_fcw || (fsw & 0x80) != 0 || fx[4] != 0 ||
+      (mxcsr & ~0x3fu) != (p->host_mxcsr & ~0x3fu))
+    p->bad_env++;
+  static volatile long double tiny = 0x1p-60L, three = 3.0L;
+  long double eight, sum, third;
+  __asm__ volatile("fld1; fld1; fld1; fld1; fld1; fld1; fld1; fld1\n\t"
+                   "faddp; faddp; faddp; faddp; faddp; faddp; faddp\n\t"
+                   "fstpt %0"
+                   : "=m"(eight));
+  sum = 1.0L + tiny;
+  third = 1.0L / three;
+  if (sum == 1.0L || third == (long double)(double)third || eight != 8.0L)
+    p->bad_math++;
+  if (p->calls++ == 0)
+    p->first_rc = vmm_vcpu_get_fpu(vcpu, &p->first);
+  *(uint8_t *)data = (uint8_t)p->calls;
+  return 0;
+}
+
+static void expect_tword_in(const uint8_t *b, uint64_t mant, uint16_t exp) {
+  uint8_t want[10];
+  memcpy(want, &mant, 8);
+  memcpy(want + 8, &exp, 2);
+  assert_memory_equal(b, want, 10);
+}
+
+static void expect_tword(struct vmmt *t, uint64_t gpa, uint64_t mant,
+                         uint16_t exp) {
+  uint8_t b[10];
+  assert_ok(vmm_mem_read(t->vm, gpa, b, 10));
+  expect_tword_in(b, mant, exp);
+}
+
+static uint64_t mem_u64(struct vmmt *t, uint64_t gpa, unsigned len) {
+  uint64_t v = 0;
+  assert_ok(vmm_mem_read(t->vm, gpa, &v, len));
+  return v;
+}
+
+/* Handlers run with the thread's own FPU state even when the guest keeps
+   values on the x87 stack, runs with another control word and MXCSR, or
+   in MMX state; and the guest's state (registers, the values left in
+   empty registers, status flags) is exactly its own afterwards. BT runs
+   handlers inside the guest's callout (docs/bt.md, "Port I/O"), KVM after
+   an exit: both must. */
+static void test_handler_fpu(void **state) {
+  (void)state;
+  struct vmmt t;
+  io_guest(&t, E_X87);
+  struct fpu_probe p = {.vcpu = t.vcpu};
+  __asm__ volatile("fnstcw %0; stmxcsr %1"
+                   : "=m"(p.host_fcw), "=m"(p.host_mxcsr));
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x30, 1, fpu_handler, &p));
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(p.calls, 6);
+  assert_int_equal(p.bad_env, 0);
+  assert_int_equal(p.bad_math, 0);
+  /* The guest's own state as the handler of the first `in` saw it. */
+  static const uint8_t one[10] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f};
+  static const uint8_t pi[10] = {0x35, 0xc2, 0x68, 0x21, 0xa2,
+                                 0xda, 0x0f, 0xc9, 0x00, 0x40};
+  static const uint8_t x63[10] = {1, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f};
+  assert_int_equal(p.first_rc, 0);
+  assert_int_equal(p.first.fcw, 0x27f);
+  assert_int_equal(p.first.fsw >> 11 & 7, 5);
+  assert_int_equal(p.first.mxcsr, 0x7f80);
+  assert_memory_equal(p.first.st[0], one, 10);
+  assert_memory_equal(p.first.st[1], pi, 10);
+  assert_memory_equal(p.first.st[2], x63, 10);
+  /* The stack, precision, rounding and flags after the handler. */
+  assert_int_equal(mem_u64(&t, 0x20000, 8), 0x401090fdaa22168cull);
+  expect_tword(&t, 0x20010, 0xc90fdaa22168c235ull, 0x4000);
+  expect_tword(&t, 0x20020, 0x8000000000000001ull, 0x3fff);
+  expect_tword(&t, 0x20030, 0x8000000000000000ull, 0x3fff); /* 53 bits */
+  assert_int_equal(mem_u64(&t, 0x20040, 2), 0x0020);        /* PE, TOP 0 */
+  assert_int_equal(mem_u64(&t, 0x20042, 2), 0x027f);
+  assert_int_equal(mem_u64(&t, 0x20044, 4), 0x7f80);
+  assert_int_equal(mem_u64(&t, 0x20060, 8), 0x1122334455667788ull);
+  /* Empty registers keep their contents, flags stay clear. */
+  for (uint64_t fx = 0x20100; fx <= 0x20300; fx += 0x200) {
+    assert_int_equal(mem_u64(&t, fx, 2), 0x037f);
+    assert_int_equal(mem_u64(&t, fx + 2, 2), 0);
+    assert_int_equal(mem_u64(&t, fx + 4, 1), 0);
+  }
+  expect_tword(&t, 0x20100 + 32 + 7 * 16, 0xc000000000000000ull, 0x4000);
+  expect_tword(&t, 0x20300 + 32 + 7 * 16, 0xa000000000000000ull, 0x4001);
+  assert_int_equal(mem_u64(&t, 0x20070, 8), 0x4000000000000000ull); /* 2.0 */
+  assert_int_equal(mem_u64(&t, 0x20078, 2), 0);
+  /* The run returned right after a handler: the guest's state is whole,
+     and the thread has its own again. */
+  struct vmm_fpu f;
+  assert_ok(vmm_vcpu_get_fpu(t.vcpu, &f));
+  assert_int_equal(f.fsw, 7 << 11);
+  assert_int_equal(f.ftw, 0x80);
+  assert_int_equal(f.fcw, 0x37f);
+  expect_tword_in(f.st[0], 0xc000000000000000ull, 0x4000);
+  uint16_t fcw;
+  long double eight;
+  __asm__ volatile("fnstcw %0\n\t"
+                   "fld1; fld1; fld1; fld1; fld1; fld1; fld1; fld1\n\t"
+                   "faddp; faddp; faddp; faddp; faddp; faddp; faddp\n\t"
+                   "fstpt %1"
+                   : "=m"(fcw), "=m"(eight));
+  assert_int_equal(fcw, p.host_fcw);
+  assert_true(eight == 8.0L);
+  vmmt_fini(&t);
+}
+
 int main(int argc, char **argv) {
   int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
@@ -548,6 +730,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_register_overlap),
       cmocka_unit_test(test_unregister),
       cmocka_unit_test(test_port_dispatch_sizes),
+      cmocka_unit_test(test_port_loop),
       cmocka_unit_test(test_mmio_dispatch_sizes),
       cmocka_unit_test(test_string_io),
       cmocka_unit_test(test_string_io_unhandled),
@@ -559,6 +742,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_declined),
       cmocka_unit_test(test_handler_error),
       cmocka_unit_test(test_register_from_handler),
+      cmocka_unit_test(test_handler_fpu),
   };
   return vmmt_run_group(tests);
 }

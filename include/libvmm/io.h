@@ -4,6 +4,10 @@
  * A handler claims a range of one address space. Guest accesses to it are
  * dispatched by the library on the thread running the vCPU, without
  * returning from vmm_vcpu_run(). Ranges of one space never overlap.
+ * Handlers are ordinary C functions of that thread: they get its own FPU
+ * state (its x87 control word and MXCSR controls, an empty x87 stack), may
+ * use x87, SSE and long double freely, and neither see nor change the
+ * guest's FPU state (vmm_vcpu_get_fpu() reads it).
  */
 #ifndef LIBVMM_IO_H
 #define LIBVMM_IO_H

@@ -15,7 +15,23 @@
 ;   0x200 entry_straddle  out dx=0x10f, ax=0xbeef (a word across the end of
 ;                         a range 0x100-0x10f).
 ;   0x280 entry_three     out 0x10 with al = 1, 2, 3 in turn.
+;   0x300 entry_loop      three times: rax = -1, in al,0x10; in ax,dx=0x12;
+;                         in eax,dx=0x14 (rax after each stored at 0x20000
+;                         + 24 * i, + 8, + 16); out 0x16 with al = 3 - i;
+;                         out dx=0x30, ax = 3 - i.
 ;   0x400 DATA            "hello"
+;   0x500 entry_x87       x87 and MMX state across in al,0x30 (whose
+;                         handler computes with long double), results at
+;                         0x20000 (see test_handler_fpu in test_io.c):
+;                         0x20000  1 + pi (53-bit precision) as a double,
+;                         0x20010  pi, 0x20020  1 + 2^-63 (both as tword),
+;                         0x20030  1 + 2^-60 with 53-bit precision (tword),
+;                         0x20040  FSW, 0x20042  FCW, 0x20044  MXCSR,
+;                         0x20060  an MMX register, 0x20070  2.0 (double),
+;                         0x20078  FSW; FXSAVE images at 0x20100 (3.0
+;                         left in R7, stack empty, after a clean restore)
+;                         and 0x20300 (5.0 the same, with no restore);
+;                         at the end 3.0 on the stack.
 bits 64
 %define ORG 0x10000
 org ORG
@@ -91,5 +107,91 @@ entry_three:
     out 0x10, al
     out 0xeb, al
 
+times 0x300 - ($ - $$) db 0xcc
+entry_loop:
+    mov edi, 0x20000
+    mov ecx, 3
+.next:
+    mov rax, -1
+    in al, 0x10
+    mov [rdi], rax
+    mov dx, 0x12
+    in ax, dx
+    mov [rdi + 8], rax
+    mov dx, 0x14
+    in eax, dx
+    mov [rdi + 16], rax
+    add rdi, 24
+    mov eax, ecx
+    out 0x16, al
+    mov dx, 0x30
+    out dx, ax
+    dec ecx
+    jnz .next
+    out 0xeb, al
+
 times 0x400 - ($ - $$) db 0xcc
 data: db "hello"
+
+times 0x500 - ($ - $$) db 0xcc
+entry_x87:
+    ; Values on the stack, a non-default control word and MXCSR.
+    fninit
+    fldcw [rel cw53]
+    ldmxcsr [rel mx_rz]
+    fld tword [rel x63]
+    fldpi
+    fld1
+    in al, 0x30
+    fadd st0, st1
+    fstp qword [0x20000]
+    fstp tword [0x20010]
+    fstp tword [0x20020]
+    fld1
+    fadd qword [rel tiny]
+    fstp tword [0x20030]
+    fnstsw [0x20040]
+    fnstcw [0x20042]
+    stmxcsr [0x20044]
+    ; MMX state across a handler.
+    fninit
+    movq mm1, [rel mmx]
+    in al, 0x30
+    movq [0x20060], mm1
+    emms
+    ; An empty stack with a value left in R7, restored whole (fnstcw is
+    ; emulated on BT), then a handler, then FXSAVE.
+    fninit
+    fld qword [rel three]
+    fstp st0
+    fnstcw [0x20048]
+    in al, 0x30
+    fxsave [0x20100]
+    ; The same without the restore in between.
+    fld qword [rel five]
+    fstp st0
+    in al, 0x30
+    fxsave [0x20300]
+    ; x87 code right after a handler: no flag of the handler's leaks.
+    in al, 0x30
+    fld1
+    fld1
+    faddp
+    fstp qword [0x20070]
+    fnstsw [0x20078]
+    ; The run ends right after a handler: 3.0 on the stack.
+    fld qword [rel three]
+    in al, 0x30
+    out 0xeb, al
+
+align 16
+x63: dq 0x8000000000000001
+     dw 0x3fff
+align 8
+tiny: dq 0x3c30000000000000     ; 2^-60
+three: dq 3.0
+five: dq 5.0
+mmx: dq 0x1122334455667788
+cw53: dw 0x027f
+align 4
+mx_rz: dd 0x7f80

@@ -94,7 +94,9 @@ struct bt_ctx {
   uint64_t segbase[6];
   uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
   uint8_t fpu_full;
-  uint8_t pad3[BT_OFF_FPU - BT_OFF_FPU_FULL - 1];
+  uint8_t pad3[BT_OFF_X87 - BT_OFF_FPU_FULL - 1];
+  uint64_t x87; /* a glue.S stub: bt_x87_dirty, _clean or _away */
+  uint8_t pad4[BT_OFF_FPU - BT_OFF_X87 - 8];
   uint8_t fpu[512] __attribute__((aligned(64)));
   uint64_t spill[16];
   uint64_t tlb_r[2][BT_TLB_SIZE];
@@ -132,6 +134,7 @@ BT_CHECK_OFF(post, BT_OFF_POST);
 BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
+BT_CHECK_OFF(x87, BT_OFF_X87);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);
 BT_CHECK_OFF(tlb_w, BT_OFF_TLB_W);
@@ -190,7 +193,14 @@ enum bt_desc_kind {
   BT_D_MEMPOST, /* after running such an instruction on the bounce buffer */
   BT_D_EMUL,    /* emulate the whole instruction in C */
   BT_D_RAISE,   /* raise an exception (arg: vector | error code << 8) */
+  BT_D_PIO,     /* in/out, decoded once: arg is BT_PIO_* (bt_pio) */
 };
+
+/* A BT_D_PIO descriptor's arg: the port (an immediate, or BT_PIO_DX), the
+   direction and the access size in bytes. */
+#define BT_PIO_DX (1u << 16)
+#define BT_PIO_IN (1u << 17)
+#define BT_PIO_SIZE_SHIFT 18
 
 struct bt_desc {
   uint8_t kind;
@@ -421,6 +431,7 @@ struct bt_vcpu {
     uint64_t rip, next_rip;
     uint8_t *buf;
   } pio;
+  uint32_t pio_arg; /* set by an emulated in/out: its BT_PIO_* form */
   uint8_t iobuf[BT_IOBUF];
 
   /* Translation. */
@@ -475,6 +486,10 @@ static inline struct bt_vm *BM(vmm_vm *vm) {
 int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target);
 void vmm__bt_gate(void);
 void vmm__bt_fpu_sync(struct bt_ctx *ctx);
+void vmm__bt_fpu_host(struct bt_ctx *ctx);
+void vmm__bt_x87_dirty(void);
+void vmm__bt_x87_clean(void);
+void vmm__bt_x87_away(void);
 void vmm__bt_exit_link(void);
 void vmm__bt_exit_jc(void);
 void vmm__bt_exit_budget(void);
@@ -583,6 +598,8 @@ unsigned bt_addr_bits(const struct bt_vcpu *b);
 /* interp.c */
 int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
                uint64_t rip);
+/* An in/out whose operands a BT_D_PIO descriptor holds (arg), at rip. */
+int bt_pio(struct bt_vcpu *b, uint32_t arg, uint64_t rip, uint64_t next);
 void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]);
 
 /* translate.c */

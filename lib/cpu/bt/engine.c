@@ -383,6 +383,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   bt_tlb_flush(b);
   b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
   b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */
+  b->ctx.x87 = (uint64_t)(uintptr_t)vmm__bt_x87_dirty;
   bt_jc_flush(b);
   b->mem_gen = atomic_load(&vcpu->vm->mem.generation);
   b->wp_gen = atomic_load(&b->vm->wp_gen);
@@ -819,7 +820,21 @@ static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
   bt_unspill(b, d);
   uint32_t key = b->key;
   b->tpr_lowered = false;
-  int rc = bt_emulate(b, d->bytes, d->len, d->rip);
+  int rc;
+  if (d->kind == BT_D_PIO) {
+    rc = bt_pio(b, d->arg, d->rip, next_rip(b, d));
+  } else {
+    b->pio_arg = 0;
+    rc = bt_emulate(b, d->bytes, d->len, d->rip);
+    /* An in/out: its operands go into the descriptor, so later runs skip
+       the decode cache and the emulator's dispatch (a fifth of an `in`
+       served by a handler). Exact: the decoding depends only on the
+       bytes and the fragment's mode. */
+    if (b->pio_arg != 0) {
+      d->kind = BT_D_PIO;
+      d->arg = b->pio_arg;
+    }
+  }
   if (rc == BT_OK && !b->exit_ready && !d->ends_tu && b->key == key &&
       !b->tpr_lowered && !atomic_load_explicit(&b->kicked, memory_order_relaxed) &&
       b->ctx.rip == next_rip(b, d) && !b->cur_invalid && !b->halted) {
@@ -844,7 +859,8 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
   switch (d->kind) {
   case BT_D_MEM: leave = bt_mem_miss(b, d); break;
   case BT_D_MEMPOST: leave = bt_mem_post(b, d); break;
-  case BT_D_EMUL: leave = callout_emul(b, d); break;
+  case BT_D_EMUL:
+  case BT_D_PIO: leave = callout_emul(b, d); break;
   default:
     bt_unspill(b, d);
     b->ctx.rip = d->rip;
@@ -855,7 +871,11 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
   }
   b->cur = NULL;
   if (!leave) {
-    atomic_store(&b->ctx.in_tc, 1);
+    /* in_tc is set again only where a handler cleared it (bt_host_call):
+       that seq_cst store (an xchg, 20 cycles) orders it before the
+       generation check; while it stayed set, a revoker waits for us. */
+    if (!atomic_load_explicit(&b->ctx.in_tc, memory_order_relaxed))
+      atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
   }
   return leave;
@@ -918,12 +938,13 @@ static uint64_t get_gs(struct bt_vcpu *b) {
 }
 
 void bt_host_call(struct bt_vcpu *b) {
-  vmm__bt_fpu_sync(&b->ctx);
+  vmm__bt_fpu_host(&b->ctx);
   set_gs(b, b->host_gs);
   /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
      which must not wait for this one. The callout's return sets in_tc and
-     checks the generation again. */
-  atomic_store(&b->ctx.in_tc, 0);
+     checks the generation again. A release store: a revoker that sees it
+     sees every guest write before it. */
+  atomic_store_explicit(&b->ctx.in_tc, 0, memory_order_release);
 }
 
 void bt_host_return(struct bt_vcpu *b) {

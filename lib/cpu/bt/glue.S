@@ -42,6 +42,27 @@
   movq %r15, %gs:(BT_OFF_GPR + 0x78 + \k)(%rsp)
 .endm
 
+/*
+ * Load the guest's arithmetic flags and DF from the context (the only
+ * guest bits the host RFLAGS holds: BT_HOST_FLAGS): DF with cld/std, OF from
+ * an addition that overflows exactly when it is set, the rest with sahf.
+ * popfq did the same in 16 cycles, a quarter of the gate's return; this
+ * takes 4. M is the addressing macro (C or G). Clobbers rax and rcx
+ * (before LOAD_GPRS).
+ */
+#define FLAGS_LOAD(M)                                                          \
+  movq M(BT_OFF_FLAGS), %rax;                                                  \
+  cld;                                                                         \
+  testl $0x400, %eax;                                                          \
+  jz 7f;                                                                       \
+  std;                                                                         \
+  7: movl %eax, %ecx;                                                          \
+  andl $0x800, %ecx;                                                           \
+  shll $20, %ecx;                                                              \
+  addl %ecx, %ecx;                                                             \
+  movb %al, %ah;                                                               \
+  sahf
+
 .macro LOAD_GPRS
   movq G(BT_OFF_GPR + 0x00), %rax
   movq G(BT_OFF_GPR + 0x08), %rcx
@@ -144,24 +165,159 @@
 .endm
 
 /*
+ * Where the guest's x87 state is (x87 registers, FCW, FSW, FTW, FOP and the
+ * pointers; the MMX registers are the x87 registers): ctx->x87 points at
+ * one of three stubs, and translated code calls *ctx->x87 before an x87 or
+ * MMX instruction (before the first of a TU, and the first after a callout
+ * that may run a host handler), so the stub is also the state's transition:
+ *
+ *   vmm__bt_x87_dirty  the FPU holds it and the image may be out of date;
+ *   vmm__bt_x87_clean  the FPU holds it, the image holds the same, and it
+ *                      is a state C code may run on as is (X87_ABI_CHECK):
+ *                      the first x87 instruction makes it dirty;
+ *   vmm__bt_x87_away   host code (a port-I/O handler) ran on the FPU: the
+ *                      image alone holds it, and the first x87 instruction
+ *                      loads it back.
+ *
+ * So a host handler called while the guest has not touched x87 since its
+ * state was last loaded whole (a guest that never uses x87 or MMX, most
+ * kernels) costs no x87 save, and no restore unless x87 code follows: the
+ * full fxsave64/fninit/fxrstor64 was half of a handled `in`. The stubs
+ * change no flags and no registers: translated code calls them anywhere
+ * (at RSP = R - 8: the context is gs:[rsp + 8 + off], + 16 after a push).
+ * While fpu_full is set the stub is not used; entering translated code then
+ * restores the whole image and X87_RESTORED picks dirty or clean.
+ */
+#define G16(off) %gs:(off + 16)(%rsp)
+
+  .text
+  .globl vmm__bt_x87_dirty
+  .hidden vmm__bt_x87_dirty
+  .type vmm__bt_x87_dirty, @function
+vmm__bt_x87_dirty:
+  ret
+  .size vmm__bt_x87_dirty, . - vmm__bt_x87_dirty
+
+  .globl vmm__bt_x87_clean
+  .hidden vmm__bt_x87_clean
+  .type vmm__bt_x87_clean, @function
+vmm__bt_x87_clean:
+  pushq %rax
+  leaq vmm__bt_x87_dirty(%rip), %rax
+  movq %rax, G16(BT_OFF_X87)
+  popq %rax
+  ret
+  .size vmm__bt_x87_clean, . - vmm__bt_x87_clean
+
+  .globl vmm__bt_x87_away
+  .hidden vmm__bt_x87_away
+  .type vmm__bt_x87_away, @function
+vmm__bt_x87_away:
+  pushq %rax
+  /* fxrstor64 loads MXCSR and XMM too: give it their live values. */
+  stmxcsr G16(BT_OFF_FPU + 24)
+  movups %xmm0, G16(BT_OFF_FPU + 160 + 0)
+  movups %xmm1, G16(BT_OFF_FPU + 160 + 16)
+  movups %xmm2, G16(BT_OFF_FPU + 160 + 32)
+  movups %xmm3, G16(BT_OFF_FPU + 160 + 48)
+  movups %xmm4, G16(BT_OFF_FPU + 160 + 64)
+  movups %xmm5, G16(BT_OFF_FPU + 160 + 80)
+  movups %xmm6, G16(BT_OFF_FPU + 160 + 96)
+  movups %xmm7, G16(BT_OFF_FPU + 160 + 112)
+  movups %xmm8, G16(BT_OFF_FPU + 160 + 128)
+  movups %xmm9, G16(BT_OFF_FPU + 160 + 144)
+  movups %xmm10, G16(BT_OFF_FPU + 160 + 160)
+  movups %xmm11, G16(BT_OFF_FPU + 160 + 176)
+  movups %xmm12, G16(BT_OFF_FPU + 160 + 192)
+  movups %xmm13, G16(BT_OFF_FPU + 160 + 208)
+  movups %xmm14, G16(BT_OFF_FPU + 160 + 224)
+  movups %xmm15, G16(BT_OFF_FPU + 160 + 240)
+  fxrstor64 G16(BT_OFF_FPU)
+  leaq vmm__bt_x87_dirty(%rip), %rax
+  movq %rax, G16(BT_OFF_X87)
+  popq %rax
+  ret
+  .size vmm__bt_x87_away, . - vmm__bt_x87_away
+
+/*
+ * Jump to bad unless the image's x87 part is a state C code may run on:
+ * the host's control word (the image holds the one the host runs the
+ * guest with), no exception flags or pending exception in the status word,
+ * every register empty (the abridged tag word). M is the addressing macro
+ * (C or G). Clobbers ecx and flags.
+ */
+#define X87_ABI_CHECK(M, bad)                                                  \
+  movzwl M(BT_OFF_FPU), %ecx;                                                  \
+  cmpw M(BT_OFF_FCW_HOST), %cx;                                                \
+  jne bad;                                                                     \
+  cmpb $0, M(BT_OFF_FPU + 2);                                                  \
+  jne bad;                                                                     \
+  cmpb $0, M(BT_OFF_FPU + 4);                                                  \
+  jne bad
+
+/* After fxrstor64 of the whole image. Clobbers rax, ecx and flags. */
+#define X87_RESTORED(M)                                                        \
+  leaq vmm__bt_x87_dirty(%rip), %rax;                                          \
+  X87_ABI_CHECK(M, 8f);                                                        \
+  leaq vmm__bt_x87_clean(%rip), %rax;                                          \
+  8: movq %rax, M(BT_OFF_X87)
+
+/*
  * void vmm__bt_fpu_sync(struct bt_ctx *ctx): complete the FXSAVE image
- * during a callout and give C the ABI's FPU state. Idempotent.
+ * during a callout and give C an ABI FPU state (the FP-control emulation
+ * works on the image; run() returns the FPU to its caller). Idempotent.
  */
   .globl vmm__bt_fpu_sync
   .hidden vmm__bt_fpu_sync
   .type vmm__bt_fpu_sync, @function
 vmm__bt_fpu_sync:
   cmpb $0, C(BT_OFF_FPU_FULL)
-  jne 1f
+  jne 9f
+  /* Clean or away: the gate saved XMM and MXCSR, so the image is whole,
+     and the FPU's x87 state is one C may run on. */
+  leaq vmm__bt_x87_dirty(%rip), %rax
+  cmpq %rax, C(BT_OFF_X87)
+  jne 8f
   XMM_LOAD_CTX
   fxsave64 C(BT_OFF_FPU)
   fninit
   fldcw C(BT_OFF_FCW_HOST)
   ldmxcsr C(BT_OFF_MXCSR_HOST)
+8:
   movb $1, C(BT_OFF_FPU_FULL)
-1:
+9:
   ret
   .size vmm__bt_fpu_sync, . - vmm__bt_fpu_sync
+
+/*
+ * void vmm__bt_fpu_host(struct bt_ctx *ctx): before host code (a port-I/O
+ * handler) runs during a callout: make the image whole and the FPU's x87
+ * state one C code may run on, leaving the guest's x87 state away.
+ * Idempotent.
+ */
+  .globl vmm__bt_fpu_host
+  .hidden vmm__bt_fpu_host
+  .type vmm__bt_fpu_host, @function
+vmm__bt_fpu_host:
+  cmpb $0, C(BT_OFF_FPU_FULL)
+  jne 9f
+  leaq vmm__bt_x87_dirty(%rip), %rax
+  cmpq %rax, C(BT_OFF_X87)
+  jne 8f
+  XMM_LOAD_CTX
+  fxsave64 C(BT_OFF_FPU)
+  ldmxcsr C(BT_OFF_MXCSR_HOST)
+  X87_ABI_CHECK(C, 7f)
+  jmp 8f
+7:
+  fninit
+  fldcw C(BT_OFF_FCW_HOST)
+8:
+  leaq vmm__bt_x87_away(%rip), %rax
+  movq %rax, C(BT_OFF_X87)
+9:
+  ret
+  .size vmm__bt_fpu_host, . - vmm__bt_fpu_host
 
   .text
 
@@ -198,16 +354,19 @@ vmm__bt_enter:
 3:
   movq %rsi, C(BT_OFF_CONT)
   stmxcsr C(BT_OFF_MXCSR_HOST)
-  fnstcw C(BT_OFF_FCW_HOST)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
   XMM_LOAD_CTX
   jmp 2f
 1:
+  /* Only while the FPU is the caller's: otherwise its control word may
+     be the guest's (x87 state stays in the FPU across exits), and C code
+     and handlers would get the guest's precision and rounding. */
+  fnstcw C(BT_OFF_FCW_HOST)
   fxrstor64 C(BT_OFF_FPU)
+  X87_RESTORED(C)
 2:
-  pushq C(BT_OFF_FLAGS)
-  popfq
+  FLAGS_LOAD(C)
   LOAD_GPRS
   jmp *G(BT_OFF_CONT)
   .cfi_endproc
@@ -273,12 +432,12 @@ vmm__bt_gate:
   jne 2f
   XMM_LOAD_GS
 3:
-  pushq G(BT_OFF_FLAGS)
-  popfq
+  FLAGS_LOAD(G)
   LOAD_GPRS
   jmp *G(BT_OFF_CONT)
 2:
   fxrstor64 G(BT_OFF_FPU)
+  X87_RESTORED(G)
   jmp 3b
 1:
   movl $BT_X_CALLOUT, %eax

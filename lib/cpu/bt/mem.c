@@ -691,9 +691,10 @@ int bt_fetch(struct bt_vcpu *b, uint64_t lin, uint8_t *buf, unsigned len,
 void bt_unspill(struct bt_vcpu *b, const struct bt_desc *d) {
   if (d->park < 16)
     b->ctx.gpr[R_CX] = b->ctx.gpr[d->park];
-  for (unsigned r = 0; r < 16; r++)
-    if (d->spill & (1u << r))
-      b->ctx.gpr[r] = b->ctx.spill[r];
+  for (unsigned m = d->spill; m != 0; m &= m - 1) {
+    unsigned r = (unsigned)__builtin_ctz(m);
+    b->ctx.gpr[r] = b->ctx.spill[r];
+  }
 }
 
 /* Operand of a decoded instruction touching memory (not lea/nop). */

@@ -460,6 +460,29 @@ static bool fxsr_exempt(ZydisMnemonic m) {
   }
 }
 
+/* Reads or writes the x87/MMX state, which must then be in the FPU
+   (glue.S, ctx->x87). MMX instructions of the SSE extensions count. */
+static bool uses_x87(const struct xi *x) {
+  const ZydisDecodedInstruction *di = &x->di;
+  if (di->meta.isa_ext == ZYDIS_ISA_EXT_X87 ||
+      di->meta.isa_ext == ZYDIS_ISA_EXT_MMX ||
+      di->meta.category == ZYDIS_CATEGORY_X87_ALU ||
+      di->meta.category == ZYDIS_CATEGORY_FCMOV ||
+      di->meta.category == ZYDIS_CATEGORY_MMX)
+    return true;
+  for (int i = 0; i < di->operand_count; i++) {
+    if (x->op[i].type != ZYDIS_OPERAND_TYPE_REGISTER)
+      continue;
+    ZydisRegister r = x->op[i].reg.value;
+    ZydisRegisterClass c = ZydisRegisterGetClass(r);
+    if (c == ZYDIS_REGCLASS_X87 || c == ZYDIS_REGCLASS_MMX ||
+        r == ZYDIS_REGISTER_X87CONTROL || r == ZYDIS_REGISTER_X87STATUS ||
+        r == ZYDIS_REGISTER_X87TAG)
+      return true;
+  }
+  return false;
+}
+
 static enum xclass classify(struct tx *t, struct xi *x) {
   const ZydisDecodedInstruction *di = &x->di;
   struct bt_vcpu *b = t->b;
@@ -1558,11 +1581,22 @@ static void emit_body(struct tx *t, unsigned fi) {
   struct ool oo[TU_MAX * 2];
   unsigned noo = 0;
   bool open_end = true; /* the last instruction falls through */
+  bool x87_here = false; /* the guest's x87 state is in the FPU */
   for (unsigned i = 0; i < t->n && !e->fail; i++) {
     struct xi *x = &t->x[i];
     t->later = later[i];
     /* Registers the instruction names get their guest values back. */
     give_back(t, x->used);
+    /* Native x87/MMX code needs the guest's x87 state in the FPU: the hook
+       loads it after a host handler, or notes that it changes (glue.S).
+       Only a callout emulating an instruction may run a handler. Inside
+       the body, so a self loop's back edge runs it again. */
+    if ((x->cls == X_IDENT || x->cls == X_MEM) && !x87_here && uses_x87(x)) {
+      e_call_gs(e, BT_OFF_X87);
+      x87_here = true;
+    }
+    if (x->cls == X_EMUL)
+      x87_here = false;
     switch (x->cls) {
     case X_IDENT:
       if (x->rsp) {
