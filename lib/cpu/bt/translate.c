@@ -1114,7 +1114,18 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
   struct xi *x = &t->x[i];
   unsigned sz = t->sbytes;
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, false, t->borrowed, t->later);
+  /* An indirect branch to a 64-bit register other than rsp and rcx (which
+     the lookups use) jumps through that register: s1 is not needed. */
+  int direct = -1;
+  if ((x->cls == X_CALLI || x->cls == X_JMPI) &&
+      x->op[0].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+      x->di.operand_width == 64) {
+    bool h;
+    int r = gpr_of(x->op[0].reg.value, &h);
+    if (r >= 0 && r != R_SP && r != R_CX)
+      direct = r;
+  }
+  int s1 = direct >= 0 ? direct : pick(&avoid, false, t->borrowed, t->later);
   int s2 = pick(&avoid, false, t->borrowed, t->later);
   /* A return address that does not fit an immediate goes through s3. */
   bool big = (x->cls == X_CALL || x->cls == X_CALLI) &&
@@ -1127,7 +1138,8 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
   }
   int miss = e_label(e), after = e_label(e);
   unsigned abits = t->code64 ? 64 : 32;
-  borrow(t, (unsigned)s1);
+  if (direct < 0)
+    borrow(t, (unsigned)s1);
   borrow(t, (unsigned)s2);
   if (s3 >= 0)
     borrow(t, (unsigned)s3);
@@ -1211,7 +1223,9 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       e_bind(e, after); /* never reached: the EMUL callout leaves */
       return;
     }
-    if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
+    if (direct >= 0) {
+      /* The target stays in its register. */
+    } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
       bool h;
       unsigned r = (unsigned)gpr_of(o->reg.value, &h);
       if (osz == 8)
