@@ -8,6 +8,10 @@
  */
 #include "testutil.h"
 
+#include <asm/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #define E_SIZES 0x000
 #define E_MMIO 0x080
 #define E_STRING 0x100
@@ -721,6 +725,63 @@ static void test_handler_fpu(void **state) {
   vmmt_fini(&t);
 }
 
+/* ------------------------------------------------------------------------ */
+/* The thread's GS base around handlers                                     */
+
+static uint64_t thread_gs(void) {
+  unsigned long v = 0;
+  assert_int_equal(syscall(SYS_arch_prctl, ARCH_GET_GS, &v), 0);
+  return v;
+}
+
+struct gs_probe {
+  unsigned calls, wrong;
+  uint64_t want;
+};
+
+static int gs_handler(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                      bool is_write, void *opaque) {
+  struct gs_probe *p = opaque;
+  (void)vcpu, (void)port, (void)is_write;
+  p->calls++;
+  p->wrong += thread_gs() != p->want;
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
+}
+
+/* A thread that uses GS (its base is not 0) runs handlers with its own
+   base, and has it after vmm_vcpu_run() returns; BT runs translated code
+   with its own base and switches only for such threads (docs/bt.md). */
+static void test_handler_gs(void **state) {
+  (void)state;
+  static uint64_t tls_block[4];
+  struct vmmt t;
+  io_guest(&t, E_LOOP);
+  struct gs_probe p = {.want = (uint64_t)(uintptr_t)tls_block};
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, gs_handler, &p));
+  assert_int_equal(syscall(SYS_arch_prctl, ARCH_SET_GS, p.want), 0);
+  for (unsigned i = 0; i < 3; i++) {
+    struct vmm_exit *e = vmmt_run_to_port(t.vcpu, 0x30);
+    assert_int_equal(thread_gs(), p.want);
+    uint16_t v;
+    memcpy(&v, e->io.data, 2);
+    assert_int_equal(v, 3 - i);
+  }
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(thread_gs(), p.want);
+  assert_int_equal(syscall(SYS_arch_prctl, ARCH_SET_GS, 0ul), 0);
+  assert_int_equal(p.calls, 12);
+  assert_int_equal(p.wrong, 0);
+  /* What the guest read: zeros from the handler. */
+  uint64_t got[3];
+  assert_ok(vmm_mem_read(t.vm, 0x20000 + 48, got, sizeof(got)));
+  assert_int_equal(got[0], ~0xffull);
+  assert_int_equal(got[1], ~0xffffull);
+  assert_int_equal(got[2], 0);
+  vmmt_fini(&t);
+}
+
 int main(int argc, char **argv) {
   int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
@@ -743,6 +804,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_handler_error),
       cmocka_unit_test(test_register_from_handler),
       cmocka_unit_test(test_handler_fpu),
+      cmocka_unit_test(test_handler_gs),
   };
   return vmmt_run_group(tests);
 }

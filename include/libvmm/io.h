@@ -7,7 +7,10 @@
  * Handlers are ordinary C functions of that thread: they get its own FPU
  * state (its x87 control word and MXCSR controls, an empty x87 stack), may
  * use x87, SSE and long double freely, and neither see nor change the
- * guest's FPU state (vmm_vcpu_get_fpu() reads it).
+ * guest's FPU state (vmm_vcpu_get_fpu() reads it). On the BT engine a
+ * thread whose GS base is 0 (one that never set it: the x86-64 ABI leaves
+ * GS unused) runs handlers with the engine's GS base; a handler must not
+ * rely on gs: addressing or change the GS base.
  */
 #ifndef LIBVMM_IO_H
 #define LIBVMM_IO_H

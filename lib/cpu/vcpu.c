@@ -16,7 +16,8 @@
 
 /* The vCPU this thread is running, if any: lets a thread raising an
    interrupt for its own vCPU skip the kick (it checks before entering). */
-static _Thread_local vmm_vcpu *current_vcpu;
+static _Thread_local vmm_vcpu *current_vcpu
+    __attribute__((tls_model("initial-exec")));
 
 bool vmm__vcpu_state_accessible(vmm_vcpu *vcpu) {
   pthread_mutex_lock(&vcpu->lock);

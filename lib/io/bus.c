@@ -10,7 +10,8 @@
  * The bus a thread is currently dispatching on, to refuse registration from
  * inside a handler (which would deadlock on the bus lock) with an error.
  */
-static _Thread_local const struct vmm__iobus *dispatching;
+static _Thread_local const struct vmm__iobus *dispatching
+    __attribute__((tls_model("initial-exec")));
 
 bool vmm__iobus_in_handler(const vmm_vm *vm) {
   return dispatching != NULL &&
