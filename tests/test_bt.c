@@ -7,6 +7,8 @@
  * code, the translation-cache bound, CPUID, and AUTO picking BT where KVM
  * cannot run kernel code natively. Guest code: tests/snippets/bt64.asm.
  */
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -999,6 +1001,54 @@ static void test_two_engines(void **state) {
   }
 }
 
+/* Translated code reaches its context at the host RSP plus up to the
+   context's size, and that effective address must be canonical (below
+   2^47): run() skips what a stack has above the bound first. A stack that
+   ends a page below 2^47 (the main thread's does with ASLR off, under
+   gdb) runs a guest whose stores use the write TLB, far into the context;
+   without the skip that died of SIGSEGV. */
+static ucontext_t high_main;
+
+static void high_body(void) {
+  struct vmmt t;
+  setup(&t, E_LOOP_MEM);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  /* [0x30008] = [0x30000] + ecx, ecx = 1000 .. 1: the last value 1. */
+  uint64_t v = 0;
+  assert_ok(vmm_mem_read(t.vm, 0x30008, &v, 8));
+  assert_int_equal(v, 1);
+  assert_int_equal(reg(&t, VMM_REG_RCX), 0);
+  vmmt_fini(&t);
+}
+
+static void test_high_stack(void **state) {
+  (void)state;
+  const size_t size = 1u << 20;
+  uintptr_t top = (1ull << 47) - 4096; /* the last page is never mapped */
+  void *stk = mmap((void *)(top - size), size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (stk == MAP_FAILED || stk != (void *)(top - size)) {
+    /* Taken by this process's own stack: there with ASLR off, or put
+       within 1 MiB of the top by ASLR (about 1 in 16000). The main
+       thread's stack is then high enough for the case. */
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    if (stk != MAP_FAILED)
+      munmap(stk, size);
+    if (sp < top - size)
+      fail_msg("the top 1 MiB below 2^47 is taken, not by the stack");
+    high_body();
+    return;
+  }
+  ucontext_t body;
+  assert_int_equal(getcontext(&body), 0);
+  body.uc_stack.ss_sp = stk;
+  body.uc_stack.ss_size = size;
+  body.uc_link = &high_main;
+  makecontext(&body, high_body, 0);
+  assert_int_equal(swapcontext(&high_main, &body), 0);
+  munmap(stk, size);
+}
+
 /* ------------------------------------------------------------------------ */
 /* The emitter                                                              */
 
@@ -1202,6 +1252,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_cpuid),
       cmocka_unit_test(test_small_cache),
       cmocka_unit_test(test_two_engines),
+      cmocka_unit_test(test_high_stack),
   };
   return vmmt_run_group(tests);
 }

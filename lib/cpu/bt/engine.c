@@ -1226,8 +1226,34 @@ static int dispatch(struct bt_vcpu *b, bool one) {
   }
 }
 
+/*
+ * Translated code addresses the context as gs:[R + offset] (R its host
+ * RSP), and the processor faults when that effective address, before the
+ * GS base is added, is not canonical: R + BT_CTX_SIZE must stay below
+ * 2^47. Only the main thread's stack reaches that high (its top is just
+ * below 2^47 when ASLR is off, under gdb for instance). run() and sync()
+ * therefore skip the top of such a stack (at most BT_CTX_SIZE plus a page,
+ * in the caller's frame) before translated code runs below them.
+ */
+#define BT_RSP_MAX ((1ull << 47) - BT_CTX_SIZE - 8192)
+
+static size_t stack_skip(void) {
+  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+  return sp > BT_RSP_MAX ? (size_t)(sp - BT_RSP_MAX) : 0;
+}
+
+#define SKIP_STACK_TOP()                                                       \
+  do {                                                                         \
+    size_t skip_ = stack_skip();                                               \
+    if (skip_ != 0) {                                                          \
+      volatile char *pad_ = __builtin_alloca(skip_);                           \
+      pad_[0] = 0;                                                             \
+    }                                                                          \
+  } while (0)
+
 static int bt_run(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
+  SKIP_STACK_TOP();
   if (!b->ran) {
     b->ran = true;
     if (!b->counting)
@@ -1249,6 +1275,7 @@ static int bt_run(vmm_vcpu *vcpu) {
 
 static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
+  SKIP_STACK_TOP();
   b->exit_ready = false;
   b->host_gs = get_gs(b);
   set_gs(b, ctx_gs(b));
