@@ -51,6 +51,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_SELF_LOOP_SPIN 0x651
 #define E_WARM_SPIN 0x680
 #define E_WARM_SPIN_A 0x6c1
+#define E_MANY_INTS 0x700
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -299,6 +300,21 @@ static void test_kick_warm_links(void **state) {
   check_kept_regs(&t, E_WARM_SPIN_A);
   assert_ok(vmm_mem_read(t.vm, 0x30010, &a2, 8));
   assert_true(a2 > a1);
+  vmmt_fini(&t);
+}
+
+/* Emulated instructions keep their decode cache entry in their callout's
+   descriptor (bt_decode_desc); 160 runs of 80 different `int n` reuse
+   every entry of the 64-entry cache, and each must still be its own. */
+static void test_decode_reuse(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_MANY_INTS);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  uint64_t got[160];
+  assert_ok(vmm_mem_read(t.vm, 0x31000, got, sizeof(got)));
+  for (unsigned i = 0; i < 160; i++)
+    assert_int_equal(got[i], 0x30 + i % 80);
   vmmt_fini(&t);
 }
 
@@ -1172,6 +1188,12 @@ static void test_emitter(void **state) {
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_JMP);
   check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0xf0);
+  for (unsigned r = 0; r < 16; r++) {
+    EMIT(e_jmp_r(&e, r));
+    assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_JMP);
+    assert_int_equal(op[0].type, ZYDIS_OPERAND_TYPE_REGISTER);
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
+  }
   EMIT(e_call_gs(&e, 0x12345));
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CALL);
   check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
@@ -1226,6 +1248,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kick_rep_huge),
       cmocka_unit_test(test_kick_self_loop),
       cmocka_unit_test(test_kick_warm_links),
+      cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),
       cmocka_unit_test(test_exception_exits),
       cmocka_unit_test(test_sw_breakpoint),

@@ -45,6 +45,11 @@
 ;                    self loop adding 3 to [0x30000] 100000 times (rdx = 0,
 ;                    rsi = 300000 after it), then an endless one incrementing
 ;                    [0x30008] (at 0x651): only kicks stop it.
+;   0x700 many_ints  80 different `int n` (n = 0x30..0x7f) twice, each
+;                    through its own IDT gate to a stub setting ebx = n,
+;                    stored at 0x31000 + 8 * (n - 0x30) + 640 * pass;
+;                    more emulated instructions than the decode cache
+;                    holds, so callouts find their entries reused; hlt.
 ;   0x680 warm_spin  the same registers as self_loop_mem (rdx = 0, rsi =
 ;                    300000), then two blocks (at 0x6c1 and 0x6c8) jumping
 ;                    to each other, counting in [0x30010] and [0x30018].
@@ -354,3 +359,54 @@ warm_spin:                      ; two blocks jumping to each other, both
     jmp .b
 .b: add qword [rdi + 24], 1
     jmp .a
+
+times 0x700 - ($ - $$) db 0xcc
+many_ints:
+    ; Gates 0x30..0x7f at 0x40000 + 16 * n, to the stubs below.
+    mov edi, 0x40000 + 16 * 0x30
+    lea rsi, [rel int_stubs]
+    mov ecx, 80
+    mov dx, cs
+.gate:
+    mov rax, rsi
+    mov [rdi], ax               ; offset 15:0
+    mov [rdi + 2], dx           ; selector
+    mov word [rdi + 4], 0x8e00  ; present, DPL 0, interrupt gate
+    shr rax, 16
+    mov [rdi + 6], ax           ; offset 31:16
+    shr rax, 16
+    mov [rdi + 8], eax          ; offset 63:32
+    mov dword [rdi + 12], 0
+    add rdi, 16
+    add rsi, 8
+    dec ecx
+    jnz .gate
+    lidt [rel many_idtr]
+    mov edi, 0x31000
+    mov r8d, 2
+.pass:
+%assign v 0x30
+%rep 80
+    int v
+    mov [rdi + (v - 0x30) * 8], rbx
+%assign v v + 1
+%endrep
+    add rdi, 640
+    dec r8d
+    jnz .pass
+    hlt
+
+align 8
+int_stubs:
+%assign v 0x30
+%rep 80
+    mov ebx, v                  ; 5 bytes
+    iretq                       ; 2
+    nop                         ; 1: stubs 8 bytes apart
+%assign v v + 1
+%endrep
+
+align 8
+many_idtr:
+    dw 16 * 256 - 1
+    dq 0x40000

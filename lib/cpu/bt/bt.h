@@ -22,6 +22,7 @@
 struct bt_dcache {
   bool valid;
   uint8_t len;
+  uint64_t gen; /* which fill this is: unique per vCPU (bt_decode_desc) */
   uint8_t bytes[15];
   ZydisMachineMode zmode;
   ZydisStackWidth zstack;
@@ -212,7 +213,9 @@ struct bt_desc {
   uint8_t park;    /* register holding rcx's guest value, or 0xff */
   uint8_t ends_tu; /* EMUL: always leave the fragment afterwards */
   uint8_t bytes[15];
+  uint8_t dslot;   /* EMUL: the decode cache entry of its last decoding... */
   uint32_t arg;
+  uint64_t dgen;   /* ... while that entry's gen is this (0: none) */
   uint64_t rip;    /* RIP of the instruction */
   uint64_t retry;  /* host address: redo the TLB lookup */
   uint64_t after;  /* host address: continue after the instruction */
@@ -409,6 +412,7 @@ struct bt_vcpu {
   struct bt_dcache dcache[BT_DCACHE_SIZE];
   uint8_t dcache_victim[BT_DCACHE_SIZE / 2]; /* per set: the way to replace */
   int dcache_pin; /* entry bt_decode_ref() lent out (never replaced), or -1 */
+  uint64_t dcache_gen; /* fills so far */
 
   /* Derived mode. */
   uint32_t key;
@@ -596,8 +600,7 @@ uint64_t bt_cs_base(const struct bt_vcpu *b);
 unsigned bt_addr_bits(const struct bt_vcpu *b);
 
 /* interp.c */
-int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
-               uint64_t rip);
+int bt_emulate(struct bt_vcpu *b, struct bt_desc *d);
 /* An in/out whose operands a BT_D_PIO descriptor holds (arg), at rip. */
 int bt_pio(struct bt_vcpu *b, uint32_t arg, uint64_t rip, uint64_t next);
 void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]);
@@ -627,6 +630,12 @@ int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
 int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
                   const ZydisDecodedInstruction **di,
                   const ZydisDecodedOperand **op);
+/* As bt_decode_ref() for a callout's instruction, without hashing or
+   comparing its bytes when the entry it was decoded into last time still
+   holds that decoding. */
+int bt_decode_desc(struct bt_vcpu *b, struct bt_desc *d,
+                   const ZydisDecodedInstruction **di,
+                   const ZydisDecodedOperand **op);
 int bt_find_memop(const ZydisDecodedInstruction *di,
                   const ZydisDecodedOperand *op);
 bool bt_needs_align16(const ZydisDecodedInstruction *di,

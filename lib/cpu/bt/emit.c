@@ -380,6 +380,16 @@ static void gs_indirect(struct emit *e, unsigned modrm_reg, int32_t off) {
   mem_insn(e, 0x65, false, modrm_reg, &op, 1, R_SP, -1, 1, off, false);
 }
 
+void e_jmp_r(struct emit *e, unsigned r) {
+  uint8_t b[3];
+  unsigned n = 0;
+  if (r >= 8)
+    b[n++] = 0x41;
+  b[n++] = 0xff;
+  b[n++] = (uint8_t)(0xe0 | (r & 7));
+  e_bytes(e, b, n);
+}
+
 void e_jmp_gs(struct emit *e, int32_t off) {
   gs_indirect(e, 4, off);
 }

@@ -90,6 +90,7 @@ void e_jrcxz(struct emit *e, int label);
 void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
 void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */
 void e_jmp_gs(struct emit *e, int32_t off);   /* jmp qword gs:[off] */
+void e_jmp_r(struct emit *e, unsigned r);      /* jmp r64 */
 void e_call_gs(struct emit *e, int32_t off);  /* call qword gs:[off] */
 /* Patchable jumps: return the offset (from buf) of the aligned rel32. */
 uint32_t e_jmp_patchable(struct emit *e);

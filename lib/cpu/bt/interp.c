@@ -1412,17 +1412,21 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
 
 static void flat_seg(struct vmm_segment *s, uint16_t sel, bool code, bool l,
                      unsigned dpl) {
-  memset(s, 0, sizeof(*s));
-  s->selector = sel;
+  /* Field by field: gcc zeroed the struct first with rep stos, whose
+     start-up was a fifth of a sysret's emulation. */
   s->base = 0;
   s->limit = 0xffffffff;
+  s->selector = sel;
   s->type = code ? X86_SEG_CODE_RX_ACCESSED : X86_SEG_DATA_RW_ACCESSED;
-  s->s = 1;
   s->present = 1;
   s->dpl = (uint8_t)dpl;
-  s->g = 1;
-  s->l = l;
   s->db = !l;
+  s->s = 1;
+  s->l = l;
+  s->g = 1;
+  s->avl = 0;
+  s->unusable = 0;
+  s->padding = 0;
 }
 
 static int do_syscall(struct bt_vcpu *b, struct insn *in) {
@@ -2404,13 +2408,13 @@ static int emulate(struct bt_vcpu *b, struct insn *in) {
   return BT_OK;
 }
 
-/* Emulate the instruction at `rip` (bytes given). ctx->rip = rip on entry. */
-int bt_emulate(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
-               uint64_t rip) {
+/* Emulate a callout's instruction (d->bytes at d->rip). */
+int bt_emulate(struct bt_vcpu *b, struct bt_desc *d) {
   struct insn in;
+  uint64_t rip = d->rip;
   b->ctx.rip = rip;
   int pin = b->dcache_pin;
-  if (bt_decode_ref(b, bytes, len, &in.di, &in.op) < 0) {
+  if (bt_decode_desc(b, d, &in.di, &in.op) < 0) {
     b->dcache_pin = pin;
     return bt_raise(b, X86_EXC_UD, false, 0);
   }

@@ -751,6 +751,7 @@ int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
   if (ZYAN_FAILED(ZydisDecoderDecodeFull(&dec, bytes, len, &c->di, c->op)))
     return -1;
   c->valid = true;
+  c->gen = ++b->dcache_gen;
   c->len = (uint8_t)len;
   c->zmode = b->zmode;
   c->zstack = b->zstack;
@@ -759,6 +760,30 @@ int bt_decode_ref(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,
   *di = &c->di;
   *op = c->op;
   return 0;
+}
+
+/* A descriptor belongs to one fragment, which runs only in its own mode
+   (key), so the decoder mode of its entry is the current one; the bytes
+   are the descriptor's own. gen is 64 bits: it never comes round again. */
+int bt_decode_desc(struct bt_vcpu *b, struct bt_desc *d,
+                   const ZydisDecodedInstruction **di,
+                   const ZydisDecodedOperand **op) {
+  if (d->dgen != 0 && d->dslot < BT_DCACHE_SIZE) {
+    struct bt_dcache *c = &b->dcache[d->dslot];
+    if (c->valid && c->gen == d->dgen) {
+      b->dcache_victim[d->dslot / 2] = (uint8_t)((d->dslot & 1) ^ 1);
+      b->dcache_pin = d->dslot;
+      *di = &c->di;
+      *op = c->op;
+      return 0;
+    }
+  }
+  int rc = bt_decode_ref(b, d->bytes, d->len, di, op);
+  if (rc == 0) {
+    d->dslot = (uint8_t)b->dcache_pin;
+    d->dgen = b->dcache[b->dcache_pin].gen;
+  }
+  return rc;
 }
 
 int bt_decode(struct bt_vcpu *b, const uint8_t *bytes, unsigned len,

@@ -1093,14 +1093,20 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   /* Into the warm entry when STD_KEPT is borrowed here (emit_body). */
   bool warm = t->warm && park < 0 && (t->borrowed & STD_KEPT) == STD_KEPT;
   e_mov_r_gsidx(e, t1, warm ? BT_OFF_JC_WARM : BT_OFF_JC_HOST, t1);
-  e_mov_gs_r(e, BT_OFF_JMP, t1);
+  uint16_t keep = warm ? STD_KEPT : 0;
+  /* The target stays in t1 when t1 stays borrowed; else in the context. */
+  bool via_reg = (keep & (1u << t1)) != 0;
+  if (!via_reg)
+    e_mov_gs_r(e, BT_OFF_JMP, t1);
   if (park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)park, 64);
-  uint16_t keep = warm ? STD_KEPT : 0;
   for (unsigned r = 0; r < 16; r++)
     if ((t->borrowed & ~keep) & (1u << r))
       e_mov_r_gs(e, r, SLOT(r));
-  e_jmp_gs(e, BT_OFF_JMP);
+  if (via_reg)
+    e_jmp_r(e, t1);
+  else
+    e_jmp_gs(e, BT_OFF_JMP);
   t->borrowed = 0;
   t->park = -1;
 }
