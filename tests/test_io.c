@@ -4,13 +4,24 @@
  * size for ports and MMIO, string I/O element by element, declined
  * accesses reaching the exit handler or the caller, handler errors ending
  * vmm_vcpu_run(), registration from inside a handler, unhandled reads
- * completed by the caller, and the FPU state on both sides of a handler.
+ * completed by the caller, the FPU state on both sides of a handler, and
+ * registration while vCPUs run: unregistering waits for handlers in
+ * flight (vCPUs, threads without a vCPU, nested dispatch) and none is
+ * called after it returned, with membarrier and with the fenced fallback;
+ * hit counts stay exact through many table replacements.
  */
 #include "testutil.h"
 
 #include <asm/prctl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "internal.h" /* vmm__iobus_dispatch, the bus's fallback switch */
 
 #define E_SIZES 0x000
 #define E_MMIO 0x080
@@ -20,6 +31,7 @@
 #define E_THREE 0x280
 #define E_LOOP 0x300
 #define E_X87 0x500
+#define E_HAMMER 0x700
 #define MMIO_BASE 0xd0000000ull
 
 struct access {
@@ -782,6 +794,469 @@ static void test_handler_gs(void **state) {
   vmmt_fini(&t);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Registration while vCPUs run                                             */
+
+struct counter {
+  atomic_uint_fast64_t calls;
+};
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Wait (yielding) until *v reaches at least want; fail after 20 s. */
+static void wait_at_least(atomic_uint_fast64_t *v, uint64_t want) {
+  uint64_t t0 = now_ns();
+  while (atomic_load(v) < want) {
+    if (now_ns() - t0 > 20000000000ull)
+      fail_msg("waited 20 s for %llu calls, saw %llu", (unsigned long long)want,
+               (unsigned long long)atomic_load(v));
+    sched_yield();
+  }
+}
+
+/* A vCPU running entry_hammer on its own thread until stopped. Ports 0x40
+   and 0x42 without a handler are reads the caller completes (with 0). */
+struct hammer {
+  vmm_vcpu *vcpu;
+  pthread_t thread;
+  atomic_bool stop;
+  int rc; /* a run error, or 1000 + an unexpected exit reason */
+};
+
+static void *hammer_run(void *arg) {
+  struct hammer *h = arg;
+  while (!atomic_load(&h->stop)) {
+    struct vmm_exit *e = NULL;
+    int rc = vmm_vcpu_run(h->vcpu, &e);
+    if (rc < 0) {
+      h->rc = rc;
+      break;
+    }
+    if (e->reason == VMM_EXIT_STOPPED)
+      continue;
+    if (e->reason == VMM_EXIT_IO && !e->io.is_write &&
+        (e->io.port == 0x40 || e->io.port == 0x42))
+      continue;
+    h->rc = 1000 + (int)e->reason;
+    break;
+  }
+  return NULL;
+}
+
+#define RIG_MAX 2
+
+/* A VM whose vCPUs all run entry_hammer. */
+struct rig {
+  vmm_vm *vm;
+  unsigned n;
+  struct hammer h[RIG_MAX];
+};
+
+static void rig_init(struct rig *g, unsigned n, bool fenced) {
+  memset(g, 0, sizeof(*g));
+  g->n = n;
+  g->vm = vmmt_vm_create(n, 0);
+  if (fenced) {
+    /* As without membarrier(2): readers fence. Set before any reader. */
+    g->vm->pio.fence = true;
+    g->vm->mmio.fence = true;
+  }
+  assert_ok(vmm_mem_slot_add(g->vm, 0, VMMT_RAM, NULL, 0, NULL));
+  size_t len;
+  uint8_t *bin = vmmt_read_bin("io64", &len);
+  assert_ok(vmm_mem_write(g->vm, VMMT_CODE, bin, len));
+  free(bin);
+  for (unsigned i = 0; i < n; i++) {
+    assert_ok(vmm_vcpu_create(g->vm, i, &g->h[i].vcpu));
+    vmmt_setup_vcpu(g->h[i].vcpu, VMM_MODE_LONG64, 3);
+    vmmt_set_ip_sp(g->h[i].vcpu, VMMT_CODE + E_HAMMER, VMMT_STACK);
+  }
+}
+
+static void rig_start(struct rig *g) {
+  for (unsigned i = 0; i < g->n; i++) {
+    atomic_store(&g->h[i].stop, false);
+    assert_int_equal(
+        pthread_create(&g->h[i].thread, NULL, hammer_run, &g->h[i]), 0);
+  }
+}
+
+static void rig_stop(struct rig *g) {
+  for (unsigned i = 0; i < g->n; i++) {
+    atomic_store(&g->h[i].stop, true);
+    assert_ok(vmm_vcpu_kick(g->h[i].vcpu));
+  }
+  for (unsigned i = 0; i < g->n; i++) {
+    assert_int_equal(pthread_join(g->h[i].thread, NULL), 0);
+    assert_int_equal(g->h[i].rc, 0);
+  }
+}
+
+/* Handler state that the test poisons once vmm_io_unregister() returned
+   (as a device would free it). A call that finds it poisoned, on entry or
+   when it ends, is a call after unregistering. */
+#define RACE_LIVE 0x11fe11feu
+#define RACE_DEAD 0xdeaddeadu
+
+struct race {
+  atomic_uint late;      /* calls seen after unregistering returned */
+  atomic_uint busy_seen; /* rounds that unregistered a running handler */
+};
+
+struct race_dev {
+  atomic_uint magic;
+  atomic_bool busy;
+  atomic_uint_fast64_t calls;
+  struct race *race;
+};
+
+static int race_handler(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                        bool is_write, void *opaque) {
+  struct race_dev *d = opaque;
+  (void)vcpu, (void)addr, (void)is_write;
+  if (atomic_load(&d->magic) != RACE_LIVE)
+    atomic_fetch_add(&d->race->late, 1);
+  atomic_store(&d->busy, true);
+  atomic_fetch_add(&d->calls, 1);
+  /* Stay a while (5 us), so that unregistering mostly finds the handler
+     running, as a device's slow handler would be. */
+  uint64_t t0 = now_ns();
+  while (now_ns() - t0 < 5000)
+    ;
+  if (atomic_load(&d->magic) != RACE_LIVE)
+    atomic_fetch_add(&d->race->late, 1);
+  atomic_store(&d->busy, false);
+  memset(data, 0x5a, len);
+  return 0;
+}
+
+/* Two vCPUs hammer port 0x40 while the main thread registers a handler,
+   waits until it is being called, unregisters it and poisons its state,
+   again and again: no call may come after unregistering returned. */
+static void race_rounds(bool fenced) {
+  enum { ROUNDS = 300 };
+  struct rig g;
+  struct race r = {0};
+  struct race_dev *devs = calloc(ROUNDS, sizeof(*devs));
+  assert_non_null(devs);
+  rig_init(&g, RIG_MAX, fenced);
+  rig_start(&g);
+  for (unsigned i = 0; i < ROUNDS; i++) {
+    struct race_dev *d = &devs[i];
+    atomic_init(&d->magic, RACE_LIVE);
+    d->race = &r;
+    assert_ok(vmm_io_register(g.vm, VMM_IO_PORT, 0x40, 1, race_handler, d));
+    wait_at_least(&d->calls, 2);
+    if (atomic_load(&d->busy))
+      atomic_fetch_add(&r.busy_seen, 1);
+    assert_ok(vmm_io_unregister(g.vm, VMM_IO_PORT, 0x40));
+    atomic_store(&d->magic, RACE_DEAD);
+  }
+  /* Hammering goes on without a handler for a while. */
+  struct timespec ts = {0, 20 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  rig_stop(&g);
+  assert_int_equal(atomic_load(&r.late), 0);
+  /* The race was real: handlers were running when unregistering began. */
+  assert_true(atomic_load(&r.busy_seen) > 0);
+  free(devs);
+  assert_ok(vmm_vm_destroy(g.vm));
+}
+
+static void test_unregister_races_dispatch(void **state) {
+  (void)state;
+  race_rounds(false);
+}
+
+/* The same with the fallback for hosts without membarrier(2). */
+static void test_unregister_races_dispatch_fenced(void **state) {
+  (void)state;
+  race_rounds(true);
+}
+
+static int count_handler(vmm_vcpu *vcpu, uint64_t addr, void *data,
+                         uint32_t len, bool is_write, void *opaque) {
+  struct counter *c = opaque;
+  (void)vcpu, (void)addr, (void)is_write;
+  atomic_fetch_add(&c->calls, 1);
+  memset(data, 0, len);
+  return 0;
+}
+
+/* The "accesses" of the range at base in the VM's statistics (-1: no such
+   range), and the number of ranges in that space. */
+static long long range_accesses(vmm_vm *vm, enum vmm_io_space space,
+                                uint64_t base, size_t *nranges) {
+  json_t *s = NULL;
+  assert_ok(vmm_vm_stats_json(vm, &s));
+  json_t *arr = json_object_get(json_object_get(s, "io"),
+                                space == VMM_IO_PORT ? "port" : "mmio");
+  assert_true(json_is_array(arr));
+  long long n = -1;
+  size_t i;
+  json_t *r;
+  json_array_foreach(arr, i, r) {
+    if ((uint64_t)json_integer_value(json_object_get(r, "base")) == base)
+      n = json_integer_value(json_object_get(r, "accesses"));
+  }
+  if (nranges != NULL)
+    *nranges = json_array_size(arr);
+  json_decref(s);
+  return n;
+}
+
+/* Many registrations and unregistrations on both buses while two vCPUs
+   dispatch: the range at 0x40, in place all along while the tables around
+   it are replaced (and its index in them moves), counts every access
+   exactly; a range registered anew counts from zero; and every `in` the
+   guest executed reached the handler exactly once. */
+static void test_register_churn_hits(void **state) {
+  (void)state;
+  enum { CHURN = 200 };
+  struct rig g;
+  struct counter a = {0}, b[CHURN + 1];
+  memset(b, 0, sizeof(b));
+  rig_init(&g, RIG_MAX, false);
+  assert_ok(vmm_io_register(g.vm, VMM_IO_PORT, 0x40, 1, count_handler, &a));
+  rig_start(&g);
+  for (unsigned i = 0; i < CHURN; i++) {
+    uint64_t lo = 0x20 - i % 16, hi = 0x100 + i, mmio = MMIO_BASE + i * 0x1000;
+    assert_ok(vmm_io_register(g.vm, VMM_IO_PORT, hi, 1, dummy, NULL));
+    assert_ok(vmm_io_register(g.vm, VMM_IO_PORT, lo, 1, dummy, NULL));
+    assert_ok(vmm_io_register(g.vm, VMM_IO_MMIO, mmio, 0x1000, dummy, NULL));
+    assert_ok(
+        vmm_io_register(g.vm, VMM_IO_PORT, 0x42, 1, count_handler, &b[i]));
+    if (i % 16 == 0)
+      wait_at_least(&b[i].calls, 1);
+    assert_ok(vmm_io_unregister(g.vm, VMM_IO_PORT, 0x42));
+    assert_ok(vmm_io_unregister(g.vm, VMM_IO_PORT, lo));
+    if (i % 2 == 0) /* keep every other: the tables grow */
+      assert_ok(vmm_io_unregister(g.vm, VMM_IO_PORT, hi));
+  }
+  struct counter *last = &b[CHURN];
+  assert_ok(vmm_io_register(g.vm, VMM_IO_PORT, 0x42, 1, count_handler, last));
+  wait_at_least(&last->calls, 100);
+  rig_stop(&g);
+
+  size_t nports, nmmio;
+  uint64_t a_calls = atomic_load(&a.calls);
+  assert_int_equal(range_accesses(g.vm, VMM_IO_PORT, 0x40, &nports), a_calls);
+  assert_int_equal(range_accesses(g.vm, VMM_IO_PORT, 0x42, NULL),
+                   atomic_load(&last->calls));
+  assert_int_equal(nports, 2 + CHURN / 2);
+  assert_int_equal(range_accesses(g.vm, VMM_IO_MMIO, MMIO_BASE, &nmmio), 0);
+  assert_int_equal(nmmio, CHURN);
+  /* rbx counts each vCPU's finished rounds: the `in` of a round that was
+     interrupted may have been served already. */
+  uint64_t rounds = 0;
+  for (unsigned i = 0; i < g.n; i++)
+    rounds += vmmt_reg(g.h[i].vcpu, VMM_REG_RBX);
+  assert_true(a_calls >= rounds && a_calls <= rounds + g.n);
+
+  /* Resetting zeroes the live counters; counting goes on from there. */
+  assert_ok(vmm_vm_stats_reset(g.vm));
+  assert_int_equal(range_accesses(g.vm, VMM_IO_PORT, 0x40, NULL), 0);
+  rig_start(&g);
+  wait_at_least(&a.calls, a_calls + 100);
+  rig_stop(&g);
+  assert_int_equal(range_accesses(g.vm, VMM_IO_PORT, 0x40, NULL),
+                   atomic_load(&a.calls) - a_calls);
+  assert_ok(vmm_vm_destroy(g.vm));
+}
+
+/* A handler that blocks until the test opens the gate (unless pass is
+   set: then it only counts); nest_port: first dispatch that port on the
+   same vCPU, from inside. */
+struct gate {
+  pthread_mutex_t m;
+  pthread_cond_t c;
+  bool entered, open, pass;
+  unsigned calls;
+  vmm_vm *vm;
+  vmm_vcpu *vcpu;
+  uint64_t nest_port;
+  int nest_rc;
+};
+
+static void gate_init(struct gate *g, vmm_vm *vm) {
+  memset(g, 0, sizeof(*g));
+  assert_int_equal(pthread_mutex_init(&g->m, NULL), 0);
+  assert_int_equal(pthread_cond_init(&g->c, NULL), 0);
+  g->vm = vm;
+  g->nest_rc = 1;
+}
+
+static void gate_fini(struct gate *g) {
+  pthread_cond_destroy(&g->c);
+  pthread_mutex_destroy(&g->m);
+}
+
+static int gate_handler(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                        bool is_write, void *opaque) {
+  struct gate *g = opaque;
+  (void)addr, (void)is_write;
+  if (g->nest_port != 0) {
+    uint8_t byte = 0;
+    g->nest_rc =
+        vmm__iobus_dispatch(&g->vm->pio, vcpu, g->nest_port, &byte, 1, false);
+  }
+  pthread_mutex_lock(&g->m);
+  g->calls++;
+  g->entered = true;
+  pthread_cond_broadcast(&g->c);
+  while (!g->open && !g->pass)
+    pthread_cond_wait(&g->c, &g->m);
+  pthread_mutex_unlock(&g->m);
+  memset(data, 0, len);
+  return 0;
+}
+
+struct unreg_call {
+  vmm_vm *vm;
+  uint64_t port;
+  atomic_bool done;
+  int rc;
+};
+
+static void *unreg_run(void *arg) {
+  struct unreg_call *u = arg;
+  u->rc = vmm_io_unregister(u->vm, VMM_IO_PORT, u->port);
+  atomic_store(&u->done, true);
+  return NULL;
+}
+
+/* With the gate's handler blocked in dispatch, unregistering its range
+   from another thread does not return until the handler did; registration
+   on the VM's other bus and on another VM is not held up meanwhile. */
+static void expect_unregister_waits(struct gate *g, uint64_t port) {
+  pthread_mutex_lock(&g->m);
+  while (!g->entered)
+    pthread_cond_wait(&g->c, &g->m);
+  pthread_mutex_unlock(&g->m);
+  struct unreg_call u = {.vm = g->vm, .port = port};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, unreg_run, &u), 0);
+  struct timespec ts = {0, 100 * 1000 * 1000};
+  nanosleep(&ts, NULL);
+  assert_false(atomic_load(&u.done));
+  assert_ok(vmm_io_register(g->vm, VMM_IO_MMIO, 0xe0000000, 1, dummy, NULL));
+  assert_ok(vmm_io_unregister(g->vm, VMM_IO_MMIO, 0xe0000000));
+  vmm_vm *other = vmmt_vm_create(1, 0);
+  assert_ok(vmm_io_register(other, VMM_IO_PORT, port, 1, dummy, NULL));
+  assert_ok(vmm_io_unregister(other, VMM_IO_PORT, port));
+  assert_ok(vmm_vm_destroy(other));
+  assert_false(atomic_load(&u.done));
+  pthread_mutex_lock(&g->m);
+  g->open = true;
+  pthread_cond_broadcast(&g->c);
+  pthread_mutex_unlock(&g->m);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_true(atomic_load(&u.done));
+  assert_ok(u.rc);
+}
+
+/* A vCPU in a slow handler (here: one that blocks) is waited for. */
+static void test_unregister_waits_for_vcpu(void **state) {
+  (void)state;
+  struct rig r;
+  struct gate g;
+  rig_init(&r, 1, false);
+  gate_init(&g, r.vm);
+  assert_ok(vmm_io_register(r.vm, VMM_IO_PORT, 0x40, 1, gate_handler, &g));
+  rig_start(&r);
+  expect_unregister_waits(&g, 0x40);
+  /* The guest goes on reading port 0x40, unhandled now. */
+  uint64_t t0 = now_ns();
+  while (now_ns() - t0 < 20 * 1000 * 1000)
+    sched_yield();
+  rig_stop(&r);
+  assert_int_equal(g.calls, 1);
+  assert_true(vmmt_reg(r.h[0].vcpu, VMM_REG_RBX) > 0);
+  gate_fini(&g);
+  assert_ok(vmm_vm_destroy(r.vm));
+}
+
+struct anon_call {
+  vmm_vm *vm;
+  vmm_vcpu *vcpu; /* NULL: a dispatch without a vCPU */
+  uint64_t port;
+  int rc;
+};
+
+static void *anon_run(void *arg) {
+  struct anon_call *a = arg;
+  uint8_t byte = 0;
+  a->rc = vmm__iobus_dispatch(&a->vm->pio, a->vcpu, a->port, &byte, 1, false);
+  return NULL;
+}
+
+/* Dispatch from a thread without a vCPU (devices' tests, the harnesses) is
+   waited for the same way. */
+static void test_unregister_waits_for_anon(void **state) {
+  (void)state;
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  struct gate g;
+  gate_init(&g, vm);
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x40, 1, gate_handler, &g));
+  struct anon_call a = {.vm = vm, .port = 0x40};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, anon_run, &a), 0);
+  expect_unregister_waits(&g, 0x40);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_ok(a.rc);
+  a.rc = 1;
+  anon_run(&a);
+  assert_int_equal(a.rc, VMM_IO_DECLINED);
+  assert_int_equal(g.calls, 1);
+  gate_fini(&g);
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+/* A dispatch nested in a handler on the same vCPU: the vCPU stays marked
+   from the outer dispatch's start to its end, while the inner one runs
+   and after it ended. Unregistering the outer range waits for both.
+   block_inner: the inner handler blocks, else the outer one after the
+   inner dispatch returned. */
+static void nested_case(bool block_inner) {
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  vmm_vcpu *vcpu;
+  assert_ok(vmm_vcpu_create(vm, 0, &vcpu));
+  struct gate outer, inner;
+  gate_init(&outer, vm);
+  gate_init(&inner, vm);
+  outer.nest_port = 0x47;
+  outer.pass = block_inner;
+  inner.pass = !block_inner;
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x46, 1, gate_handler, &outer));
+  assert_ok(vmm_io_register(vm, VMM_IO_PORT, 0x47, 1, gate_handler, &inner));
+  /* The thread dispatches as the (not running) vCPU would. */
+  struct anon_call a = {.vm = vm, .vcpu = vcpu, .port = 0x46};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, anon_run, &a), 0);
+  expect_unregister_waits(block_inner ? &inner : &outer, 0x46);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_ok(a.rc);
+  assert_ok(outer.nest_rc);
+  assert_int_equal(outer.calls, 1);
+  assert_int_equal(inner.calls, 1);
+  /* The mark was cleared when the outer dispatch ended: a writer does not
+     wait for it any more. */
+  assert_ok(vmm_io_unregister(vm, VMM_IO_PORT, 0x47));
+  gate_fini(&outer);
+  gate_fini(&inner);
+  assert_ok(vmm_vm_destroy(vm));
+}
+
+static void test_unregister_waits_nested(void **state) {
+  (void)state;
+  nested_case(false);
+  nested_case(true);
+}
+
 int main(int argc, char **argv) {
   int rc = vmmt_select_engine(argc, argv);
   if (rc != 0)
@@ -805,6 +1280,12 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_register_from_handler),
       cmocka_unit_test(test_handler_fpu),
       cmocka_unit_test(test_handler_gs),
+      cmocka_unit_test(test_unregister_races_dispatch),
+      cmocka_unit_test(test_unregister_races_dispatch_fenced),
+      cmocka_unit_test(test_register_churn_hits),
+      cmocka_unit_test(test_unregister_waits_for_vcpu),
+      cmocka_unit_test(test_unregister_waits_for_anon),
+      cmocka_unit_test(test_unregister_waits_nested),
   };
   return vmmt_run_group(tests);
 }

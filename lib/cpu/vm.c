@@ -157,9 +157,9 @@ int vmm_vm_create(const struct vmm_vm_config *user_cfg, vmm_vm **out) {
   }
   if ((err = vmm__mem_init(&vm->mem)) < 0)
     goto fail_alloc;
-  if ((err = vmm__iobus_init(&vm->pio, 0x10000)) < 0)
+  if ((err = vmm__iobus_init(&vm->pio, 0x10000, cfg.max_vcpus)) < 0)
     goto fail_mem;
-  if ((err = vmm__iobus_init(&vm->mmio, VMM__GPA_LIMIT)) < 0)
+  if ((err = vmm__iobus_init(&vm->mmio, VMM__GPA_LIMIT, cfg.max_vcpus)) < 0)
     goto fail_pio;
   if ((err = -pthread_mutex_init(&vm->lock, NULL)) < 0)
     goto fail_mmio;

@@ -1,14 +1,24 @@
 /*
- * Port-I/O and MMIO buses: registration and dispatch. See docs/io.md.
+ * Port-I/O and MMIO buses: registration and dispatch. See docs/io.md
+ * ("Dispatch without locks") for the read-copy-update scheme and why its
+ * orderings are enough.
  */
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "../internal.h"
 
 /*
  * The bus a thread is currently dispatching on, to refuse registration from
- * inside a handler (which would deadlock on the bus lock) with an error.
+ * inside a handler (which would wait for its own dispatch to end) with an
+ * error.
  */
 static _Thread_local const struct vmm__iobus *dispatching
     __attribute__((tls_model("initial-exec")));
@@ -18,25 +28,78 @@ bool vmm__iobus_in_handler(const vmm_vm *vm) {
          (dispatching == &vm->pio || dispatching == &vm->mmio);
 }
 
-int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit) {
+static long membarrier(int cmd) {
+  return syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/*
+ * Whether writers can make readers' compiler barriers full fences with
+ * membarrier(2). Registration is per process, idempotent and permanent
+ * (until exec), so asking again for each bus is harmless.
+ */
+static bool membarrier_usable(void) {
+  long cmds = membarrier(MEMBARRIER_CMD_QUERY);
+  if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+    return false;
+  return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+}
+
+static struct vmm__io_table *table_alloc(size_t cap) {
+  struct vmm__io_table *t =
+      malloc(sizeof(*t) + cap * sizeof(struct vmm__io_entry));
+  if (t != NULL) {
+    t->count = 0;
+    t->cap = cap;
+  }
+  return t;
+}
+
+int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit, unsigned nreaders) {
   memset(bus, 0, sizeof(*bus));
   bus->limit = limit;
-  return -pthread_rwlock_init(&bus->lock, NULL);
+  bus->fence = !membarrier_usable();
+  bus->nreaders = nreaders;
+  bus->readers = aligned_alloc(_Alignof(struct vmm__io_reader),
+                               nreaders * sizeof(struct vmm__io_reader));
+  struct vmm__io_table *t = table_alloc(0);
+  if (bus->readers == NULL || t == NULL) {
+    free(bus->readers);
+    free(t);
+    return VMM_ENOMEM;
+  }
+  for (unsigned i = 0; i < nreaders; i++)
+    atomic_init(&bus->readers[i].seq, 0);
+  atomic_init(&bus->table, t);
+  int err = -pthread_mutex_init(&bus->lock, NULL);
+  if (err == 0 && (err = -pthread_rwlock_init(&bus->anon, NULL)) < 0)
+    pthread_mutex_destroy(&bus->lock);
+  if (err < 0) {
+    free(bus->readers);
+    free(t);
+  }
+  return err;
 }
 
+/* No reader is left (no vCPU runs): the tables and counters go. */
 void vmm__iobus_fini(struct vmm__iobus *bus) {
-  free(bus->ranges);
-  bus->ranges = NULL;
-  bus->count = bus->cap = 0;
-  pthread_rwlock_destroy(&bus->lock);
+  struct vmm__io_table *t = atomic_load(&bus->table);
+  for (size_t i = 0; i < t->count; i++)
+    free(t->e[i].hits);
+  free(t);
+  free(bus->spare);
+  free(bus->readers);
+  bus->spare = NULL;
+  bus->readers = NULL;
+  pthread_rwlock_destroy(&bus->anon);
+  pthread_mutex_destroy(&bus->lock);
 }
 
-/* First range whose end is above addr. */
-static size_t lower_bound(const struct vmm__iobus *bus, uint64_t addr) {
-  size_t lo = 0, hi = bus->count;
+/* First range of t whose end is above addr. */
+static size_t lower_bound(const struct vmm__io_table *t, uint64_t addr) {
+  size_t lo = 0, hi = t->count;
   while (lo < hi) {
     size_t mid = lo + (hi - lo) / 2;
-    const struct vmm__io_range *r = &bus->ranges[mid];
+    const struct vmm__io_entry *r = &t->e[mid];
     if (r->base + r->len <= addr)
       lo = mid + 1;
     else
@@ -45,12 +108,92 @@ static size_t lower_bound(const struct vmm__iobus *bus, uint64_t addr) {
   return lo;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Writers: lock held                                                       */
+
+/*
+ * Make every reader's earlier slot store visible to this thread, or its
+ * next table load see what this thread stored before (docs/io.md). The
+ * call can fail only on a transient shortage (ENOMEM, EINTR) or, in a
+ * child after fork() without exec, if the registration was not inherited:
+ * retried, after registering again for the latter.
+ */
+static void readers_barrier(const struct vmm__iobus *bus) {
+  if (bus->fence) {
+    atomic_thread_fence(memory_order_seq_cst);
+    return;
+  }
+  while (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
+    if (errno == EPERM)
+      membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+    sched_yield();
+  }
+}
+
+/* Let a reader inside a handler finish: yield at first, as fast handlers
+   end within microseconds, then sleep up to 1 ms at a time. */
+static void backoff(unsigned *round) {
+  if (*round < 64) {
+    sched_yield();
+  } else {
+    unsigned shift = *round - 64 < 5 ? *round - 64 : 5;
+    struct timespec ts = {0, 31250l << shift}; /* 31 us .. 1 ms */
+    nanosleep(&ts, NULL);
+  }
+  (*round)++;
+}
+
+/*
+ * The grace period after a new table was published: returns once no vCPU
+ * is still inside a dispatch that may have loaded an older table. A slot
+ * seen even is outside dispatch, and its next entry will load the new
+ * table; a slot seen odd waits until it changes, i.e. until that dispatch
+ * has ended (a vCPU in a slow handler is waited for). vCPUs created later
+ * start outside dispatch.
+ */
+static void grace_period(struct vmm__iobus *bus) {
+  readers_barrier(bus);
+  for (unsigned i = 0; i < bus->nreaders; i++) {
+    atomic_uint_least64_t *seq = &bus->readers[i].seq;
+    uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+    unsigned round = 0;
+    while ((s & 1) != 0 && atomic_load_explicit(seq, memory_order_acquire) == s)
+      backoff(&round);
+  }
+}
+
+/*
+ * Publish t as the bus's table, wait for the grace period, and keep the
+ * old table as the spare (freeing the previous spare). Readers without a
+ * vCPU hold the read side of anon for their whole dispatch: taking the
+ * write side to publish waits for the ones that may have the old table.
+ */
+static void publish(struct vmm__iobus *bus, struct vmm__io_table *t) {
+  struct vmm__io_table *old =
+      atomic_load_explicit(&bus->table, memory_order_relaxed);
+  pthread_rwlock_wrlock(&bus->anon);
+  atomic_store_explicit(&bus->table, t, memory_order_release);
+  pthread_rwlock_unlock(&bus->anon);
+  grace_period(bus);
+  free(bus->spare);
+  bus->spare = old;
+}
+
+/* A table with room for n entries: the spare if it is big enough. */
+static struct vmm__io_table *table_for(struct vmm__iobus *bus, size_t n) {
+  struct vmm__io_table *t = bus->spare;
+  if (t != NULL && t->cap >= n) {
+    bus->spare = NULL;
+    return t;
+  }
+  /* Some headroom, so that registrations in a row rarely allocate. */
+  return table_alloc(n < 8 ? 8 : n + n / 2);
+}
+
 static struct vmm__iobus *bus_of(vmm_vm *vm, enum vmm_io_space space) {
   switch (space) {
-  case VMM_IO_PORT:
-    return &vm->pio;
-  case VMM_IO_MMIO:
-    return &vm->mmio;
+  case VMM_IO_PORT: return &vm->pio;
+  case VMM_IO_MMIO: return &vm->mmio;
   }
   return NULL;
 }
@@ -68,28 +211,34 @@ int vmm_io_register(vmm_vm *vm, enum vmm_io_space space, uint64_t base,
     return VMM_ESTATE;
 
   int err = 0;
-  pthread_rwlock_wrlock(&bus->lock);
-  size_t i = lower_bound(bus, base);
-  if (i < bus->count && bus->ranges[i].base < base + len) {
+  pthread_mutex_lock(&bus->lock);
+  const struct vmm__io_table *cur =
+      atomic_load_explicit(&bus->table, memory_order_relaxed);
+  size_t i = lower_bound(cur, base);
+  if (i < cur->count && cur->e[i].base < base + len) {
     err = VMM_EOVERLAP;
     goto out;
   }
-  if (bus->count == bus->cap) {
-    size_t cap = bus->cap ? bus->cap * 2 : 16;
-    struct vmm__io_range *r = realloc(bus->ranges, cap * sizeof(*r));
-    if (r == NULL) {
-      err = VMM_ENOMEM;
-      goto out;
-    }
-    bus->ranges = r;
-    bus->cap = cap;
+  /* A line of its own: vCPUs hammering two ranges do not share one. */
+  uint64_t *hits = aligned_alloc(64, 64);
+  struct vmm__io_table *t = table_for(bus, cur->count + 1);
+  if (hits == NULL || t == NULL) {
+    free(hits);
+    if (t != NULL && bus->spare == NULL)
+      bus->spare = t;
+    else
+      free(t);
+    err = VMM_ENOMEM;
+    goto out;
   }
-  memmove(&bus->ranges[i + 1], &bus->ranges[i],
-          (bus->count - i) * sizeof(bus->ranges[0]));
-  bus->ranges[i] = (struct vmm__io_range){base, len, fn, opaque, 0};
-  bus->count++;
+  *hits = 0;
+  memcpy(t->e, cur->e, i * sizeof(t->e[0]));
+  t->e[i] = (struct vmm__io_entry){base, len, fn, opaque, hits};
+  memcpy(&t->e[i + 1], &cur->e[i], (cur->count - i) * sizeof(t->e[0]));
+  t->count = cur->count + 1;
+  publish(bus, t);
 out:
-  pthread_rwlock_unlock(&bus->lock);
+  pthread_mutex_unlock(&bus->lock);
   return err;
 }
 
@@ -103,37 +252,90 @@ int vmm_io_unregister(vmm_vm *vm, enum vmm_io_space space, uint64_t base) {
     return VMM_ESTATE;
 
   int err = VMM_ENOENT;
-  pthread_rwlock_wrlock(&bus->lock);
-  size_t i = lower_bound(bus, base);
-  if (i < bus->count && bus->ranges[i].base == base) {
-    memmove(&bus->ranges[i], &bus->ranges[i + 1],
-            (bus->count - i - 1) * sizeof(bus->ranges[0]));
-    bus->count--;
+  pthread_mutex_lock(&bus->lock);
+  const struct vmm__io_table *cur =
+      atomic_load_explicit(&bus->table, memory_order_relaxed);
+  size_t i = lower_bound(cur, base);
+  if (i < cur->count && cur->e[i].base == base) {
+    /* The spare is the table before the last change, which held one
+       entry more or one less than cur: no allocation, so unregistering
+       cannot fail for want of memory. */
+    struct vmm__io_table *t = table_for(bus, cur->count - 1);
+    if (t == NULL) {
+      err = VMM_ENOMEM;
+      goto out;
+    }
+    uint64_t *hits = cur->e[i].hits;
+    memcpy(t->e, cur->e, i * sizeof(t->e[0]));
+    memcpy(&t->e[i], &cur->e[i + 1], (cur->count - i - 1) * sizeof(t->e[0]));
+    t->count = cur->count - 1;
+    publish(bus, t);
+    free(hits); /* after the grace period: no dispatch can count on it */
     err = 0;
   }
-  pthread_rwlock_unlock(&bus->lock);
+out:
+  pthread_mutex_unlock(&bus->lock);
   return err;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Readers                                                                  */
+
+/* Inlined: the vCPU path is the hot one, and a call costs a few ns. */
+static inline __attribute__((always_inline)) int
+call(struct vmm__iobus *bus, const struct vmm__io_table *t, vmm_vcpu *vcpu,
+     uint64_t addr, void *data, uint32_t len, bool is_write) {
+  size_t i = lower_bound(t, addr);
+  if (i >= t->count)
+    return VMM_IO_DECLINED;
+  const struct vmm__io_entry *r = &t->e[i];
+  if (!(r->base <= addr && addr - r->base <= r->len - len && len <= r->len))
+    return VMM_IO_DECLINED;
+  const struct vmm__iobus *prev = dispatching;
+  dispatching = bus;
+  __atomic_fetch_add(r->hits, 1, __ATOMIC_RELAXED);
+  int rc = r->fn(vcpu, addr, data, len, is_write, r->opaque);
+  dispatching = prev;
+  return rc > 0 ? VMM_IO_DECLINED : rc;
+}
+
+static __attribute__((noinline)) int dispatch_anon(struct vmm__iobus *bus,
+                                                   uint64_t addr, void *data,
+                                                   uint32_t len,
+                                                   bool is_write) {
+  pthread_rwlock_rdlock(&bus->anon);
+  int rc = call(bus, atomic_load_explicit(&bus->table, memory_order_acquire),
+                NULL, addr, data, len, is_write);
+  pthread_rwlock_unlock(&bus->anon);
+  return rc;
 }
 
 int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
                         void *data, uint32_t len, bool is_write) {
-  int rc = VMM_IO_DECLINED;
-
-  pthread_rwlock_rdlock(&bus->lock);
-  size_t i = lower_bound(bus, addr);
-  if (i < bus->count) {
-    const struct vmm__io_range *r = &bus->ranges[i];
-    if (r->base <= addr && addr - r->base <= r->len - len && len <= r->len) {
-      const struct vmm__iobus *prev = dispatching;
-      dispatching = bus;
-      __atomic_fetch_add(&bus->ranges[i].hits, 1, __ATOMIC_RELAXED);
-      rc = r->fn(vcpu, addr, data, len, is_write, r->opaque);
-      dispatching = prev;
-      if (rc > 0)
-        rc = VMM_IO_DECLINED;
-    }
+  if (VMM__UNLIKELY(vcpu == NULL))
+    return dispatch_anon(bus, addr, data, len, is_write);
+  atomic_uint_least64_t *seq = &bus->readers[vcpu->index].seq;
+  uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
+  /* A dispatch nested in a handler of this vCPU is covered by the outer
+     one's mark, which writers wait out. */
+  bool outer = (s & 1) == 0;
+  if (outer) {
+    atomic_store_explicit(seq, s + 1, memory_order_relaxed);
+    /* The slot store must be visible before the table load reads, or a
+       writer could miss this reader and free the table it loads. With
+       membarrier the writer imposes that order when it needs it, so only
+       the compiler must keep it here. */
+    if (VMM__UNLIKELY(bus->fence))
+      atomic_thread_fence(memory_order_seq_cst);
+    else
+      atomic_signal_fence(memory_order_seq_cst);
   }
-  pthread_rwlock_unlock(&bus->lock);
+  int rc = call(bus, atomic_load_explicit(&bus->table, memory_order_acquire),
+                vcpu, addr, data, len, is_write);
+  /* Release: the handler's accesses to its opaque are done before a
+     writer sees this dispatch end and lets the opaque be freed. */
+  if (outer)
+    atomic_store_explicit(seq, s + 2, memory_order_release);
   return rc;
 }
 
@@ -142,27 +344,33 @@ int vmm__iobus_snapshot(struct vmm__iobus *bus, struct vmm__io_range **out,
   int err = 0;
   *out = NULL;
   *count = 0;
-  pthread_rwlock_rdlock(&bus->lock);
-  if (bus->count > 0) {
-    struct vmm__io_range *r = malloc(bus->count * sizeof(*r));
+  pthread_rwlock_rdlock(&bus->anon);
+  const struct vmm__io_table *t =
+      atomic_load_explicit(&bus->table, memory_order_acquire);
+  if (t->count > 0) {
+    struct vmm__io_range *r = malloc(t->count * sizeof(*r));
     if (r == NULL) {
       err = VMM_ENOMEM;
     } else {
-      for (size_t i = 0; i < bus->count; i++) {
-        r[i] = bus->ranges[i];
-        r[i].hits = __atomic_load_n(&bus->ranges[i].hits, __ATOMIC_RELAXED);
+      for (size_t i = 0; i < t->count; i++) {
+        const struct vmm__io_entry *e = &t->e[i];
+        r[i] =
+            (struct vmm__io_range){e->base, e->len, e->fn, e->opaque,
+                                   __atomic_load_n(e->hits, __ATOMIC_RELAXED)};
       }
       *out = r;
-      *count = bus->count;
+      *count = t->count;
     }
   }
-  pthread_rwlock_unlock(&bus->lock);
+  pthread_rwlock_unlock(&bus->anon);
   return err;
 }
 
 void vmm__iobus_reset_hits(struct vmm__iobus *bus) {
-  pthread_rwlock_rdlock(&bus->lock);
-  for (size_t i = 0; i < bus->count; i++)
-    __atomic_store_n(&bus->ranges[i].hits, 0, __ATOMIC_RELAXED);
-  pthread_rwlock_unlock(&bus->lock);
+  pthread_rwlock_rdlock(&bus->anon);
+  const struct vmm__io_table *t =
+      atomic_load_explicit(&bus->table, memory_order_acquire);
+  for (size_t i = 0; i < t->count; i++)
+    __atomic_store_n(t->e[i].hits, 0, __ATOMIC_RELAXED);
+  pthread_rwlock_unlock(&bus->anon);
 }

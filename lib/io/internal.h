@@ -6,37 +6,85 @@
 
 #include <libvmm/vmm.h>
 #include <pthread.h>
+#include <stdatomic.h>
 
+/* One range as vmm__iobus_snapshot() reports it. */
 struct vmm__io_range {
   uint64_t base, len;
   vmm_io_handler_fn fn;
   void *opaque;
-  /* Accesses dispatched to the handler (statistics). Updated with relaxed
-     atomic adds under the read lock: several vCPUs may dispatch at once. */
-  uint64_t hits;
+  uint64_t hits; /* accesses dispatched to the handler (statistics) */
+};
+
+/* A range in a published table. hits points to the range's own counter,
+   which lives from registration to the grace period after unregistration,
+   so counts survive the replacement of the tables that point to it. */
+struct vmm__io_entry {
+  uint64_t base, len;
+  vmm_io_handler_fn fn;
+  void *opaque;
+  uint64_t *hits; /* relaxed atomic adds: several vCPUs may dispatch */
+};
+
+/* An immutable table of sorted, non-overlapping ranges. cap is the room
+   allocated, so that a retired table can be reused by the next change. */
+struct vmm__io_table {
+  size_t count, cap;
+  struct vmm__io_entry e[];
 };
 
 /*
- * A bus is a sorted array of non-overlapping ranges under a reader-writer
- * lock. Dispatch holds the read lock while the handler runs, so a handler
- * is never called after vmm_io_unregister() returned; in exchange, a
- * handler must not register or unregister on its own VM (detected, and
- * refused with -VMM_ESTATE, instead of deadlocking).
+ * A vCPU's reader slot on one bus: odd while the vCPU's thread is inside
+ * dispatch (a read-side critical section), bumped on entry and on exit.
+ * Written only by the thread running the vCPU, with plain stores; one cache
+ * line each so that vCPUs do not share them.
  */
-struct vmm__iobus {
-  pthread_rwlock_t lock;
-  struct vmm__io_range *ranges;
-  size_t count, cap;
-  uint64_t limit; /* highest address + 1 */
+struct vmm__io_reader {
+  _Alignas(64) atomic_uint_least64_t seq;
 };
 
-int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit);
+/*
+ * A bus publishes an immutable table through an atomic pointer; readers
+ * (dispatch) take no lock and execute no locked instruction but the hit
+ * count's add. Writers (registration) serialize on lock, publish a new
+ * table, then wait for a grace period: until no reader that could have
+ * seen the old table is still inside dispatch. Only then is the old table
+ * reused or freed and does vmm_io_unregister() return, so a handler is
+ * never called after that. Readers without a vCPU (tests, statistics) use
+ * the read side of anon, which writers take to publish. A handler must
+ * not register or unregister on its own VM (detected, and refused with
+ * -VMM_ESTATE, instead of waiting for itself forever). docs/io.md has the
+ * memory-ordering argument.
+ */
+struct vmm__iobus {
+  /* Read by every dispatch. */
+  struct vmm__io_table *_Atomic table;
+  struct vmm__io_reader *readers; /* one per vCPU index */
+  unsigned nreaders;
+  /* No membarrier(2): readers order their slot store before the table
+     load with a full fence, and writers fence instead of membarrier. */
+  bool fence;
+
+  uint64_t limit;        /* highest address + 1 */
+  pthread_mutex_t lock;  /* writers */
+  pthread_rwlock_t anon; /* readers without a vCPU; write side: publishing */
+  struct vmm__io_table *spare; /* retired after a grace period, or NULL */
+};
+
+/*
+ * Set up a bus for addresses below limit and vCPU indexes below nreaders.
+ * Returns 0, -VMM_ENOMEM or a -errno from the locks' initialization.
+ */
+int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit, unsigned nreaders);
 void vmm__iobus_fini(struct vmm__iobus *bus);
 
 /*
  * Dispatch one access. Returns 0 if a handler took it, VMM_IO_DECLINED if
  * no handler covers it or the handler declined, or the handler's negative
  * error. An access must lie entirely in one range to be dispatched.
+ * With a vcpu, only on the thread running it (or, while it runs nowhere,
+ * on one thread at a time): its reader slot is not shared. Without one,
+ * on any thread (a slower path with a reader lock).
  */
 int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
                         void *data, uint32_t len, bool is_write);

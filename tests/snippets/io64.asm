@@ -32,6 +32,8 @@
 ;                         left in R7, stack empty, after a clean restore)
 ;                         and 0x20300 (5.0 the same, with no restore);
 ;                         at the end 3.0 on the stack.
+;   0x700 entry_hammer    forever: in al,0x40; in al,0x42; inc rbx (rbx
+;                         counts the rounds; the test stops the vCPU).
 bits 64
 %define ORG 0x10000
 org ORG
@@ -195,3 +197,12 @@ mmx: dq 0x1122334455667788
 cw53: dw 0x027f
 align 4
 mx_rz: dd 0x7f80
+
+times 0x700 - ($ - $$) db 0xcc
+entry_hammer:
+    xor ebx, ebx
+.again:
+    in al, 0x40
+    in al, 0x42
+    inc rbx
+    jmp .again
