@@ -52,17 +52,21 @@ typedef int (*vmm_io_handler_fn)(vmm_vcpu *vcpu, uint64_t addr, void *data,
  * Register a handler for [base, base + len) in space.
  * @return 0; -VMM_EINVAL for len 0, a range that overflows or (ports) leaves
  *         0..0xffff, an unknown space or a NULL fn; -VMM_EOVERLAP if the
- *         range overlaps a registered one; -VMM_ENOMEM.
- * Thread-safe; may be called while vCPUs run and from handlers.
+ *         range overlaps a registered one; -VMM_ENOMEM; -VMM_ESTATE when
+ *         called from a handler of the same VM.
+ * Thread-safe; may be called while vCPUs run, and from handlers of other
+ * VMs. Returns once every vCPU sees the new range (docs/io.md).
  */
 VMM_EXTERN int vmm_io_register(vmm_vm *vm, enum vmm_io_space space,
                                uint64_t base, uint64_t len,
                                vmm_io_handler_fn fn, void *opaque);
 
 /**
- * Remove the handler registered at exactly base in space.
- * @return 0 or -VMM_ENOENT. Thread-safe, but must not be called from the
- *         handler being removed.
+ * Remove the handler registered at exactly base in space. Once it returns
+ * the handler is not running and is never called again, so its opaque may
+ * be freed; it waits for a handler call in progress.
+ * @return 0, -VMM_ENOENT, or -VMM_ESTATE when called from a handler of the
+ *         same VM. Thread-safe.
  */
 VMM_EXTERN int vmm_io_unregister(vmm_vm *vm, enum vmm_io_space space,
                                  uint64_t base);
