@@ -67,8 +67,10 @@ int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit, unsigned nreaders) {
     free(t);
     return VMM_ENOMEM;
   }
-  for (unsigned i = 0; i < nreaders; i++)
+  for (unsigned i = 0; i < nreaders; i++) {
     atomic_init(&bus->readers[i].seq, 0);
+    bus->readers[i].hint = 0;
+  }
   atomic_init(&bus->table, t);
   int err = -pthread_mutex_init(&bus->lock, NULL);
   if (err == 0 && (err = -pthread_rwlock_init(&bus->anon, NULL)) < 0)
@@ -284,10 +286,15 @@ out:
 /* Inlined: the vCPU path is the hot one, and a call costs a few ns. */
 static inline __attribute__((always_inline)) int
 call(struct vmm__iobus *bus, const struct vmm__io_table *t, vmm_vcpu *vcpu,
-     uint64_t addr, void *data, uint32_t len, bool is_write) {
-  size_t i = lower_bound(t, addr);
-  if (i >= t->count)
-    return VMM_IO_DECLINED;
+     size_t *hint, uint64_t addr, void *data, uint32_t len, bool is_write) {
+  size_t i = *hint;
+  /* A guest's accesses mostly repeat the last device: no search then. */
+  if (i >= t->count || addr - t->e[i].base >= t->e[i].len) {
+    i = lower_bound(t, addr);
+    if (i >= t->count)
+      return VMM_IO_DECLINED;
+    *hint = i;
+  }
   const struct vmm__io_entry *r = &t->e[i];
   if (!(r->base <= addr && addr - r->base <= r->len - len && len <= r->len))
     return VMM_IO_DECLINED;
@@ -303,9 +310,10 @@ static __attribute__((noinline)) int dispatch_anon(struct vmm__iobus *bus,
                                                    uint64_t addr, void *data,
                                                    uint32_t len,
                                                    bool is_write) {
+  size_t hint = SIZE_MAX;
   pthread_rwlock_rdlock(&bus->anon);
   int rc = call(bus, atomic_load_explicit(&bus->table, memory_order_acquire),
-                NULL, addr, data, len, is_write);
+                NULL, &hint, addr, data, len, is_write);
   pthread_rwlock_unlock(&bus->anon);
   return rc;
 }
@@ -314,7 +322,8 @@ int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
                         void *data, uint32_t len, bool is_write) {
   if (VMM__UNLIKELY(vcpu == NULL))
     return dispatch_anon(bus, addr, data, len, is_write);
-  atomic_uint_least64_t *seq = &bus->readers[vcpu->index].seq;
+  struct vmm__io_reader *rd = &bus->readers[vcpu->index];
+  atomic_uint_least64_t *seq = &rd->seq;
   uint64_t s = atomic_load_explicit(seq, memory_order_relaxed);
   /* A dispatch nested in a handler of this vCPU is covered by the outer
      one's mark, which writers wait out. */
@@ -331,7 +340,7 @@ int vmm__iobus_dispatch(struct vmm__iobus *bus, vmm_vcpu *vcpu, uint64_t addr,
       atomic_signal_fence(memory_order_seq_cst);
   }
   int rc = call(bus, atomic_load_explicit(&bus->table, memory_order_acquire),
-                vcpu, addr, data, len, is_write);
+                vcpu, &rd->hint, addr, data, len, is_write);
   /* Release: the handler's accesses to its opaque are done before a
      writer sees this dispatch end and lets the opaque be freed. */
   if (outer)

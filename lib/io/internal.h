@@ -41,6 +41,10 @@ struct vmm__io_table {
  */
 struct vmm__io_reader {
   _Alignas(64) atomic_uint_least64_t seq;
+  /* Index of the range this vCPU reached last, in whatever table: a hint
+     checked against the current table before use (ranges never overlap,
+     so a range holding the access is the one). */
+  size_t hint;
 };
 
 /*
