@@ -81,88 +81,49 @@
   movq G(BT_OFF_GPR + 0x78), %r15
 .endm
 
+/*
+ * XMM0-15 and MXCSR to or from the FXSAVE image; M is the addressing macro
+ * (G, G16 or C).
+ */
+#define XMM_STORE(M)                                                           \
+  stmxcsr M(BT_OFF_FPU + 24);                                                  \
+  movups %xmm0, M(BT_OFF_FPU + 160 + 0);                                       \
+  movups %xmm1, M(BT_OFF_FPU + 160 + 16);                                      \
+  movups %xmm2, M(BT_OFF_FPU + 160 + 32);                                      \
+  movups %xmm3, M(BT_OFF_FPU + 160 + 48);                                      \
+  movups %xmm4, M(BT_OFF_FPU + 160 + 64);                                      \
+  movups %xmm5, M(BT_OFF_FPU + 160 + 80);                                      \
+  movups %xmm6, M(BT_OFF_FPU + 160 + 96);                                      \
+  movups %xmm7, M(BT_OFF_FPU + 160 + 112);                                     \
+  movups %xmm8, M(BT_OFF_FPU + 160 + 128);                                     \
+  movups %xmm9, M(BT_OFF_FPU + 160 + 144);                                     \
+  movups %xmm10, M(BT_OFF_FPU + 160 + 160);                                    \
+  movups %xmm11, M(BT_OFF_FPU + 160 + 176);                                    \
+  movups %xmm12, M(BT_OFF_FPU + 160 + 192);                                    \
+  movups %xmm13, M(BT_OFF_FPU + 160 + 208);                                    \
+  movups %xmm14, M(BT_OFF_FPU + 160 + 224);                                    \
+  movups %xmm15, M(BT_OFF_FPU + 160 + 240)
 
-.macro XMM_SAVE_GS
-  stmxcsr G(BT_OFF_FPU + 24)
-  movups %xmm0, G(BT_OFF_FPU + 160 + 0)
-  movups %xmm1, G(BT_OFF_FPU + 160 + 16)
-  movups %xmm2, G(BT_OFF_FPU + 160 + 32)
-  movups %xmm3, G(BT_OFF_FPU + 160 + 48)
-  movups %xmm4, G(BT_OFF_FPU + 160 + 64)
-  movups %xmm5, G(BT_OFF_FPU + 160 + 80)
-  movups %xmm6, G(BT_OFF_FPU + 160 + 96)
-  movups %xmm7, G(BT_OFF_FPU + 160 + 112)
-  movups %xmm8, G(BT_OFF_FPU + 160 + 128)
-  movups %xmm9, G(BT_OFF_FPU + 160 + 144)
-  movups %xmm10, G(BT_OFF_FPU + 160 + 160)
-  movups %xmm11, G(BT_OFF_FPU + 160 + 176)
-  movups %xmm12, G(BT_OFF_FPU + 160 + 192)
-  movups %xmm13, G(BT_OFF_FPU + 160 + 208)
-  movups %xmm14, G(BT_OFF_FPU + 160 + 224)
-  movups %xmm15, G(BT_OFF_FPU + 160 + 240)
-  ldmxcsr G(BT_OFF_MXCSR_HOST)
-.endm
+#define XMM_LOAD(M)                                                            \
+  ldmxcsr M(BT_OFF_FPU + 24);                                                  \
+  movups M(BT_OFF_FPU + 160 + 0), %xmm0;                                       \
+  movups M(BT_OFF_FPU + 160 + 16), %xmm1;                                      \
+  movups M(BT_OFF_FPU + 160 + 32), %xmm2;                                      \
+  movups M(BT_OFF_FPU + 160 + 48), %xmm3;                                      \
+  movups M(BT_OFF_FPU + 160 + 64), %xmm4;                                      \
+  movups M(BT_OFF_FPU + 160 + 80), %xmm5;                                      \
+  movups M(BT_OFF_FPU + 160 + 96), %xmm6;                                      \
+  movups M(BT_OFF_FPU + 160 + 112), %xmm7;                                     \
+  movups M(BT_OFF_FPU + 160 + 128), %xmm8;                                     \
+  movups M(BT_OFF_FPU + 160 + 144), %xmm9;                                     \
+  movups M(BT_OFF_FPU + 160 + 160), %xmm10;                                    \
+  movups M(BT_OFF_FPU + 160 + 176), %xmm11;                                    \
+  movups M(BT_OFF_FPU + 160 + 192), %xmm12;                                    \
+  movups M(BT_OFF_FPU + 160 + 208), %xmm13;                                    \
+  movups M(BT_OFF_FPU + 160 + 224), %xmm14;                                    \
+  movups M(BT_OFF_FPU + 160 + 240), %xmm15
 
-.macro XMM_LOAD_GS
-  ldmxcsr G(BT_OFF_FPU + 24)
-  movups G(BT_OFF_FPU + 160 + 0), %xmm0
-  movups G(BT_OFF_FPU + 160 + 16), %xmm1
-  movups G(BT_OFF_FPU + 160 + 32), %xmm2
-  movups G(BT_OFF_FPU + 160 + 48), %xmm3
-  movups G(BT_OFF_FPU + 160 + 64), %xmm4
-  movups G(BT_OFF_FPU + 160 + 80), %xmm5
-  movups G(BT_OFF_FPU + 160 + 96), %xmm6
-  movups G(BT_OFF_FPU + 160 + 112), %xmm7
-  movups G(BT_OFF_FPU + 160 + 128), %xmm8
-  movups G(BT_OFF_FPU + 160 + 144), %xmm9
-  movups G(BT_OFF_FPU + 160 + 160), %xmm10
-  movups G(BT_OFF_FPU + 160 + 176), %xmm11
-  movups G(BT_OFF_FPU + 160 + 192), %xmm12
-  movups G(BT_OFF_FPU + 160 + 208), %xmm13
-  movups G(BT_OFF_FPU + 160 + 224), %xmm14
-  movups G(BT_OFF_FPU + 160 + 240), %xmm15
-.endm
 
-.macro XMM_SAVE_CTX
-  stmxcsr C(BT_OFF_FPU + 24)
-  movups %xmm0, C(BT_OFF_FPU + 160 + 0)
-  movups %xmm1, C(BT_OFF_FPU + 160 + 16)
-  movups %xmm2, C(BT_OFF_FPU + 160 + 32)
-  movups %xmm3, C(BT_OFF_FPU + 160 + 48)
-  movups %xmm4, C(BT_OFF_FPU + 160 + 64)
-  movups %xmm5, C(BT_OFF_FPU + 160 + 80)
-  movups %xmm6, C(BT_OFF_FPU + 160 + 96)
-  movups %xmm7, C(BT_OFF_FPU + 160 + 112)
-  movups %xmm8, C(BT_OFF_FPU + 160 + 128)
-  movups %xmm9, C(BT_OFF_FPU + 160 + 144)
-  movups %xmm10, C(BT_OFF_FPU + 160 + 160)
-  movups %xmm11, C(BT_OFF_FPU + 160 + 176)
-  movups %xmm12, C(BT_OFF_FPU + 160 + 192)
-  movups %xmm13, C(BT_OFF_FPU + 160 + 208)
-  movups %xmm14, C(BT_OFF_FPU + 160 + 224)
-  movups %xmm15, C(BT_OFF_FPU + 160 + 240)
-  ldmxcsr C(BT_OFF_MXCSR_HOST)
-.endm
-
-.macro XMM_LOAD_CTX
-  ldmxcsr C(BT_OFF_FPU + 24)
-  movups C(BT_OFF_FPU + 160 + 0), %xmm0
-  movups C(BT_OFF_FPU + 160 + 16), %xmm1
-  movups C(BT_OFF_FPU + 160 + 32), %xmm2
-  movups C(BT_OFF_FPU + 160 + 48), %xmm3
-  movups C(BT_OFF_FPU + 160 + 64), %xmm4
-  movups C(BT_OFF_FPU + 160 + 80), %xmm5
-  movups C(BT_OFF_FPU + 160 + 96), %xmm6
-  movups C(BT_OFF_FPU + 160 + 112), %xmm7
-  movups C(BT_OFF_FPU + 160 + 128), %xmm8
-  movups C(BT_OFF_FPU + 160 + 144), %xmm9
-  movups C(BT_OFF_FPU + 160 + 160), %xmm10
-  movups C(BT_OFF_FPU + 160 + 176), %xmm11
-  movups C(BT_OFF_FPU + 160 + 192), %xmm12
-  movups C(BT_OFF_FPU + 160 + 208), %xmm13
-  movups C(BT_OFF_FPU + 160 + 224), %xmm14
-  movups C(BT_OFF_FPU + 160 + 240), %xmm15
-.endm
 
 /*
  * Where the guest's x87 state is (x87 registers, FCW, FSW, FTW, FOP and the
@@ -215,23 +176,7 @@ vmm__bt_x87_clean:
 vmm__bt_x87_away:
   pushq %rax
   /* fxrstor64 loads MXCSR and XMM too: give it their live values. */
-  stmxcsr G16(BT_OFF_FPU + 24)
-  movups %xmm0, G16(BT_OFF_FPU + 160 + 0)
-  movups %xmm1, G16(BT_OFF_FPU + 160 + 16)
-  movups %xmm2, G16(BT_OFF_FPU + 160 + 32)
-  movups %xmm3, G16(BT_OFF_FPU + 160 + 48)
-  movups %xmm4, G16(BT_OFF_FPU + 160 + 64)
-  movups %xmm5, G16(BT_OFF_FPU + 160 + 80)
-  movups %xmm6, G16(BT_OFF_FPU + 160 + 96)
-  movups %xmm7, G16(BT_OFF_FPU + 160 + 112)
-  movups %xmm8, G16(BT_OFF_FPU + 160 + 128)
-  movups %xmm9, G16(BT_OFF_FPU + 160 + 144)
-  movups %xmm10, G16(BT_OFF_FPU + 160 + 160)
-  movups %xmm11, G16(BT_OFF_FPU + 160 + 176)
-  movups %xmm12, G16(BT_OFF_FPU + 160 + 192)
-  movups %xmm13, G16(BT_OFF_FPU + 160 + 208)
-  movups %xmm14, G16(BT_OFF_FPU + 160 + 224)
-  movups %xmm15, G16(BT_OFF_FPU + 160 + 240)
+  XMM_STORE(G16)
   fxrstor64 G16(BT_OFF_FPU)
   leaq vmm__bt_x87_dirty(%rip), %rax
   movq %rax, G16(BT_OFF_X87)
@@ -278,7 +223,7 @@ vmm__bt_fpu_sync:
   leaq vmm__bt_x87_dirty(%rip), %rax
   cmpq %rax, C(BT_OFF_X87)
   jne 8f
-  XMM_LOAD_CTX
+  XMM_LOAD(C)
   fxsave64 C(BT_OFF_FPU)
   fninit
   fldcw C(BT_OFF_FCW_HOST)
@@ -304,7 +249,7 @@ vmm__bt_fpu_host:
   leaq vmm__bt_x87_dirty(%rip), %rax
   cmpq %rax, C(BT_OFF_X87)
   jne 8f
-  XMM_LOAD_CTX
+  XMM_LOAD(C)
   fxsave64 C(BT_OFF_FPU)
   ldmxcsr C(BT_OFF_MXCSR_HOST)
   X87_ABI_CHECK(C, 7f)
@@ -356,7 +301,7 @@ vmm__bt_enter:
   stmxcsr C(BT_OFF_MXCSR_HOST)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
-  XMM_LOAD_CTX
+  XMM_LOAD(C)
   jmp 2f
 1:
   /* Only while the FPU is the caller's: otherwise its control word may
@@ -395,7 +340,8 @@ bt_leave:
   popq G(BT_OFF_FLAGS)
   SAVE_GPRS 0
   cld
-  XMM_SAVE_GS
+  XMM_STORE(G)
+  ldmxcsr G(BT_OFF_MXCSR_HOST)
   movb $0, G(BT_OFF_FPU_FULL)
   movl $\reason, %eax
   jmp bt_leave
@@ -422,7 +368,8 @@ vmm__bt_gate:
   SAVE_GPRS 8
   popq G(BT_OFF_RET)
   cld
-  XMM_SAVE_GS
+  XMM_STORE(G)
+  ldmxcsr G(BT_OFF_MXCSR_HOST)
   movb $0, G(BT_OFF_FPU_FULL)
   movq G(BT_OFF_SELF), %rdi
   call vmm__bt_callout
@@ -430,7 +377,7 @@ vmm__bt_gate:
   jnz 1f
   cmpb $0, G(BT_OFF_FPU_FULL)
   jne 2f
-  XMM_LOAD_GS
+  XMM_LOAD(G)
 3:
   FLAGS_LOAD(G)
   LOAD_GPRS
