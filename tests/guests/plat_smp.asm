@@ -6,9 +6,11 @@
 ;                interrupts off.
 ;   ORG + 0x100  the BSP, 64-bit: enables its APIC and sends APIC ID 1 an
 ;                INIT, an INIT level de-assert (a no-op, as Linux sends it)
-;                and a SIPI; waits (bounded) for the AP's mark, sends a
-;                second SIPI (the AP runs: ignored), and writes 0 on the
-;                exit port, or 1 if the AP never came.
+;                and a SIPI; waits for the AP's mark (up to 10^10 TSC
+;                cycles, seconds: the AP is a host thread, and a loaded
+;                host may not run it for a while), sends a second SIPI
+;                (the AP runs: ignored), and writes 0 on the exit port, or
+;                1 if the AP never came.
 bits 16
 %include "plat.inc"
 org ORG
@@ -32,12 +34,21 @@ bsp:
     mov dword [r15 + 0x300], 0x4500     ; INIT, assert
     mov dword [r15 + 0x300], 0x8500     ; INIT, level de-assert
     mov dword [r15 + 0x300], 0x4600 | (ORG >> 12) ; SIPI
-    mov ecx, 3000000
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    mov rsi, rax
+    mov r14, 10000000000
 .wait:
     cmp word [DATA + 0x10], 0xa55a
     je .up
-    dec ecx
-    jnz .wait
+    pause
+    rdtsc
+    shl rdx, 32
+    or rax, rdx
+    sub rax, rsi
+    cmp rax, r14
+    jb .wait
     mov al, 1
     out EXIT_PORT, al
     hlt
