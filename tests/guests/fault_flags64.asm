@@ -8,16 +8,23 @@
 ; flags) and CR2, makes the page present and returns, so the access is
 ; retried and completes. Guards the soft-TLB lookup, which must not change
 ; the guest's flags even where they are dead (docs/bt.md, "The memory
-; path"). 64-bit, CPL 0.
+; path"). Cases 5-7 are the shape BT hoists the lookup for (before an
+; instruction that writes every flag, with the access's address registers
+; untouched up to it): the fault must see that instruction's flags, which
+; ran exactly once, and a hoisted lookup that misses and fills the TLB
+; (case 7, a load and a store) must leave its flags for later readers.
+; 64-bit, CPL 0.
 ; mode: long64
 ; mem: 0x400000
-; expect: r15=5 rbx=0x11223344 rdx=0x11223349 r10=0x8d5 r11=1
+; expect: r15=6 rbx=0x11223344 rdx=0x11223349 r10=0x8d5 r11=1 r14=0
+; expect: rbp=0x55667788 rdi=6 rax=5 rcx=1 r13=0x99
 ; expect-mem: 0x30000 94 08 00 00 00 00 00 00 95 00 00 00 00 00 00 00
 ; expect-mem: 0x30010 44 00 00 00 00 00 00 00 d5 08 00 00 00 00 00 00
-; expect-mem: 0x30020 00 00 00 00 00 00 00 00
+; expect-mem: 0x30020 00 00 00 00 00 00 00 00 55 00 00 00 00 00 00 00
 ; expect-mem: 0x30040 00 00 20 00 00 00 00 00 00 00 20 00 00 00 00 00
 ; expect-mem: 0x30050 10 00 20 00 00 00 00 00 08 00 20 00 00 00 00 00
-; expect-mem: 0x30060 18 00 20 00 00 00 00 00
+; expect-mem: 0x30060 18 00 20 00 00 00 00 00 20 00 20 00 00 00 00 00
+; expect-mem: 0x200034 06 00 00 00
 ; expect-mem: 0x200010 05 00 00 00
 bits 64
 %define ORG 0x10000
@@ -36,6 +43,8 @@ start:
     lidt [rel idtr]
     xor r15d, r15d
     mov dword [PAGE], 0x11223344
+    mov dword [PAGE + 0x20], 0x99
+    mov dword [PAGE + 0x30], 0x55667788
     ; The page directory of the identity map: CR3 -> PML4[0] -> PDPT[0].
     mov rdx, ADDR_MASK
     mov rax, cr3
@@ -85,6 +94,8 @@ start:
     ; right after a flag writer that names neither address register; the
     ; flags read afterwards are the load's unit's own.
     unmap
+    jmp .c5
+.c5:
     mov esi, 0x18
     mov eax, 1
     add eax, 1                      ; 2: no flag set
@@ -93,6 +104,33 @@ start:
     setz r11b
     movzx r11d, r11b
     mov r10d, 0x8d5
+
+    ; 6: add writes CF ZF AF PF (not what the lookup's own test leaves);
+    ; the load faults; add must have run once (eax 0, not -1).
+    unmap
+    jmp .c6
+.c6:
+    mov esi, 0x20
+    mov eax, 1
+    add eax, -1                     ; 0: CF ZF AF PF = 0x55
+    mov r13d, [rsi + PAGE]
+    sub r9d, r9d
+    mov r14d, eax
+
+    ; 7: the page present but not in the TLB: a load and a store after
+    ; flag writers miss and fill; setnz reads test's flags afterwards.
+    invlpg [PAGE]
+    jmp .c7
+.c7:
+    mov esi, 0x30
+    mov eax, 5
+    cmp eax, 5                      ; ZF PF
+    lea edi, [rax + 1]
+    mov ebp, [rsi + PAGE]
+    test edi, edi
+    mov [rsi + PAGE + 4], edi
+    setnz cl                        ; test's ZF clear: 1
+    movzx ecx, cl
     hlt
 
 h_pf:
