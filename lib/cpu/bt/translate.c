@@ -1690,7 +1690,11 @@ static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
   give_back(t, x->used);
   int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
   int s2 = pick(&avoid, x->high8, t->borrowed, t->later);
-  int chk = pick(&avoid, false, t->borrowed, t->later);
+  /* rcx when it is free anyway (as rcx_mode would borrow it): a third
+     register would be one more to borrow (warm entries keep rcx). */
+  bool rcx_free =
+      (t->borrowed & (1u << R_CX)) || !(t->later & (1u << R_CX));
+  int chk = rcx_free ? R_CX : pick(&avoid, false, t->borrowed, t->later);
   if (s1 < 0 || s2 < 0 || chk < 0)
     return; /* too many registers named: emit_mem looks it up itself */
   borrow(t, (unsigned)s1);
