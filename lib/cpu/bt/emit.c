@@ -225,6 +225,13 @@ void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits) {
   rr_insn(e, bits == 16 ? 0x66 : 0, bits == 64, &op, 1, src, dst, false);
 }
 
+/* The only glue instruction that writes flags: for lookups where the
+   guest's flags are dead (translate.c, plan_hoists). */
+void e_test_r_r(struct emit *e, unsigned r) {
+  static const uint8_t op = 0x85;
+  rr_insn(e, 0, true, &op, 1, r, r, false);
+}
+
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
   if (imm <= 0xffffffffull) {
     e_mov_r32_i(e, r, (uint32_t)imm);

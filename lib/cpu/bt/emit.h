@@ -86,6 +86,7 @@ void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off);
 void e_movzx8(struct emit *e, unsigned dst,
               unsigned src); /* movzx r32, r8(low) */
 void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
+void e_test_r_r(struct emit *e, unsigned r); /* test r64, r64 (flags!) */
 void e_jrcxz(struct emit *e, int label);
 void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
 void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */

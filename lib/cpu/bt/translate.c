@@ -100,6 +100,14 @@ struct tx {
   bool warm;
   bool keep_std;
   uint32_t entry, warm_at;
+  /* Hoisted lookups (see plan_hoists): hoist_for[k] is the memory
+     instruction whose lookup runs right before instruction k, or -1;
+     hoisted[i] says instruction i's lookup ran there, leaving its host
+     address as [hs1[i] + hs2[i]]. */
+  int8_t hoist_for[TU_MAX];
+  bool hoisted[TU_MAX];
+  uint8_t hs1[TU_MAX], hs2[TU_MAX];
+  int hafter[TU_MAX];
 };
 
 /* The scratch registers most lookups borrow (pick's order; rcx for
@@ -790,10 +798,16 @@ static bool fast_pext(const struct tx *t) {
    `miss` with a holding the linear address and rcx's guest value in
    t->park, or in its slot when borrowed. Flag-free: pext extracts the
    bits of (last byte - tag) that a hit has zero (the page, and the low
-   address bits an alignment check needs), jrcxz tests them. */
-static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
-                        bool write, bool align16, int miss) {
+   address bits an alignment check needs), jrcxz tests them.
+   With chk >= 0, the flags form (only where the guest's flags are dead and
+   no fault can see them: see plan_hoists): chk instead of rcx, `test` and
+   `jnz` instead of `jrcxz` and a `jmp`, and rcx is neither parked nor
+   borrowed. */
+static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
+                             unsigned size, bool write, bool align16,
+                             int miss, int chk) {
   struct emit *e = &t->e;
+  unsigned rc = chk >= 0 ? (unsigned)chk : R_CX;
   if (t->park >= 0)
     e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
   unsigned set = t->b->tlb_set;
@@ -816,22 +830,27 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
     e_rorx(e, tt, a, 12);
     e_movzx8(e, tt, tt);
   }
-  e_mov_r_gsidx(e, R_CX, tags, tt);
-  e_lea(e, 64, R_CX, (int)a, R_CX, 1, align ? 0 : (int64_t)size - 1);
+  e_mov_r_gsidx(e, rc, tags, tt);
+  e_lea(e, 64, rc, (int)a, (int)rc, 1, align ? 0 : (int64_t)size - 1);
   if (fast) {
-    e_pext_gs(e, R_CX, R_CX, BT_OFF_HIT_MASK + 8 * (int32_t)align);
+    e_pext_gs(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
   } else {
     /* A microcoded pext (older AMD) costs more than the shift count in
        tt and the index computed again. */
     if (align)
-      e_rorx(e, R_CX, R_CX, (uint8_t)align);
+      e_rorx(e, rc, rc, (uint8_t)align);
     e_mov_r32_i(e, tt, 12 - align);
-    e_shrx(e, R_CX, R_CX, tt);
+    e_shrx(e, rc, rc, tt);
   }
-  int hit = e_label(e);
-  e_jrcxz(e, hit);
-  e_jmp(e, miss);
-  e_bind(e, hit);
+  if (chk >= 0) {
+    e_test_r_r(e, rc);
+    e_jcc(e, 5 /* ne */, miss);
+  } else {
+    int hit = e_label(e);
+    e_jrcxz(e, hit);
+    e_jmp(e, miss);
+    e_bind(e, hit);
+  }
   if (!fast) {
     e_rorx(e, tt, a, 12);
     e_movzx8(e, tt, tt);
@@ -841,10 +860,17 @@ static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
     e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
 }
 
+static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
+                        bool write, bool align16, int miss) {
+  emit_lookup_with(t, a, tt, size, write, align16, miss, -1);
+}
+
 /* Out-of-line code emitted after the fragment body. */
 struct ool {
-  enum { OOL_MEM, OOL_EMUL } kind;
+  enum { OOL_MEM, OOL_EMUL, OOL_HOIST } kind;
   unsigned i;
+  unsigned k; /* OOL_HOIST: the first instruction after the lookup */
+  int s2;
   int label; /* where the inline code jumps on a miss */
   int after;
   int retry;
@@ -876,11 +902,32 @@ static void emit_raise(struct tx *t, unsigned i, unsigned vec) {
   callout(t, idx);
 }
 
+/* Whether the memory operand of x is looked up inline (flat segments, no
+   80-bit operand under alignment checks, not retranslated as a callout). */
+static bool mem_inline(const struct tx *t, const struct xi *x) {
+  const ZydisDecodedOperand *o = &x->op[x->memop];
+  int seg = sreg_of(o->mem.segment);
+  bool fs_gs_32 = !t->code64 && (seg == S_FS || seg == S_GS);
+  uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  /* An 80-bit x87 operand needs 8-byte alignment under alignment checks
+     but may cross a page: the callout checks it (rare enough). */
+  bool ac10 = (t->b->key & BT_K_AC) && o->size == 80;
+  return t->flat && !fs_gs_32 && !ac10 && !bt_adaptive(t->b, pc);
+}
+
 /* Memory instruction: inline lookup in flat modes, callouts otherwise. */
 static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   struct emit *e = &t->e;
   struct xi *x = &t->x[i];
   const ZydisDecodedOperand *o = &x->op[x->memop];
+  if (t->hoisted[i]) {
+    /* The lookup ran before an earlier instruction (emit_hoist). */
+    emit_core(t, x, t->hs1[i], t->hs2[i], -1);
+    e_bind(e, t->hafter[i]);
+    return;
+  }
   uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
   int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
   int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed, t->later) : -1;
@@ -890,15 +937,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     e->fail = true;
     return;
   }
-  int seg = sreg_of(o->mem.segment);
-  bool fs_gs_32 = !t->code64 && (seg == S_FS || seg == S_GS);
-  uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
-  if (!t->code64)
-    pc = (uint32_t)pc;
-  /* An 80-bit x87 operand needs 8-byte alignment under alignment checks
-     but may cross a page: the callout checks it (rare enough). */
-  bool ac10 = (t->b->key & BT_K_AC) && o->size == 80;
-  if (t->flat && !fs_gs_32 && !ac10 && !bt_adaptive(t->b, pc)) {
+  if (mem_inline(t, x)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
     borrow(t, (unsigned)s1);
@@ -948,9 +987,15 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   add_dfix(t, pd, -1, after, bounce);
 }
 
+static void emit_ool_hoist(struct tx *t, const struct ool *q);
+
 static void emit_ool(struct tx *t, struct ool *q) {
   struct emit *e = &t->e;
   struct xi *x = &t->x[q->i];
+  if (q->kind == OOL_HOIST) {
+    emit_ool_hoist(t, q);
+    return;
+  }
   e_bind(e, q->label);
   /* The glue's register state where the inline code jumped here: C takes
      rcx from its park register and the borrowed ones from their slots.
@@ -1535,6 +1580,195 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Hoisted lookups                                                          */
+
+#define FLAGS6                                                                 \
+  (ZYDIS_CPUFLAG_CF | ZYDIS_CPUFLAG_PF | ZYDIS_CPUFLAG_AF | ZYDIS_CPUFLAG_ZF | \
+   ZYDIS_CPUFLAG_SF | ZYDIS_CPUFLAG_OF)
+
+/* Whether x certainly writes all six arithmetic flags and reads none, so
+   the guest's flags are dead right before it. A short list of operations
+   whose flags do not depend on a count (a shift or rotate by 0 leaves
+   them alone, which Zydis's table cannot say), checked against that
+   table. AF after and/or/xor/test is "undefined": processors write it (0);
+   were it left alone, the lookup's own `test` would leave it alone too. */
+static bool writes_flags6(const struct xi *x) {
+  switch (x->di.mnemonic) {
+  case ZYDIS_MNEMONIC_ADD:
+  case ZYDIS_MNEMONIC_SUB:
+  case ZYDIS_MNEMONIC_CMP:
+  case ZYDIS_MNEMONIC_NEG:
+  case ZYDIS_MNEMONIC_AND:
+  case ZYDIS_MNEMONIC_OR:
+  case ZYDIS_MNEMONIC_XOR:
+  case ZYDIS_MNEMONIC_TEST: break;
+  default: return false;
+  }
+  const ZydisAccessedFlags *fl = x->di.cpu_flags;
+  return fl != NULL && !(fl->tested & FLAGS6) &&
+         ((fl->modified | fl->set_0 | fl->set_1 | fl->undefined) & FLAGS6) ==
+             FLAGS6;
+}
+
+/* Runs natively without scratch registers, callouts or faults (IDENT,
+   nop, a lea emit_lea passes through): may sit between a hoisted lookup
+   and its access, and be copied into its miss path. */
+static bool plain_insn(const struct xi *x) {
+  if (x->cls == X_NOP)
+    return true;
+  if (x->used & (1u << R_SP))
+    return false;
+  if (x->cls == X_IDENT)
+    return !uses_x87(x);
+  if (x->cls == X_LEA) {
+    ZydisRegister base = x->op[1].mem.base;
+    return x->di.address_width != 16 && base != ZYDIS_REGISTER_RIP &&
+           base != ZYDIS_REGISTER_EIP;
+  }
+  return false;
+}
+
+/*
+ * Flag liveness for the soft-TLB lookup (docs/bt.md, "The memory path").
+ * The flags before an access are visible to a fault's handler even when
+ * no later instruction reads them, so a lookup that clobbers them cannot
+ * sit right before its access. It can sit right before an earlier
+ * instruction k that writes all six flags without reading them, when
+ * nothing from k up to the access can fault or call out and nothing there
+ * changes the access's address registers: the flags are dead there, and
+ * k rewrites them before anything can see them. A miss runs k and the
+ * instructions up to the access again from the miss path, then the usual
+ * miss callout, which sees k's flags. One hoisted lookup per stretch.
+ */
+static void plan_hoists(struct tx *t) {
+  for (unsigned i = 0; i < t->n; i++) {
+    t->hoist_for[i] = -1;
+    t->hoisted[i] = false;
+  }
+  unsigned free_from = 0;
+  for (unsigned i = 1; i < t->n; i++) {
+    struct xi *x = &t->x[i];
+    if (x->cls != X_MEM || x->rsp || uses_x87(x) || !mem_inline(t, x))
+      continue;
+    const ZydisDecodedOperand *o = &x->op[x->memop];
+    bool h;
+    uint32_t addr = 0;
+    int g = gpr_of(o->mem.base, &h);
+    if (g >= 0)
+      addr |= 1u << g;
+    g = gpr_of(o->mem.index, &h);
+    if (g >= 0)
+      addr |= 1u << g;
+    for (unsigned j = i; j-- > free_from;) {
+      const struct xi *y = &t->x[j];
+      if (!plain_insn(y) || (y->used & addr))
+        break;
+      if (writes_flags6(y)) {
+        t->hoist_for[j] = (int8_t)i;
+        free_from = i + 1;
+        break;
+      }
+    }
+  }
+}
+
+static int32_t tlb_adds(const struct tx *t) {
+  return BT_OFF_TLB_ADD + (int32_t)(t->b->tlb_set * 8 * BT_TLB_SIZE);
+}
+
+/* The lookup of instruction i's operand, before instruction k (plan_hoists).
+   Its registers stay borrowed (no instruction up to i names them) and
+   hold the host address as [s1 + s2] for emit_mem. */
+static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
+                       unsigned *noo) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[i];
+  const ZydisDecodedOperand *o = &x->op[x->memop];
+  uint32_t avoid = (1u << R_SP) | (1u << R_CX);
+  for (unsigned j = k; j <= i; j++)
+    avoid |= t->x[j].used;
+  give_back(t, x->used);
+  int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
+  int s2 = pick(&avoid, x->high8, t->borrowed, t->later);
+  /* rcx when it is free anyway (as rcx_mode would borrow it): a third
+     register would be one more to borrow (warm entries keep rcx). */
+  bool rcx_free =
+      (t->borrowed & (1u << R_CX)) || !(t->later & (1u << R_CX));
+  int chk = rcx_free ? R_CX : pick(&avoid, false, t->borrowed, t->later);
+  if (s1 < 0 || s2 < 0 || chk < 0)
+    return; /* too many registers named: emit_mem looks it up itself */
+  borrow(t, (unsigned)s1);
+  borrow(t, (unsigned)s2);
+  borrow(t, (unsigned)chk);
+  int miss = e_label(e), after = e_label(e), retry = e_label(e);
+  emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
+  bool w = o->actions &
+           (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
+  emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
+                   bt_needs_align16(&x->di, o), miss, chk);
+  oo[(*noo)++] = (struct ool){.kind = OOL_HOIST,
+                              .i = i,
+                              .k = k,
+                              .label = miss,
+                              .after = after,
+                              .retry = retry,
+                              .s1 = s1,
+                              .s2 = s2,
+                              .srsp = -1,
+                              .borrowed = t->borrowed,
+                              .park = -1};
+  t->hoisted[i] = true;
+  t->hs1[i] = (uint8_t)s1;
+  t->hs2[i] = (uint8_t)s2;
+  t->hafter[i] = after;
+}
+
+/* A hoisted lookup missed, with the guest's flags clobbered but dead:
+   instructions k..i-1 run here (k writes the flags anew), then the miss
+   callout of i as without hoisting. When it fills the TLB it resumes at
+   `retry`, where the entry for i's address is known to be there. */
+static void emit_ool_hoist(struct tx *t, const struct ool *q) {
+  struct emit *e = &t->e;
+  struct xi *x = &t->x[q->i];
+  const ZydisDecodedOperand *o = &x->op[x->memop];
+  e_bind(e, q->label);
+  t->borrowed = q->borrowed;
+  t->park = -1;
+  for (unsigned j = q->k; j < q->i; j++) {
+    struct xi *y = &t->x[j];
+    give_back(t, y->used);
+    if (y->cls == X_LEA)
+      emit_lea(t, j);
+    else if (y->cls == X_IDENT)
+      emit_core(t, y, -1, -1, -1);
+  }
+  uint32_t mi, pi;
+  struct bt_desc *md = new_desc(t, q->i, BT_D_MEM, &mi);
+  struct bt_desc *pd = new_desc(t, q->i, BT_D_MEMPOST, &pi);
+  md->s1 = pd->s1 = (uint8_t)q->s1;
+  md->spill = t->borrowed;
+  callout(t, mi);
+  int bounce = e_label(e);
+  e_bind(e, bounce);
+  emit_core(t, x, q->s1, -1, -1);
+  pd->spill = t->borrowed;
+  callout(t, pi);
+  e_bind(e, q->retry);
+  emit_ea(t, x, o, (unsigned)q->s1, (unsigned)q->s2);
+  if (fast_pext(t)) {
+    e_pext_gs(e, (unsigned)q->s2, (unsigned)q->s1, BT_OFF_TLB_MASK);
+  } else {
+    e_rorx(e, (unsigned)q->s2, (unsigned)q->s1, 12);
+    e_movzx8(e, (unsigned)q->s2, (unsigned)q->s2);
+  }
+  e_mov_r_gsidx(e, (unsigned)q->s2, tlb_adds(t), (unsigned)q->s2);
+  emit_core(t, x, q->s1, q->s2, -1);
+  e_jmp(e, q->after);
+  add_dfix(t, md, q->retry, q->after, bounce);
+  add_dfix(t, pd, q->retry, q->after, bounce);
+}
+
+/* ------------------------------------------------------------------------ */
 /* The TU                                                                   */
 
 static void emit_budget_check(struct tx *t, unsigned fi) {
@@ -1598,6 +1832,7 @@ static void emit_body(struct tx *t, unsigned fi) {
   for (unsigned i = t->n; i-- > 0;)
     later[i] = later[i + 1] | t->x[i].used;
 
+  plan_hoists(t);
   struct ool oo[TU_MAX * 2];
   unsigned noo = 0;
   bool open_end = true; /* the last instruction falls through */
@@ -1607,6 +1842,8 @@ static void emit_body(struct tx *t, unsigned fi) {
     t->later = later[i];
     /* Registers the instruction names get their guest values back. */
     give_back(t, x->used);
+    if (t->hoist_for[i] >= 0)
+      emit_hoist(t, i, (unsigned)t->hoist_for[i], oo, &noo);
     /* Native x87/MMX code needs the guest's x87 state in the FPU: the hook
        loads it after a host handler, or notes that it changes (glue.S).
        Only a callout emulating an instruction may run a handler. Inside
