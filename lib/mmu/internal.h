@@ -39,6 +39,9 @@ struct vmm__mem {
   uint64_t used_ids; /* bit i: id i taken */
   /* Bumped on every add/remove so engines can drop cached translations. */
   atomic_uint_fast64_t generation;
+  /* Serializes dirty-log fetches (taken with the read lock: the engine's
+     fetch may wait for vCPUs, which take the read lock themselves). */
+  pthread_mutex_t dirty_lock;
 };
 
 int vmm__mem_init(struct vmm__mem *mem);

@@ -15,7 +15,10 @@
 int vmm__mem_init(struct vmm__mem *mem) {
   memset(mem, 0, sizeof(*mem));
   atomic_init(&mem->generation, 0);
-  return -pthread_rwlock_init(&mem->lock, NULL);
+  int err = -pthread_mutex_init(&mem->dirty_lock, NULL);
+  if (err == 0 && (err = -pthread_rwlock_init(&mem->lock, NULL)) < 0)
+    pthread_mutex_destroy(&mem->dirty_lock);
+  return err;
 }
 
 static void slot_free(struct vmm__slot *s) {
@@ -34,6 +37,7 @@ void vmm__mem_fini(struct vmm__mem *mem) {
     slot_free(mem->slots[i]);
   mem->count = 0;
   pthread_rwlock_destroy(&mem->lock);
+  pthread_mutex_destroy(&mem->dirty_lock);
 }
 
 /* Index of the first slot whose end is above gpa (binary search). */
@@ -357,10 +361,15 @@ int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,
   int err = 0;
 
   /*
-   * Write lock: the engine's fetch (KVM_GET_DIRTY_LOG) and our swap of the
-   * software bitmap must not interleave with a concurrent fetch.
+   * The engine's fetch (KVM_GET_DIRTY_LOG) and our swap of the software
+   * bitmap must not interleave with a concurrent fetch: dirty_lock. Only
+   * the read lock on the slots: BT's fetch revokes write permissions and
+   * waits for every vCPU to acknowledge, and a vCPU may be in a page walk
+   * waiting for the read lock (with the write lock held here that was a
+   * deadlock; test_dirty_log_race).
    */
-  pthread_rwlock_wrlock(&mem->lock);
+  pthread_mutex_lock(&mem->dirty_lock);
+  pthread_rwlock_rdlock(&mem->lock);
   int i = find_id_locked(mem, id);
   if (i < 0) {
     err = VMM_ENOENT;
@@ -382,6 +391,7 @@ int vmm_mem_dirty_log_get(vmm_vm *vm, uint32_t id, uint64_t *bitmap,
     err = vm->ops->dirty_log_fetch(vm, s, bitmap);
 out:
   pthread_rwlock_unlock(&mem->lock);
+  pthread_mutex_unlock(&mem->dirty_lock);
   return err;
 }
 

@@ -50,6 +50,10 @@
 ;                    stored at 0x31000 + 8 * (n - 0x30) + 640 * pass;
 ;                    more emulated instructions than the decode cache
 ;                    holds, so callouts find their entries reused; hlt.
+;   0xd00 dirty_once  forever: wait until the qword at 0x30000 changes,
+;                    then store it once to 0x200000 (add/mov: the store's
+;                    lookup is hoisted above the add); for test_bt's
+;                    dirty-log race.
 ;   0x680 warm_spin  the same registers as self_loop_mem (rdx = 0, rsi =
 ;                    300000), then two blocks (at 0x6c1 and 0x6c8) jumping
 ;                    to each other, counting in [0x30010] and [0x30018].
@@ -410,3 +414,17 @@ align 8
 many_idtr:
     dw 16 * 256 - 1
     dq 0x40000
+
+times 0xd00 - ($ - $$) db 0xcc
+dirty_once:
+    mov rbx, 0x200000
+    mov rsi, 0x30000
+    xor edx, edx
+.wait:
+    mov rax, [rsi]
+    cmp rax, rdx
+    je .wait
+    mov rdx, rax
+    add rax, 0                  ; writes every flag: the store's lookup
+    mov [rbx], rax              ; runs before it (hoisted)
+    jmp .wait
