@@ -882,7 +882,11 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
        generation check; while it stayed set, a revoker waits for us. */
     if (!atomic_load_explicit(&b->ctx.in_tc, memory_order_relaxed))
       atomic_store(&b->ctx.in_tc, 1);
-    bt_check_wp(b);
+    /* A miss acknowledged before it decided (bt_mem_miss): acknowledging
+       here would revoke what it decided while translated code goes on to
+       use it without a check. */
+    if (d->kind != BT_D_MEM)
+      bt_check_wp(b);
   }
   return leave;
 }

@@ -840,6 +840,13 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   uint64_t looked_up = c->gpr[d->s1];
   bt_unspill(b, d);
   c->rip = d->rip;
+  /* Acknowledge write revocations (bt_wp_shootdown) before deciding, and
+     not again before translated code resumes (vmm__bt_callout): a fill or
+     a direct RAM pointer decided here is used without another tag check
+     (a hoisted lookup's retry, the no-lookup path below), so it must not
+     be revoked in between. A revocation that comes later waits for this
+     vCPU to acknowledge it, which it does only after the access. */
+  bt_check_wp(b);
   bt_mmio_begin(b);
   ZydisDecodedInstruction di;
   ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
