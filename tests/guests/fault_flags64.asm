@@ -146,33 +146,10 @@ h_pf:
     pop rcx
     add rsp, 8
     iretq
-h_bad:
-    mov al, 0xff
-    out 0xe9, al
-    hlt
-
 align 8
 pd: dq 0
 
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
-
-align 16
-idt:
-%assign v 0
-%rep 32
-%if v == 14
-    gate64 h_pf
-%else
-    gate64 h_bad
-%endif
-%assign v v + 1
-%endrep
-idtr:
-    dw 32 * 16 - 1
-    dq idt
+%define IDT_GATES 32
+%define IDT_VECTOR 14
+%define IDT_HANDLER h_pf
+%include "idt64_one.inc"
