@@ -683,27 +683,23 @@ static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
 }
 
 /*
- * cmps with both operands faulting: which #PF the processor reports is
- * not architectural, and the hosts are not consistent (both operands on
- * one not-present page: DS:rSI's; on different pages: often ES:rDI's).
- * Accepted when both engines fault at the same cmps with #PF, each CR2
- * inside one of the two elements (from the registers at the fault) and
- * the two CR2s in different elements; CR2 and the error code are then
- * not compared (everything else is: the iteration that faults is the
- * same whichever operand is reported).
+ * The cmps both results fault at (vectors va and vb), with the same rSI
+ * and rDI and DS/ES addressing: its element size and the two elements'
+ * addresses. False for anything else.
  */
-static bool cmps_fault_order(const struct result *a, const struct result *b) {
+static bool cmps_elements(const struct result *a, const struct result *b,
+                          int va, int vb, unsigned *size, uint64_t *dsi,
+                          uint64_t *edi) {
   uint64_t rip;
   ZydisDecodedInstruction di;
   ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-  if (a->cr2 == b->cr2 || !same_fault_insn(a, b, 14, 14, &rip, &di, ops))
+  if (!same_fault_insn(a, b, va, vb, &rip, &di, ops))
     return false;
-  unsigned size;
   switch (di.mnemonic) {
-  case ZYDIS_MNEMONIC_CMPSB: size = 1; break;
-  case ZYDIS_MNEMONIC_CMPSW: size = 2; break;
-  case ZYDIS_MNEMONIC_CMPSD: size = 4; break;
-  case ZYDIS_MNEMONIC_CMPSQ: size = 8; break;
+  case ZYDIS_MNEMONIC_CMPSB: *size = 1; break;
+  case ZYDIS_MNEMONIC_CMPSW: *size = 2; break;
+  case ZYDIS_MNEMONIC_CMPSD: *size = 4; break;
+  case ZYDIS_MNEMONIC_CMPSQ: *size = 8; break;
   default: return false;
   }
   if (a->regs.rsi != b->regs.rsi || a->regs.rdi != b->regs.rdi)
@@ -714,7 +710,26 @@ static bool cmps_fault_order(const struct result *a, const struct result *b) {
       (ZYDIS_ATTRIB_HAS_SEGMENT_FS | ZYDIS_ATTRIB_HAS_SEGMENT_GS))
     return false;
   uint64_t am = di.address_width == 32 ? 0xffffffffull : ~0ull;
-  uint64_t dsi = a->regs.rsi & am, edi = a->regs.rdi & am;
+  *dsi = a->regs.rsi & am;
+  *edi = a->regs.rdi & am;
+  return true;
+}
+
+/*
+ * cmps with both operands faulting: which #PF the processor reports is
+ * not architectural, and the hosts are not consistent (both operands on
+ * one not-present page: DS:rSI's; on different pages: often ES:rDI's).
+ * Accepted when both engines fault at the same cmps with #PF, each CR2
+ * inside one of the two elements (from the registers at the fault) and
+ * the two CR2s in different elements; CR2 and the error code are then
+ * not compared (everything else is: the iteration that faults is the
+ * same whichever operand is reported).
+ */
+static bool cmps_fault_order(const struct result *a, const struct result *b) {
+  unsigned size;
+  uint64_t dsi, edi;
+  if (a->cr2 == b->cr2 || !cmps_elements(a, b, 14, 14, &size, &dsi, &edi))
+    return false;
   int ka = a->cr2 - dsi < size ? 0 : a->cr2 - edi < size ? 1 : -1;
   int kb = b->cr2 - dsi < size ? 0 : b->cr2 - edi < size ? 1 : -1;
   return ka >= 0 && kb >= 0 && ka != kb;
@@ -728,30 +743,15 @@ static bool cmps_fault_order(const struct result *a, const struct result *b) {
  * error code are then not compared.
  */
 static bool cmps_ac_pf(const struct result *a, const struct result *b) {
-  uint64_t rip;
-  ZydisDecodedInstruction di;
-  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  unsigned size;
+  uint64_t dsi, edi;
   const struct result *pf;
-  if (same_fault_insn(a, b, 14, 17, &rip, &di, ops))
+  if (cmps_elements(a, b, 14, 17, &size, &dsi, &edi))
     pf = a;
-  else if (same_fault_insn(a, b, 17, 14, &rip, &di, ops))
+  else if (cmps_elements(a, b, 17, 14, &size, &dsi, &edi))
     pf = b;
   else
     return false;
-  unsigned size;
-  switch (di.mnemonic) {
-  case ZYDIS_MNEMONIC_CMPSW: size = 2; break;
-  case ZYDIS_MNEMONIC_CMPSD: size = 4; break;
-  case ZYDIS_MNEMONIC_CMPSQ: size = 8; break;
-  default: return false;
-  }
-  if (a->regs.rsi != b->regs.rsi || a->regs.rdi != b->regs.rdi)
-    return false;
-  if (di.attributes &
-      (ZYDIS_ATTRIB_HAS_SEGMENT_FS | ZYDIS_ATTRIB_HAS_SEGMENT_GS))
-    return false;
-  uint64_t am = di.address_width == 32 ? 0xffffffffull : ~0ull;
-  uint64_t dsi = a->regs.rsi & am, edi = a->regs.rdi & am;
   if (pf->cr2 - dsi < size)
     return (edi & (size - 1)) != 0;
   if (pf->cr2 - edi < size)
