@@ -29,7 +29,7 @@
 bits 64
 %define ORG 0x10000
 org ORG
-%define ADDR_MASK 0x000ffffffffff000
+%include "identity_pd.inc"
 %define PAGE 0x200000
 
 ; The 2-4 MiB directory entry not present, and the TLB told so.
@@ -45,14 +45,7 @@ start:
     mov dword [PAGE], 0x11223344
     mov dword [PAGE + 0x20], 0x99
     mov dword [PAGE + 0x30], 0x55667788
-    ; The page directory of the identity map: CR3 -> PML4[0] -> PDPT[0].
-    mov rdx, ADDR_MASK
-    mov rax, cr3
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
+    identity_pd
     mov [rel pd], rax
 
     ; 1: add sets OF SF AF PF; a load faults; xor overwrites every flag.

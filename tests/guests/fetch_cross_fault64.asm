@@ -17,7 +17,7 @@
 bits 64
 %define ORG 0x10000
 org ORG
-%define ADDR_MASK 0x000ffffffffff000
+%include "identity_pd.inc"
 %define AT 0x1ffffb
 
 start:
@@ -29,14 +29,7 @@ start:
     mov rax, 0x1122334455667788
     mov [AT + 2], rax
     mov word [AT + 10], 0xe3ff
-    ; The page directory of the identity map: CR3 -> PML4[0] -> PDPT[0].
-    mov rdx, ADDR_MASK
-    mov rax, cr3
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
+    identity_pd
     mov [rel pd], rax
     and qword [rax + 8], -2         ; 2-4 MiB: not present
     invlpg [0x200000]

@@ -19,7 +19,7 @@
 bits 64
 %define ORG 0x10000
 org ORG
-%define ADDR_MASK 0x000ffffffffff000
+%include "identity_pd.inc"
 
 start:
     lidt [rel idtr]
@@ -28,14 +28,7 @@ start:
     mov dword [0x1ffffc], 0x22222222
     mov dword [0x200000], 0x33333333
     mov dword [0x200004], 0x44444444
-    ; The page directory of the identity map: CR3 -> PML4[0] -> PDPT[0].
-    mov rdx, ADDR_MASK
-    mov rax, cr3
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
-    mov rax, [rax]
-    and rax, rdx
+    identity_pd
     mov [rel pd], rax
     and qword [rax + 8], -2         ; 2-4 MiB: not present
     invlpg [0x200000]
