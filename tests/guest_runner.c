@@ -4,7 +4,10 @@
  * must reach; this program runs it on one engine, or on every available
  * engine and compares them ("compare").
  *
- *   guest_runner <guest.asm> <guest.bin> <kvm|bt|compare>
+ *   guest_runner <guest.asm> <guest.bin> <kvm|bt|bt-portable|compare>
+ *
+ * bt-portable runs BT with the code generation forced to its portable
+ * forms (VMM_BT_NO_LOOP | VMM_BT_NO_PEXT), the ones other hosts get.
  *
  * Directives (one per comment line, "; name: value"):
  *   mode:    real | prot32 | prot32-cpl3 | long64 | long64-cpl3
@@ -142,6 +145,7 @@ struct result {
 
 static struct spec g_spec;
 static const char *g_engine_arg;
+static uint32_t g_bt_flags; /* vmm_vm_config.bt_flags for BT */
 static bool g_skipped;
 
 /* Skip the test and make the process report "skipped" to meson. */
@@ -503,6 +507,7 @@ static int run_guest(const struct spec *sp, enum vmm_engine_kind engine,
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
   cfg.engine = engine;
+  cfg.bt_flags = g_bt_flags;
   vmm_vm *vm;
   assert_int_equal(vmm_vm_create(&cfg, &vm), 0);
   assert_int_equal(vmm_mem_slot_add(vm, 0, sp->mem, NULL, 0, NULL), 0);
@@ -744,7 +749,15 @@ static void test_guest(void **state) {
 
 int main(int argc, char **argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: %s guest.asm guest.bin kvm|bt|compare\n", argv[0]);
+    fprintf(stderr, "usage: %s guest.asm guest.bin kvm|bt|bt-portable|compare\n",
+            argv[0]);
+    return 2;
+  }
+  if (!strcmp(argv[3], "bt-portable"))
+    g_bt_flags = VMM_BT_NO_LOOP | VMM_BT_NO_PEXT;
+  else if (strcmp(argv[3], "kvm") && strcmp(argv[3], "bt") &&
+           strcmp(argv[3], "compare")) {
+    fprintf(stderr, "%s: unknown engine %s\n", argv[0], argv[3]);
     return 2;
   }
   if (parse_spec(&g_spec, argv[1], argv[2]) < 0) {

@@ -111,6 +111,43 @@ static void test_cache_size_config(void **state) {
   assert_ok(vmm_vm_destroy(vm));
 }
 
+/* bt_flags: unknown bits refused; the portable code forms are a per-VM
+   choice, so two VMs made with different flags run side by side (and
+   reach the same state). */
+static void test_bt_flags_config(void **state) {
+  (void)state;
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  assert_int_equal(cfg.bt_flags, 0);
+  cfg.engine = VMM_ENGINE_BT;
+  vmm_vm *vm = NULL;
+  cfg.bt_flags = 1u << 7;
+  assert_vmm(vmm_vm_create(&cfg, &vm), VMM_EINVAL);
+  struct vmmt t[2];
+  for (int k = 0; k < 2; k++) {
+    memset(&t[k], 0, sizeof(t[k]));
+    t[k].ram = VMMT_RAM;
+    cfg.bt_flags = k ? VMM_BT_NO_LOOP | VMM_BT_NO_PEXT : 0;
+    assert_ok(vmm_vm_create(&cfg, &t[k].vm));
+    assert_ok(vmm_mem_slot_add(t[k].vm, 0, t[k].ram, NULL, 0, NULL));
+    assert_ok(vmm_vcpu_create(t[k].vm, 0, &t[k].vcpu));
+    vmmt_setup_vcpu(t[k].vcpu, VMM_MODE_LONG64, 0);
+    vmmt_load_snippet(&t[k], "bt64", VMMT_CODE, E_LOOP_MEM);
+  }
+  for (int k = 0; k < 2; k++) {
+    vmmt_run_expect(t[k].vcpu, VMM_EXIT_HLT);
+    /* [0x30008] = [0x30000] + ecx, ecx = 1000 .. 1: the last value 1. */
+    uint64_t v = 0;
+    assert_ok(vmm_mem_read(t[k].vm, 0x30008, &v, 8));
+    assert_int_equal(v, 1);
+    assert_int_equal(reg(&t[k], VMM_REG_RCX), 0);
+    /* After its hlt (25 bytes on). */
+    assert_int_equal(reg(&t[k], VMM_REG_RIP), VMMT_CODE + E_LOOP_MEM + 25);
+  }
+  for (int k = 0; k < 2; k++)
+    vmmt_fini(&t[k]);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Counting, limits, determinism                                            */
 
@@ -1246,6 +1283,28 @@ static void test_emitter(void **state) {
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CALL);
   check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0x12345);
+  /* rel8 branches (loop, jrcxz) reach a label 127 bytes on; 128 bytes on,
+     e_finish refuses them. */
+  for (int far = 0; far < 2; far++)
+    for (int k = 0; k < 2; k++) {
+      uint8_t br[160];
+      e_init(&e, br, 0x1000, sizeof(br));
+      int l = e_label(&e);
+      if (k)
+        e_loop(&e, l);
+      else
+        e_jrcxz(&e, l);
+      e_nops(&e, 127u + (unsigned)far);
+      e_bind(&e, l);
+      assert_int_equal(e_finish(&e), !far);
+      if (!far) {
+        decode(br, 2, &di, op);
+        assert_int_equal(di.mnemonic,
+                         k ? ZYDIS_MNEMONIC_LOOP : ZYDIS_MNEMONIC_JRCXZ);
+        assert_int_equal(di.length, 2);
+        assert_int_equal(br[1], 127);
+      }
+    }
   /* A 64-bit constant plus a scaled index. */
   e_init(&e, buf, 0x1000, sizeof(buf));
   e_lea(&e, 64, 3, -1, 9, 4, 0x123456789ull);
@@ -1288,6 +1347,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_emitter),
       cmocka_unit_test(test_auto_engine),
       cmocka_unit_test(test_cache_size_config),
+      cmocka_unit_test(test_bt_flags_config),
       cmocka_unit_test(test_count_exact),
       cmocka_unit_test(test_count_unavailable),
       cmocka_unit_test(test_insn_limit),

@@ -62,6 +62,29 @@ enum vmm_vm_flags {
   VMM_VM_IRQCHIP_USER = 1u << 2,
 };
 
+/**
+ * Flags for struct vmm_vm_config.bt_flags. The BT engine picks some forms
+ * of the code it generates from the host CPU; these force the portable
+ * form instead, to test every variant on one host or to work around a
+ * host whose CPUID misleads. Translated code stays correct either way;
+ * only its speed changes.
+ */
+enum vmm_bt_flags {
+  /**
+   * Never branch with `loop` in translated code. Used on AMD hosts, where
+   * it is one fast instruction that lets a soft-TLB or jump-cache hit fall
+   * through (a taken branch per lookup fewer); elsewhere `jrcxz` jumps to
+   * the hit.
+   */
+  VMM_BT_NO_LOOP = 1u << 0,
+  /**
+   * Never use `pext` in translated code's lookups (shifts and a 256-entry
+   * soft TLB instead). Used where pext is fast: not on AMD processors
+   * before family 19h, which microcode it.
+   */
+  VMM_BT_NO_PEXT = 1u << 1,
+};
+
 /** Default signal used to kick a vCPU out of KVM_RUN, see kick_signal. */
 #define VMM_KICK_SIGNAL_DEFAULT 0
 /** kick_signal value that disables signal-based kicks. */
@@ -99,6 +122,8 @@ struct vmm_vm_config {
   void *log_opaque;
   /** Most verbose level passed to log_fn. Default VMM_LOG_WARN. */
   enum vmm_log_level log_level;
+  /** BT engine: enum vmm_bt_flags. Default 0 (chosen from the host). */
+  uint32_t bt_flags;
 };
 
 #define VMM_MAX_VCPUS 256

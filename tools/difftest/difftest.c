@@ -36,9 +36,12 @@
 /* ------------------------------------------------------------------------ */
 /* Engines                                                                  */
 
-enum engine_id { ENG_KVM, ENG_BT, ENG_BT_COUNT };
+/* bt-portable: BT generating the code other hosts get (VMM_BT_NO_LOOP,
+   VMM_BT_NO_PEXT). */
+enum engine_id { ENG_KVM, ENG_BT, ENG_BT_COUNT, ENG_BT_PORTABLE };
 
-static const char *const engine_names[] = {"kvm", "bt", "bt-count"};
+static const char *const engine_names[] = {"kvm", "bt", "bt-count",
+                                           "bt-portable"};
 
 struct mmio_access {
   uint64_t gpa; /* or port */
@@ -330,6 +333,8 @@ static int engine_init(struct engine *e, enum engine_id id) {
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
   cfg.engine = id == ENG_KVM ? VMM_ENGINE_KVM : VMM_ENGINE_BT;
+  if (id == ENG_BT_PORTABLE)
+    cfg.bt_flags = VMM_BT_NO_LOOP | VMM_BT_NO_PEXT;
   cfg.log_fn = log_fn;
   if (!vmm_engine_available(cfg.engine))
     return -VMM_ENODEV;
@@ -1086,7 +1091,7 @@ static int usage(void) {
   fprintf(
       stderr,
       "usage: difftest [--seed S] [--count N] [--start I] [--index I]\n"
-      "                [--engines kvm,bt|kvm,bt-count|bt,bt-count]\n"
+      "                [--engines kvm,bt|kvm,bt-count|bt,bt-count|kvm,bt-portable]\n"
       "                [--max-len L] [--timeout-ms T] [--max-mismatches M]\n"
       "                [--no-minimize] [--no-mmio] [--list] [--verbose]\n"
       "                [--quiet]\n"
@@ -1096,7 +1101,8 @@ static int usage(void) {
 }
 
 static bool parse_engine(const char *s, size_t n, enum engine_id *out) {
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < (int)(sizeof(engine_names) / sizeof(engine_names[0]));
+       i++)
     if (strlen(engine_names[i]) == n && !strncmp(s, engine_names[i], n)) {
       *out = (enum engine_id)i;
       return true;

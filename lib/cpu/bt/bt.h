@@ -302,6 +302,7 @@ struct bt_vm {
   uint32_t host;        /* BT_H_* */
   bool fast_pext;       /* PEXT is a single fast instruction on this host */
   bool ac16;            /* #AC covers 16-byte operands too (AMD hosts) */
+  bool fast_loop;       /* LOOP is a single fast instruction (AMD hosts) */
   pthread_mutex_t lock; /* code pages, invalidation queues */
   struct bt_codepage *code[BT_CODE_HASH];
   /* Per slot id: one bit per page holding translated code. */

@@ -350,12 +350,19 @@ void e_movzx16(struct emit *e, unsigned dst, unsigned src) {
   rr_insn(e, 0, false, op, 2, dst, src, false);
 }
 
-void e_jrcxz(struct emit *e, int label) {
-  uint8_t op = 0xe3;
+static void rel8_branch(struct emit *e, uint8_t op, int label) {
   e_bytes(e, &op, 1);
   add_fixup(e, 1, label);
   uint8_t z = 0;
   e_bytes(e, &z, 1);
+}
+
+void e_jrcxz(struct emit *e, int label) {
+  rel8_branch(e, 0xe3, label);
+}
+
+void e_loop(struct emit *e, int label) {
+  rel8_branch(e, 0xe2, label);
 }
 
 void e_jmp(struct emit *e, int label) {

@@ -88,6 +88,8 @@ void e_movzx8(struct emit *e, unsigned dst,
 void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
 void e_test_r_r(struct emit *e, unsigned r); /* test r64, r64 (flags!) */
 void e_jrcxz(struct emit *e, int label);
+/* loop rel8: rcx -= 1, jump if rcx != 0 (flags untouched). */
+void e_loop(struct emit *e, int label);
 void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
 void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */
 void e_jmp_gs(struct emit *e, int32_t off);   /* jmp qword gs:[off] */

@@ -77,6 +77,11 @@ static int bt_vm_init(vmm_vm *vm) {
              BT_MIN_CACHE, BT_MAX_CACHE);
     return VMM_EINVAL;
   }
+  uint32_t flags = vm->cfg.bt_flags;
+  if (flags & ~(uint32_t)(VMM_BT_NO_LOOP | VMM_BT_NO_PEXT)) {
+    vmm__log(vm, VMM_LOG_ERROR, "bt: unknown bt_flags 0x%x", flags);
+    return VMM_EINVAL;
+  }
   struct bt_vm *m = calloc(1, sizeof(*m));
   if (m == NULL)
     return VMM_ENOMEM;
@@ -88,6 +93,10 @@ static int bt_vm_init(vmm_vm *vm) {
   atomic_init(&m->wp_gen, 0);
   m->fsgsbase = (getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE) != 0;
   bt_supported_cpuid(m, vm->irqchip_kind == VMM__IRQCHIP_USER);
+  if (flags & VMM_BT_NO_PEXT)
+    m->fast_pext = false;
+  if (flags & VMM_BT_NO_LOOP)
+    m->fast_loop = false;
   vm->engine = m;
   return 0;
 }

@@ -108,6 +108,19 @@ struct tx {
   bool hoisted[TU_MAX];
   uint8_t hs1[TU_MAX], hs2[TU_MAX];
   int hafter[TU_MAX];
+  /* Fall-through hits (see near_lookup): nlook numbers the lookups of an
+     emission; far has a bit for each one an earlier emission found out of
+     rel8 range of its miss; nb lists this emission's `loop` branches (rel8
+     field offset, label, lookup number) and, with target >= 0, the
+     trampoline after the body that label names (jmp target). */
+  unsigned nlook;
+  uint64_t far;
+  struct near_br {
+    uint32_t pos;
+    int label, target;
+    unsigned ord;
+  } nb[TU_MAX * 3];
+  unsigned nnb;
 };
 
 /* The scratch registers most lookups borrow (pick's order; rcx for
@@ -792,13 +805,68 @@ static bool fast_pext(const struct tx *t) {
   return t->b->tlb_size == BT_TLB_SIZE;
 }
 
+/* Whether the next lookup's hit falls through, its miss branching away with
+   `loop` (rcx - 1 is zero on a hit): where loop is one fast instruction
+   (AMD), taken branches being what limits code this dense in branches
+   (a taken jrcxz per lookup cost a cycle more than a fall-through in a
+   microbenchmark on Zen 4). loop only reaches 127 bytes, so its target is
+   a trampoline right after the body, or a miss block after the TU's last
+   jump; an emission that leaves one out of range is done again with that
+   lookup in the jrcxz form (translate_once). Numbers the lookup. */
+static bool near_lookup(struct tx *t) {
+  unsigned ord = t->nlook++;
+  return t->b->vm->fast_loop && ord < 64 && !((t->far >> ord) & 1);
+}
+
+/* `loop` for the lookup near_lookup just numbered: to target itself, or
+   with tramp to a trampoline jumping there. */
+static void near_branch(struct tx *t, int target, bool tramp) {
+  struct emit *e = &t->e;
+  if (t->nnb == sizeof(t->nb) / sizeof(t->nb[0])) {
+    e->fail = true;
+    return;
+  }
+  int l = tramp ? e_label(e) : target;
+  t->nb[t->nnb++] = (struct near_br){.pos = (uint32_t)e->pos + 1,
+                                        .label = l,
+                                        .target = tramp ? target : -1,
+                                        .ord = t->nlook - 1};
+  e_loop(e, l);
+}
+
+/* The trampolines of near_branch, after the body. */
+static void near_trampolines(struct tx *t) {
+  for (unsigned k = 0; k < t->nnb; k++)
+    if (t->nb[k].target >= 0) {
+      e_bind(&t->e, t->nb[k].label);
+      e_jmp(&t->e, t->nb[k].target);
+    }
+}
+
+/* Whether every `loop` of the emission reaches its target; marks the ones
+   that do not as far. */
+static bool near_fits(struct tx *t) {
+  bool ok = true;
+  for (unsigned k = 0; k < t->nnb; k++) {
+    int64_t rel = (int64_t)t->e.labels[t->nb[k].label] -
+                  ((int64_t)t->nb[k].pos + 1);
+    if (rel < -128 || rel > 127) {
+      t->far |= 1ull << t->nb[k].ord;
+      ok = false;
+    }
+  }
+  return ok;
+}
+
 /* The soft-TLB lookup of the linear address in register a. On a hit the
    host address is [a + tt] (tt holds the entry's addend) and rcx is back
    if it was parked (t->park); a keeps the guest address. A miss goes to
    `miss` with a holding the linear address and rcx's guest value in
    t->park, or in its slot when borrowed. Flag-free: pext extracts the
    bits of (last byte - tag) that a hit has zero (the page, and the low
-   address bits an alignment check needs), jrcxz tests them.
+   address bits an alignment check needs), jrcxz tests them. Without an
+   alignment check the last byte is offset by a page where near_lookup
+   allows: the page bits are then 1 on a hit, and `loop` falls through.
    With chk >= 0, the flags form (only where the guest's flags are dead and
    no fault can see them: see plan_hoists): chk instead of rcx, `test` and
    `jnz` instead of `jrcxz` and a `jmp`, and rcx is neither parked nor
@@ -823,6 +891,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     align = size == 2 ? 1 : size == 4 ? 2 : 3;
   if ((t->b->key & BT_K_AC) && size == 16 && t->b->vm->ac16)
     align = 4;
+  bool near = chk < 0 && !align && near_lookup(t);
   bool fast = fast_pext(t);
   if (fast) {
     e_pext_gs(e, tt, a, BT_OFF_TLB_MASK);
@@ -831,7 +900,8 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     e_movzx8(e, tt, tt);
   }
   e_mov_r_gsidx(e, rc, tags, tt);
-  e_lea(e, 64, rc, (int)a, (int)rc, 1, align ? 0 : (int64_t)size - 1);
+  e_lea(e, 64, rc, (int)a, (int)rc, 1,
+        align ? 0 : (int64_t)size - 1 + (near ? 4096 : 0));
   if (fast) {
     e_pext_gs(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
   } else {
@@ -845,6 +915,8 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
   if (chk >= 0) {
     e_test_r_r(e, rc);
     e_jcc(e, 5 /* ne */, miss);
+  } else if (near) {
+    near_branch(t, miss, true);
   } else {
     int hit = e_label(e);
     e_jrcxz(e, hit);
@@ -1110,6 +1182,16 @@ static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
                     .park = park};
 }
 
+/* A jump-cache miss: leave for the dispatcher with RIP = a. */
+static void jc_miss(struct tx *t, unsigned a, int park) {
+  struct emit *e = &t->e;
+  e_mov_gs_r(e, BT_OFF_RIP, a);
+  if (park >= 0)
+    e_mov_r_r(e, R_CX, (unsigned)park, 64);
+  restore_all(t);
+  e_jmp_gs(e, BT_OFF_EXIT_JC);
+}
+
 /* Jump to the guest RIP in register a through the jump cache (flat
    modes), with rcx parked in t->park or borrowed. a and t1 are borrowed;
    every borrowed register gets its guest value back on both paths. */
@@ -1126,15 +1208,17 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
     e_rorx(e, t1, t1, 64 - BT_JC_BITS);
   }
   e_mov_r_gsidx(e, R_CX, BT_OFF_JC_NPC, t1);
-  e_lea(e, 64, R_CX, (int)a, R_CX, 1, 0);
-  int hit = e_label(e);
-  e_jrcxz(e, hit);
-  e_mov_gs_r(e, BT_OFF_RIP, a);
-  if (park >= 0)
-    e_mov_r_r(e, R_CX, (unsigned)park, 64);
-  restore_all(t);
-  e_jmp_gs(e, BT_OFF_EXIT_JC);
-  e_bind(e, hit);
+  bool near = near_lookup(t);
+  e_lea(e, 64, R_CX, (int)a, R_CX, 1, near ? 1 : 0);
+  int miss = e_label(e);
+  if (near) {
+    near_branch(t, miss, false);
+  } else {
+    int hit = e_label(e);
+    e_jrcxz(e, hit);
+    jc_miss(t, a, park);
+    e_bind(e, hit);
+  }
   /* Into the warm entry when STD_KEPT is borrowed here (emit_body). */
   bool warm = t->warm && park < 0 && (t->borrowed & STD_KEPT) == STD_KEPT;
   e_mov_r_gsidx(e, t1, warm ? BT_OFF_JC_WARM : BT_OFF_JC_HOST, t1);
@@ -1152,6 +1236,10 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
     e_jmp_r(e, t1);
   else
     e_jmp_gs(e, BT_OFF_JMP);
+  if (near) {
+    e_bind(e, miss);
+    jc_miss(t, a, park);
+  }
   t->borrowed = 0;
   t->park = -1;
 }
@@ -1833,6 +1921,7 @@ static void emit_body(struct tx *t, unsigned fi) {
     later[i] = later[i + 1] | t->x[i].used;
 
   plan_hoists(t);
+  t->nlook = t->nnb = 0;
   struct ool oo[TU_MAX * 2];
   unsigned noo = 0;
   bool open_end = true; /* the last instruction falls through */
@@ -1917,8 +2006,56 @@ static void emit_body(struct tx *t, unsigned fi) {
   }
   if (open_end && t->n > 0)
     exit_link(t, false, 0, t->x[t->n - 1].next);
+  near_trampolines(t);
   for (unsigned k = 0; k < noo; k++)
     emit_ool(t, &oo[k]);
+}
+
+/* The exit stubs, one per link, after the out-of-line code. */
+static void emit_stubs(struct tx *t, uint64_t pc) {
+  struct bt_vcpu *b = t->b;
+  struct bt_tc *tc = &b->tc;
+  struct emit *e = &t->e;
+  for (unsigned k = 0; k < t->nlk; k++) {
+    struct bt_link *l = bt_link_alloc(b);
+    if (l == NULL) {
+      e->fail = true;
+      break;
+    }
+    e_bind(e, t->lk[k].stub);
+    for (unsigned r = 0; r < 16; r++)
+      if (t->lk[k].restore & (1u << r))
+        e_mov_r_gs(e, r, SLOT(r));
+    e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
+    e_jmp_gs(e, BT_OFF_EXIT_LINK);
+    l->from = t->f;
+    l->target_rip = t->lk[k].target;
+    uint64_t tpc = b->ctx.segbase[S_CS] + l->target_rip;
+    if (!t->code64)
+      tpc = (uint32_t)tpc;
+    l->backward = tpc <= pc;
+    l->cross_page = (tpc >> 12) != (pc >> 12);
+    l->patch = (uint32_t)tc->used + t->lk[k].patch;
+    l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
+    l->warm = t->lk[k].warm;
+    l->head = t->lk[k].head >= 0
+                  ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
+                  : 0;
+  }
+}
+
+/* Forget an emission of the fragment (its descriptors and links too), to
+   emit it again. */
+static void restart_emission(struct tx *t, uint32_t ndescs, uint32_t nlinks,
+                             size_t room) {
+  struct bt_tc *tc = &t->b->tc;
+  tc->ndescs = ndescs;
+  tc->nlinks = nlinks;
+  t->ndfix = 0;
+  t->nlk = 0;
+  t->borrowed = 0;
+  t->park = -1;
+  e_init(&t->e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
 }
 
 static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
@@ -2047,40 +2184,19 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
         t->keep = (uint16_t)(t->ever & ~named);
       free(dry);
     }
-    tc->ndescs = ndescs;
-    t->ndfix = 0;
-    t->nlk = 0;
-    t->borrowed = 0;
-    t->park = -1;
-    e_init(e, tc->rw + tc->used, bt_tc_addr(tc, (uint32_t)tc->used), room);
+    restart_emission(t, ndescs, tc->nlinks, room);
   }
-  emit_body(t, (unsigned)(f - tc->frags));
-  /* Exit stubs. */
-  for (unsigned k = 0; k < t->nlk; k++) {
-    struct bt_link *l = bt_link_alloc(b);
-    if (l == NULL) {
-      e->fail = true;
+  uint32_t ndescs = tc->ndescs, nlinks = tc->nlinks;
+  for (unsigned pass = 0;; pass++) {
+    emit_body(t, (unsigned)(f - tc->frags));
+    emit_stubs(t, pc);
+    /* A `loop` out of range: again, with that lookup in the jrcxz form
+       (distances only shrink; the third time with none). */
+    if (e->fail || near_fits(t))
       break;
-    }
-    e_bind(e, t->lk[k].stub);
-    for (unsigned r = 0; r < 16; r++)
-      if (t->lk[k].restore & (1u << r))
-        e_mov_r_gs(e, r, SLOT(r));
-    e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
-    e_jmp_gs(e, BT_OFF_EXIT_LINK);
-    l->from = f;
-    l->target_rip = t->lk[k].target;
-    uint64_t tpc = b->ctx.segbase[S_CS] + l->target_rip;
-    if (!t->code64)
-      tpc = (uint32_t)tpc;
-    l->backward = tpc <= pc;
-    l->cross_page = (tpc >> 12) != (pc >> 12);
-    l->patch = (uint32_t)tc->used + t->lk[k].patch;
-    l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
-    l->warm = t->lk[k].warm;
-    l->head = t->lk[k].head >= 0
-                  ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
-                  : 0;
+    if (pass == 1)
+      t->far = ~0ull;
+    restart_emission(t, ndescs, nlinks, room);
   }
   if (!e_finish(e)) {
     free(t);
