@@ -181,6 +181,16 @@ entry_x87:
     faddp
     fstp qword [0x20070]
     fnstsw [0x20078]
+    ; MXCSR with the host's control bits (BT leaves it in place around
+    ; callouts): the handler's inexact SSE division does not reach the
+    ; guest's status bits, and the guest's own PE survives a handler.
+    ldmxcsr [rel mx_def]
+    in al, 0x30
+    stmxcsr [0x20080]
+    movsd xmm0, [rel three]
+    divsd xmm0, [rel five]
+    in al, 0x30
+    stmxcsr [0x20084]
     ; The run ends right after a handler: 3.0 on the stack.
     fld qword [rel three]
     in al, 0x30
@@ -197,6 +207,7 @@ mmx: dq 0x1122334455667788
 cw53: dw 0x027f
 align 4
 mx_rz: dd 0x7f80
+mx_def: dd 0x1f80
 
 times 0x700 - ($ - $$) db 0xcc
 entry_hammer:

@@ -95,7 +95,8 @@ struct bt_ctx {
   uint64_t segbase[6];
   uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
   uint8_t fpu_full;
-  uint8_t pad3[BT_OFF_X87 - BT_OFF_FPU_FULL - 1];
+  uint8_t mx_live; /* during a callout: MXCSR is the guest's (glue.S) */
+  uint8_t pad3[BT_OFF_X87 - BT_OFF_MX_LIVE - 1];
   uint64_t x87; /* a glue.S stub: bt_x87_dirty, _clean or _away */
   uint8_t pad4[BT_OFF_FPU - BT_OFF_X87 - 8];
   uint8_t fpu[512] __attribute__((aligned(64)));
@@ -135,6 +136,7 @@ BT_CHECK_OFF(post, BT_OFF_POST);
 BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
+BT_CHECK_OFF(mx_live, BT_OFF_MX_LIVE);
 BT_CHECK_OFF(x87, BT_OFF_X87);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);

@@ -83,10 +83,13 @@
 
 /*
  * XMM0-15 and MXCSR to or from the FXSAVE image; M is the addressing macro
- * (G, G16 or C).
+ * (G, G16 or C). XMM_STORE_REGS and XMM_LOAD_REGS leave MXCSR alone.
  */
 #define XMM_STORE(M)                                                           \
   stmxcsr M(BT_OFF_FPU + 24);                                                  \
+  XMM_STORE_REGS(M)
+
+#define XMM_STORE_REGS(M)                                                      \
   movups %xmm0, M(BT_OFF_FPU + 160 + 0);                                       \
   movups %xmm1, M(BT_OFF_FPU + 160 + 16);                                      \
   movups %xmm2, M(BT_OFF_FPU + 160 + 32);                                      \
@@ -106,6 +109,9 @@
 
 #define XMM_LOAD(M)                                                            \
   ldmxcsr M(BT_OFF_FPU + 24);                                                  \
+  XMM_LOAD_REGS(M)
+
+#define XMM_LOAD_REGS(M)                                                       \
   movups M(BT_OFF_FPU + 160 + 0), %xmm0;                                       \
   movups M(BT_OFF_FPU + 160 + 16), %xmm1;                                      \
   movups M(BT_OFF_FPU + 160 + 32), %xmm2;                                      \
@@ -124,6 +130,28 @@
   movups M(BT_OFF_FPU + 160 + 240), %xmm15
 
 
+
+/*
+ * MXCSR during a callout. The guest's control bits only change through C
+ * (ldmxcsr and fxrstor are emulated; the guest's exception masks are
+ * virtual, the host runs it with all masked), only its status bits change
+ * natively. When its control bits are the host's, the gate leaves MXCSR
+ * alone (stmxcsr and two ldmxcsr were about 20 cycles of every callout)
+ * and sets mx_live: the register holds the guest's MXCSR and the image's
+ * status bits are stale. Everything that reads or writes the image's
+ * MXCSR, or runs code that may do floating-point arithmetic (a host
+ * handler), settles first (MX_SETTLE: the image takes the register, and
+ * the gate's return loads it back, dropping status bits that code set);
+ * the engine's own C code in a callout does no floating-point
+ * arithmetic. Leaving for the dispatcher settles and loads the host's.
+ * Clobbers flags.
+ */
+#define MX_SETTLE(M)                                                           \
+  cmpb $0, M(BT_OFF_MX_LIVE);                                                  \
+  je 8f;                                                                       \
+  stmxcsr M(BT_OFF_FPU + 24);                                                  \
+  movb $0, M(BT_OFF_MX_LIVE);                                                  \
+  8:
 
 /*
  * Where the guest's x87 state is (x87 registers, FCW, FSW, FTW, FOP and the
@@ -216,6 +244,7 @@ vmm__bt_x87_away:
   .hidden vmm__bt_fpu_sync
   .type vmm__bt_fpu_sync, @function
 vmm__bt_fpu_sync:
+  MX_SETTLE(C)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 9f
   /* Clean or away: the gate saved XMM and MXCSR, so the image is whole,
@@ -244,6 +273,7 @@ vmm__bt_fpu_sync:
   .hidden vmm__bt_fpu_host
   .type vmm__bt_fpu_host, @function
 vmm__bt_fpu_host:
+  MX_SETTLE(C)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 9f
   leaq vmm__bt_x87_dirty(%rip), %rax
@@ -368,8 +398,18 @@ vmm__bt_gate:
   SAVE_GPRS 8
   popq G(BT_OFF_RET)
   cld
-  XMM_STORE(G)
+  XMM_STORE_REGS(G)
+  /* MXCSR stays when its control bits are the host's (see MX_SETTLE). */
+  movl G(BT_OFF_FPU + 24), %eax
+  xorl G(BT_OFF_MXCSR_HOST), %eax
+  testl $~0x3f, %eax
+  jnz 4f
+  movb $1, G(BT_OFF_MX_LIVE)
+  jmp 5f
+4:
+  stmxcsr G(BT_OFF_FPU + 24)
   ldmxcsr G(BT_OFF_MXCSR_HOST)
+5:
   movb $0, G(BT_OFF_FPU_FULL)
   movq G(BT_OFF_SELF), %rdi
   call vmm__bt_callout
@@ -377,8 +417,12 @@ vmm__bt_gate:
   jnz 1f
   cmpb $0, G(BT_OFF_FPU_FULL)
   jne 2f
-  XMM_LOAD(G)
+  XMM_LOAD_REGS(G)
+  cmpb $0, G(BT_OFF_MX_LIVE)
+  jne 3f
+  ldmxcsr G(BT_OFF_FPU + 24)
 3:
+  movb $0, G(BT_OFF_MX_LIVE)
   FLAGS_LOAD(G)
   LOAD_GPRS
   jmp *G(BT_OFF_CONT)
@@ -387,6 +431,8 @@ vmm__bt_gate:
   X87_RESTORED(G)
   jmp 3b
 1:
+  MX_SETTLE(G)
+  ldmxcsr G(BT_OFF_MXCSR_HOST)
   movl $BT_X_CALLOUT, %eax
   jmp bt_leave
   .size vmm__bt_gate, . - vmm__bt_gate
