@@ -10,7 +10,7 @@
  *   difftest [--seed S] [--count N] [--start I] [--engines kvm,bt]
  *            [--max-len L] [--index I] [--indexes I,J,...] [--code HEX]
  *            [--no-minimize] [--no-mmio] [--max-mismatches M]
- *            [--timeout-ms T] [--quiet] [--list] [--verbose]
+ *            [--timeout-ms T] [--bt-flags F] [--quiet] [--list] [--verbose]
  *
  * The same seed and options give the same sequences and initial states.
  *
@@ -36,12 +36,9 @@
 /* ------------------------------------------------------------------------ */
 /* Engines                                                                  */
 
-/* bt-portable: BT generating the code other hosts get (VMM_BT_NO_LOOP,
-   VMM_BT_NO_PEXT). */
-enum engine_id { ENG_KVM, ENG_BT, ENG_BT_COUNT, ENG_BT_PORTABLE };
+enum engine_id { ENG_KVM, ENG_BT, ENG_BT_COUNT };
 
-static const char *const engine_names[] = {"kvm", "bt", "bt-count",
-                                           "bt-portable"};
+static const char *const engine_names[] = {"kvm", "bt", "bt-count"};
 
 struct mmio_access {
   uint64_t gpa; /* or port */
@@ -326,15 +323,16 @@ static void log_fn(enum vmm_log_level level, const char *msg, void *opaque) {
     fprintf(stderr, "libvmm: %s\n", msg);
 }
 
-static int engine_init(struct engine *e, enum engine_id id) {
+static int engine_init(struct engine *e, enum engine_id id,
+                       uint32_t bt_flags) {
   memset(e, 0, sizeof(*e));
   e->id = id;
   e->mmio_salt = 0x5bd1e995;
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
   cfg.engine = id == ENG_KVM ? VMM_ENGINE_KVM : VMM_ENGINE_BT;
-  if (id == ENG_BT_PORTABLE)
-    cfg.bt_flags = VMM_BT_NO_LOOP | VMM_BT_NO_PEXT;
+  if (id != ENG_KVM)
+    cfg.bt_flags = bt_flags;
   cfg.log_fn = log_fn;
   if (!vmm_engine_available(cfg.engine))
     return -VMM_ENODEV;
@@ -992,6 +990,7 @@ struct options {
   uint64_t seed, start, count;
   bool one;
   unsigned max_len, timeout_ms, max_mismatches;
+  uint32_t bt_flags; /* vmm_vm_config.bt_flags of the BT engines */
   bool minimize, mmio, quiet, list, verbose;
   enum engine_id eng[2];
   uint8_t code[1024]; /* --code: these bytes instead of generated ones */
@@ -1074,9 +1073,10 @@ static void report_mismatch(struct tester *t, const struct dt_seq *orig,
   if (d == 0)
     printf("  (the minimized sequence no longer mismatches)\n");
   printf("  reproduce: difftest --engines %s,%s --seed %" PRIu64
-         " --index %" PRIu64 " --max-len %u%s\n\n",
+         " --index %" PRIu64 " --max-len %u%s --bt-flags %" PRIu32 "\n\n",
          engine_names[t->opt.eng[0]], engine_names[t->opt.eng[1]], seq->seed,
-         seq->index, t->opt.max_len, t->opt.mmio ? "" : " --no-mmio");
+         seq->index, t->opt.max_len, t->opt.mmio ? "" : " --no-mmio",
+         t->opt.bt_flags);
   fflush(stdout);
   free(seq);
 }
@@ -1091,7 +1091,7 @@ static int usage(void) {
   fprintf(
       stderr,
       "usage: difftest [--seed S] [--count N] [--start I] [--index I]\n"
-      "                [--engines kvm,bt|kvm,bt-count|bt,bt-count|kvm,bt-portable]\n"
+      "                [--engines kvm,bt|kvm,bt-count|bt,bt-count] [--bt-flags F]\n"
       "                [--max-len L] [--timeout-ms T] [--max-mismatches M]\n"
       "                [--no-minimize] [--no-mmio] [--list] [--verbose]\n"
       "                [--quiet]\n"
@@ -1136,6 +1136,7 @@ static int parse_options(int argc, char **argv, struct options *o) {
     NUM("--max-len", max_len)
     NUM("--timeout-ms", timeout_ms)
     NUM("--max-mismatches", max_mismatches)
+    NUM("--bt-flags", bt_flags)
 #undef NUM
     if (!strcmp(a, "--index") && v) {
       o->start = strtoull(v, NULL, 0);
@@ -1203,7 +1204,7 @@ int main(int argc, char **argv) {
   if (rc)
     return rc;
   for (int i = 0; i < 2; i++) {
-    int err = engine_init(&t->eng[i], t->opt.eng[i]);
+    int err = engine_init(&t->eng[i], t->opt.eng[i], t->opt.bt_flags);
     if (err == -VMM_ENODEV || err == -VMM_ENOCAP) {
       printf("difftest: engine %s not available on this host (%s): skipped\n",
              engine_names[t->opt.eng[i]], vmm_strerror(err));
