@@ -6,18 +6,56 @@
  * instructions), the host must not crash, hang or touch memory outside
  * the guest's RAM and the engine's structures (ASan checks the latter).
  *
- * Input: byte 0 selects the mode and options, bytes 1..16 seed registers,
+ * Input: byte 0 selects the mode and options (bits 5-6: the code forms,
+ * vmm_vm_config.bt_flags), bytes 1..16 seed registers,
  * the rest is the code, placed at the entry point and also after it
  * (so jumps forward land in more fuzzed bytes).
  */
+#include <errno.h>
 #include <libvmm/vmm.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RAM (2u << 20)
 #define TABLES 0x100000u
 #define LIMIT 4000 /* instructions per input: bounds the time */
+#define WATCH_S 2  /* and this, for guests that retire none (see below) */
+
+/*
+ * A guest can run forever without retiring an instruction, as a processor
+ * would: an exception whose handler faults at once, delivered again and
+ * again (real mode: an IVT entry pointing at an invalid opcode). The
+ * instruction limit never ends that; the watchdog kicks the vCPU after
+ * WATCH_S seconds, as a host program would.
+ */
+struct watchdog {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  bool done;
+  atomic_bool fired;
+  vmm_vcpu *vcpu;
+};
+
+static void *watch(void *arg) {
+  struct watchdog *w = arg;
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += WATCH_S;
+  pthread_mutex_lock(&w->lock);
+  int rc = 0;
+  while (!w->done && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&w->cond, &w->lock, &until);
+  if (!w->done) {
+    atomic_store(&w->fired, true);
+    vmm_vcpu_kick(w->vcpu);
+  }
+  pthread_mutex_unlock(&w->lock);
+  return NULL;
+}
 
 /* Devices that answer anything, so I/O and MMIO exits complete. */
 static int any_io(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
@@ -44,6 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   unsigned cpl = (mode != VMM_MODE_REAL && (sel & 4)) ? 3 : 0;
   bool exc_exits = sel & 8;
   bool devices = sel & 16;
+  uint32_t bt_flags = (sel >> 5) & (VMM_BT_NO_LOOP | VMM_BT_NO_PEXT);
   uint64_t seed[2];
   memcpy(seed, data + 1, 16);
   const uint8_t *code = data + 17;
@@ -55,6 +94,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   vmm_vm_config_init(&cfg);
   cfg.engine = VMM_ENGINE_BT;
   cfg.bt_cache_size = 256u << 10;
+  cfg.bt_flags = bt_flags;
   if (getenv("FUZZ_BT_VERBOSE")) {
     cfg.log_fn = print_log;
     cfg.log_level = VMM_LOG_DEBUG;
@@ -96,7 +136,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (exc_exits)
     vmm_vcpu_set_exception_exits(vcpu, 0xffffffffu);
 
-  for (int i = 0; i < 64; i++) {
+  struct watchdog w = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                       .cond = PTHREAD_COND_INITIALIZER,
+                       .vcpu = vcpu};
+  atomic_init(&w.fired, false);
+  pthread_t wt;
+  if (pthread_create(&wt, NULL, watch, &w) != 0)
+    abort();
+  for (int i = 0; i < 64 && !atomic_load(&w.fired); i++) {
     struct vmm_exit *e;
     if (vmm_vcpu_run(vcpu, &e) < 0)
       abort();
@@ -113,6 +160,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (e->reason != VMM_EXIT_NONE)
       break;
   }
+  pthread_mutex_lock(&w.lock);
+  w.done = true;
+  pthread_cond_signal(&w.cond);
+  pthread_mutex_unlock(&w.lock);
+  pthread_join(wt, NULL);
   uint64_t n;
   vmm_vcpu_insn_count(vcpu, &n);
   if (n > LIMIT)
