@@ -718,13 +718,21 @@ static bool cmps_elements(const struct result *a, const struct result *b,
   return true;
 }
 
+/* Whether a #PF on the size-byte access at addr reports cr2: its first
+   byte (its first page faults) or the start of its second page. */
+static unsigned pf_cr2_of(uint64_t cr2, uint64_t addr, unsigned size) {
+  uint64_t page2 = (addr | 0xfff) + 1;
+  return cr2 == addr || (page2 - addr < size && cr2 == page2);
+}
+
 /*
  * cmps with both operands faulting: which #PF the processor reports is
  * not architectural, and the hosts are not consistent (both operands on
  * one not-present page: DS:rSI's; on different pages: often ES:rDI's).
  * Accepted when both engines fault at the same cmps with #PF, each CR2
- * inside one of the two elements (from the registers at the fault) and
- * the two CR2s in different elements; CR2 and the error code are then
+ * where a #PF on one of the two elements reports (its first byte, or its
+ * second page's; elements from the registers at the fault) and the two
+ * CR2s name different elements; CR2 and the error code are then
  * not compared (everything else is: the iteration that faults is the
  * same whichever operand is reported).
  */
@@ -733,9 +741,12 @@ static bool cmps_fault_order(const struct result *a, const struct result *b) {
   uint64_t dsi, edi;
   if (a->cr2 == b->cr2 || !cmps_elements(a, b, 14, 14, &size, &dsi, &edi))
     return false;
-  int ka = a->cr2 - dsi < size ? 0 : a->cr2 - edi < size ? 1 : -1;
-  int kb = b->cr2 - dsi < size ? 0 : b->cr2 - edi < size ? 1 : -1;
-  return ka >= 0 && kb >= 0 && ka != kb;
+  /* Elements may overlap (seed 9001 index 51858: rDI = rSI + 6, both
+     crossing down into a faulting page): which one a CR2 names follows
+     from where a #PF on each would report. */
+  unsigned ma = pf_cr2_of(a->cr2, dsi, size) | pf_cr2_of(a->cr2, edi, size) << 1;
+  unsigned mb = pf_cr2_of(b->cr2, dsi, size) | pf_cr2_of(b->cr2, edi, size) << 1;
+  return ma != 0 && mb != 0 && (ma | mb) == 3;
 }
 
 /*
