@@ -23,14 +23,14 @@
 #define RAM (2u << 20)
 #define TABLES 0x100000u
 #define LIMIT 4000 /* instructions per input: bounds the time */
-#define WATCH_S 2  /* and this, for guests that retire none (see below) */
+#define WATCH_MS 500 /* and this, for guests that retire none (see below) */
 
 /*
  * A guest can run forever without retiring an instruction, as a processor
  * would: an exception whose handler faults at once, delivered again and
  * again (real mode: an IVT entry pointing at an invalid opcode). The
  * instruction limit never ends that; the watchdog kicks the vCPU after
- * WATCH_S seconds, as a host program would.
+ * WATCH_MS milliseconds, as a host program would.
  */
 struct watchdog {
   pthread_mutex_t lock;
@@ -44,7 +44,11 @@ static void *watch(void *arg) {
   struct watchdog *w = arg;
   struct timespec until;
   clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += WATCH_S;
+  until.tv_nsec += WATCH_MS * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec += until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+  }
   pthread_mutex_lock(&w->lock);
   int rc = 0;
   while (!w->done && rc != ETIMEDOUT)
