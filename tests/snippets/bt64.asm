@@ -322,17 +322,25 @@ invlpg_remap:
     mov r11, [0x40230000]       ; #PF
     hlt
 
-times 0x600 - ($ - $$) db 0xcc
-self_loop_mem:                  ; self loops whose scratch registers stay
-    mov rcx, 0x1111             ; borrowed around the back edge: every
-    mov r8, 0x8888              ; register the glue may take holds a value
-    mov r9, 0x9999              ; the test checks after kicks and the end
+; rcx, r8..r15 = 0x1111, 0x8888..0xffff: the values check_kept_regs
+; (test_bt.c) expects after kicks.
+%macro KEPT_REGS 0
+    mov rcx, 0x1111
+    mov r8, 0x8888
+    mov r9, 0x9999
     mov r10, 0xaaaa
     mov r11, 0xbbbb
     mov r12, 0xcccc
     mov r13, 0xdddd
     mov r14, 0xeeee
     mov r15, 0xffff
+%endmacro
+
+times 0x600 - ($ - $$) db 0xcc
+self_loop_mem:                  ; self loops whose scratch registers stay
+    KEPT_REGS                   ; borrowed around the back edge: every
+                                ; register the glue may take holds a value
+                                ; the test checks after kicks and the end
     mov rdi, 0x30000
     mov qword [rdi], 0
     mov edx, 100000
@@ -347,15 +355,9 @@ self_loop_mem:                  ; self loops whose scratch registers stay
 
 times 0x680 - ($ - $$) db 0xcc
 warm_spin:                      ; two blocks jumping to each other, both
-    mov rcx, 0x1111             ; keeping rcx, r10, r11 borrowed across the
-    mov r8, 0x8888              ; links (warm entries): kicks leave through
-    mov r9, 0x9999              ; a link's stub, which gives them back
-    mov r10, 0xaaaa
-    mov r11, 0xbbbb
-    mov r12, 0xcccc
-    mov r13, 0xdddd
-    mov r14, 0xeeee
-    mov r15, 0xffff
+    KEPT_REGS                   ; keeping rcx, r10, r11 borrowed across the
+                                ; links (warm entries): kicks leave through
+                                ; a link's stub, which gives them back
     xor edx, edx
     mov esi, 300000
     mov rdi, 0x30000
