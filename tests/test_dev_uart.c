@@ -639,6 +639,26 @@ static void test_output_to_broken_pipe(void **state) {
   close(fds[1]);
 }
 
+static ssize_t read_timeout(int fd, void *buf, size_t len, int ms) {
+  struct pollfd p = {.fd = fd, .events = POLLIN};
+  if (poll(&p, 1, ms) != 1)
+    return -2;
+  return read(fd, buf, len);
+}
+
+/* Reads exactly len bytes, however the kernel splits them (the UART writes
+ * each byte as the guest transmits it); fewer only on timeout or EOF. */
+static size_t read_full(int fd, void *buf, size_t len, int ms) {
+  size_t n = 0;
+  while (n < len) {
+    ssize_t r = read_timeout(fd, (char *)buf + n, len - n, ms);
+    if (r <= 0)
+      break;
+    n += (size_t)r;
+  }
+  return n;
+}
+
 static void test_terminal_backend_pty(void **state) {
   (void)state;
   int master, slave;
@@ -671,9 +691,7 @@ static void test_terminal_backend_pty(void **state) {
   /* Guest output reaches the terminal. */
   guest_puts(vm, "ok");
   char buf[8] = {0};
-  struct pollfd p = {.fd = master, .events = POLLIN};
-  assert_int_equal(poll(&p, 1, 2000), 1);
-  assert_int_equal(read(master, buf, sizeof(buf)), 2);
+  assert_int_equal(read_full(master, buf, 2, 2000), 2);
   assert_string_equal(buf, "ok");
 
   assert_ok(vmm_vm_destroy(vm));
@@ -724,7 +742,7 @@ static void test_terminal_backend_pipes(void **state) {
   assert_int_equal(dt_stat(dev, "overruns"), 0);
   guest_puts(vm, "bye");
   char buf[4] = {0};
-  assert_int_equal(read(out[0], buf, 3), 3);
+  assert_int_equal(read_full(out[0], buf, 3, 2000), 3);
   assert_string_equal(buf, "bye");
   /* End of input is not an error. */
   close(in[1]);
@@ -747,12 +765,6 @@ static int connect_to(const char *path) {
   return fd;
 }
 
-static ssize_t read_timeout(int fd, void *buf, size_t len, int ms) {
-  struct pollfd p = {.fd = fd, .events = POLLIN};
-  if (poll(&p, 1, ms) != 1)
-    return -2;
-  return read(fd, buf, len);
-}
 
 static void test_socket_server(void **state) {
   (void)state;
@@ -790,12 +802,7 @@ static void test_socket_server(void **state) {
   assert_string_equal(got, "ping");
   guest_puts(vm, "pong");
   char buf[8] = {0};
-  size_t n = 0;
-  while (n < 4) {
-    ssize_t r = read_timeout(c, buf + n, 4 - n, 2000);
-    assert_true(r > 0);
-    n += (size_t)r;
-  }
+  assert_int_equal(read_full(c, buf, 4, 2000), 4);
   assert_string_equal(buf, "pong");
   close(c);
 
@@ -811,12 +818,7 @@ static void test_socket_server(void **state) {
   usleep(20000);
   guest_puts(vm, "again");
   memset(buf, 0, sizeof(buf));
-  n = 0;
-  while (n < 5) {
-    ssize_t r = read_timeout(c3, buf + n, 5 - n, 2000);
-    assert_true(r > 0);
-    n += (size_t)r;
-  }
+  assert_int_equal(read_full(c3, buf, 5, 2000), 5);
   assert_string_equal(buf, "again");
 
   /* The path is taken while the UART exists. */
@@ -903,7 +905,7 @@ static void test_socket_client(void **state) {
   assert_true(c >= 0);
   guest_puts(vm, "hi");
   char buf[3] = {0};
-  assert_int_equal(read_timeout(c, buf, 2, 2000), 2);
+  assert_int_equal(read_full(c, buf, 2, 2000), 2);
   assert_string_equal(buf, "hi");
   assert_int_equal(write(c, "!", 1), 1);
   assert_true(wait_rx(vm, 2000));
@@ -1014,12 +1016,7 @@ static void test_guest_interrupt(void **state) {
   assert_int_equal(m[8], 0xcc);
   assert_memory_equal(m + 0x100, msg, 5);
   char echo[6] = {0};
-  size_t n = 0;
-  while (n < 5) {
-    ssize_t r = read_timeout(c, echo + n, 5 - n, 2000);
-    assert_true(r > 0);
-    n += (size_t)r;
-  }
+  assert_int_equal(read_full(c, echo, 5, 2000), 5);
   assert_string_equal(echo, msg);
   close(c);
   assert_ok(vmm_vm_destroy(vm));
