@@ -765,6 +765,39 @@ static int connect_to(const char *path) {
   return fd;
 }
 
+/*
+ * Connects a peer and returns once the UART's loop serves it: a byte the
+ * peer sends reaches the guest. Until then guest output is dropped (nobody
+ * connected), so a test that expects output must not write before. A peer
+ * that arrives before the loop has seen the previous one leave is turned
+ * away (one at a time; it reads end of file): it connects again.
+ */
+static int connect_served(vmm_vm *vm, const char *path) {
+  for (int tries = 0; tries < 100; tries++) {
+    int c = connect_to(path);
+    if (c < 0) {
+      usleep(10000);
+      continue;
+    }
+    assert_int_equal(send(c, "@", 1, MSG_NOSIGNAL), 1);
+    for (int ms = 0; ms < 5000; ms++) {
+      if (dt_inb(vm, LSR) & 1) {
+        assert_int_equal(dt_inb(vm, RBR), '@');
+        return c;
+      }
+      struct pollfd p = {.fd = c, .events = POLLIN};
+      if (poll(&p, 1, 1) == 1) {
+        char x;
+        /* Nothing is sent to a peer before its byte arrived. */
+        assert_true(recv(c, &x, 1, MSG_DONTWAIT) <= 0);
+        break;
+      }
+    }
+    close(c);
+  }
+  fail_msg("no peer of %s was served", path);
+  return -1;
+}
 
 static void test_socket_server(void **state) {
   (void)state;
@@ -780,7 +813,7 @@ static void test_socket_server(void **state) {
 
   /* Output with nobody connected is discarded. */
   guest_puts(vm, "lost");
-  for (int i = 0; i < 200 && dt_stat(dev, "tx_dropped") < 4; i++)
+  for (int i = 0; i < 5000 && dt_stat(dev, "tx_dropped") < 4; i++)
     usleep(1000);
   assert_int_equal(dt_stat(dev, "tx_dropped"), 4);
 
@@ -807,15 +840,7 @@ static void test_socket_server(void **state) {
   close(c);
 
   /* After a disconnect, the next peer is served. */
-  usleep(20000);
-  int c3 = -1;
-  for (int i = 0; i < 100 && c3 < 0; i++) {
-    c3 = connect_to(tmp_path);
-    if (c3 < 0)
-      usleep(10000);
-  }
-  assert_true(c3 >= 0);
-  usleep(20000);
+  int c3 = connect_served(vm, tmp_path);
   guest_puts(vm, "again");
   memset(buf, 0, sizeof(buf));
   assert_int_equal(read_full(c3, buf, 5, 2000), 5);
@@ -847,11 +872,9 @@ static void test_socket_flow_control(void **state) {
   cfg.backend = VMM_UART_SOCKET;
   cfg.path = tmp_name("flow");
   vmm_dev *dev = uart_with(vm, &cfg);
-  int c = connect_to(tmp_path);
-  assert_true(c >= 0);
+  int c = connect_served(vm, tmp_path);
   int sz = 4096;
   setsockopt(c, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-  usleep(50000); /* let the loop accept it */
   dt_outb(vm, FCR, 0x07);
   size_t written = 0;
   bool blocked = false;
@@ -866,12 +889,13 @@ static void test_socket_flow_control(void **state) {
     }
   }
   assert_true(blocked);
-  /* Now read everything: the bytes come in order, none lost. */
+  /* Now read everything: the bytes come in order, none lost. The loop
+     sends what waits as the socket drains, at its own pace: read until
+     all of it is here (a pause is no end), then check nothing follows. */
   size_t got = 0;
   uint8_t buf[4096];
-  for (;;) {
-    /* The guest side keeps writing what fits. */
-    ssize_t r = read_timeout(c, buf, sizeof(buf), 500);
+  while (got < written) {
+    ssize_t r = read_timeout(c, buf, sizeof(buf), 5000);
     if (r <= 0)
       break;
     for (ssize_t i = 0; i < r; i++)
@@ -879,6 +903,7 @@ static void test_socket_flow_control(void **state) {
     got += (size_t)r;
   }
   assert_int_equal(got, written);
+  assert_int_equal(read_timeout(c, buf, sizeof(buf), 100), -2);
   assert_true(dt_inb(vm, LSR) & 0x20);
   assert_int_equal(dt_stat(dev, "tx_dropped"), 0);
   close(c);
