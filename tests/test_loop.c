@@ -325,7 +325,7 @@ static void test_destroy_busy_with_caller_thread(void **state) {
   spin_vm(&c, 3);
   pthread_t t;
   assert_int_equal(pthread_create(&t, NULL, caller_run, &c), 0);
-  usleep(50000);
+  vmmt_wait_running(c.vcpu);
   assert_vmm(vmm_vm_destroy(c.vm), VMM_EBUSY);
   /* Still usable: the library cannot run it meanwhile either. */
   assert_ok(vmm_vm_stop(c.vm));

@@ -500,18 +500,6 @@ static void *run_thread(void *arg) {
   return NULL;
 }
 
-/* Wait until another thread is inside vmm_vcpu_run(): state calls return
-   EBUSY exactly then. */
-static void wait_running(vmm_vcpu *vcpu) {
-  struct vmm_regs r;
-  for (int i = 0; i < 100000; i++) {
-    if (vmm_vcpu_get_regs(vcpu, &r) == VMM_EBUSY)
-      return;
-    usleep(100);
-  }
-  fail_msg("the vCPU never started running");
-}
-
 static void test_remove_while_running(void **state) {
   (void)state;
   static const uint8_t spin[] = {0xeb, 0xfe}; /* jmp $ */
@@ -524,7 +512,7 @@ static void test_remove_while_running(void **state) {
   struct runner r = {.vcpu = t.vcpu};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_thread, &r), 0);
-  wait_running(t.vcpu);
+  vmmt_wait_running(t.vcpu);
   assert_vmm(vmm_mem_slot_remove(t.vm, extra), VMM_EBUSY);
   /* Adding is allowed while vCPUs run. */
   assert_ok(vmm_mem_slot_add(t.vm, 0x500000, PAGE, NULL, 0, NULL));

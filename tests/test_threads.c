@@ -137,16 +137,6 @@ static void test_two_vms_two_engines(void **state) {
   two_vms(VMM_ENGINE_KVM, VMM_ENGINE_BT);
 }
 
-static void wait_running(vmm_vcpu *vcpu) {
-  struct vmm_regs r;
-  for (int i = 0; i < 100000; i++) {
-    if (vmm_vcpu_get_regs(vcpu, &r) == VMM_EBUSY)
-      return;
-    usleep(100);
-  }
-  fail_msg("the vCPU never started running");
-}
-
 /* Kicks from another thread interrupt a long computation without
    changing its result. */
 static void test_kicks_across_threads(void **state) {
@@ -156,7 +146,7 @@ static void test_kicks_across_threads(void **state) {
   w.vcpu = vcpu_at(w.vm, 0, SUM_ENTRY, 2, w.n);
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, work, &w), 0);
-  wait_running(w.vcpu);
+  vmmt_wait_running(w.vcpu);
   unsigned kicks = 0;
   for (; kicks < 20; kicks++) {
     assert_ok(vmm_vcpu_kick(w.vcpu));
@@ -183,7 +173,7 @@ static void test_vm_stop_many(void **state) {
   for (unsigned i = 0; i < N; i++)
     assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
   for (unsigned i = 0; i < N; i++)
-    wait_running(w[i].vcpu);
+    vmmt_wait_running(w[i].vcpu);
   assert_ok(vmm_vm_stop(vm));
   for (unsigned i = 0; i < N; i++) {
     pthread_join(th[i], NULL);
@@ -208,7 +198,7 @@ static void test_destroy_while_running(void **state) {
     assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
   }
   for (unsigned i = 0; i < N; i++)
-    wait_running(w[i].vcpu);
+    vmmt_wait_running(w[i].vcpu);
   assert_vmm(vmm_vm_destroy(vm), VMM_EBUSY);
   /* Nothing was freed: the VM still works. */
   assert_ok(vmm_mem_slot_add(vm, 0x400000, 0x1000, NULL, 0, NULL));
@@ -244,7 +234,7 @@ static void test_inject_from_thread(void **state) {
   struct worker w = {.vm = t.vm, .vcpu = t.vcpu, .n = 1};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, work, &w), 0);
-  wait_running(t.vcpu);
+  vmmt_wait_running(t.vcpu);
   usleep(2000); /* spinning in the guest now */
   assert_ok(vmm_vcpu_inject_irq(t.vcpu, 0x50));
   pthread_join(th, NULL);

@@ -861,16 +861,6 @@ static void *run_thread(void *arg) {
   return NULL;
 }
 
-static void wait_running(vmm_vcpu *vcpu) {
-  struct vmm_regs r;
-  for (int i = 0; i < 100000; i++) {
-    if (vmm_vcpu_get_regs(vcpu, &r) == VMM_EBUSY)
-      return;
-    usleep(100);
-  }
-  fail_msg("the vCPU never started running");
-}
-
 static void test_kick_from_thread(void **state) {
   (void)state;
   struct vmmt t;
@@ -880,7 +870,7 @@ static void test_kick_from_thread(void **state) {
     struct runner r = {.vcpu = t.vcpu};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, run_thread, &r), 0);
-    wait_running(t.vcpu);
+    vmmt_wait_running(t.vcpu);
     usleep(2000); /* let it spin in the guest */
     assert_ok(vmm_vcpu_kick(t.vcpu));
     pthread_join(th, NULL);
@@ -1044,7 +1034,7 @@ static void test_state_busy_while_running(void **state) {
   struct runner r = {.vcpu = t.vcpu};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, run_thread, &r), 0);
-  wait_running(t.vcpu);
+  vmmt_wait_running(t.vcpu);
 
   struct vmm_regs regs;
   struct vmm_sregs sregs;

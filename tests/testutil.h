@@ -217,6 +217,19 @@ static inline uint64_t vmmt_reg(vmm_vcpu *vcpu, enum vmm_reg reg) {
   return v;
 }
 
+/* Wait until another thread is inside vmm_vcpu_run() for vcpu (its state
+   calls return EBUSY exactly then); fail after 10 s. A thread just created
+   to run it may not have got there yet on a busy host. */
+static inline void vmmt_wait_running(vmm_vcpu *vcpu) {
+  struct vmm_regs r;
+  for (int i = 0; i < 100000; i++) {
+    if (vmm_vcpu_get_regs(vcpu, &r) == VMM_EBUSY)
+      return;
+    usleep(100);
+  }
+  fail_msg("the vCPU never started running");
+}
+
 /* xorshift64: the fixed-seed byte streams of the randomized harnesses. */
 static inline uint8_t vmmt_rand8(uint64_t *state) {
   uint64_t x = *state;
