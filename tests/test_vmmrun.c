@@ -884,7 +884,21 @@ static void test_control(void **state) {
   j = request(&c, "{\"cmd\": \"pause\"}\n"); /* idempotent */
   assert_true(ok(j));
   json_decref(j);
-  usleep(200000);
+  /* The reply comes once the vCPU was asked to stop; its run ends on its
+     own thread and the completion parks it: wait for that. */
+  for (double end = now_s() + 20;; usleep(20000)) {
+    j = request(&c, "{\"cmd\": \"info\"}\n");
+    char vs[16];
+    snprintf(vs, sizeof(vs), "%s",
+             jstr(json_array_get(
+                      json_object_get(json_object_get(j, "info"), "vcpus"), 0),
+                  "state"));
+    json_decref(j);
+    if (strcmp(vs, "paused") == 0)
+      break;
+    if (now_s() > end)
+      fail_msg("the vCPU was not parked 20 s after pause (state %s)", vs);
+  }
   json_t *a = request(&c, "{\"cmd\": \"stats\"}\n");
   usleep(300000);
   json_t *b = request(&c, "{\"cmd\": \"stats\"}\n");
