@@ -1147,6 +1147,16 @@ static void expect_unregister_waits(struct gate *g, uint64_t port) {
   struct unreg_call u = {.vm = g->vm, .port = port};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, unreg_run, &u), 0);
+  /* Until the thread is inside vmm_io_unregister() (it holds the bus's
+     writer lock for the whole change) nothing is being waited for: a
+     thread started late would find the gate open and test nothing. */
+  uint64_t t0 = now_ns();
+  while (pthread_mutex_trylock(&g->vm->pio.lock) == 0) {
+    pthread_mutex_unlock(&g->vm->pio.lock);
+    if (now_ns() - t0 > 20000000000ull)
+      fail_msg("the unregistering thread did not start within 20 s");
+    sched_yield();
+  }
   struct timespec ts = {0, 100 * 1000 * 1000};
   nanosleep(&ts, NULL);
   assert_false(atomic_load(&u.done));
@@ -1176,10 +1186,21 @@ static void test_unregister_waits_for_vcpu(void **state) {
   assert_ok(vmm_io_register(r.vm, VMM_IO_PORT, 0x40, 1, gate_handler, &g));
   rig_start(&r);
   expect_unregister_waits(&g, 0x40);
-  /* The guest goes on reading port 0x40, unhandled now. */
+  /* The guest goes on reading port 0x40, unhandled now: wait for three
+     I/O exits, the third of which comes after a round's inc rbx (whether
+     or not the engine counts the gate's handled access among them). */
   uint64_t t0 = now_ns();
-  while (now_ns() - t0 < 20 * 1000 * 1000)
+  for (;;) {
+    struct vmm_vcpu_stats st;
+    vmm_vcpu_stats_init(&st);
+    assert_ok(vmm_vcpu_stats_get(r.h[0].vcpu, &st));
+    if (st.exits[VMM_EXIT_IO] >= 3)
+      break;
+    if (now_ns() - t0 > 20000000000ull)
+      fail_msg("the guest did not go on after unregistering (%llu I/O exits)",
+               (unsigned long long)st.exits[VMM_EXIT_IO]);
     sched_yield();
+  }
   rig_stop(&r);
   assert_int_equal(g.calls, 1);
   assert_true(vmmt_reg(r.h[0].vcpu, VMM_REG_RBX) > 0);
