@@ -1027,6 +1027,24 @@ static void test_balloon(void **state) {
     assert_non_null(strstr(jstr(j, "error"), "balloon: target: expected"));
     json_decref(j);
   }
+  /* Once the guest polls the target (its third access of the device's
+     registers, after magic and device ID), change it: the guest then reads
+     4 MiB at least once before the new value, whenever its vCPU started. */
+  for (double end = now_s() + 20;; usleep(20000)) {
+    j = request(&c, "{\"cmd\": \"stats\"}\n");
+    json_int_t n =
+        jint(find_port(json_object_get(
+                           json_object_get(json_object_get(j, "stats"), "io"),
+                           "mmio"),
+                       "base", (json_int_t)0xd0000000),
+             "accesses");
+    json_decref(j);
+    if (n >= 3)
+      break;
+    if (now_s() > end)
+      fail_msg("the guest did not poll the balloon within 20 s (%lld accesses)",
+               (long long)n);
+  }
   /* Integers are MiB, as for --memory. */
   j = request(&c, "{\"cmd\": \"balloon\", \"target\": 12, \"id\": 3}\n");
   assert_true(ok(j));
