@@ -232,6 +232,14 @@ void e_test_r_r(struct emit *e, unsigned r) {
   rr_insn(e, 0, true, &op, 1, r, r, false);
 }
 
+/* cmp r64, imm32 (sign-extended; flags!), for the same lookups. */
+void e_cmp_r_i32(struct emit *e, unsigned r, int32_t imm) {
+  uint8_t b[7] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)), 0x81,
+                  (uint8_t)(0xf8 | (r & 7))};
+  memcpy(b + 3, &imm, 4);
+  e_bytes(e, b, sizeof(b));
+}
+
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
   if (imm <= 0xffffffffull) {
     e_mov_r32_i(e, r, (uint32_t)imm);

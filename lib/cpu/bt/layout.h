@@ -47,6 +47,11 @@
 #define BT_OFF_TLB_R 0x400 /* uint64_t [2][BT_TLB_SIZE] negated read tags */
 #define BT_OFF_TLB_W (BT_OFF_TLB_R + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_TLB_ADD (BT_OFF_TLB_W + 2 * 8 * BT_TLB_SIZE)
+/* Every stored addend is (host page - guest page) + BT_TLB_BIAS, so its
+   low six bits are a page shift that `shrx` takes as its count (the hit
+   test of translate.c's lookups); an access through an addend subtracts
+   the bias in its displacement. */
+#define BT_TLB_BIAS 12
 #define BT_OFF_JC_NPC (BT_OFF_TLB_ADD + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
 #define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)

@@ -28,6 +28,7 @@ void bt_tlb_flush(struct bt_vcpu *b) {
     for (unsigned i = 0; i < b->tlb_size; i++) {
       b->ctx.tlb_r[s][i] = tlb_empty(b, i);
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
+      b->ctx.tlb_add[s][i] = BT_TLB_BIAS; /* the shift count, always */
     }
     b->tlb_nl[s] = 0;
     b->tlb_lover[s] = false;
@@ -108,6 +109,10 @@ static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
   unsigned i = (unsigned)(page >> 12) & (b->tlb_size - 1);
   unsigned s = b->tlb_set;
   uint64_t add = (uint64_t)(uintptr_t)hva - (lin & 0xfff) - page;
+  /* Guest RAM is mapped page-aligned: the bias's bits stay clear. */
+  if (add & 0xfff)
+    return;
+  add += BT_TLB_BIAS;
   /* One entry describes one page: a different page evicts both tags. */
   if (b->ctx.tlb_r[s][i] != -page || b->ctx.tlb_add[s][i] != add)
     b->ctx.tlb_w[s][i] = tlb_empty(b, i);
@@ -582,7 +587,7 @@ static uint8_t *tlb_hit(struct bt_vcpu *b, uint64_t lin, unsigned len,
   uint64_t tag = write ? b->ctx.tlb_w[s][i] : b->ctx.tlb_r[s][i];
   if (tag != -(lin & ~0xfffull))
     return NULL;
-  return (uint8_t *)(uintptr_t)(lin + b->ctx.tlb_add[s][i]);
+  return (uint8_t *)(uintptr_t)(lin + b->ctx.tlb_add[s][i] - BT_TLB_BIAS);
 }
 
 int bt_read(struct bt_vcpu *b, uint64_t lin, void *buf, unsigned len,
