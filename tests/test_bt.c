@@ -1262,6 +1262,10 @@ static void test_emitter(void **state) {
     assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CMP);
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
     assert_int_equal(op[1].imm.value.s, r & 1 ? -0x1000 : 0xfff);
+    EMIT(e_and_r32_i(&e, r, 0xfff));
+    assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_AND);
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
+    assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0xfff);
     EMIT(e_mov_r32_i(&e, r, 0x80000001u));
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
     assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);

@@ -893,7 +893,11 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     align = 4;
   bool near = chk < 0 && !align && near_lookup(t);
   bool fast = fast_pext(t);
-  if (fast) {
+  if (chk >= 0 && !align) {
+    /* The flags are free: no pext at all (0.11 cycles less again). */
+    e_rorx(e, tt, a, 12);
+    e_and_r32_i(e, tt, t->b->tlb_size - 1);
+  } else if (fast) {
     e_pext_gs(e, tt, a, BT_OFF_TLB_MASK);
   } else {
     e_rorx(e, tt, a, 12);
