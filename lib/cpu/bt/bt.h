@@ -107,6 +107,12 @@ struct bt_ctx {
   uint64_t jc_npc[BT_JC_SIZE];
   uint64_t jc_host[BT_JC_SIZE];
   uint64_t jc_warm[BT_JC_SIZE]; /* the same fragments' warm entries */
+  struct bt_slot {
+    uint64_t tag, add; /* as a TLB entry's; see BT_SLOT_EMPTY */
+  } slot[2][2][BT_SLOTS];
+  uint64_t slot_fills; /* counted by translated code */
+  uint8_t pad5[BT_OFF_SLOT_RING - BT_OFF_SLOT_FILLS - 8];
+  uint64_t slot_ring[BT_SLOT_RING]; /* [fills % RING]: a slot's offset */
 };
 
 #define BT_CHECK_OFF(f, o) _Static_assert(offsetof(struct bt_ctx, f) == (o), #f)
@@ -118,6 +124,9 @@ BT_CHECK_OFF(jc_mask, BT_OFF_JC_MASK);
 BT_CHECK_OFF(gs_rsp, BT_OFF_GS_RSP);
 BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
+BT_CHECK_OFF(slot, BT_OFF_SLOT);
+BT_CHECK_OFF(slot_fills, BT_OFF_SLOT_FILLS);
+BT_CHECK_OFF(slot_ring, BT_OFF_SLOT_RING);
 BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
 BT_CHECK_OFF(cont, BT_OFF_CONT);
 BT_CHECK_OFF(ret, BT_OFF_RET);
@@ -423,6 +432,12 @@ struct bt_vcpu {
   ZydisStackWidth zstack;
   unsigned tlb_set;  /* 0 supervisor, 1 user */
   unsigned tlb_size; /* entries in use: BT_TLB_SIZE, or 256 (slow PEXT) */
+  /* Lookup slots: the next one translation hands out, the fill count at
+     the last flush, and the page empty slots map BT_SLOT_EMPTY to (with
+     a page either side for accesses that start before it or cross it). */
+  unsigned slot_next;
+  uint64_t slot_flushed;
+  uint8_t slot_guard[3][4096] __attribute__((aligned(4096)));
 
   /* Dispatcher / exits. */
   bool exit_ready; /* vcpu->exit holds an exit to report */
@@ -540,6 +555,10 @@ uint64_t bt_tc_addr(const struct bt_tc *tc, uint32_t off);
 
 /* mem.c: guest memory for C code and the soft TLB. */
 enum bt_acc { BT_R = 0, BT_W = 1, BT_X = 2 };
+/* An empty lookup slot's page: non-canonical, so no access through the
+   TLB reaches it; through an empty slot it reaches b->slot_guard. */
+#define BT_SLOT_EMPTY 0xa5a5a5a5a5a5a000ull
+void bt_slots_flush(struct bt_vcpu *b, bool all);
 void bt_tlb_flush(struct bt_vcpu *b);
 void bt_tlb_flush_writes(struct bt_vcpu *b);
 void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin);

@@ -198,6 +198,13 @@ void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
   mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
 }
 
+void e_mov_gsidx_i32(struct emit *e, int32_t off, unsigned idx,
+                     uint32_t imm) {
+  static const uint8_t op = 0xc7;
+  mem_insn(e, 0x65, true, 0, &op, 1, R_SP, (int)idx, 8, off, false);
+  e_bytes(e, &imm, 4);
+}
+
 void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm) {
   static const uint8_t op = 0xc7;
   mem_insn(e, 0x65, false, 0, &op, 1, R_SP, -1, 1, off, false);
@@ -230,6 +237,12 @@ void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits) {
 void e_test_r_r(struct emit *e, unsigned r) {
   static const uint8_t op = 0x85;
   rr_insn(e, 0, true, &op, 1, r, r, false);
+}
+
+void e_not(struct emit *e, unsigned r) {
+  uint8_t b[3] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)), 0xf7,
+                  (uint8_t)(0xd0 | (r & 7))};
+  e_bytes(e, b, sizeof(b));
 }
 
 /* cmp r64, imm32 (sign-extended; flags!), for the same lookups. */

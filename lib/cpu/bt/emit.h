@@ -9,8 +9,8 @@
 
 #include "bt.h"
 
-#define E_MAX_LABELS 64
-#define E_MAX_FIXUPS 128
+#define E_MAX_LABELS 128
+#define E_MAX_FIXUPS 256
 
 struct e_fixup {
   uint32_t pos; /* offset of the displacement field */
@@ -70,6 +70,8 @@ void e_mov_gs_r(struct emit *e, int32_t off, unsigned r); /* mov gs:[off], r */
 void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
 void e_mov_gs_i32(struct emit *e, int32_t off,
                   uint32_t imm); /* mov dword gs:[off], imm */
+/* mov qword gs:[off + idx * 8], imm32 (sign-extended) */
+void e_mov_gsidx_i32(struct emit *e, int32_t off, unsigned idx, uint32_t imm);
 void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits);
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm); /* mov r64, imm */
 void e_mov_r32_i(struct emit *e, unsigned r,
@@ -87,6 +89,7 @@ void e_movzx8(struct emit *e, unsigned dst,
               unsigned src); /* movzx r32, r8(low) */
 void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
 void e_test_r_r(struct emit *e, unsigned r); /* test r64, r64 (flags!) */
+void e_not(struct emit *e, unsigned r); /* not r64 */
 void e_cmp_r_i32(struct emit *e, unsigned r, int32_t imm); /* (flags!) */
 void e_and_r32_i(struct emit *e, unsigned r, uint32_t imm); /* (flags!) */
 void e_jrcxz(struct emit *e, int label);

@@ -360,7 +360,9 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
 }
 
 static int bt_vcpu_init(vmm_vcpu *vcpu) {
-  struct bt_vcpu *b = aligned_alloc(64, (sizeof(struct bt_vcpu) + 63) & ~63ul);
+  /* Page-aligned: the lookup slots' guard page (bt.h). */
+  struct bt_vcpu *b =
+      aligned_alloc(4096, (sizeof(struct bt_vcpu) + 4095) & ~4095ul);
   if (b == NULL)
     return VMM_ENOMEM;
   memset(b, 0, sizeof(*b));
@@ -395,6 +397,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   b->ctx.jc_mask = BT_JC_SIZE - 1;
   reset_state(b);
   bt_update_mode(b);
+  bt_slots_flush(b, true);
   bt_tlb_flush(b);
   b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
   b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */

@@ -55,7 +55,15 @@
 #define BT_OFF_JC_NPC (BT_OFF_TLB_ADD + 2 * 8 * BT_TLB_SIZE)
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
 #define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
-#define BT_CTX_SIZE (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)
+/* Lookup slots (translate.c, "Lookup slots" in docs/bt.md): struct
+   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOTS]; the count of
+   slot fills, and a ring of the last BT_SLOT_RING filled slots' offsets. */
+#define BT_SLOTS 256
+#define BT_SLOT_RING 256
+#define BT_OFF_SLOT (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)
+#define BT_OFF_SLOT_FILLS (BT_OFF_SLOT + 2 * 2 * 16 * BT_SLOTS)
+#define BT_OFF_SLOT_RING (BT_OFF_SLOT_FILLS + 64)
+#define BT_CTX_SIZE (BT_OFF_SLOT_RING + 8 * BT_SLOT_RING)
 
 /* Return values of bt_enter(): why translated code gave control back. */
 #define BT_X_LINK 0    /* an unlinked direct exit; arg = link number */

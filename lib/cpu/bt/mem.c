@@ -23,7 +23,36 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
   return -(uint64_t)(((i + 2) & (b->tlb_size - 1)) << 12);
 }
 
+/*
+ * Lookup slots (translate.c) copy TLB entries, so whatever empties TLB
+ * entries empties them too. Translated code counts its fills and records
+ * each filled slot in a ring: only slots filled since the last flush can
+ * be full, and while they fit the ring only those are emptied (an invlpg
+ * per page-table update, say, costs a few stores, not 1024).
+ */
+void bt_slots_flush(struct bt_vcpu *b, bool all) {
+  uint64_t fills = b->ctx.slot_fills, n = fills - b->slot_flushed;
+  uint64_t add = (uint64_t)(uintptr_t)b->slot_guard[1] - BT_SLOT_EMPTY +
+                 BT_TLB_BIAS;
+  if (all || n > BT_SLOT_RING) {
+    for (unsigned s = 0; s < 2; s++)
+      for (unsigned w = 0; w < 2; w++)
+        for (unsigned k = 0; k < BT_SLOTS; k++)
+          b->ctx.slot[s][w][k] = (struct bt_slot){-BT_SLOT_EMPTY, add};
+  } else {
+    /* Fill number k (counted from 1) went to ring[k % BT_SLOT_RING]. */
+    for (uint64_t k = b->slot_flushed + 1; k <= fills; k++) {
+      uint64_t off = b->ctx.slot_ring[k % BT_SLOT_RING] - BT_OFF_SLOT;
+      if (off < sizeof(b->ctx.slot) && off % sizeof(struct bt_slot) == 0)
+        ((struct bt_slot *)b->ctx.slot)[off / sizeof(struct bt_slot)] =
+            (struct bt_slot){-BT_SLOT_EMPTY, add};
+    }
+  }
+  b->slot_flushed = fills;
+}
+
 void bt_tlb_flush(struct bt_vcpu *b) {
+  bt_slots_flush(b, false);
   for (unsigned s = 0; s < 2; s++) {
     for (unsigned i = 0; i < b->tlb_size; i++) {
       b->ctx.tlb_r[s][i] = tlb_empty(b, i);
@@ -37,6 +66,7 @@ void bt_tlb_flush(struct bt_vcpu *b) {
 }
 
 void bt_tlb_flush_writes(struct bt_vcpu *b) {
+  bt_slots_flush(b, false);
   for (unsigned s = 0; s < 2; s++)
     for (unsigned i = 0; i < b->tlb_size; i++)
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
@@ -64,6 +94,7 @@ static void tlb_flush_region(struct bt_vcpu *b, unsigned s, unsigned first,
  * 1 GiB pages span blocks and scan everything.
  */
 void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin) {
+  bt_slots_flush(b, false);
   unsigned per = b->tlb_size < 512 ? b->tlb_size : 512;
   uint64_t base = lin & ~((2ull << 20) - 1);
   for (unsigned s = 0; s < 2; s++) {

@@ -121,6 +121,15 @@ struct tx {
     unsigned ord;
   } nb[TU_MAX * 3];
   unsigned nnb;
+  /* Lookup slots (see emit_lookup_with): the fills after the body, and
+     the slots this emission took, from the vCPU's next one on. */
+  struct slot_fill {
+    unsigned a, tt, rc, size;
+    bool write, flags;
+    int label, hit, miss;
+    int32_t off;
+  } sf[TU_MAX * 4];
+  unsigned nsf, nslot;
 };
 
 /* The scratch registers most lookups borrow (pick's order; rcx for
@@ -891,6 +900,49 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     align = size == 2 ? 1 : size == 4 ? 2 : 3;
   if ((t->b->key & BT_K_AC) && size == 16 && t->b->vm->ac16)
     align = 4;
+  if (!align) {
+    /* The site's own slot: a copy of the TLB entry it hit last. */
+    if (t->nsf == sizeof(t->sf) / sizeof(t->sf[0])) {
+      e->fail = true;
+      return;
+    }
+    unsigned n = (t->b->slot_next + t->nslot++) % BT_SLOTS;
+    int32_t off = BT_OFF_SLOT + (int32_t)(((set * 2 + (write ? 1u : 0u)) *
+                                               BT_SLOTS + n) *
+                                              sizeof(struct bt_slot));
+    bool near = chk < 0 && near_lookup(t);
+    int fill = e_label(e), hit = e_label(e);
+    e_mov_r_gs(e, tt, off + 8);
+    e_mov_r_gs(e, rc, off);
+    e_lea(e, 64, rc, (int)a, (int)rc, 1,
+          (int64_t)size - 1 + (near ? 4096 : 0));
+    if (chk >= 0) {
+      e_cmp_r_i32(e, rc, 0xfff);
+      e_jcc(e, 7 /* a */, fill);
+    } else {
+      e_shrx(e, rc, rc, tt);
+      if (near) {
+        near_branch(t, fill, true);
+      } else {
+        e_jrcxz(e, hit);
+        e_jmp(e, fill);
+      }
+    }
+    e_bind(e, hit);
+    t->sf[t->nsf++] = (struct slot_fill){.a = a,
+                                         .tt = tt,
+                                         .rc = rc,
+                                         .size = size,
+                                         .write = write,
+                                         .flags = chk >= 0,
+                                         .label = fill,
+                                         .hit = hit,
+                                         .miss = miss,
+                                         .off = off};
+    if (t->park >= 0)
+      e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
+    return;
+  }
   bool near = chk < 0 && !align && near_lookup(t);
   bool fast = fast_pext(t);
   if (chk >= 0 && !align) {
@@ -1891,6 +1943,53 @@ static void emit_ool_hoist(struct tx *t, const struct ool *q) {
 /* ------------------------------------------------------------------------ */
 /* The TU                                                                   */
 
+/* A slot missed: the TLB lookup (to the ordinary miss path if that
+   misses too), then the entry into the slot, and back to the hit. The
+   registers are as at the slot's branch: a holds the address, rc and tt
+   are scratch. Flag-free unless the lookup was hoisted. */
+static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
+  struct emit *e = &t->e;
+  unsigned set = t->b->tlb_set;
+  int32_t tags = (q->write ? BT_OFF_TLB_W : BT_OFF_TLB_R) +
+                 (int32_t)(set * 8 * BT_TLB_SIZE);
+  int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
+  e_bind(e, q->label);
+  if (fast_pext(t)) {
+    e_pext_gs(e, q->tt, q->a, BT_OFF_TLB_MASK);
+  } else {
+    e_rorx(e, q->tt, q->a, 12);
+    e_movzx8(e, q->tt, q->tt);
+  }
+  e_mov_r_gsidx(e, q->rc, tags, q->tt);
+  e_lea(e, 64, q->rc, (int)q->a, (int)q->rc, 1, (int64_t)q->size - 1);
+  if (q->flags) {
+    e_cmp_r_i32(e, q->rc, 0xfff);
+    e_jcc(e, 7 /* a */, q->miss);
+    e_mov_r_gsidx(e, q->tt, adds, q->tt);
+  } else {
+    e_mov_r_gsidx(e, q->tt, adds, q->tt);
+    e_shrx(e, q->rc, q->rc, q->tt);
+    int ok = e_label(e);
+    e_jrcxz(e, ok);
+    e_jmp(e, q->miss);
+    e_bind(e, ok);
+  }
+  /* tag = -(page of a), flag-free: the addend's low bits are 12. */
+  e_shrx(e, q->rc, q->a, q->tt);
+  e_shlx(e, q->rc, q->rc, q->tt);
+  e_not(e, q->rc);
+  e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
+  e_mov_gs_r(e, q->off, q->rc);
+  e_mov_gs_r(e, q->off + 8, q->tt);
+  /* Count the fill and note the slot in the ring (bt_slots_flush). */
+  e_mov_r_gs(e, q->rc, BT_OFF_SLOT_FILLS);
+  e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
+  e_mov_gs_r(e, BT_OFF_SLOT_FILLS, q->rc);
+  e_movzx8(e, q->rc, q->rc);
+  e_mov_gsidx_i32(e, BT_OFF_SLOT_RING, q->rc, (uint32_t)q->off);
+  e_jmp(e, q->hit);
+}
+
 static void emit_budget_check(struct tx *t, unsigned fi) {
   struct emit *e = &t->e;
   int ok = e_label(e);
@@ -1954,6 +2053,7 @@ static void emit_body(struct tx *t, unsigned fi) {
 
   plan_hoists(t);
   t->nlook = t->nnb = 0;
+  t->nsf = t->nslot = 0;
   struct ool oo[TU_MAX * 2];
   unsigned noo = 0;
   bool open_end = true; /* the last instruction falls through */
@@ -2041,6 +2141,8 @@ static void emit_body(struct tx *t, unsigned fi) {
   near_trampolines(t);
   for (unsigned k = 0; k < noo; k++)
     emit_ool(t, &oo[k]);
+  for (unsigned k = 0; k < t->nsf; k++)
+    emit_slot_fill(t, &t->sf[k]);
 }
 
 /* The exit stubs, one per link, after the out-of-line code. */
@@ -2235,6 +2337,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     *retry = 1;
     return NULL;
   }
+  b->slot_next += t->nslot; /* the next TU's lookups take the next slots */
   /* Point every patchable jump at its stub. */
   for (unsigned k = 0; k < t->nlk; k++)
     e_set_rel32(e->buf + t->lk[k].patch, e->base + t->lk[k].patch,
