@@ -3,11 +3,13 @@
 ; hit last (its lookup slot, docs/bt.md "Lookup slots"), and invlpg, a CR3
 ; write and a CR0 write must empty it as they empty the TLB. One piece of
 ; code (`probe`: a load, a store, a load after a flag writer, which BT
-; hoists, and a store) runs five times on 2-4 MiB linear, which maps
+; hoists, and a store) runs six times on 2-4 MiB linear, which maps
 ; 2 MiB physical, then 4 MiB (invlpg), then 2 MiB again (CR3 written
 ; back), then 2 MiB read-only with CR0.WP set (its first store faults: the
 ; handler records the error code and CR2 and makes the page writable),
-; then 4 MiB once more (invlpg of another address of the same 2 MiB page).
+; then 4 MiB once more and 2 MiB again (invlpg of another address of the
+; same 2 MiB page; run 4's fault left its stores' slots empty, run 5 fills
+; them all).
 ; After each run `note` logs the two loads and the dword at 4 MiB + 0xc
 ; (through 4-6 MiB linear), which only runs on 4 MiB may change. Only
 ; probe's accesses use slots (note and remap use string instructions,
@@ -16,13 +18,14 @@
 ; 64-bit, CPL 0.
 ; mode: long64
 ; mem: 0x600000
-; expect: r12=5 r13=3 r14=0x200008 r15=1
+; expect: r12=6 r13=3 r14=0x200008 r15=1
 ; expect-mem: 0x30000 11 11 11 11 11 11 00 00 00 00 00 00 00 00 00 00
 ; expect-mem: 0x30010 22 22 22 22 22 22 00 00 02 00 00 00 00 00 00 00
 ; expect-mem: 0x30020 11 11 11 11 11 11 00 00 02 00 00 00 00 00 00 00
 ; expect-mem: 0x30030 11 11 11 11 11 11 00 00 02 00 00 00 00 00 00 00
 ; expect-mem: 0x30040 22 22 22 22 22 22 00 00 05 00 00 00 00 00 00 00
-; expect-mem: 0x200008 04 00 00 00 04 00 00 00
+; expect-mem: 0x30050 11 11 11 11 11 11 00 00 05 00 00 00 00 00 00 00
+; expect-mem: 0x200008 06 00 00 00 06 00 00 00
 ; expect-mem: 0x400008 05 00 00 00 05 00 00 00
 bits 64
 %define ORG 0x10000
@@ -86,6 +89,10 @@ start:
     map 0x400000, 1
     invlpg [PAGE + 0x1000]          ; another address of the same 2 MiB page
     run 5
+
+    map 0x200000, 1                 ; and back: run 5 filled every slot
+    invlpg [PAGE + 0x1000]
+    run 6
     hlt
 
 probe:

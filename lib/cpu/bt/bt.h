@@ -110,7 +110,7 @@ struct bt_ctx {
   struct bt_slot {
     uint64_t tag, add; /* as a TLB entry's; see BT_SLOT_EMPTY */
   } slot[2][2][BT_SLOTS];
-  uint64_t slot_fills; /* counted by translated code */
+  uint64_t slot_fills; /* counted by translated code (mem.c) */
   uint8_t pad5[BT_OFF_SLOT_RING - BT_OFF_SLOT_FILLS - 8];
   uint64_t slot_ring[BT_SLOT_RING]; /* [fills % RING]: a slot's offset */
 };
@@ -432,12 +432,12 @@ struct bt_vcpu {
   ZydisStackWidth zstack;
   unsigned tlb_set;  /* 0 supervisor, 1 user */
   unsigned tlb_size; /* entries in use: BT_TLB_SIZE, or 256 (slow PEXT) */
-  /* Lookup slots: the next one translation hands out, the fill count at
-     the last flush, and the page empty slots map BT_SLOT_EMPTY to (with
-     a page either side for accesses that start before it or cross it). */
+  /* Lookup slots: the next one translation hands out, and the page empty
+     slots map BT_SLOT_EMPTY to (3 pages, page-aligned: the middle one,
+     with a page either side for accesses that start before it or cross
+     it). */
   unsigned slot_next;
-  uint64_t slot_flushed;
-  uint8_t slot_guard[3][4096] __attribute__((aligned(4096)));
+  uint8_t (*slot_guard)[4096];
 
   /* Dispatcher / exits. */
   bool exit_ready; /* vcpu->exit holds an exit to report */
@@ -558,7 +558,7 @@ enum bt_acc { BT_R = 0, BT_W = 1, BT_X = 2 };
 /* An empty lookup slot's page: non-canonical, so no access through the
    TLB reaches it; through an empty slot it reaches b->slot_guard. */
 #define BT_SLOT_EMPTY 0xa5a5a5a5a5a5a000ull
-void bt_slots_flush(struct bt_vcpu *b, bool all);
+void bt_slots_reset(struct bt_vcpu *b); /* every lookup slot empty */
 void bt_tlb_flush(struct bt_vcpu *b);
 void bt_tlb_flush_writes(struct bt_vcpu *b);
 void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin);

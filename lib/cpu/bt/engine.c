@@ -360,12 +360,16 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
 }
 
 static int bt_vcpu_init(vmm_vcpu *vcpu) {
-  /* Page-aligned: the lookup slots' guard page (bt.h). */
-  struct bt_vcpu *b =
-      aligned_alloc(4096, (sizeof(struct bt_vcpu) + 4095) & ~4095ul);
+  struct bt_vcpu *b = aligned_alloc(64, (sizeof(struct bt_vcpu) + 63) & ~63ul);
   if (b == NULL)
     return VMM_ENOMEM;
   memset(b, 0, sizeof(*b));
+  b->slot_guard = aligned_alloc(4096, 3 * 4096);
+  if (b->slot_guard == NULL) {
+    free(b);
+    return VMM_ENOMEM;
+  }
+  memset(b->slot_guard, 0, 3 * 4096);
   b->dcache_pin = -1;
   b->vcpu = vcpu;
   b->vm = BM(vcpu->vm);
@@ -373,11 +377,13 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
                                              : BT_DEFAULT_CACHE;
   int err = bt_tc_init(&b->tc, cache);
   if (err < 0) {
+    free(b->slot_guard);
     free(b);
     return err;
   }
   if ((err = -pthread_mutex_init(&b->link_lock, NULL)) < 0) {
     bt_tc_fini(&b->tc);
+    free(b->slot_guard);
     free(b);
     return err;
   }
@@ -397,7 +403,7 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   b->ctx.jc_mask = BT_JC_SIZE - 1;
   reset_state(b);
   bt_update_mode(b);
-  bt_slots_flush(b, true);
+  bt_slots_reset(b);
   bt_tlb_flush(b);
   b->jc_nused = BT_JC_TRACK + 1; /* nothing known: empty every entry */
   b->ctx.fpu_full = 1; /* the image is the whole state (glue.S) */
@@ -414,6 +420,7 @@ static void bt_vcpu_fini(vmm_vcpu *vcpu) {
     return;
   bt_tc_fini(&b->tc);
   pthread_mutex_destroy(&b->link_lock);
+  free(b->slot_guard);
   free(b);
   vcpu->engine = NULL;
 }

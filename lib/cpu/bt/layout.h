@@ -56,8 +56,8 @@
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
 #define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
 /* Lookup slots (translate.c, "Lookup slots" in docs/bt.md): struct
-   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOTS]; the count of
-   slot fills, and a ring of the last BT_SLOT_RING filled slots' offsets. */
+   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOTS]; the number
+   of slots filled since the last flush, and a ring of their offsets. */
 #define BT_SLOTS 256
 #define BT_SLOT_RING 256
 #define BT_OFF_SLOT (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)

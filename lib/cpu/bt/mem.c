@@ -25,34 +25,53 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
 
 /*
  * Lookup slots (translate.c) copy TLB entries, so whatever empties TLB
- * entries empties them too. Translated code counts its fills and records
- * each filled slot in a ring: only slots filled since the last flush can
- * be full, and while they fit the ring only those are emptied (an invlpg
- * per page-table update, say, costs a few stores, not 1024).
+ * entries empties them too. Translated code counts its fills in
+ * ctx.slot_fills and notes fill k (counted from 1) in ring[k % RING]: a
+ * slot not in ring[1..slot_fills] is empty, so a flush looks at those
+ * only. It empties the ones whose page lies in [base, base + size) (every
+ * one when size is 0; only write slots with writes) and keeps the others
+ * in the ring, compacted. An invlpg per page-table write thus costs a few
+ * loads and refills only that page's slots. More fills than the ring
+ * holds: every slot is emptied.
  */
-void bt_slots_flush(struct bt_vcpu *b, bool all) {
-  uint64_t fills = b->ctx.slot_fills, n = fills - b->slot_flushed;
+static void slots_flush(struct bt_vcpu *b, uint64_t base, uint64_t size,
+                        bool writes) {
+  uint64_t fills = b->ctx.slot_fills, keep = 0;
   uint64_t add = (uint64_t)(uintptr_t)b->slot_guard[1] - BT_SLOT_EMPTY +
                  BT_TLB_BIAS;
-  if (all || n > BT_SLOT_RING) {
-    for (unsigned s = 0; s < 2; s++)
-      for (unsigned w = 0; w < 2; w++)
-        for (unsigned k = 0; k < BT_SLOTS; k++)
-          b->ctx.slot[s][w][k] = (struct bt_slot){-BT_SLOT_EMPTY, add};
-  } else {
-    /* Fill number k (counted from 1) went to ring[k % BT_SLOT_RING]. */
-    for (uint64_t k = b->slot_flushed + 1; k <= fills; k++) {
-      uint64_t off = b->ctx.slot_ring[k % BT_SLOT_RING] - BT_OFF_SLOT;
-      if (off < sizeof(b->ctx.slot) && off % sizeof(struct bt_slot) == 0)
-        ((struct bt_slot *)b->ctx.slot)[off / sizeof(struct bt_slot)] =
-            (struct bt_slot){-BT_SLOT_EMPTY, add};
-    }
+  struct bt_slot empty = {-BT_SLOT_EMPTY, add};
+  struct bt_slot *slots = &b->ctx.slot[0][0][0];
+  if (fills > BT_SLOT_RING) {
+    for (unsigned i = 0; i < 2 * 2 * BT_SLOTS; i++)
+      slots[i] = empty;
+    b->ctx.slot_fills = 0;
+    return;
   }
-  b->slot_flushed = fills;
+  for (uint64_t k = 1; k <= fills; k++) {
+    uint64_t off = b->ctx.slot_ring[k % BT_SLOT_RING];
+    uint64_t i = (off - BT_OFF_SLOT) / sizeof(struct bt_slot);
+    if (off < BT_OFF_SLOT || i >= 2 * 2 * BT_SLOTS ||
+        (off - BT_OFF_SLOT) % sizeof(struct bt_slot) != 0)
+      continue;
+    struct bt_slot *sl = &slots[i];
+    if (sl->tag == -BT_SLOT_EMPTY)
+      continue;
+    bool write = (i / BT_SLOTS) % 2 == 1; /* slot[set][write][n] */
+    if ((!writes || write) && (size == 0 || -sl->tag - base < size))
+      *sl = empty;
+    else
+      b->ctx.slot_ring[++keep % BT_SLOT_RING] = off;
+  }
+  b->ctx.slot_fills = keep;
+}
+
+void bt_slots_reset(struct bt_vcpu *b) {
+  b->ctx.slot_fills = BT_SLOT_RING + 1;
+  slots_flush(b, 0, 0, false);
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {
-  bt_slots_flush(b, false);
+  slots_flush(b, 0, 0, false);
   for (unsigned s = 0; s < 2; s++) {
     for (unsigned i = 0; i < b->tlb_size; i++) {
       b->ctx.tlb_r[s][i] = tlb_empty(b, i);
@@ -66,7 +85,7 @@ void bt_tlb_flush(struct bt_vcpu *b) {
 }
 
 void bt_tlb_flush_writes(struct bt_vcpu *b) {
-  bt_slots_flush(b, false);
+  slots_flush(b, 0, 0, true);
   for (unsigned s = 0; s < 2; s++)
     for (unsigned i = 0; i < b->tlb_size; i++)
       b->ctx.tlb_w[s][i] = tlb_empty(b, i);
@@ -94,9 +113,22 @@ static void tlb_flush_region(struct bt_vcpu *b, unsigned s, unsigned first,
  * 1 GiB pages span blocks and scan everything.
  */
 void bt_tlb_flush_page(struct bt_vcpu *b, uint64_t lin) {
-  bt_slots_flush(b, false);
   unsigned per = b->tlb_size < 512 ? b->tlb_size : 512;
   uint64_t base = lin & ~((2ull << 20) - 1);
+  /* The slots of the largest page the TLB may hold lin in (as below). */
+  uint64_t span = 4096;
+  for (unsigned s = 0; s < 2; s++) {
+    if (b->tlb_huge[s]) {
+      span = 1ull << 30;
+      break;
+    }
+    bool large = b->tlb_lover[s];
+    for (unsigned k = 0; k < b->tlb_nl[s]; k++)
+      large |= b->tlb_lbase[s][k] == base;
+    if (large)
+      span = 2ull << 20;
+  }
+  slots_flush(b, lin & ~(span - 1), span, false);
   for (unsigned s = 0; s < 2; s++) {
     if (b->tlb_huge[s]) {
       tlb_flush_region(b, s, 0, b->tlb_size, lin, 1ull << 30);

@@ -1981,7 +1981,7 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
   e_mov_gs_r(e, q->off, q->rc);
   e_mov_gs_r(e, q->off + 8, q->tt);
-  /* Count the fill and note the slot in the ring (bt_slots_flush). */
+  /* Count the fill and note the slot in the ring (mem.c, slots_flush). */
   e_mov_r_gs(e, q->rc, BT_OFF_SLOT_FILLS);
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
   e_mov_gs_r(e, BT_OFF_SLOT_FILLS, q->rc);
