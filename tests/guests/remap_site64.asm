@@ -3,15 +3,16 @@
 ; hit last (its lookup slot, docs/bt.md "Lookup slots"), and invlpg, a CR3
 ; write and a CR0 write must empty it as they empty the TLB. One piece of
 ; code (`probe`: a load, a store, a load after a flag writer, which BT
-; hoists, and a store) runs six times on 2-4 MiB linear, which maps
+; hoists, a store, and a load from another 4 KiB page) runs six times on 2-4 MiB linear, which maps
 ; 2 MiB physical, then 4 MiB (invlpg), then 2 MiB again (CR3 written
 ; back), then 2 MiB read-only with CR0.WP set (its first store faults: the
 ; handler records the error code and CR2 and makes the page writable),
 ; then 4 MiB once more and 2 MiB again (invlpg of another address of the
 ; same 2 MiB page; run 4's fault left its stores' slots empty, run 5 fills
 ; them all).
-; After each run `note` logs the two loads and the dword at 4 MiB + 0xc
-; (through 4-6 MiB linear), which only runs on 4 MiB may change. Only
+; After each run `note` logs the first two loads, the dword at 4 MiB + 0xc
+; (through 4-6 MiB linear), which only runs on 4 MiB may change, and the
+; last load. Only
 ; probe's accesses use slots (note and remap use string instructions,
 ; and are entered and left by jumps): each flush follows probe's fills,
 ; the last of them included.
@@ -19,12 +20,12 @@
 ; mode: long64
 ; mem: 0x600000
 ; expect: r12=6 r13=3 r14=0x200008 r15=1
-; expect-mem: 0x30000 11 11 11 11 11 11 00 00 00 00 00 00 00 00 00 00
-; expect-mem: 0x30010 22 22 22 22 22 22 00 00 02 00 00 00 00 00 00 00
-; expect-mem: 0x30020 11 11 11 11 11 11 00 00 02 00 00 00 00 00 00 00
-; expect-mem: 0x30030 11 11 11 11 11 11 00 00 02 00 00 00 00 00 00 00
-; expect-mem: 0x30040 22 22 22 22 22 22 00 00 05 00 00 00 00 00 00 00
-; expect-mem: 0x30050 11 11 11 11 11 11 00 00 05 00 00 00 00 00 00 00
+; expect-mem: 0x30000 11 11 11 11 11 11 00 00 00 00 00 00 33 33 00 00
+; expect-mem: 0x30010 22 22 22 22 22 22 00 00 02 00 00 00 44 44 00 00
+; expect-mem: 0x30020 11 11 11 11 11 11 00 00 02 00 00 00 33 33 00 00
+; expect-mem: 0x30030 11 11 11 11 11 11 00 00 02 00 00 00 33 33 00 00
+; expect-mem: 0x30040 22 22 22 22 22 22 00 00 05 00 00 00 44 44 00 00
+; expect-mem: 0x30050 11 11 11 11 11 11 00 00 05 00 00 00 33 33 00 00
 ; expect-mem: 0x200008 06 00 00 00 06 00 00 00
 ; expect-mem: 0x400008 05 00 00 00 05 00 00 00
 bits 64
@@ -60,6 +61,8 @@ start:
     mov dword [0x200010], 0x1111
     mov dword [0x400000], 0x22222222
     mov dword [0x400010], 0x2222
+    mov dword [0x203000], 0x3333
+    mov dword [0x403000], 0x4444
     identity_pd
     mov r11, rax                    ; the page directory
     mov edi, 0x30000                ; note's log
@@ -101,6 +104,7 @@ probe:
     add ecx, 0                      ; writes every flag: the load is hoisted
     mov edx, [PAGE + 0x10]
     mov [PAGE + 0xc], ebx
+    mov r10d, [PAGE + 0x3000]       ; another 4 KiB page: its own index
     jmp rbp
 
 note:                               ; string instructions: no slots
@@ -111,7 +115,8 @@ note:                               ; string instructions: no slots
     mov esi, 0x40000c
     lodsd
     stosd
-    add rdi, 4
+    mov eax, r10d
+    stosd
     inc r12
     jmp rbp
 

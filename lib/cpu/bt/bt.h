@@ -110,9 +110,11 @@ struct bt_ctx {
   struct bt_slot {
     uint64_t tag, add; /* as a TLB entry's; see BT_SLOT_EMPTY */
   } slot[2][2][BT_SLOTS];
-  uint64_t slot_fills; /* counted by translated code (mem.c) */
-  uint8_t pad5[BT_OFF_SLOT_RING - BT_OFF_SLOT_FILLS - 8];
-  uint64_t slot_ring[BT_SLOT_RING]; /* [fills % RING]: a slot's offset */
+  uint64_t slot_pos; /* BT_SLOT_LIST - 1 */
+  uint8_t pad5[BT_OFF_SLOT_CNT - BT_OFF_SLOT_POS - 8];
+  /* Filled by translated code, emptied by flushes (mem.c). */
+  uint64_t slot_cnt[BT_TLB_SIZE];
+  uint32_t slot_list[BT_TLB_SIZE][BT_SLOT_LIST]; /* slots' ctx offsets */
 };
 
 #define BT_CHECK_OFF(f, o) _Static_assert(offsetof(struct bt_ctx, f) == (o), #f)
@@ -125,8 +127,9 @@ BT_CHECK_OFF(gs_rsp, BT_OFF_GS_RSP);
 BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(slot, BT_OFF_SLOT);
-BT_CHECK_OFF(slot_fills, BT_OFF_SLOT_FILLS);
-BT_CHECK_OFF(slot_ring, BT_OFF_SLOT_RING);
+BT_CHECK_OFF(slot_pos, BT_OFF_SLOT_POS);
+BT_CHECK_OFF(slot_cnt, BT_OFF_SLOT_CNT);
+BT_CHECK_OFF(slot_list, BT_OFF_SLOT_LIST);
 BT_CHECK_OFF(host_rsp, BT_OFF_HOST_RSP);
 BT_CHECK_OFF(cont, BT_OFF_CONT);
 BT_CHECK_OFF(ret, BT_OFF_RET);

@@ -198,10 +198,15 @@ void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
   mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
 }
 
-void e_mov_gsidx_i32(struct emit *e, int32_t off, unsigned idx,
-                     uint32_t imm) {
+void e_mov_gsidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r) {
+  static const uint8_t op = 0x89;
+  mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
+}
+
+void e_mov_gsidx4_i32(struct emit *e, int32_t off, unsigned idx,
+                      uint32_t imm) {
   static const uint8_t op = 0xc7;
-  mem_insn(e, 0x65, true, 0, &op, 1, R_SP, (int)idx, 8, off, false);
+  mem_insn(e, 0x65, false, 0, &op, 1, R_SP, (int)idx, 4, off, false);
   e_bytes(e, &imm, 4);
 }
 

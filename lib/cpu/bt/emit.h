@@ -70,8 +70,11 @@ void e_mov_gs_r(struct emit *e, int32_t off, unsigned r); /* mov gs:[off], r */
 void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
 void e_mov_gs_i32(struct emit *e, int32_t off,
                   uint32_t imm); /* mov dword gs:[off], imm */
-/* mov qword gs:[off + idx * 8], imm32 (sign-extended) */
-void e_mov_gsidx_i32(struct emit *e, int32_t off, unsigned idx, uint32_t imm);
+/* mov qword gs:[off + idx * 8], r */
+void e_mov_gsidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r);
+/* mov dword gs:[off + idx * 4], imm32 */
+void e_mov_gsidx4_i32(struct emit *e, int32_t off, unsigned idx,
+                      uint32_t imm);
 void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits);
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm); /* mov r64, imm */
 void e_mov_r32_i(struct emit *e, unsigned r,

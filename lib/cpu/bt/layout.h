@@ -56,14 +56,17 @@
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
 #define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
 /* Lookup slots (translate.c, "Lookup slots" in docs/bt.md): struct
-   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOTS]; the number
-   of slots filled since the last flush, and a ring of their offsets. */
+   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOTS]; the constant
+   BT_SLOT_LIST - 1 (a pext mask); and per TLB index, the number of slot
+   fills for pages of that index since it was last flushed and the offsets
+   of the last BT_SLOT_LIST slots filled. */
 #define BT_SLOTS 256
-#define BT_SLOT_RING 256
+#define BT_SLOT_LIST 4
 #define BT_OFF_SLOT (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)
-#define BT_OFF_SLOT_FILLS (BT_OFF_SLOT + 2 * 2 * 16 * BT_SLOTS)
-#define BT_OFF_SLOT_RING (BT_OFF_SLOT_FILLS + 64)
-#define BT_CTX_SIZE (BT_OFF_SLOT_RING + 8 * BT_SLOT_RING)
+#define BT_OFF_SLOT_POS (BT_OFF_SLOT + 2 * 2 * 16 * BT_SLOTS)
+#define BT_OFF_SLOT_CNT (BT_OFF_SLOT_POS + 64)
+#define BT_OFF_SLOT_LIST (BT_OFF_SLOT_CNT + 8 * BT_TLB_SIZE)
+#define BT_CTX_SIZE (BT_OFF_SLOT_LIST + 4 * BT_SLOT_LIST * BT_TLB_SIZE)
 
 /* Return values of bt_enter(): why translated code gave control back. */
 #define BT_X_LINK 0    /* an unlinked direct exit; arg = link number */

@@ -25,49 +25,90 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
 
 /*
  * Lookup slots (translate.c) copy TLB entries, so whatever empties TLB
- * entries empties them too. Translated code counts its fills in
- * ctx.slot_fills and notes fill k (counted from 1) in ring[k % RING]: a
- * slot not in ring[1..slot_fills] is empty, so a flush looks at those
- * only. It empties the ones whose page lies in [base, base + size) (every
- * one when size is 0; only write slots with writes) and keeps the others
- * in the ring, compacted. An invlpg per page-table write thus costs a few
- * loads and refills only that page's slots. More fills than the ring
- * holds: every slot is emptied.
+ * entries empties them too. A slot's fill is counted under its page's TLB
+ * index (slot_cnt) and the slot noted in that index's list of the last
+ * BT_SLOT_LIST: a slot holding a page of index i is in list i unless the
+ * count says the list overflowed. So a flush of one page looks at one
+ * count, and usually at nothing else: an invlpg per page-table write
+ * costs a load, and refills only that page's slots.
  */
-static void slots_flush(struct bt_vcpu *b, uint64_t base, uint64_t size,
-                        bool writes) {
-  uint64_t fills = b->ctx.slot_fills, keep = 0;
-  uint64_t add = (uint64_t)(uintptr_t)b->slot_guard[1] - BT_SLOT_EMPTY +
-                 BT_TLB_BIAS;
-  struct bt_slot empty = {-BT_SLOT_EMPTY, add};
-  struct bt_slot *slots = &b->ctx.slot[0][0][0];
-  if (fills > BT_SLOT_RING) {
-    for (unsigned i = 0; i < 2 * 2 * BT_SLOTS; i++)
-      slots[i] = empty;
-    b->ctx.slot_fills = 0;
+static struct bt_slot slot_empty(const struct bt_vcpu *b) {
+  return (struct bt_slot){-BT_SLOT_EMPTY, (uint64_t)(uintptr_t)b->slot_guard[1] -
+                                               BT_SLOT_EMPTY + BT_TLB_BIAS};
+}
+
+static unsigned page_index(const struct bt_vcpu *b, uint64_t page) {
+  return (unsigned)(page >> 12) & (b->tlb_size - 1);
+}
+
+/* Empty the slots of TLB index i whose page lies in [base, base + size)
+   (any page: size 0; only write slots: writes). */
+static void slots_flush_index(struct bt_vcpu *b, unsigned i, uint64_t base,
+                              uint64_t size, bool writes) {
+  uint64_t n = b->ctx.slot_cnt[i];
+  if (n == 0)
+    return;
+  struct bt_slot *slots = &b->ctx.slot[0][0][0], empty = slot_empty(b);
+  const unsigned total = 2 * 2 * BT_SLOTS;
+  if (n > BT_SLOT_LIST) {
+    /* Some of the index's slots are not in its list: every slot with a
+       page of that index goes (the others refill). */
+    for (unsigned k = 0; k < total; k++)
+      if (slots[k].tag != -BT_SLOT_EMPTY &&
+          page_index(b, -slots[k].tag) == i &&
+          (!writes || (k / BT_SLOTS) % 2 == 1))
+        slots[k] = empty;
+    b->ctx.slot_cnt[i] = 0;
+    if (writes) /* read slots of the index stay, unlisted: find them all */
+      for (unsigned k = 0; k < total; k++)
+        if (slots[k].tag != -BT_SLOT_EMPTY && page_index(b, -slots[k].tag) == i)
+          slots[k] = empty;
     return;
   }
-  for (uint64_t k = 1; k <= fills; k++) {
-    uint64_t off = b->ctx.slot_ring[k % BT_SLOT_RING];
-    uint64_t i = (off - BT_OFF_SLOT) / sizeof(struct bt_slot);
-    if (off < BT_OFF_SLOT || i >= 2 * 2 * BT_SLOTS ||
+  /* Fill number j (counted from 1) went to slot_list[i][j % LIST]. */
+  unsigned keep = 0;
+  for (unsigned j = 1; j <= n; j++) {
+    uint32_t off = b->ctx.slot_list[i][j % BT_SLOT_LIST];
+    uint32_t k = (off - BT_OFF_SLOT) / (uint32_t)sizeof(struct bt_slot);
+    if (off < BT_OFF_SLOT || k >= total ||
         (off - BT_OFF_SLOT) % sizeof(struct bt_slot) != 0)
       continue;
-    struct bt_slot *sl = &slots[i];
-    if (sl->tag == -BT_SLOT_EMPTY)
+    struct bt_slot *sl = &slots[k];
+    /* Refilled since with a page of another index: listed there. */
+    if (sl->tag == -BT_SLOT_EMPTY || page_index(b, -sl->tag) != i)
       continue;
-    bool write = (i / BT_SLOTS) % 2 == 1; /* slot[set][write][n] */
-    if ((!writes || write) && (size == 0 || -sl->tag - base < size))
+    bool write = (k / BT_SLOTS) % 2 == 1; /* slot[set][write][n] */
+    if ((!writes || write) && (size == 0 || -sl->tag - base < size)) {
       *sl = empty;
-    else
-      b->ctx.slot_ring[++keep % BT_SLOT_RING] = off;
+    } else {
+      bool dup = false;
+      for (unsigned d = 1; d <= keep; d++)
+        dup |= b->ctx.slot_list[i][d % BT_SLOT_LIST] == off;
+      if (!dup)
+        b->ctx.slot_list[i][++keep % BT_SLOT_LIST] = off;
+    }
   }
-  b->ctx.slot_fills = keep;
+  b->ctx.slot_cnt[i] = keep;
+}
+
+/* Every index whose pages may lie in [base, base + size) (all: size 0). */
+static void slots_flush(struct bt_vcpu *b, uint64_t base, uint64_t size,
+                        bool writes) {
+  if (size == 0 || size / 4096 >= b->tlb_size) {
+    for (unsigned i = 0; i < b->tlb_size; i++)
+      slots_flush_index(b, i, base, size, writes);
+    return;
+  }
+  for (uint64_t p = base; p - base < size; p += 4096)
+    slots_flush_index(b, page_index(b, p), base, size, writes);
 }
 
 void bt_slots_reset(struct bt_vcpu *b) {
-  b->ctx.slot_fills = BT_SLOT_RING + 1;
-  slots_flush(b, 0, 0, false);
+  struct bt_slot *slots = &b->ctx.slot[0][0][0], empty = slot_empty(b);
+  for (unsigned k = 0; k < 2 * 2 * BT_SLOTS; k++)
+    slots[k] = empty;
+  memset(b->ctx.slot_cnt, 0, sizeof(b->ctx.slot_cnt));
+  b->ctx.slot_pos = BT_SLOT_LIST - 1;
 }
 
 void bt_tlb_flush(struct bt_vcpu *b) {

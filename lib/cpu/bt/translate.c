@@ -1960,6 +1960,15 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
     e_rorx(e, q->tt, q->a, 12);
     e_movzx8(e, q->tt, q->tt);
   }
+  /* Count the fill under the page's TLB index and note the slot in that
+     index's list (mem.c, slots_flush_index); before the lookup, while
+     the index is at hand: a fill that then misses is noted for nothing. */
+  e_mov_r_gsidx(e, q->rc, BT_OFF_SLOT_CNT, q->tt);
+  e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
+  e_mov_gsidx_r(e, BT_OFF_SLOT_CNT, q->tt, q->rc);
+  e_pext_gs(e, q->rc, q->rc, BT_OFF_SLOT_POS);
+  e_lea(e, 64, q->rc, (int)q->rc, (int)q->tt, BT_SLOT_LIST, 0);
+  e_mov_gsidx4_i32(e, BT_OFF_SLOT_LIST, q->rc, (uint32_t)q->off);
   e_mov_r_gsidx(e, q->rc, tags, q->tt);
   e_lea(e, 64, q->rc, (int)q->a, (int)q->rc, 1, (int64_t)q->size - 1);
   if (q->flags) {
@@ -1981,12 +1990,6 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
   e_mov_gs_r(e, q->off, q->rc);
   e_mov_gs_r(e, q->off + 8, q->tt);
-  /* Count the fill and note the slot in the ring (mem.c, slots_flush). */
-  e_mov_r_gs(e, q->rc, BT_OFF_SLOT_FILLS);
-  e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
-  e_mov_gs_r(e, BT_OFF_SLOT_FILLS, q->rc);
-  e_movzx8(e, q->rc, q->rc);
-  e_mov_gsidx_i32(e, BT_OFF_SLOT_RING, q->rc, (uint32_t)q->off);
   e_jmp(e, q->hit);
 }
 
