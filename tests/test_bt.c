@@ -1205,6 +1205,16 @@ static void test_emitter(void **state) {
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
         check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_RAX + x, 8, offs[k]);
+        EMIT(e_mov_gsidx_r(&e, offs[k], x, r));
+        assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
+        assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
+        check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+                  ZYDIS_REGISTER_RAX + x, 8, offs[k]);
+        EMIT(e_mov_gsidx4_i32(&e, offs[k], x, 0x80000000u | r));
+        assert_int_equal(op[0].size, 32);
+        check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+                  ZYDIS_REGISTER_RAX + x, 4, offs[k]);
+        assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000000u | r);
         EMIT(e_shrx(&e, r, x, (r + x) & 15));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_SHRX);
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
@@ -1258,14 +1268,13 @@ static void test_emitter(void **state) {
     assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_TEST);
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
     assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
+    EMIT(e_not(&e, r));
+    assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_NOT);
+    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
     EMIT(e_cmp_r_i32(&e, r, r & 1 ? -0x1000 : 0xfff));
     assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CMP);
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
     assert_int_equal(op[1].imm.value.s, r & 1 ? -0x1000 : 0xfff);
-    EMIT(e_and_r32_i(&e, r, 0xfff));
-    assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_AND);
-    assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
-    assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0xfff);
     EMIT(e_mov_r32_i(&e, r, 0x80000001u));
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_EAX + r);
     assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);

@@ -258,18 +258,6 @@ void e_cmp_r_i32(struct emit *e, unsigned r, int32_t imm) {
   e_bytes(e, b, sizeof(b));
 }
 
-/* and r32, imm32 (zero-extends; flags!), for the same lookups. */
-void e_and_r32_i(struct emit *e, unsigned r, uint32_t imm) {
-  uint8_t b[7];
-  unsigned n = 0;
-  if (r >= 8)
-    b[n++] = 0x41;
-  b[n++] = 0x81;
-  b[n++] = (uint8_t)(0xe0 | (r & 7));
-  memcpy(b + n, &imm, 4);
-  e_bytes(e, b, n + 4);
-}
-
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
   if (imm <= 0xffffffffull) {
     e_mov_r32_i(e, r, (uint32_t)imm);

@@ -94,7 +94,6 @@ void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
 void e_test_r_r(struct emit *e, unsigned r); /* test r64, r64 (flags!) */
 void e_not(struct emit *e, unsigned r); /* not r64 */
 void e_cmp_r_i32(struct emit *e, unsigned r, int32_t imm); /* (flags!) */
-void e_and_r32_i(struct emit *e, unsigned r, uint32_t imm); /* (flags!) */
 void e_jrcxz(struct emit *e, int label);
 /* loop rel8: rcx -= 1, jump if rcx != 0 (flags untouched). */
 void e_loop(struct emit *e, int label);

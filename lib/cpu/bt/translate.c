@@ -867,19 +867,22 @@ static bool near_fits(struct tx *t) {
   return ok;
 }
 
-/* The soft-TLB lookup of the linear address in register a. On a hit the
-   host address is [a + tt - BT_TLB_BIAS] (tt holds the entry's addend)
-   and rcx is back if it was parked (t->park); a keeps the guest address.
-   A miss goes to `miss` with a holding the linear address and rcx's guest
-   value in t->park, or in its slot when borrowed. Flag-free: rcx = last
-   byte - tag is a hit when below 4096; `shrx` by the addend's low bits
-   (12) leaves zero then, and jrcxz tests it. Where near_lookup allows,
-   the last byte is offset by a page: a hit leaves 1, and `loop` falls
-   through. With chk >= 0, the flags form (only where the guest's flags
-   are dead and no fault can see them: see plan_hoists): chk instead of
-   rcx, `cmp` and `ja` instead of the shift and branch, and rcx is neither
-   parked nor borrowed. An alignment check tests the low address bits too,
-   with pext (or rotate and shift) instead. */
+/* The lookup of the linear address in register a. On a hit the host
+   address is [a + tt - BT_TLB_BIAS] (tt holds an addend) and rcx is back
+   if it was parked (t->park); a keeps the guest address. A miss goes to
+   `miss` with a holding the linear address and rcx's guest value in
+   t->park, or in its slot when borrowed.
+   Without an alignment check, through the site's lookup slot (a copy of
+   the TLB entry it hit last; a miss there goes to its fill, emit_slot_fill,
+   and only from there to `miss`). Flag-free: rcx = last byte - tag is a
+   hit when below 4096; `shrx` by the addend's low bits (12) leaves zero
+   then, and jrcxz tests it. Where near_lookup allows, the last byte is
+   offset by a page: a hit leaves 1, and `loop` falls through. With
+   chk >= 0, the flags form (only where the guest's flags are dead and no
+   fault can see them: see plan_hoists): chk instead of rcx, `cmp` and
+   `ja` instead of the shift and branch, and rcx is neither parked nor
+   borrowed. With an alignment check, through the TLB, whose hit test
+   (pext, or rotate and shift) covers the low address bits too. */
 static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                              unsigned size, bool write, bool align16,
                              int miss, int chk) {
@@ -943,49 +946,17 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
       e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
     return;
   }
-  bool near = chk < 0 && !align && near_lookup(t);
+  /* With an alignment check, through the TLB: pext keeps the page bits
+     and the low bits the alignment needs (zero on a hit). */
   bool fast = fast_pext(t);
-  if (chk >= 0 && !align) {
-    /* The flags are free: no pext at all (0.11 cycles less again). */
-    e_rorx(e, tt, a, 12);
-    e_and_r32_i(e, tt, t->b->tlb_size - 1);
-  } else if (fast) {
+  if (fast) {
     e_pext_gs(e, tt, a, BT_OFF_TLB_MASK);
   } else {
     e_rorx(e, tt, a, 12);
     e_movzx8(e, tt, tt);
   }
   e_mov_r_gsidx(e, rc, tags, tt);
-  e_lea(e, 64, rc, (int)a, (int)rc, 1,
-        align ? 0 : (int64_t)size - 1 + (near ? 4096 : 0));
-  if (!align) {
-    /* rc = last byte - page: a hit is rc < 4096 (rc >> 12 == 0, or 1
-       with the page added for `loop`). The flags form compares; the
-       others shift by the addend's low bits (BT_TLB_BIAS), loaded before
-       the branch. On Zen 4 a lookup cost 1.08 cycles over the bare access
-       with a second `pext`, 0.68 with `shrx`, 0.42 with `cmp`. */
-    if (chk >= 0) {
-      e_cmp_r_i32(e, rc, 0xfff);
-      e_jcc(e, 7 /* a */, miss);
-      e_mov_r_gsidx(e, tt, adds, tt);
-    } else {
-      e_mov_r_gsidx(e, tt, adds, tt);
-      e_shrx(e, rc, rc, tt);
-      if (near) {
-        near_branch(t, miss, true);
-      } else {
-        int hit = e_label(e);
-        e_jrcxz(e, hit);
-        e_jmp(e, miss);
-        e_bind(e, hit);
-      }
-    }
-    if (t->park >= 0)
-      e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
-    return;
-  }
-  /* With an alignment check: pext keeps the page bits and the low bits
-     the alignment needs (zero on a hit). */
+  e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
   if (fast) {
     e_pext_gs(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
   } else {
