@@ -207,15 +207,18 @@ static void tlb_note_large(struct bt_vcpu *b, unsigned s, uint64_t lin) {
     b->tlb_lover[s] = true;
 }
 
-static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
+/* Whether the entry was made: guest RAM is mapped page-aligned
+   (vmm_mem_slot_add checks), so the bias's bits of an addend are clear;
+   should one not be, no entry is made and the caller must not count on
+   one (a hoisted lookup's retry does not check the tag again). */
+static bool tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
                      bool write) {
   uint64_t page = lin & ~0xfffull;
   unsigned i = (unsigned)(page >> 12) & (b->tlb_size - 1);
   unsigned s = b->tlb_set;
   uint64_t add = (uint64_t)(uintptr_t)hva - (lin & 0xfff) - page;
-  /* Guest RAM is mapped page-aligned: the bias's bits stay clear. */
   if (add & 0xfff)
-    return;
+    return false;
   add += BT_TLB_BIAS;
   /* One entry describes one page: a different page evicts both tags. */
   if (b->ctx.tlb_r[s][i] != -page || b->ctx.tlb_add[s][i] != add)
@@ -228,6 +231,7 @@ static void tlb_fill(struct bt_vcpu *b, uint64_t lin, uint8_t *hva,
     b->tlb_huge[s] = true;
   else if (b->last_page_size > 4096)
     tlb_note_large(b, s, lin);
+  return true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1014,8 +1018,7 @@ int bt_mem_miss(struct bt_vcpu *b, struct bt_desc *d) {
   if (part[1] == 0 && p != NULL && !(w && (ro || code))) {
     if (w)
       mark_dirty(b, gpa[0] & ~0xfffull, 4096);
-    if (d->retry != 0 && !smap_dep) {
-      tlb_fill(b, lin, p, w);
+    if (d->retry != 0 && !smap_dep && tlb_fill(b, lin, p, w)) {
       c->cont = d->retry;
       return 0;
     }

@@ -874,14 +874,14 @@ static bool near_fits(struct tx *t) {
    t->park, or in its slot when borrowed.
    Without an alignment check, through the site's lookup slot (a copy of
    the TLB entry it hit last; a miss there goes to its fill, emit_slot_fill,
-   and only from there to `miss`). Flag-free: rcx = last byte - tag is a
-   hit when below 4096; `shrx` by the addend's low bits (12) leaves zero
-   then, and jrcxz tests it. Where near_lookup allows, the last byte is
-   offset by a page: a hit leaves 1, and `loop` falls through. With
-   chk >= 0, the flags form (only where the guest's flags are dead and no
-   fault can see them: see plan_hoists): chk instead of rcx, `cmp` and
-   `ja` instead of the shift and branch, and rcx is neither parked nor
-   borrowed. With an alignment check, through the TLB, whose hit test
+   and only from there to `miss`). Flag-free: rcx = last byte - tag, then
+   first byte - tag, is a hit when both are below 4096; `shrx` by the
+   addend's low bits (12) leaves zero then, and jrcxz tests it. Where
+   near_lookup allows, they are offset by a page: a hit leaves 1, and
+   `loop` falls through. With chk >= 0, the flags form (only where the
+   guest's flags are dead and no fault can see them: see plan_hoists): chk
+   instead of rcx, first byte - tag at most 4096 - size by `cmp` and `ja`,
+   and rcx is neither parked nor borrowed. With an alignment check, through the TLB, whose hit test
    (pext, or rotate and shift) covers the low address bits too. */
 static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                              unsigned size, bool write, bool align16,
@@ -917,18 +917,32 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     int fill = e_label(e), hit = e_label(e);
     e_mov_r_gs(e, tt, off + 8);
     e_mov_r_gs(e, rc, off);
-    e_lea(e, 64, rc, (int)a, (int)rc, 1,
-          (int64_t)size - 1 + (near ? 4096 : 0));
     if (chk >= 0) {
-      e_cmp_r_i32(e, rc, 0xfff);
+      /* The first byte's offset in the slot's page, at most 4096 - size:
+         the whole access is in the page. */
+      e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
+      e_cmp_r_i32(e, rc, 4096 - (int32_t)size);
       e_jcc(e, 7 /* a */, fill);
     } else {
-      e_shrx(e, rc, rc, tt);
-      if (near) {
-        near_branch(t, fill, true);
-      } else {
-        e_jrcxz(e, hit);
-        e_jmp(e, fill);
+      /* The last byte's offset, then the first one's, each below 4096.
+         A slot, unlike a TLB entry, is not chosen by the first byte's
+         page: the last byte alone would let an access that starts in
+         the page below hit (and reach host(page) - k, below guest RAM
+         for the first page of a memory slot: slot_below_ram64). */
+      for (unsigned k = 0; k < (size > 1 ? 2u : 1u); k++) {
+        if (k)
+          e_mov_r_gs(e, rc, off);
+        e_lea(e, 64, rc, (int)a, (int)rc, 1,
+              (k ? 0 : (int64_t)size - 1) + (near ? 4096 : 0));
+        e_shrx(e, rc, rc, tt);
+        if (near) {
+          near_branch(t, fill, true);
+        } else {
+          int ok = e_label(e);
+          e_jrcxz(e, ok);
+          e_jmp(e, fill);
+          e_bind(e, ok);
+        }
       }
     }
     e_bind(e, hit);
