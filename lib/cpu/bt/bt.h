@@ -109,7 +109,7 @@ struct bt_ctx {
   uint64_t jc_warm[BT_JC_SIZE]; /* the same fragments' warm entries */
   struct bt_slot {
     uint64_t tag, add; /* as a TLB entry's; see BT_SLOT_EMPTY */
-  } slot[2][2][BT_SLOTS];
+  } slot[2][2][BT_SLOT_CLASSES][BT_SLOTS];
   uint64_t slot_pos; /* BT_SLOT_LIST - 1 */
   uint8_t pad5[BT_OFF_SLOT_CNT - BT_OFF_SLOT_POS - 8];
   /* Filled by translated code, emptied by flushes (mem.c). */

@@ -37,6 +37,11 @@ static struct bt_slot slot_empty(const struct bt_vcpu *b) {
                                                BT_SLOT_EMPTY + BT_TLB_BIAS};
 }
 
+/* Whether slot k of the flat array is a write slot: [set][write][class][n]. */
+static bool slot_is_write(unsigned k) {
+  return (k / (BT_SLOT_CLASSES * BT_SLOTS)) % 2 == 1;
+}
+
 static unsigned page_index(const struct bt_vcpu *b, uint64_t page) {
   return (unsigned)(page >> 12) & (b->tlb_size - 1);
 }
@@ -48,15 +53,15 @@ static void slots_flush_index(struct bt_vcpu *b, unsigned i, uint64_t base,
   uint64_t n = b->ctx.slot_cnt[i];
   if (n == 0)
     return;
-  struct bt_slot *slots = &b->ctx.slot[0][0][0], empty = slot_empty(b);
-  const unsigned total = 2 * 2 * BT_SLOTS;
+  struct bt_slot *slots = &b->ctx.slot[0][0][0][0], empty = slot_empty(b);
+  const unsigned total = 2 * 2 * BT_SLOT_CLASSES * BT_SLOTS;
   if (n > BT_SLOT_LIST) {
     /* Some of the index's slots are not in its list: every slot with a
        page of that index goes (the others refill). */
     for (unsigned k = 0; k < total; k++)
       if (slots[k].tag != -BT_SLOT_EMPTY &&
           page_index(b, -slots[k].tag) == i &&
-          (!writes || (k / BT_SLOTS) % 2 == 1))
+          (!writes || slot_is_write(k)))
         slots[k] = empty;
     b->ctx.slot_cnt[i] = 0;
     if (writes) /* read slots of the index stay, unlisted: find them all */
@@ -77,7 +82,7 @@ static void slots_flush_index(struct bt_vcpu *b, unsigned i, uint64_t base,
     /* Refilled since with a page of another index: listed there. */
     if (sl->tag == -BT_SLOT_EMPTY || page_index(b, -sl->tag) != i)
       continue;
-    bool write = (k / BT_SLOTS) % 2 == 1; /* slot[set][write][n] */
+    bool write = slot_is_write(k);
     if ((!writes || write) && (size == 0 || -sl->tag - base < size)) {
       *sl = empty;
     } else {
@@ -104,8 +109,8 @@ static void slots_flush(struct bt_vcpu *b, uint64_t base, uint64_t size,
 }
 
 void bt_slots_reset(struct bt_vcpu *b) {
-  struct bt_slot *slots = &b->ctx.slot[0][0][0], empty = slot_empty(b);
-  for (unsigned k = 0; k < 2 * 2 * BT_SLOTS; k++)
+  struct bt_slot *slots = &b->ctx.slot[0][0][0][0], empty = slot_empty(b);
+  for (unsigned k = 0; k < 2 * 2 * BT_SLOT_CLASSES * BT_SLOTS; k++)
     slots[k] = empty;
   memset(b->ctx.slot_cnt, 0, sizeof(b->ctx.slot_cnt));
   b->ctx.slot_pos = BT_SLOT_LIST - 1;

@@ -106,7 +106,7 @@ struct tx {
      address as [hs1[i] + hs2[i]]. */
   int8_t hoist_for[TU_MAX];
   bool hoisted[TU_MAX];
-  uint8_t hs1[TU_MAX], hs2[TU_MAX];
+  uint8_t hs1[TU_MAX], hs2[TU_MAX], hbias[TU_MAX];
   int hafter[TU_MAX];
   /* Fall-through hits (see near_lookup): nlook numbers the lookups of an
      emission; far has a bit for each one an earlier emission found out of
@@ -124,12 +124,15 @@ struct tx {
   /* Lookup slots (see emit_lookup_with): the fills after the body, and
      the slots this emission took, from the vCPU's next one on. */
   struct slot_fill {
-    unsigned a, tt, rc, size;
+    unsigned a, tt, rc, size, bias;
     bool write, flags;
     int label, hit, miss;
     int32_t off;
   } sf[TU_MAX * 4];
   unsigned nsf, nslot;
+  /* The bias of the addend the last lookup left (BT_TLB_BIAS, or its
+     slot's: slot_bias), which the access subtracts. */
+  unsigned abias;
 };
 
 /* The scratch registers most lookups borrow (pick's order; rcx for
@@ -736,7 +739,7 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int sx, int srsp) {
       o->mem.base = zr64((unsigned)s1);
       o->mem.index = sx >= 0 ? zr64((unsigned)sx) : ZYDIS_REGISTER_NONE;
       o->mem.scale = sx >= 0 ? 1 : 0;
-      o->mem.displacement = sx >= 0 ? -BT_TLB_BIAS : 0;
+      o->mem.displacement = sx >= 0 ? -(int64_t)t->abias : 0;
     } else if (o->type == ZYDIS_OPERAND_TYPE_REGISTER) {
       bool h;
       if (gpr_of(o->reg.value, &h) == R_SP && !h) {
@@ -867,6 +870,26 @@ static bool near_fits(struct tx *t) {
   return ok;
 }
 
+/* Lookup slots come in classes by access size (1, 2, 4, 8, 16 bytes,
+   other), each with its own slots, whose addends carry the class's bias:
+   12 - log2(size) for the powers of two (the shift that tests the first
+   byte's alignment, emit_lookup_with), 12 for the rest. A slot is never
+   read with another class's bias. */
+static unsigned slot_class(unsigned size) {
+  switch (size) {
+  case 1: return 0;
+  case 2: return 1;
+  case 4: return 2;
+  case 8: return 3;
+  case 16: return 4;
+  default: return BT_SLOT_CLASSES - 1;
+  }
+}
+
+static unsigned slot_bias(unsigned cls) {
+  return cls < BT_SLOT_CLASSES - 1 ? BT_TLB_BIAS - cls : BT_TLB_BIAS;
+}
+
 /* The lookup of the linear address in register a. On a hit the host
    address is [a + tt - BT_TLB_BIAS] (tt holds an addend) and rcx is back
    if it was parked (t->park); a keeps the guest address. A miss goes to
@@ -909,10 +932,14 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
       e->fail = true;
       return;
     }
+    unsigned cls = slot_class(size), bias = slot_bias(cls);
     unsigned n = (t->b->slot_next + t->nslot++) % BT_SLOTS;
-    int32_t off = BT_OFF_SLOT + (int32_t)(((set * 2 + (write ? 1u : 0u)) *
-                                               BT_SLOTS + n) *
-                                              sizeof(struct bt_slot));
+    int32_t off =
+        BT_OFF_SLOT +
+        (int32_t)((((set * 2 + (write ? 1u : 0u)) * BT_SLOT_CLASSES + cls) *
+                       BT_SLOTS +
+                   n) *
+                  sizeof(struct bt_slot));
     bool near = chk < 0 && near_lookup(t);
     int fill = e_label(e), hit = e_label(e);
     e_mov_r_gs(e, tt, off + 8);
@@ -923,13 +950,29 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
       e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
       e_cmp_r_i32(e, rc, 4096 - (int32_t)size);
       e_jcc(e, 7 /* a */, fill);
+    } else if (cls < BT_SLOT_CLASSES - 1) {
+      /* A power-of-two size: the first byte's offset F in the page and
+         aligned to the size, so the access cannot leave the page. rorx
+         puts F >> 12 in bits 51..0 and F's low 12 bits above them; shlx
+         by the addend's low bits (12 - log2 size) drops the offset's
+         bits above the alignment: zero on a hit. A slot, unlike a TLB
+         entry, is not chosen by the first byte's page, so the first
+         byte must be tested (slot_below_ram64); an unaligned access
+         misses here and goes through the fill, which decides exactly. */
+      e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
+      e_rorx(e, rc, rc, 12);
+      e_shlx(e, rc, rc, tt);
+      if (near) {
+        e_lea(e, 64, rc, (int)rc, -1, 1, 1);
+        near_branch(t, fill, true);
+      } else {
+        e_jrcxz(e, hit);
+        e_jmp(e, fill);
+      }
     } else {
-      /* The last byte's offset, then the first one's, each below 4096.
-         A slot, unlike a TLB entry, is not chosen by the first byte's
-         page: the last byte alone would let an access that starts in
-         the page below hit (and reach host(page) - k, below guest RAM
-         for the first page of a memory slot: slot_below_ram64). */
-      for (unsigned k = 0; k < (size > 1 ? 2u : 1u); k++) {
+      /* Other sizes: the last byte's offset, then the first one's, each
+         below 4096 (shrx by 12). */
+      for (unsigned k = 0; k < 2; k++) {
         if (k)
           e_mov_r_gs(e, rc, off);
         e_lea(e, 64, rc, (int)a, (int)rc, 1,
@@ -950,16 +993,19 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                                          .tt = tt,
                                          .rc = rc,
                                          .size = size,
+                                         .bias = bias,
                                          .write = write,
                                          .flags = chk >= 0,
                                          .label = fill,
                                          .hit = hit,
                                          .miss = miss,
                                          .off = off};
+    t->abias = bias;
     if (t->park >= 0)
       e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
     return;
   }
+  t->abias = BT_TLB_BIAS;
   /* With an alignment check, through the TLB: pext keeps the page bits
      and the low bits the alignment needs (zero on a hit). */
   bool fast = fast_pext(t);
@@ -1062,6 +1108,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   const ZydisDecodedOperand *o = &x->op[x->memop];
   if (t->hoisted[i]) {
     /* The lookup ran before an earlier instruction (emit_hoist). */
+    t->abias = t->hbias[i];
     emit_core(t, x, t->hs1[i], t->hs2[i], -1);
     e_bind(e, t->hafter[i]);
     return;
@@ -1173,8 +1220,8 @@ static void emit_ool(struct tx *t, struct ool *q) {
   add_dfix(t, d, -1, q->after, -1);
 }
 
-/* mov between a register and [base + index - BT_TLB_BIAS] (index: a TLB
-   addend, or -1 for [base]). */
+/* mov between a register and [base + index - t->abias] (index: an addend
+   the last lookup left, or -1 for [base]). */
 static void mov_mem_reg(struct tx *t, bool store, unsigned base, int index,
                         unsigned reg, unsigned bytes) {
   ZydisEncoderRequest q;
@@ -1187,7 +1234,7 @@ static void mov_mem_reg(struct tx *t, bool store, unsigned base, int index,
   m->mem.base = zr64(base);
   m->mem.index = index >= 0 ? zr64((unsigned)index) : ZYDIS_REGISTER_NONE;
   m->mem.scale = index >= 0 ? 1 : 0;
-  m->mem.displacement = index >= 0 ? -BT_TLB_BIAS : 0;
+  m->mem.displacement = index >= 0 ? -(int64_t)t->abias : 0;
   m->mem.size = (ZyanU16)bytes;
   r->type = ZYDIS_OPERAND_TYPE_REGISTER;
   r->reg.value = bytes == 8   ? zr64(reg)
@@ -1207,7 +1254,7 @@ static void mov_mem_imm(struct tx *t, unsigned base, int index,
   q.operands[0].mem.index =
       index >= 0 ? zr64((unsigned)index) : ZYDIS_REGISTER_NONE;
   q.operands[0].mem.scale = index >= 0 ? 1 : 0;
-  q.operands[0].mem.displacement = index >= 0 ? -BT_TLB_BIAS : 0;
+  q.operands[0].mem.displacement = index >= 0 ? -(int64_t)t->abias : 0;
   q.operands[0].mem.size = (ZyanU16)bytes;
   q.operands[1].type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
   /* Zydis takes immediates of narrower operands sign-extended. */
@@ -1223,7 +1270,7 @@ static bool const_fits(unsigned bytes, uint64_t v) {
   return bytes != 8 || (int64_t)v == (int64_t)(int32_t)v;
 }
 
-/* Store a constant to [base + index - BT_TLB_BIAS] (size bytes), through
+/* Store a constant to [base + index - t->abias] (size bytes), through
    tmp if it does not fit an immediate. */
 static void store_const(struct tx *t, unsigned base, int index, unsigned bytes,
                         uint64_t v, int tmp) {
@@ -1877,6 +1924,7 @@ static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
   t->hoisted[i] = true;
   t->hs1[i] = (uint8_t)s1;
   t->hs2[i] = (uint8_t)s2;
+  t->hbias[i] = (uint8_t)t->abias;
   t->hafter[i] = after;
 }
 
@@ -1919,6 +1967,7 @@ static void emit_ool_hoist(struct tx *t, const struct ool *q) {
     e_movzx8(e, (unsigned)q->s2, (unsigned)q->s2);
   }
   e_mov_r_gsidx(e, (unsigned)q->s2, tlb_adds(t), (unsigned)q->s2);
+  t->abias = BT_TLB_BIAS;
   emit_core(t, x, q->s1, q->s2, -1);
   e_jmp(e, q->after);
   add_dfix(t, md, q->retry, q->after, bounce);
@@ -1974,6 +2023,9 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   e_not(e, q->rc);
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
   e_mov_gs_r(e, q->off, q->rc);
+  if (q->bias != BT_TLB_BIAS) /* the class's bias (slot_bias) */
+    e_lea(e, 64, q->tt, (int)q->tt, -1, 1,
+          (int64_t)q->bias - BT_TLB_BIAS);
   e_mov_gs_r(e, q->off + 8, q->tt);
   e_jmp(e, q->hit);
 }
