@@ -55,6 +55,12 @@ struct pit {
   bool line;
   int64_t edges;   /* rising edges of OUT accounted since the load */
   uint32_t missed; /* periodic ticks owed to the guest */
+  /* Hooked: a pulse the guest has not acknowledged yet, raised at
+     pulse_time. An edge then would merge into the controller's pending
+     request: it is owed instead. Not saved (a restored PIT starts with
+     none, at worst merging one tick). */
+  bool unacked;
+  int64_t pulse_time;
   struct vmm__timer timer;
   uint64_t irqs, reinjected, lost;
 };
@@ -165,8 +171,10 @@ static void set_line(struct pit *p, bool level) {
 }
 
 /* A rising edge for the edge-triggered controllers, the line left low. */
-static void pulse(struct pit *p) {
+static void pulse(struct pit *p, int64_t t) {
   p->irqs++;
+  p->unacked = p->hooked;
+  p->pulse_time = t;
   vmm_dev_irq_set(p->dev, p->gsi, true);
   vmm_dev_irq_set(p->dev, p->gsi, false);
   p->line = false;
@@ -211,7 +219,13 @@ static void update_irq(struct pit *p, int64_t t) {
     if (edges > p->edges) {
       uint64_t owed = (uint64_t)(edges - p->edges);
       p->edges = edges;
-      pulse(p);
+      /* The previous tick still pending: this one waits behind it too.
+         One pending for 100 ms (its request cleared without an INTA: a
+         controller reset or rerouted) no longer holds the timer back. */
+      if (p->unacked && t - p->pulse_time < MAX_MISSED_NS)
+        owed++;
+      else
+        pulse(p, t);
       uint64_t m = p->missed + owed - 1, cap = missed_cap(c);
       if (p->hooked)
         p->missed = (uint32_t)(m > cap ? cap : m);
@@ -227,7 +241,7 @@ static void update_irq(struct pit *p, int64_t t) {
   default: /* 4, 5: OUT rises again one clock after terminal count */
     if (p->edges == 0 && d >= n + 1) {
       p->edges = 1;
-      pulse(p);
+      pulse(p, t);
     }
     if (p->edges == 0)
       vmm__timer_arm(clk, &p->timer, time_of(c, n + 1));
@@ -250,10 +264,11 @@ static void on_ack(void *opaque, uint32_t gsi) {
   (void)gsi;
   pthread_mutex_lock(&p->lock);
   struct channel *c = &p->ch[0];
+  p->unacked = false;
   if (p->missed > 0 && c->counting && (c->mode == 2 || c->mode == 3)) {
     p->missed--;
     p->reinjected++;
-    pulse(p);
+    pulse(p, now(p));
   }
   pthread_mutex_unlock(&p->lock);
 }
@@ -447,6 +462,7 @@ static void reset_locked(struct pit *p) {
   p->port61_bits = 0;
   p->edges = 0;
   p->missed = 0;
+  p->unacked = false;
   set_line(p, false);
   vmm__timer_cancel(p->vm->clock, &p->timer);
 }
