@@ -2,7 +2,7 @@
  * The user-space interrupt platform end to end (docs/platform.md): the
  * configuration flags, guests taking PIT ticks through the 8259A and
  * local APIC timer ticks (periodic, one-shot, TSC-deadline) through their
- * IDT and counting them against wall time, the UART's IRQ 4 routed by the
+ * IDT and timing them with the TSC, the UART's IRQ 4 routed by the
  * IOAPIC, halted vCPUs waiting inside vmm_vcpu_run() for what may wake
  * them, an AP started with INIT/SIPI on a library thread, a Linux-style
  * TSC calibration against the PIT, the MP table, and the clock.
@@ -187,27 +187,160 @@ static void test_configuration(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Timers, measured against wall time                                      */
+/* Timers, measured by the guest                                           */
 
-/* The guest counts HZ = 250 ticks of the PIT through the 8259A: one
-   second of them must take one second. */
+/*
+ * What the timer tests can measure on a shared host. The wall time around
+ * a run includes the start of the clock's thread (with the first timer,
+ * inside the run) and whatever the host does to the test's threads; a
+ * timer is allowed to be late, so neither says anything about its rate.
+ * What the platform promises (docs/platform.md, "Rates") is measured from
+ * the guest's side instead: the guests record the TSC just before the
+ * write that starts a timer and at every tick's handler.
+ *
+ * - Never early: the k-th tick comes no sooner than k periods after the
+ *   start (periodic), or one period after its own arming (one-shot,
+ *   TSC-deadline). That holds exactly under any load: a delay only makes
+ *   ticks later, a lost or owed tick only makes later ones stand for later
+ *   edges. It catches a fast timer.
+ * - The rate: late ticks are noise on one side only, so the lower envelope
+ *   of the lateness is the timer's own schedule. A periodic timer's rate is
+ *   taken between the most punctual tick of a window after start-up (owed
+ *   ticks from a slow thread start are caught up by then) and the most
+ *   punctual of the last window; a re-armed timer's from its most punctual
+ *   tick. A slow timer is late by a growing amount at every tick, the
+ *   punctual ones included.
+ */
+#define MAX_TICKS 512 /* plat.inc */
+#define TICK_TSC 0x100
+#define TICK_ARMED 0x1100
+
+struct ticks {
+  unsigned n;     /* ticks the guest counted (>= the ticks it waited for) */
+  uint64_t start; /* TSC before the timer's first (periodic) arming */
+  uint64_t tsc[MAX_TICKS];   /* at each tick's handler */
+  uint64_t armed[MAX_TICKS]; /* before the arming that tick answers */
+  double khz;                /* the guest TSC's rate */
+};
+
+/* A (TSC, CLOCK_MONOTONIC) pair read close together: retried when the
+   host preempted us between the readings. */
+struct tsc_pair {
+  uint64_t tsc;
+  double s;
+};
+
+static struct tsc_pair tsc_pair(void) {
+  struct tsc_pair p = {0, 0};
+  double best = 1;
+  for (int i = 0; i < 100 && best > 2e-6; i++) {
+    double a = wall();
+    uint64_t c = __builtin_ia32_rdtsc();
+    double b = wall();
+    if (b - a < best) {
+      best = b - a;
+      p.tsc = c;
+      p.s = (a + b) / 2;
+    }
+  }
+  return p;
+}
+
+/* The guest TSC's rate in kHz. KVM reports it exactly; BT's guest TSC is
+   the host's, whose rate the engine estimates over 2 ms (off by up to
+   about 0.1 % on a loaded host): there (and where KVM reports none) it is
+   measured across the run, a second or more between two readings good to
+   a few microseconds. */
+static double guest_tsc_khz(struct pt *t, struct tsc_pair a,
+                            struct tsc_pair b) {
+  if (t->vm->tsc_khz != 0 && vmm_vm_engine(t->vm) != VMM_ENGINE_BT)
+    return (double)t->vm->tsc_khz;
+  return (double)(b.tsc - a.tsc) / (b.s - a.s) / 1000;
+}
+
+/* Run the timer guest to the exit port and read its records back. */
+static void run_ticks(struct pt *t, unsigned want, struct ticks *k) {
+  struct tsc_pair a = tsc_pair();
+  assert_int_equal(run_to_exit(t->vcpu[0]), 1);
+  struct tsc_pair b = tsc_pair();
+  k->khz = guest_tsc_khz(t, a, b);
+  k->n = data32(t, 0);
+  assert_int_equal(data32(t, 4), 0); /* no spurious vector */
+  /* The guest stops at want; ticks owed to it may still come in between
+     the handler's IRET and its CLI, each one more. */
+  assert_true(k->n >= want && k->n < MAX_TICKS);
+  assert_ok(vmm_mem_read(t->vm, DT_DATA + 8, &k->start, 8));
+  assert_ok(vmm_mem_read(t->vm, DT_DATA + TICK_TSC, k->tsc, 8 * k->n));
+  assert_ok(vmm_mem_read(t->vm, DT_DATA + TICK_ARMED, k->armed, 8 * k->n));
+}
+
+static double tsc_ns(const struct ticks *k, uint64_t from, uint64_t to) {
+  return (double)(int64_t)(to - from) * 1e6 / k->khz;
+}
+
+/* Margin on "never early" for the TSC's rate: KVM's is exact to its kHz,
+   BT's is measured to about 1e-5 over the run. */
+#define TSC_RATE_EPS 1e-4
+/* A TSC deadline is converted to the clock's time with the engine's idea
+   of the TSC's rate, BT's estimated to 0.1 %: 4 us of a 4 ms deadline. */
+#define TSC_DEADLINE_EPS 1e-3
+/* Windows of the periodic rate: the first after 50 ticks (200 ms, past
+   the burst of owed ticks a late timer thread causes: at most 100 ms of
+   them), each 25 ticks (100 ms). */
+#define RATE_SKIP 50
+#define RATE_WINDOW 25
+/* The periodic rate's bound: the two most punctual ticks, 150-200 ticks
+   apart (600-800 ms), may differ in lateness by 12 ms (1.5 % of 800 ms,
+   2 % of 600 ms). A host that keeps the clock's thread or the vCPU away
+   from every tick of a 100 ms window for longer than that has also made
+   the timer drop ticks (more than 100 ms owed). Measured next to two busy
+   loops, one core, threads starting 0.6 s late: within 0.6 %. */
+#define RATE_TOL 0.02
+
+/* A periodic timer of period_ns started at k->start: the guest's first
+   want ticks. */
+static void check_periodic(const char *what, const struct ticks *k,
+                           unsigned want, double period_ns) {
+  double worst_early = 0;
+  unsigned k1 = RATE_SKIP, k2 = want - RATE_WINDOW;
+  double late[MAX_TICKS];
+  for (unsigned i = 0; i < want; i++) {
+    double at = tsc_ns(k, k->start, k->tsc[i]), due = (i + 1) * period_ns;
+    late[i] = at - due;
+    if (late[i] < -due * TSC_RATE_EPS)
+      fail_msg("%s: tick %u came %.1f us early", what, i + 1, -late[i] / 1000);
+    worst_early = late[i] < worst_early ? late[i] : worst_early;
+    if (i >= RATE_SKIP && i < RATE_SKIP + RATE_WINDOW && late[i] < late[k1])
+      k1 = i;
+    if (i >= want - RATE_WINDOW && late[i] < late[k2])
+      k2 = i;
+  }
+  double span = tsc_ns(k, k->tsc[k1], k->tsc[k2]);
+  double rate = (k2 - k1) * 1e9 / span, expect = 1e9 / period_ns;
+  print_message("%s: %.3f Hz (expected %.3f Hz, %+.2f %%) from tick %u to "
+                "%u (late by %.1f us, %.1f us); first tick late by %.1f ms, "
+                "last by %.1f ms\n",
+                what, rate, expect, (rate / expect - 1) * 100, k1 + 1, k2 + 1,
+                late[k1] / 1000, late[k2] / 1000, late[0] / 1e6,
+                late[want - 1] / 1e6);
+  assert_true(rate > expect * (1 - RATE_TOL) && rate < expect * (1 + RATE_TOL));
+}
+
+/* The guest counts HZ = 250 ticks of the PIT through the 8259A. */
 static void test_pit_ticks(void **state) {
   (void)state;
   struct pt t;
   guest_vm(&t, 1, VMM_VM_PIT, "plat_pit");
   const unsigned ticks = 250;
-  set_args(t.vcpu[0], ticks, 4773, 0); /* 1193182 / 4773 = 249.98 Hz */
-  double t0 = wall();
-  assert_int_equal(run_to_exit(t.vcpu[0]), 1);
-  double el = wall() - t0;
-  assert_int_equal(data32(&t, 0), ticks);
-  assert_int_equal(data32(&t, 4), 0); /* no spurious IRQ 7 */
-  double expect = ticks * 4773.0 / 1193182.0;
-  print_message("PIT: %u ticks in %.4f s (expected %.4f s): %.2f Hz, %+.2f%%, "
-                "%lld reinjected\n",
-                ticks, el, expect, ticks / el, (el - expect) / expect * 100,
-                dt_stat(vmm_dev_find(t.vm, "pit"), "reinjected"));
-  assert_true(el > expect * 0.97 && el < expect * 1.10);
+  const uint32_t count = 4773; /* 1193182 / 4773 = 249.98 Hz */
+  set_args(t.vcpu[0], ticks, count, 0);
+  struct ticks k;
+  run_ticks(&t, ticks, &k);
+  vmm_dev *pit = vmm_dev_find(t.vm, "pit");
+  print_message("PIT: %u ticks, %lld interrupts, %lld reinjected, %lld lost\n",
+                k.n, dt_stat(pit, "irqs"), dt_stat(pit, "reinjected"),
+                dt_stat(pit, "lost"));
+  check_periodic("PIT", &k, ticks, count * 1e9 / 1193182.0);
   pt_fini(&t);
 }
 
@@ -227,17 +360,38 @@ static void lapic_ticks(unsigned mode, const char *name) {
     per_tick = t.vm->tsc_khz * 4;
   }
   set_args(t.vcpu[0], ticks, per_tick, mode);
-  double t0 = wall();
-  assert_int_equal(run_to_exit(t.vcpu[0]), 1);
-  double el = wall() - t0;
-  assert_int_equal(data32(&t, 0), ticks);
-  assert_int_equal(data32(&t, 4), 0);
-  print_message("LAPIC %s: %u ticks of 4 ms in %.4f s: %.2f Hz\n", name, ticks,
-                el, ticks / el);
-  /* Periodic: the average rate. One-shot and TSC-deadline re-arm from
-     the handler: never early, late by the handling of each tick. */
-  assert_true(el > 1.0 * 0.97);
-  assert_true(el < (mode == 1 ? 1.10 : 1.5));
+  struct ticks k;
+  run_ticks(&t, ticks, &k);
+  char what[64];
+  snprintf(what, sizeof(what), "LAPIC %s", name);
+  if (mode == 1) {
+    check_periodic(what, &k, ticks, 4e6);
+    pt_fini(&t);
+    return;
+  }
+  /* One-shot and TSC-deadline: re-armed by the handler, each tick answers
+     its own arming, and none comes before its deadline. */
+  double period_ns = mode == 2 ? (double)per_tick * 1e6 / k.khz : 4e6;
+  double best = 1e18, sum = 0;
+  for (unsigned i = 0; i < ticks; i++) {
+    double late = tsc_ns(&k, k.armed[i], k.tsc[i]) - period_ns;
+    bool early =
+        late < -period_ns * (mode == 2 ? TSC_DEADLINE_EPS : TSC_RATE_EPS);
+    if (early)
+      fail_msg("%s: tick %u came %.1f us early", what, i + 1, -late / 1000);
+    best = late < best ? late : best;
+    sum += late;
+  }
+  /* The rate: the most punctual of 250 periods is late by the host's
+     shortest path from the deadline to the guest's handler (the clock's
+     thread waking, the kick, the exit of the arming write): 45-65 us
+     measured on an idle host, up to 110 us on a busy one.
+     250 us bounds it with room; a timer that counts 7 % slow (280 us a
+     period) is late by more at every tick. */
+  print_message("%s: %u periods of 4 ms, late by %.1f us at best, %.1f us "
+                "on average\n",
+                what, ticks, best / 1000, sum / ticks / 1000);
+  assert_true(best < 250e3);
   pt_fini(&t);
 }
 
@@ -266,26 +420,21 @@ static void test_tsc_calibration(void **state) {
      up to about 0.1% on a loaded host, as much as this test's bound on
      OUT2 rising early, which a fast poll loop leaves no lateness to hide.
      There (and where KVM reports none) the host TSC's rate is measured
-     across the run itself, over 50 ms. */
-  struct timespec a, b;
-  clock_gettime(CLOCK_MONOTONIC, &a);
-  uint64_t c0 = __builtin_ia32_rdtsc();
+     across the run itself, over 50 ms, with readings paired within 2 us
+     (a preemption between them would be a 50 ms measurement's error). */
   set_args(t.vcpu[0], 0, 59659, 0); /* 50 ms, Linux's CAL_LATCH */
+  struct tsc_pair a = tsc_pair();
   assert_int_equal(run_to_exit(t.vcpu[0]), 1);
-  uint64_t c1 = __builtin_ia32_rdtsc();
-  clock_gettime(CLOCK_MONOTONIC, &b);
-  double s = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
-  uint64_t khz = t.vm->tsc_khz;
-  if (khz == 0 || vmm_vm_engine(t.vm) == VMM_ENGINE_BT)
-    khz = (uint64_t)((double)(c1 - c0) / s / 1000);
+  struct tsc_pair b = tsc_pair();
+  double khz = guest_tsc_khz(&t, a, b);
   uint64_t delta, gap, entry;
   assert_ok(vmm_mem_read(t.vm, DT_DATA, &delta, 8));
   assert_ok(vmm_mem_read(t.vm, DT_DATA + 16, &gap, 8));
   assert_ok(vmm_mem_read(t.vm, DT_DATA + 24, &entry, 8));
-  double ms = (double)delta / (double)khz, gap_ms = (double)gap / (double)khz;
+  double ms = (double)delta / khz, gap_ms = (double)gap / khz;
   /* The count starts inside the I/O exit of the write before the start
      reading: from the reading before that write, the span is no shorter. */
-  double ms_from_before = (double)(delta + entry) / (double)khz;
+  double ms_from_before = (double)(delta + entry) / khz;
   double expect = 59659 * 1000.0 / 1193182;
   print_message("PIT calibration: %.3f ms of counter 2 = %.3f ms of TSC "
                 "(%u polls of port 0x61, longest gap %.3f ms)\n",

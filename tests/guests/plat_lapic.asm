@@ -3,8 +3,12 @@
 ; halting in between. ebx selects the mode: 0 one-shot (re-armed with esi
 ; bus ticks by the handler), 1 periodic (initial count esi), 2 TSC-deadline
 ; (the handler arms rdtsc + esi). Divide by 1. EOI through the EOI
-; register; r15 holds the APIC's address. Results: DATA+0 dword ticks, DATA+4 dword spurious vectors.
-; Ends with 0 on the exit port.
+; register; r15 holds the APIC's address, r14 the TSC read just before the
+; last write that armed the timer. Results: DATA+0 dword ticks, DATA+4 dword
+; spurious vectors, DATA+8 qword r14 at the end, and per tick (the first
+; MAX_TICKS) DATA+0x100 qword the TSC at its handler's entry and DATA+0x1100
+; qword r14 then (when the timer that fired was armed). Ends with 0 on the
+; exit port.
 bits 64
 %include "plat.inc"
 org ORG
@@ -35,35 +39,45 @@ org ORG
     out EXIT_PORT, al
     hlt
 
-; (Re)start the timer for the mode in ebx.
+; (Re)start the timer for the mode in ebx; r14 = the TSC just before.
 arm:
-    cmp ebx, 2
-    je .tsc
-    mov [r15 + 0x380], esi            ; initial count
-    ret
-.tsc:
+    push rax
     push rcx
     push rdx
     rdtsc
     shl rdx, 32
     or rax, rdx
+    mov r14, rax
+    mov [DATA + 8], rax
+    cmp ebx, 2
+    je .tsc
+    mov [r15 + 0x380], esi            ; initial count
+    jmp .done
+.tsc:
     add rax, rsi
     mov rdx, rax
     shr rdx, 32
     mov ecx, 0x6e0                      ; IA32_TSC_DEADLINE
     wrmsr
+.done:
     pop rdx
     pop rcx
+    pop rax
     ret
 
 tick:
     push rax
+    push rcx
+    push rdx
+    record_tick r14
     inc dword [DATA]
     cmp ebx, 1
     je .eoi
     call arm
 .eoi:
     mov dword [r15 + 0xb0], 0
+    pop rdx
+    pop rcx
     pop rax
     iretq
 
