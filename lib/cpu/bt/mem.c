@@ -57,17 +57,12 @@ static void slots_flush_index(struct bt_vcpu *b, unsigned i, uint64_t base,
   const unsigned total = 2 * 2 * BT_SLOT_CLASSES * BT_SLOTS;
   if (n > BT_SLOT_LIST) {
     /* Some of the index's slots are not in its list: every slot with a
-       page of that index goes (the others refill). */
+       page of that index goes, whatever the flush asked for (the list
+       starts empty again, so none may stay; the others refill). */
     for (unsigned k = 0; k < total; k++)
-      if (slots[k].tag != -BT_SLOT_EMPTY &&
-          page_index(b, -slots[k].tag) == i &&
-          (!writes || slot_is_write(k)))
+      if (slots[k].tag != -BT_SLOT_EMPTY && page_index(b, -slots[k].tag) == i)
         slots[k] = empty;
     b->ctx.slot_cnt[i] = 0;
-    if (writes) /* read slots of the index stay, unlisted: find them all */
-      for (unsigned k = 0; k < total; k++)
-        if (slots[k].tag != -BT_SLOT_EMPTY && page_index(b, -slots[k].tag) == i)
-          slots[k] = empty;
     return;
   }
   /* Fill number j (counted from 1) went to slot_list[i][j % LIST]. */

@@ -870,6 +870,28 @@ static bool near_fits(struct tx *t) {
   return ok;
 }
 
+/* The context offsets of the TLB's tags (read or write) and addends for
+   this fragment's privilege. */
+static int32_t tlb_tags(const struct tx *t, bool write) {
+  return (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) +
+         (int32_t)(t->b->tlb_set * 8 * BT_TLB_SIZE);
+}
+
+static int32_t tlb_adds(const struct tx *t) {
+  return BT_OFF_TLB_ADD + (int32_t)(t->b->tlb_set * 8 * BT_TLB_SIZE);
+}
+
+/* dst = the TLB index of the linear address in a (flag-free): pext, or
+   on hosts whose pext is microcoded rorx and movzx (a 256-entry TLB). */
+static void emit_tlb_index(struct tx *t, unsigned dst, unsigned a) {
+  if (fast_pext(t)) {
+    e_pext_gs(&t->e, dst, a, BT_OFF_TLB_MASK);
+  } else {
+    e_rorx(&t->e, dst, a, 12);
+    e_movzx8(&t->e, dst, dst);
+  }
+}
+
 /* Lookup slots come in classes by access size (1, 2, 4, 8, 16 bytes,
    other), each with its own slots, whose addends carry the class's bias:
    12 - log2(size) for the powers of two (the shift that tests the first
@@ -914,9 +936,6 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
   if (t->park >= 0)
     e_mov_r_r(e, (unsigned)t->park, R_CX, 64);
   unsigned set = t->b->tlb_set;
-  int32_t tags =
-      (write ? BT_OFF_TLB_W : BT_OFF_TLB_R) + (int32_t)(set * 8 * BT_TLB_SIZE);
-  int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
   if (size == 0)
     size = 1;
   /* An aligned access never crosses a page: the lookup then checks the
@@ -1009,13 +1028,8 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
   /* With an alignment check, through the TLB: pext keeps the page bits
      and the low bits the alignment needs (zero on a hit). */
   bool fast = fast_pext(t);
-  if (fast) {
-    e_pext_gs(e, tt, a, BT_OFF_TLB_MASK);
-  } else {
-    e_rorx(e, tt, a, 12);
-    e_movzx8(e, tt, tt);
-  }
-  e_mov_r_gsidx(e, rc, tags, tt);
+  emit_tlb_index(t, tt, a);
+  e_mov_r_gsidx(e, rc, tlb_tags(t, write), tt);
   e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
   if (fast) {
     e_pext_gs(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
@@ -1035,11 +1049,9 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     e_jmp(e, miss);
     e_bind(e, hit);
   }
-  if (!fast) {
-    e_rorx(e, tt, a, 12);
-    e_movzx8(e, tt, tt);
-  }
-  e_mov_r_gsidx(e, tt, adds, tt);
+  if (!fast)
+    emit_tlb_index(t, tt, a);
+  e_mov_r_gsidx(e, tt, tlb_adds(t), tt);
   if (t->park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
 }
@@ -1876,10 +1888,6 @@ static void plan_hoists(struct tx *t) {
   }
 }
 
-static int32_t tlb_adds(const struct tx *t) {
-  return BT_OFF_TLB_ADD + (int32_t)(t->b->tlb_set * 8 * BT_TLB_SIZE);
-}
-
 /* The lookup of instruction i's operand, before instruction k (plan_hoists).
    Its registers stay borrowed (no instruction up to i names them) and
    hold the host address as [s1 + s2] for emit_mem. */
@@ -1960,12 +1968,7 @@ static void emit_ool_hoist(struct tx *t, const struct ool *q) {
   callout(t, pi);
   e_bind(e, q->retry);
   emit_ea(t, x, o, (unsigned)q->s1, (unsigned)q->s2);
-  if (fast_pext(t)) {
-    e_pext_gs(e, (unsigned)q->s2, (unsigned)q->s1, BT_OFF_TLB_MASK);
-  } else {
-    e_rorx(e, (unsigned)q->s2, (unsigned)q->s1, 12);
-    e_movzx8(e, (unsigned)q->s2, (unsigned)q->s2);
-  }
+  emit_tlb_index(t, (unsigned)q->s2, (unsigned)q->s1);
   e_mov_r_gsidx(e, (unsigned)q->s2, tlb_adds(t), (unsigned)q->s2);
   t->abias = BT_TLB_BIAS;
   emit_core(t, x, q->s1, q->s2, -1);
@@ -1983,17 +1986,9 @@ static void emit_ool_hoist(struct tx *t, const struct ool *q) {
    are scratch. Flag-free unless the lookup was hoisted. */
 static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   struct emit *e = &t->e;
-  unsigned set = t->b->tlb_set;
-  int32_t tags = (q->write ? BT_OFF_TLB_W : BT_OFF_TLB_R) +
-                 (int32_t)(set * 8 * BT_TLB_SIZE);
-  int32_t adds = BT_OFF_TLB_ADD + (int32_t)(set * 8 * BT_TLB_SIZE);
+  int32_t adds = tlb_adds(t);
   e_bind(e, q->label);
-  if (fast_pext(t)) {
-    e_pext_gs(e, q->tt, q->a, BT_OFF_TLB_MASK);
-  } else {
-    e_rorx(e, q->tt, q->a, 12);
-    e_movzx8(e, q->tt, q->tt);
-  }
+  emit_tlb_index(t, q->tt, q->a);
   /* Count the fill under the page's TLB index and note the slot in that
      index's list (mem.c, slots_flush_index); before the lookup, while
      the index is at hand: a fill that then misses is noted for nothing. */
@@ -2003,7 +1998,7 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   e_pext_gs(e, q->rc, q->rc, BT_OFF_SLOT_POS);
   e_lea(e, 64, q->rc, (int)q->rc, (int)q->tt, BT_SLOT_LIST, 0);
   e_mov_gsidx4_i32(e, BT_OFF_SLOT_LIST, q->rc, (uint32_t)q->off);
-  e_mov_r_gsidx(e, q->rc, tags, q->tt);
+  e_mov_r_gsidx(e, q->rc, tlb_tags(t, q->write), q->tt);
   e_lea(e, 64, q->rc, (int)q->a, (int)q->rc, 1, (int64_t)q->size - 1);
   if (q->flags) {
     e_cmp_r_i32(e, q->rc, 0xfff);
