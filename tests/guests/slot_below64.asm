@@ -22,33 +22,12 @@
 bits 64
 %define ORG 0x10000
 org ORG
+%define SLOT_PROBE_HOISTED
 %include "identity_pd.inc"
+%include "slot_probe.inc"
 
 start:
     mov dword [0x1ffffc], 0xaaaaaaaa
     mov dword [0x3ffffc], 0xbbbbbbbb
     mov dword [0x400000], 0x22222222
-    identity_pd
-    mov qword [rax + 8], 0x400000 | 0x83   ; PDE 1: physical 4 MiB, 2 MiB
-    invlpg [0x200000]
-    mov r10, 0x1111111111111111
-
-    mov ebx, 0x200000
-    lea rbp, [rel .one]
-    jmp probe
-.one:
-    mov r8, rax
-    mov ebx, 0x200000 - 4
-    lea rbp, [rel .two]
-    jmp probe
-.two:
-    mov r9, rax
-    mov r11, rdx
-    hlt
-
-probe:
-    mov rax, [rbx]
-    mov [rbx], r10
-    add ecx, 0                      ; writes every flag: the load is hoisted
-    mov rdx, [rbx]                  ; what the store just wrote
-    jmp rbp
+    slot_probe 0x400000, 0x200000, 0x200000 - 4

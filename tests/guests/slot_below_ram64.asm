@@ -15,28 +15,9 @@ bits 64
 %define ORG 0x10000
 org ORG
 %include "identity_pd.inc"
+%include "slot_probe.inc"
 
 start:
     mov dword [0x1ffffc], 0x5555aaaa
     mov dword [0], 0x5a5a5a5a
-    identity_pd
-    mov qword [rax + 8], 0x000000 | 0x83   ; PDE 1: physical 0, 2 MiB
-    invlpg [0x200000]
-    mov r10, 0x1111111111111111
-
-    mov ebx, 0x200000
-    lea rbp, [rel .one]
-    jmp probe
-.one:
-    mov r8, rax
-    mov ebx, 0x200000 - 4
-    lea rbp, [rel .two]
-    jmp probe
-.two:
-    mov r9, rax
-    hlt
-
-probe:
-    mov rax, [rbx]
-    mov [rbx], r10
-    jmp rbp
+    slot_probe 0x000000, 0x200000, 0x200000 - 4
