@@ -53,6 +53,8 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_WARM_SPIN_A 0x6c1
 #define E_MANY_INTS 0x700
 #define E_DIRTY_ONCE 0xd00
+#define E_REGION_SPIN 0xe00
+#define E_REGION_SPIN_LOOP 0xea4
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -338,6 +340,33 @@ static void test_kick_warm_links(void **state) {
   check_kept_regs(&t, E_WARM_SPIN_A);
   assert_ok(vmm_mem_read(t.vm, 0x30010, &a2, 8));
   assert_true(a2 > a1);
+  vmmt_fini(&t);
+}
+
+/* A loop of three TUs whose fragments keep registers it never names
+   borrowed across the links between them (loop regions): the guest values
+   must be back after the counted loop ends through a fall-through, and
+   when a kick leaves through the back edge's stub, before and after the
+   loop was linked again. */
+static void test_kick_region(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_REGION_SPIN);
+  uint64_t sum = 0, n1 = 0, n2 = 0, twice = 0;
+  run_kicked(&t, 50);
+  check_kept_regs(&t, E_REGION_SPIN_LOOP);
+  assert_ok(vmm_mem_read(t.vm, 0x30020, &sum, 8));
+  assert_int_equal(sum, 300000);
+  assert_ok(vmm_mem_read(t.vm, 0x30028, &n1, 8));
+  assert_ok(vmm_mem_read(t.vm, 0x30030, &twice, 8));
+  assert_true(n1 > 0);
+  assert_int_equal(twice, 2 * n1);
+  run_kicked(&t, 20);
+  check_kept_regs(&t, E_REGION_SPIN_LOOP);
+  assert_ok(vmm_mem_read(t.vm, 0x30028, &n2, 8));
+  assert_ok(vmm_mem_read(t.vm, 0x30030, &twice, 8));
+  assert_true(n2 > n1);
+  assert_int_equal(twice, 2 * n2);
   vmmt_fini(&t);
 }
 
@@ -1373,6 +1402,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kick_rep_huge),
       cmocka_unit_test(test_kick_self_loop),
       cmocka_unit_test(test_kick_warm_links),
+      cmocka_unit_test(test_kick_region),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),
       cmocka_unit_test(test_exception_exits),

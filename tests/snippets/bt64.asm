@@ -57,6 +57,10 @@
 ;   0x680 warm_spin  the same registers as self_loop_mem (rdx = 0, rsi =
 ;                    300000), then two blocks (at 0x6c1 and 0x6c8) jumping
 ;                    to each other, counting in [0x30010] and [0x30018].
+;   0xe00 region_spin  the same registers as self_loop_mem (rdx = 0, rsi =
+;                    300000, [0x30020] = 300000), then an endless loop of
+;                    three TUs (at 0xea4) counting in [0x30028], with twice
+;                    the count in [0x30030].
 ;   0x320 mmio_loop  40 stores to MMIO at 0xd0000000 (ecx = 40..1), hlt.
 ;   0x2e0 bitmem     lock bts [0x30000], eax with eax = 100 (bit 4 of byte
 ;                    0x3000c), rbx = CF of a second bts there; then bts
@@ -430,3 +434,70 @@ dirty_once:
     add rax, 0                  ; writes every flag: the store's lookup
     mov [rbx], rax              ; runs before it (hoisted)
     jmp .wait
+
+times 0xe00 - ($ - $$) db 0xcc
+region_spin:                    ; loops of three TUs each (loop regions,
+    KEPT_REGS                   ; docs/bt.md): no instruction of them names
+                                ; rcx or r8..r15, so their fragments keep
+                                ; the first four of those borrowed across
+                                ; the links between them; kicks leave
+                                ; through a link's stub, which gives them
+                                ; back
+    mov rdi, 0x30000
+    mov qword [rdi + 32], 0
+    mov qword [rdi + 40], 0
+    mov edx, 100000
+    xor esi, esi
+.count:                         ; counted: ends through a fall-through
+    mov rax, [rdi + 32]
+    add rax, 3
+    mov [rdi + 32], rax
+    mov rbx, rax
+    shl rbx, 1
+    add rbx, rax
+    sub rbx, rax
+    shr rbx, 1
+    mov rbp, rbx
+    xor rbp, rax
+    or rbp, rbx
+    add rsi, 3                  ; TU 2 starts around here
+    test rbp, rbp
+    jz .never                   ; forward jcc leaving the loop: never taken
+    mov rax, [rdi + 32]
+    add rax, rbp
+    sub rax, rbp
+    mov [rdi + 32], rax
+    mov rbx, rax
+    and rbx, 1
+    add rbx, rax
+    sub rbx, rax
+    xor rbx, rbx                ; TU 3 starts around here
+    add [rdi + 32], rbx
+    dec edx
+    jnz .count
+.spin:                          ; endless (at 0xea4): only kicks leave it
+    mov rax, [rdi + 40]
+    add rax, 1
+    mov [rdi + 40], rax
+    mov rbx, rax
+    shl rbx, 2
+    sub rbx, rax
+    sub rbx, rax
+    sub rbx, rax
+    sub rbx, rax
+    mov rbp, rbx                ; 0
+    add rbp, rax
+    add rbp, [rdi + 40]
+    sub rbp, rax
+    add rbp, rax
+    add rbp, rbx
+    mov [rdi + 48], rbp         ; twice [rdi + 40]
+    xor ebx, ebx
+    xor ebp, ebp
+    xor eax, eax
+    add rax, [rdi + 40]
+    sub rax, [rdi + 40]
+    add [rdi + 40], rax
+    jmp .spin
+.never:
+    hlt

@@ -177,6 +177,8 @@ struct bt_link {
                     linked there, and only to its own fragment */
   bool warm; /* left with the registers a warm entry expects borrowed:
                 patched to the target's warm entry */
+  uint16_t kset; /* loop region: left with these borrowed; patched only to a
+                    target keeping the same set, at its kept entry */
   bool backward;           /* target pc <= source pc: unlinked by kicks */
   bool cross_page;         /* unlinked on TLB flushes */
 };
@@ -193,6 +195,11 @@ struct bt_frag {
      keeps (STD_KEPT) borrowed, their guest values in their slots; equal
      to entry in modes without warm entries */
   uint32_t warm;
+  /* Loop regions (translate.c): the registers this fragment keeps
+     borrowed from its entry on (0: none), and the TC offset reached with
+     them borrowed */
+  uint16_t kset;
+  uint32_t kwarm;
   uint32_t start; /* TC offset of the fragment's first byte */
   uint32_t size;
   uint16_t ninsn;

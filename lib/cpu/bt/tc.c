@@ -219,7 +219,9 @@ static void link_set(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   struct bt_tc *tc = &b->tc;
   uint32_t off = to == NULL ? l->stub
                  : l->head   ? l->head
-                             : l->warm ? to->warm : to->entry;
+                 : l->kset   ? to->kwarm
+                 : l->warm   ? to->warm
+                             : to->entry;
   uint64_t target = bt_tc_addr(tc, off);
   e_set_rel32(tc->rw + l->patch, bt_tc_addr(tc, l->patch), target);
   l->to = to;
@@ -230,7 +232,7 @@ void bt_link_patch(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   /* A kick since the dispatcher decided to run on must win: leave the
      link open so the next trip comes back. */
   if (!atomic_load(&b->kicked) && to->valid && l->from->valid && !l->to &&
-      (!l->head || to == l->from)) {
+      (!l->head || to == l->from) && (!l->kset || l->kset == to->kset)) {
     if (l->listed != to) {
       if (l->listed != NULL) {
         struct bt_link **pp = &l->listed->in;

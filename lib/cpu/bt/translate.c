@@ -11,6 +11,8 @@
 #include "emit.h"
 
 #define TU_MAX 12
+/* The most instructions a loop region spans (see find_region). */
+#define REGION_MAX 64
 #define FRAG_MAX_BYTES (64u << 10)
 
 /* How an instruction is translated. */
@@ -53,7 +55,7 @@ struct tx {
   struct bt_vcpu *b;
   struct emit e;
   struct bt_frag *f;
-  struct xi x[TU_MAX];
+  struct xi x[TU_MAX + 1]; /* the last: find_region's look-ahead */
   unsigned n;
   bool flat;
   bool code64;
@@ -70,7 +72,7 @@ struct tx {
     uint32_t patch;
     int stub;
     uint64_t target;
-    uint16_t restore;
+    uint16_t restore, kset;
     int head;
     bool warm;
   } lk[4];
@@ -100,6 +102,13 @@ struct tx {
   bool warm;
   bool keep_std;
   uint32_t entry, warm_at;
+  /* Loop region (see find_region): the RIPs of its instructions, and the
+     registers its fragments keep borrowed across the links between them
+     (0: the TU is in none), borrowed from kwarm_at on. */
+  uint64_t rg_rip[REGION_MAX];
+  unsigned rg_n;
+  uint16_t rkeep;
+  uint32_t kwarm_at;
   /* Hoisted lookups (see plan_hoists): hoist_for[k] is the memory
      instruction whose lookup runs right before instruction k, or -1;
      hoisted[i] says instruction i's lookup ran there, leaving its host
@@ -1601,7 +1610,7 @@ static unsigned jcc_cc(ZydisMnemonic m) {
   }
 }
 
-static uint64_t branch_target(struct tx *t, struct xi *x) {
+static uint64_t branch_target(const struct tx *t, const struct xi *x) {
   uint64_t target = x->next + x->op[0].imm.value.u;
   unsigned ow = x->di.operand_width;
   if (!t->code64) {
@@ -1622,15 +1631,56 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].stub = e_label(&t->e);
   t->lk[t->nlk].target = target;
   t->lk[t->nlk].restore = 0;
+  t->lk[t->nlk].kset = 0;
   t->lk[t->nlk].head = -1;
   t->lk[t->nlk].warm = false;
   t->nlk++;
+}
+
+static bool in_region(const struct tx *t, uint64_t rip) {
+  for (unsigned k = 0; k < t->rg_n; k++)
+    if (t->rg_rip[k] == rip)
+      return true;
+  return false;
+}
+
+/* A direct exit leaving exactly `keep` borrowed: the other registers get
+   their guest values back and the ones of `keep` not borrowed here are
+   borrowed; the link's stub gives `keep` back before it leaves. Returns
+   the link's index, or -1 (no room: the emission fails). */
+static int keep_link(struct tx *t, bool jcc, unsigned cc, uint64_t target,
+                     uint16_t keep) {
+  give_back(t, (uint32_t)(0xffff & ~keep));
+  for (unsigned r = 0; r < 16; r++)
+    if (keep & (1u << r))
+      borrow(t, r);
+  uint32_t patch =
+      jcc ? e_jcc_patchable(&t->e, cc) : e_jmp_patchable(&t->e);
+  add_link(t, patch, target);
+  if (t->nlk == 0 || t->lk[t->nlk - 1].patch != patch)
+    return -1;
+  t->lk[t->nlk - 1].restore = keep;
+  return (int)t->nlk - 1;
+}
+
+/* A direct exit to an instruction of the TU's loop region leaves the
+   region's set borrowed, for the target's kept entry (the target, being
+   in the same region, keeps the same set; tc.c links only a fragment
+   that does). */
+static void region_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
+  int k = keep_link(t, jcc, cc, target, t->rkeep);
+  if (k >= 0)
+    t->lk[k].kset = t->rkeep;
 }
 
 /* Registers go back before a direct exit: all of them (the target's cold
    entry), or all but STD_KEPT when they are borrowed here (its warm entry;
    the stub gives them back if the link is not patched). */
 static void exit_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
+  if (t->rkeep && in_region(t, target)) {
+    region_link(t, jcc, cc, target);
+    return;
+  }
   bool warm = t->warm && (t->borrowed & STD_KEPT) == STD_KEPT;
   give_back(t, warm ? (uint32_t)(0xffff & ~STD_KEPT) : 0xffff);
   uint32_t patch =
@@ -1643,23 +1693,12 @@ static void exit_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
 }
 
 /* The back edge of a self loop (a jcc or jmp to the TU's first
-   instruction, with registers kept borrowed around it, t->keep): the
-   registers borrowed beyond `keep` get their guest values back and the
-   ones of `keep` not borrowed here are borrowed, so the state matches the
-   loop head; the link goes to the head, and its stub gives `keep` back
-   before it leaves. */
+   instruction) leaves the registers kept around it (t->keep) borrowed,
+   as at the loop head, where the link goes. */
 static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
-  give_back(t, (uint32_t)(0xffff & ~t->keep));
-  for (unsigned r = 0; r < 16; r++)
-    if (t->keep & (1u << r))
-      borrow(t, r);
-  uint32_t patch =
-      jcc ? e_jcc_patchable(&t->e, cc) : e_jmp_patchable(&t->e);
-  add_link(t, patch, target);
-  if (t->nlk > 0 && t->lk[t->nlk - 1].patch == patch) {
-    t->lk[t->nlk - 1].restore = t->keep;
-    t->lk[t->nlk - 1].head = t->head;
-  }
+  int k = keep_link(t, jcc, cc, target, t->keep);
+  if (k >= 0)
+    t->lk[k].head = t->head;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1793,6 +1832,135 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
     x->next = (b->key & BT_K_CODE_MASK) == BT_K_CODE16 ? x->next & 0xffff
                                                        : (uint32_t)x->next;
   return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loop regions                                                             */
+
+/* A loop whose body spans several TUs runs as several fragments, and each
+   of them that looks memory up would borrow its scratch registers at its
+   entry and give them back at its exit: three stores and three loads per
+   fragment and iteration. The fragments of one loop therefore agree on a
+   set of registers that no instruction of the loop names and keep them
+   borrowed across the links between them (docs/bt.md, "Loop regions").
+
+   The region of a TU starting at S is found by decoding on from S: the
+   first backward jcc or jmp, B, whose target T is at or before S closes
+   it, and the instructions from T up to B are the region, provided they
+   are all in S's page, at most REGION_MAX, decoded linearly from T with
+   S on an instruction boundary, and every other control transfer among
+   them is a forward jcc. Then every TU starting at an instruction of the
+   region finds the same T and B, so the same set: the choice is a pure
+   function of the code bytes. Nothing depends on it for correctness (the
+   borrowing is tracked per TU, and tc.c links two fragments this way
+   only when their sets match), so bytes that change later cost only the
+   links. The look-ahead decodes only within S's page, whose translation
+   the TU's first instruction already walked. */
+
+/* Whether an instruction at rip may be part of a region in the 4 KiB
+   page `page` (a linear page number): it starts at least 15 bytes before
+   the page's end, so decoding it reads nothing beyond the page. The same
+   test for the TU's own instructions and the look-ahead's, so that every
+   TU of a region finds it. */
+static bool region_page(const struct tx *t, uint64_t rip, uint64_t page) {
+  uint64_t pc = t->b->ctx.segbase[S_CS] + rip;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  return pc >> 12 == page && (pc & 0xfff) <= 4096 - 15;
+}
+
+/* Decode the instruction at rip into the look-ahead slot. */
+static struct xi *look_ahead(struct tx *t, uint64_t rip, uint64_t page) {
+  if (!region_page(t, rip, page))
+    return NULL;
+  struct xi *x = &t->x[TU_MAX];
+  if (fetch_insn(t, TU_MAX, rip) != 0 || x->page2 ||
+      x->di.mnemonic == ZYDIS_MNEMONIC_INVALID)
+    return NULL;
+  x->memop = bt_find_memop(&x->di, x->op);
+  scan_regs(x);
+  x->cls = classify(t, x);
+  return x;
+}
+
+/* What an instruction of a region candidate does to the search: 0 go on,
+   1 it closes the region (a backward branch to *target <= s), -1 no
+   region. */
+static int region_step(struct tx *t, const struct xi *x, uint64_t s,
+                       uint64_t *target) {
+  if (x->cls == X_JCC || x->cls == X_JMP) {
+    uint64_t to = branch_target(t, x);
+    if (to <= s) {
+      *target = to;
+      return 1;
+    }
+    /* A forward jcc may leave the loop; anything else ends the body. */
+    return x->cls == X_JCC && to > x->rip ? 0 : -1;
+  }
+  return ends_tu(x->cls) ? -1 : 0;
+}
+
+static void find_region(struct tx *t) {
+  t->rkeep = 0;
+  t->rg_n = 0;
+  if (t->n == 0)
+    return;
+  uint64_t s = t->x[0].rip;
+  uint64_t pc = t->b->ctx.segbase[S_CS] + s;
+  if (!t->code64)
+    pc = (uint32_t)pc;
+  uint64_t page = pc >> 12;
+  uint32_t named = 0;
+  unsigned n = 0;
+  uint64_t target = 0;
+  int st = 0;
+  /* From S on: the TU's instructions, then the look-ahead. */
+  const struct xi *x = NULL;
+  for (unsigned i = 0; i < t->n && st == 0; i++) {
+    x = &t->x[i];
+    if (!region_page(t, x->rip, page) || x->page2 ||
+        x->di.mnemonic == ZYDIS_MNEMONIC_INVALID)
+      return;
+    t->rg_rip[n++] = x->rip;
+    named |= x->used;
+    st = region_step(t, x, s, &target);
+  }
+  while (st == 0 && n < REGION_MAX) {
+    x = look_ahead(t, x->next, page);
+    if (x == NULL)
+      return;
+    t->rg_rip[n++] = x->rip;
+    named |= x->used;
+    st = region_step(t, x, s, &target);
+  }
+  if (st != 1)
+    return;
+  /* From T up to S (already listed from S on): forward jccs only. */
+  uint64_t rip = target;
+  while (rip < s) {
+    if (n == REGION_MAX)
+      return;
+    x = look_ahead(t, rip, page);
+    if (x == NULL ||
+        (x->cls == X_JCC ? branch_target(t, x) <= x->rip : ends_tu(x->cls)))
+      return;
+    t->rg_rip[n++] = x->rip;
+    named |= x->used;
+    rip = x->next;
+  }
+  if (rip != s)
+    return;
+  /* rcx first (then lookups need not park it), then pick()'s order. */
+  static const uint8_t order[] = {R_CX, R_11, R_10, R_9,  R_8,  R_15, R_14,
+                                  R_13, R_12, R_DI, R_SI, R_BP, R_BX, R_DX,
+                                  R_AX};
+  unsigned got = 0;
+  for (size_t i = 0; i < sizeof(order) && got < 4; i++)
+    if (!(named & (1u << order[i]))) {
+      t->rkeep |= (uint16_t)(1u << order[i]);
+      got++;
+    }
+  t->rg_n = t->rkeep ? n : 0;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2072,6 +2240,17 @@ static void emit_body(struct tx *t, unsigned fi) {
         e_mov_r_gs(e, r, SLOT(r));
     t->entry = (uint32_t)e->pos;
   }
+  t->kwarm_at = 0;
+  if (t->rkeep) {
+    /* A loop region's fragment: links from the region come in below, with
+       rkeep borrowed (the warm entry above, for everything else, gave
+       STD_KEPT back). */
+    for (unsigned r = 0; r < 16; r++)
+      if (t->rkeep & (1u << r))
+        borrow(t, r);
+    e_align(e, 32);
+    t->kwarm_at = (uint32_t)e->pos;
+  }
   if (t->keep) {
     for (unsigned r = 0; r < 16; r++)
       if (t->keep & (1u << r))
@@ -2207,6 +2386,7 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
     l->warm = t->lk[k].warm;
+    l->kset = t->lk[k].kset;
     l->head = t->lk[k].head >= 0
                   ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
                   : 0;
@@ -2341,7 +2521,11 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     case X_JMPI: lookups = true; break;
     default: break;
     }
-  t->keep_std = t->warm && lookups && !(named & STD_KEPT);
+  t->rkeep = 0;
+  t->rg_n = 0;
+  if (t->warm && !self)
+    find_region(t);
+  t->keep_std = t->warm && lookups && !(named & STD_KEPT) && !t->rkeep;
   if (self) {
     uint32_t ndescs = tc->ndescs;
     uint8_t *dry = malloc(room);
@@ -2393,6 +2577,8 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   f->warm = f->start + t->warm_at;
   if (!t->warm)
     f->warm = f->entry;
+  f->kset = t->rkeep;
+  f->kwarm = t->rkeep ? f->start + t->kwarm_at : 0;
   f->size = (uint32_t)e->pos;
   f->ninsn = (uint16_t)t->n;
   f->phys[0] = t->x[0].gpa & ~0xfffull;
