@@ -1910,8 +1910,12 @@ static void find_region(struct tx *t) {
   if (!t->code64)
     pc = (uint32_t)pc;
   uint64_t page = pc >> 12;
+  /* Hardware breakpoints end TUs wherever they are: TUs of one loop
+     would not see the same self loops (below). */
+  if (t->b->dbg_on && (t->b->dbg.flags & VMM_DEBUG_HW_BREAKPOINTS))
+    return;
   uint32_t named = 0;
-  unsigned n = 0;
+  unsigned n = 0, jccs = 0;
   uint64_t target = 0;
   int st = 0;
   /* From S on: the TU's instructions, then the look-ahead. */
@@ -1923,6 +1927,7 @@ static void find_region(struct tx *t) {
       return;
     t->rg_rip[n++] = x->rip;
     named |= x->used;
+    jccs += x->cls == X_JCC;
     st = region_step(t, x, s, &target);
   }
   while (st == 0 && n < REGION_MAX) {
@@ -1931,6 +1936,7 @@ static void find_region(struct tx *t) {
       return;
     t->rg_rip[n++] = x->rip;
     named |= x->used;
+    jccs += x->cls == X_JCC;
     st = region_step(t, x, s, &target);
   }
   if (st != 1)
@@ -1946,9 +1952,15 @@ static void find_region(struct tx *t) {
       return;
     t->rg_rip[n++] = x->rip;
     named |= x->used;
+    jccs += x->cls == X_JCC;
     rip = x->next;
   }
   if (rip != s)
+    return;
+  /* A loop that fits one TU with no jcc but its back edge is a self loop
+     for the TU starting at T (which keeps its own registers): no region,
+     for the TUs that start inside it either. */
+  if (n <= TU_MAX && jccs <= 1)
     return;
   /* rcx first (then lookups need not park it), then pick()'s order. */
   static const uint8_t order[] = {R_CX, R_11, R_10, R_9,  R_8,  R_15, R_14,
