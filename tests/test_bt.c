@@ -55,6 +55,7 @@ bool vmm__kvm_runs_kernel_natively(const struct vmm_vm_config *cfg);
 #define E_DIRTY_ONCE 0xd00
 #define E_REGION_SPIN 0xe00
 #define E_REGION_SPIN_LOOP 0xea4
+#define E_REGION_SMC 0xf00
 
 static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 0);
@@ -367,6 +368,48 @@ static void test_kick_region(void **state) {
   assert_ok(vmm_mem_read(t.vm, 0x30030, &twice, 8));
   assert_true(n2 > n1);
   assert_int_equal(twice, 2 * n2);
+  vmmt_fini(&t);
+}
+
+/* Links of a loop region that no fragment will ever take (docs/bt.md,
+   "Loop regions"): tc.c patches a link that leaves a set borrowed only to a
+   fragment keeping the same set, so one whose target is translated with
+   another set stays on its stub, and every pass through it goes by the
+   dispatcher, for as long as both fragments live. */
+static unsigned stuck_region_links(struct vmmt *t) {
+  struct bt_vcpu *b = t->vcpu->engine;
+  unsigned n = 0;
+  for (unsigned i = 0; i < b->tc.nlinks; i++) {
+    const struct bt_link *l = &b->tc.links[i];
+    if (l->kset == 0 || !l->from->valid)
+      continue;
+    for (unsigned k = 0; k < b->tc.nfrags; k++) {
+      const struct bt_frag *f = &b->tc.frags[k];
+      if (f->valid && f->rip == l->target_rip && f->key == l->from->key &&
+          f->cs_base == l->from->cs_base && f->kset != l->kset)
+        n++;
+    }
+  }
+  return n;
+}
+
+/* The guest patches a block of a loop region that never ran (bytes no
+   fragment covers: no invalidation) and then runs through it: the
+   fragments translated before and after the patch must still agree on
+   the region's set, or the links between them are refused for good. */
+static void test_region_smc(void **state) {
+  (void)state;
+  struct vmmt t;
+  setup(&t, E_REGION_SMC);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  uint64_t m[3];
+  assert_ok(vmm_mem_read(t.vm, 0x30000, m, sizeof(m)));
+  assert_int_equal(m[0], 1001000);
+  assert_int_equal(m[1], 6000);
+  assert_int_equal(m[2], 1000);
+  assert_int_equal(reg(&t, VMM_REG_RCX), 0x1111);
+  assert_int_equal(reg(&t, VMM_REG_R9), 0x9999);
+  assert_int_equal(stuck_region_links(&t), 0);
   vmmt_fini(&t);
 }
 
@@ -1403,6 +1446,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kick_self_loop),
       cmocka_unit_test(test_kick_warm_links),
       cmocka_unit_test(test_kick_region),
+      cmocka_unit_test(test_region_smc),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),
       cmocka_unit_test(test_exception_exits),

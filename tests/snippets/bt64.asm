@@ -57,6 +57,13 @@
 ;   0x680 warm_spin  the same registers as self_loop_mem (rdx = 0, rsi =
 ;                    300000), then two blocks (at 0x6c1 and 0x6c8) jumping
 ;                    to each other, counting in [0x30010] and [0x30018].
+;   0xf00 region_smc  a loop region (three TUs) whose block skipped by a
+;                    forward jcc is never run; after 1000 iterations the
+;                    guest patches that block's 5-byte nop into mov r9, r9
+;                    (uncovered bytes: no invalidation) and runs the loop
+;                    1000 times more through the block: [0x30000] =
+;                    1001000, [0x30008] = 6000, [0x30010] = 1000, rcx =
+;                    0x1111, r9 = 0x9999, hlt.
 ;   0xe00 region_spin  the same registers as self_loop_mem (rdx = 0, rsi =
 ;                    300000, [0x30020] = 300000), then an endless loop of
 ;                    three TUs (at 0xea4) counting in [0x30028], with twice
@@ -500,4 +507,42 @@ region_spin:                    ; loops of three TUs each (loop regions,
     add [rdi + 40], rax
     jmp .spin
 .never:
+    hlt
+
+times 0xf00 - ($ - $$) db 0xcc
+region_smc:
+    mov r9, 0x9999
+    mov rcx, 0x1111
+    mov rdi, 0x30000
+    mov edx, 1000
+    xor ebx, ebx                ; 0: skip the cold block
+.top:                           ; names neither rcx nor r8..r11: they are
+    mov rax, [rdi]              ; the region's set, r9 among them
+    add rax, rdx
+    mov [rdi], rax
+    mov rsi, [rdi + 8]
+    add rsi, 3
+    mov [rdi + 8], rsi
+    test ebx, ebx
+    jz .skip                    ; forward, inside the loop
+.cold:
+    db 0x0f, 0x1f, 0x44, 0x00, 0x00 ; nop, patched into mov r9, r9; nop; nop
+    add qword [rdi + 16], 1
+.skip:
+    add rbp, [rdi + 24]
+    mov r12, [rdi]
+    xor r12, rdx
+    mov [rdi + 32], r12
+    add r13, r12
+    mov [rdi + 40], r13
+    dec edx
+    jnz .top
+    test ebx, ebx
+    jnz .done
+    mov dword [rel .cold], 0x90c9894d
+    mov byte [rel .cold + 4], 0x90
+    mov ebx, 1
+    mov edx, 1000
+    jmp .top
+.done:
     hlt
