@@ -413,6 +413,66 @@ static void test_region_smc(void **state) {
   vmmt_fini(&t);
 }
 
+/* 32-bit code with CS base 0x800: RIP wraps from 0xffffffff to 0 in the
+   middle of the linear page 0, where a loop of 18 instructions (two TUs)
+   starts at RIP 0xffffffe0 and ends at RIP 0xc. Its TUs must agree on its
+   region even so (TU 2 starts at RIP 0), or the link between them is
+   refused at every iteration. The results are KVM's for the same code. */
+static void test_region_rip_wrap(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_PROT32, 0);
+  static const uint8_t head[] = {
+      0xbf, 0x00, 0x00, 0x03, 0x00, /* mov edi, 0x30000 */
+      0xb9, 0x11, 0x11, 0x00, 0x00, /* mov ecx, 0x1111 */
+      0xba, 0xe8, 0x03, 0x00, 0x00, /* mov edx, 1000 */
+      0x31, 0xdb,                   /* xor ebx, ebx */
+      0x31, 0xf6,                   /* xor esi, esi */
+      0xe9, 0xc8, 0x00, 0x00, 0x00, /* jmp top (linear 0x7e0) */
+  };
+  static const uint8_t loop[] = {
+      0x8b, 0x07,             /* top: mov eax, [edi] */
+      0x01, 0xd0,             /* add eax, edx */
+      0x89, 0x07,             /* mov [edi], eax */
+      0x8b, 0x6f, 0x08,       /* mov ebp, [edi + 8] */
+      0x01, 0xd5,             /* add ebp, edx */
+      0x89, 0x6f, 0x08,       /* mov [edi + 8], ebp */
+      0x01, 0xee,             /* add esi, ebp */
+      0x8b, 0x47, 0x10,       /* mov eax, [edi + 16] */
+      0x31, 0xf0,             /* xor eax, esi */
+      0x89, 0x47, 0x10,       /* mov [edi + 16], eax */
+      0x0f, 0x1f, 0x40, 0x00, /* nop */
+      0x0f, 0x1f, 0x40, 0x00, /* nop (the 12th: RIP 0 is next) */
+      0x83, 0xc6, 0x07,       /* add esi, 7 */
+      0x8b, 0x47, 0x0c,       /* mov eax, [edi + 12] */
+      0x01, 0xf0,             /* add eax, esi */
+      0x89, 0x47, 0x0c,       /* mov [edi + 12], eax */
+      0x4a,                   /* dec edx */
+      0x75, 0xd2,             /* jnz top */
+      0x89, 0x4f, 0x14,       /* mov [edi + 20], ecx */
+      0xf4,                   /* hlt */
+  };
+  assert_ok(vmm_mem_write(t.vm, 0x700, head, sizeof(head)));
+  assert_ok(vmm_mem_write(t.vm, 0x7e0, loop, sizeof(loop)));
+  struct vmm_sregs sr;
+  assert_ok(vmm_vcpu_get_sregs(t.vcpu, &sr));
+  sr.cs.base = 0x800;
+  assert_ok(vmm_vcpu_set_sregs(t.vcpu, &sr));
+  set_rip(&t, 0xffffff00); /* linear 0x700 */
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  uint32_t m[6];
+  assert_ok(vmm_mem_read(t.vm, 0x30000, m, sizeof(m)));
+  assert_int_equal(m[0], 500500);
+  assert_int_equal(m[2], 500500);
+  assert_int_equal(m[3], 0x33a5a4e2);
+  assert_int_equal(m[4], 0x0d0da3f0);
+  assert_int_equal(m[5], 0x1111);
+  assert_int_equal(reg(&t, VMM_REG_RSI), 0x13e60074);
+  assert_int_equal(reg(&t, VMM_REG_RIP), 0x12);
+  assert_int_equal(stuck_region_links(&t), 0);
+  vmmt_fini(&t);
+}
+
 /* Emulated instructions keep their decode cache entry in their callout's
    descriptor (bt_decode_desc); 160 runs of 80 different `int n` reuse
    every entry of the 64-entry cache, and each must still be its own. */
@@ -1447,6 +1507,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kick_warm_links),
       cmocka_unit_test(test_kick_region),
       cmocka_unit_test(test_region_smc),
+      cmocka_unit_test(test_region_rip_wrap),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),
       cmocka_unit_test(test_exception_exits),
