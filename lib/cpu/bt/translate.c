@@ -1861,11 +1861,15 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
    page `page` (a linear page number): it starts at least 15 bytes before
    the page's end, so decoding it reads nothing beyond the page. The same
    test for the TU's own instructions and the look-ahead's, so that every
-   TU of a region finds it. */
+   TU of a region finds it. Not where CS base + RIP passes 4 GiB (32-bit
+   code whose CS base is not page aligned): the linear address wraps
+   there, so a page can hold RIPs 0xfffff800.. and 0.., which find_region,
+   comparing RIPs, would order unlike the code; the TUs on either side of
+   the wrap then found different regions (test_region_rip_wrap). */
 static bool region_page(const struct tx *t, uint64_t rip, uint64_t page) {
   uint64_t pc = t->b->ctx.segbase[S_CS] + rip;
-  if (!t->code64)
-    pc = (uint32_t)pc;
+  if (!t->code64 && pc >> 32)
+    return false;
   return pc >> 12 == page && (pc & 0xfff) <= 4096 - 15;
 }
 
