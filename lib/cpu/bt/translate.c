@@ -107,6 +107,7 @@ struct tx {
      (0: the TU is in none), borrowed from kwarm_at on. */
   uint64_t rg_rip[REGION_MAX];
   unsigned rg_n;
+  unsigned rg_lo, rg_hi; /* its bytes' extent in the TU's first page */
   uint16_t rkeep;
   uint32_t kwarm_at;
   /* Hoisted lookups (see plan_hoists): hoist_for[k] is the memory
@@ -1904,6 +1905,25 @@ static int region_step(struct tx *t, const struct xi *x, uint64_t s,
   return ends_tu(x->cls) ? -1 : 0;
 }
 
+/* The region find_region is building. */
+struct region_scan {
+  unsigned n, jccs;
+  uint32_t named;
+  unsigned lo, hi; /* its bytes' extent in its page */
+};
+
+static void region_add(struct tx *t, struct region_scan *r,
+                       const struct xi *x) {
+  t->rg_rip[r->n++] = x->rip;
+  r->named |= x->used;
+  r->jccs += x->cls == X_JCC;
+  unsigned off = (unsigned)((t->b->ctx.segbase[S_CS] + x->rip) & 0xfff);
+  if (off < r->lo)
+    r->lo = off;
+  if (off + x->di.length > r->hi)
+    r->hi = off + x->di.length;
+}
+
 static void find_region(struct tx *t) {
   t->rkeep = 0;
   t->rg_n = 0;
@@ -1918,8 +1938,7 @@ static void find_region(struct tx *t) {
      would not see the same self loops (below). */
   if (t->b->dbg_on && (t->b->dbg.flags & VMM_DEBUG_HW_BREAKPOINTS))
     return;
-  uint32_t named = 0;
-  unsigned n = 0, jccs = 0;
+  struct region_scan r = {.lo = 4096};
   uint64_t target = 0;
   int st = 0;
   /* From S on: the TU's instructions, then the look-ahead. */
@@ -1929,18 +1948,14 @@ static void find_region(struct tx *t) {
     if (!region_page(t, x->rip, page) || x->page2 ||
         x->di.mnemonic == ZYDIS_MNEMONIC_INVALID)
       return;
-    t->rg_rip[n++] = x->rip;
-    named |= x->used;
-    jccs += x->cls == X_JCC;
+    region_add(t, &r, x);
     st = region_step(t, x, s, &target);
   }
-  while (st == 0 && n < REGION_MAX) {
+  while (st == 0 && r.n < REGION_MAX) {
     x = look_ahead(t, x->next, page);
     if (x == NULL)
       return;
-    t->rg_rip[n++] = x->rip;
-    named |= x->used;
-    jccs += x->cls == X_JCC;
+    region_add(t, &r, x);
     st = region_step(t, x, s, &target);
   }
   if (st != 1)
@@ -1948,15 +1963,13 @@ static void find_region(struct tx *t) {
   /* From T up to S (already listed from S on): forward jccs only. */
   uint64_t rip = target;
   while (rip < s) {
-    if (n == REGION_MAX)
+    if (r.n == REGION_MAX)
       return;
     x = look_ahead(t, rip, page);
     if (x == NULL ||
         (x->cls == X_JCC ? branch_target(t, x) <= x->rip : ends_tu(x->cls)))
       return;
-    t->rg_rip[n++] = x->rip;
-    named |= x->used;
-    jccs += x->cls == X_JCC;
+    region_add(t, &r, x);
     rip = x->next;
   }
   if (rip != s)
@@ -1964,7 +1977,7 @@ static void find_region(struct tx *t) {
   /* A loop that fits one TU with no jcc but its back edge is a self loop
      for the TU starting at T (which keeps its own registers): no region,
      for the TUs that start inside it either. */
-  if (n <= TU_MAX && jccs <= 1)
+  if (r.n <= TU_MAX && r.jccs <= 1)
     return;
   /* rcx first (then lookups need not park it), then pick()'s order. */
   static const uint8_t order[] = {R_CX, R_11, R_10, R_9,  R_8,  R_15, R_14,
@@ -1972,11 +1985,13 @@ static void find_region(struct tx *t) {
                                   R_AX};
   unsigned got = 0;
   for (size_t i = 0; i < sizeof(order) && got < 4; i++)
-    if (!(named & (1u << order[i]))) {
+    if (!(r.named & (1u << order[i]))) {
       t->rkeep |= (uint16_t)(1u << order[i]);
       got++;
     }
-  t->rg_n = t->rkeep ? n : 0;
+  t->rg_n = t->rkeep ? r.n : 0;
+  t->rg_lo = r.lo;
+  t->rg_hi = r.hi;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2541,6 +2556,18 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   t->rg_n = 0;
   if (t->warm && !self)
     find_region(t);
+  if (t->rkeep) {
+    /* The region is a function of its bytes, most of which no fragment
+       covers (the look-ahead read them): a write to any of them must drop
+       every fragment of the loop together (they all start in this page),
+       as a write to translated bytes does, or the fragments translated
+       after it find another set than the ones before, and the links
+       between them are refused for as long as both live
+       (test_region_smc). A write racing with this translation can still
+       cost links, never registers (tc.c links matching sets only). */
+    bt_code_mark(b, (t->x[0].gpa & ~0xfffull) + t->rg_lo,
+                 t->rg_hi - t->rg_lo);
+  }
   t->keep_std = t->warm && lookups && !(named & STD_KEPT) && !t->rkeep;
   if (self) {
     uint32_t ndescs = tc->ndescs;
