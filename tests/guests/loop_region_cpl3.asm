@@ -4,8 +4,9 @@
 ; Loop A (three TUs, rcx and r8..r11 unnamed: they are kept) is entered in
 ; its middle from outside, has a forward jcc inside the loop and a forward
 ; jcc leaving it early (taken: r12 passes 450000 before the count ends);
-; loop B counts with `loop` and names every register but r15, the one it
-; keeps. Every register must keep its guest value throughout.
+; loop B (20 instructions: two TUs, counted with dec/jnz) names every
+; register but r15, the set of one it keeps. Every register must keep its
+; guest value throughout.
 ; mode: long64-cpl3
 ; expect: rax=0x6da49 rbx=0x1ef1e rcx=0 rdx=0x5 rsi=0x5 rdi=0x30000 rbp=0x5 r8=0x5 r9=0x6 r10=0x7 r11=0x8 r12=0x9 r13=0xa r14=0xb r15=0xf0f0
 ; expect-mem: 0x30000 49 da 06 00 00 00 00 00 eb a9 7f 02 00 00 00 00
@@ -96,6 +97,7 @@ org 0x10000
     add rax, rdx
     xor rax, r14
     add [rdi + 8], rax
-    loop .b
+    dec ecx                     ; not `loop`: emulated, it ends the TU and
+    jnz .b                      ; the loop would be no region at all
     mov eax, [rdi]
     out 0xeb, al
