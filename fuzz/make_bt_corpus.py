@@ -2,7 +2,8 @@
 """Write the seed corpus of fuzz_bt_code (fuzz/corpus/fuzz_bt_code/).
 
 Each seed is the target's input format (see fuzz_bt_code.c): a selector
-byte (mode = byte % 3, bit 2 CPL 3, bit 3 exception exits, bit 4 devices),
+byte (mode = byte % 3, bit 2 CPL 3, bit 3 exception exits, bit 4 devices,
+bit 7 no instruction limit: warm entries, self loops, loop regions),
 16 bytes of register seeds (rax; rcx/rdx), then guest code. The code is
 small programs, assembled with nasm, that reach the engine's harder paths:
 string ops with rep, MMIO and port I/O, paging and control registers,
@@ -20,13 +21,13 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus",
                    "fuzz_bt_code")
 
 REAL, PROT32, LONG64 = 0, 1, 2
-CPL3, EXC, DEV = 4, 8, 16
+CPL3, EXC, DEV, FREE = 4, 8, 16, 0x80
 
 
 def sel(mode, flags=0):
     """The smallest selector byte with this mode and these option bits."""
     for b in range(256):
-        if b % 3 == mode and (b & 0x1C) == flags:
+        if b % 3 == mode and (b & 0x9C) == flags:
             return b
     raise ValueError((mode, flags))
 
@@ -46,6 +47,33 @@ def seed(mode, flags, rax, rcx, rdx, text):
     regs = struct.pack("<QQ", rax, (rdx << 32) | (rcx & 0xFFFFFF))
     return bytes([sel(mode, flags)]) + regs + asm(bits, text)
 
+
+# A loop of 20 instructions (several TUs, forward jccs inside it, an
+# emulated cpuid, which writes rax..rdx): a loop region in every mode
+# (docs/bt.md).
+region = """
+        mov esi, 300
+    l:  mov {a}, [{b}]
+        add {a}, {d}
+        mov [{b}], {a}
+        test {d}, 1
+        jz s
+        add {w} [{b} + 8], 3
+    s:  mov {bp}, [{b} + 16]
+        add {bp}, {a}
+        mov [{b} + 16], {bp}
+        xor {bp}, {d}
+        add [{b} + 24], {bp}
+        mov {a}, [{b} + 32]
+        imul {a}, {d}
+        mov [{b} + 32], {a}
+        test {d}, 4
+        jz t
+        cpuid
+    t:  sub {a}, [{b} + 24]
+        dec esi
+        jnz l
+        hlt"""
 
 SEEDS = {
     # Long mode.
@@ -206,6 +234,22 @@ SEEDS = {
         into
         sysenter
         hlt"""),
+    # Loops spanning several TUs, run without an instruction limit (bit 7):
+    # loop regions, whose look-ahead decodes the guest's bytes.
+    "l64-free-region": (LONG64, FREE, 0, 0, 0, region.format(
+        a="rax", b="rdi", d="rsi", w="qword", bp="rbp")),
+    "p32-free-region": (PROT32, FREE, 0, 0, 0, region.format(
+        a="eax", b="edi", d="esi", w="dword", bp="ebp")),
+    "r16-free-region": (REAL, FREE, 0, 0, 0, region.format(
+        a="ax", b="di", d="si", w="word", bp="bp")),
+    "l64-free-calls": (LONG64, FREE, 0, 0, 0, """
+        mov ecx, 200
+    l:  call f
+        dec ecx
+        jnz l
+        hlt
+    f:  add [rbx], rcx
+        ret"""),
     # Real mode.
     "r16-ivt": (REAL, 0, 0, 0, 0, """
         mov word [0x80], 0x1100
