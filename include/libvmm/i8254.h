@@ -25,7 +25,9 @@
  * the user-space platform, ticks the guest missed (the host was late, or
  * the previous one was still pending) are delivered as the guest
  * acknowledges the one before (up to 100 ms worth), so the average rate
- * is exact.
+ * is exact. A tick the controllers drop (a PIC reinitialized, a masked
+ * I/O APIC pin) or hold masked does not hold back the next ones once the
+ * line is unmasked.
  */
 #ifndef LIBVMM_I8254_H
 #define LIBVMM_I8254_H

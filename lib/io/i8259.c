@@ -220,8 +220,32 @@ static void ocw2(struct vmm__pic *p, struct chip *c, uint8_t v) {
   }
 }
 
+static void write_reg_(struct vmm__pic *p, struct chip *c, unsigned a0,
+                       uint8_t v);
+
+/* A register write, then the lines whose requests will not be
+   acknowledged as pending ones: edges an ICW1 dropped from IRR, and lines
+   unmasked (an edge while masked stays in IRR, but what the device held
+   back for an acknowledgment may follow now). The hub runs their ack
+   hooks, as after an INTA: the PIT's owed ticks wait for one, and a
+   request that never comes would hold the timer back (Linux's
+   check_timer reinitializes the PIC and unmasks IRQ 0 between its tries,
+   each a 61 ms window). */
 static void write_reg(struct vmm__pic *p, struct chip *c, unsigned a0,
                       uint8_t v) {
+  uint8_t imr = c->imr, irr = c->irr;
+  write_reg_(p, c, a0, v);
+  bool master = c == &p->c[0];
+  uint8_t ended = (uint8_t)((imr & ~c->imr) | (irr & ~c->irr));
+  if (master)
+    ended &= (uint8_t)~(1u << 2); /* the cascade, no line of its own */
+  for (unsigned i = 0; i < 8; i++)
+    if (ended & (1u << i))
+      vmm__irqchip_acked(p->hub, (master ? 0 : 8) + i);
+}
+
+static void write_reg_(struct vmm__pic *p, struct chip *c, unsigned a0,
+                       uint8_t v) {
   if (a0 == 0) {
     if (v & ICW1)
       icw1(c, v);

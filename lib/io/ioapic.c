@@ -155,6 +155,11 @@ static void write_win(struct vmm__ioapic *io, uint32_t v) {
   if (!(e & RTE_LEVEL))
     e &= ~RTE_REMOTE_IRR; /* edge pins never await an EOI */
   io->rte[pin] = e;
+  /* Unmasked: an edge sent while masked was lost (82093AA), so what the
+     device held back for its acknowledgment may follow now (the PIT's
+     owed ticks), as after an EOI; see i8259.c's write_reg. */
+  if ((old & RTE_MASKED) && !(e & RTE_MASKED))
+    vmm__irqchip_acked(io->hub, pin);
   check_level(io, pin);
 }
 
