@@ -229,13 +229,7 @@ h %+ v:
 %assign v v + 1
 %endrep
 
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
+%include "gate64.inc"
 
 times 0x2000 - ($ - $$) db 0
 idt:

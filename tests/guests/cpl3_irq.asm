@@ -42,13 +42,7 @@ h40:
     mov byte [0x30028], 1
     iretq
 
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
+%include "gate64.inc"
 
 times 0x1000 - ($ - $$) db 0
 idt:

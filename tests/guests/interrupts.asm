@@ -38,13 +38,7 @@ h_bad:
 align 4
 counter: dd 0
 
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
+%include "gate64.inc"
 
 align 16
 idt:

@@ -84,13 +84,7 @@ h_gp:
     add rsp, 8
     iretq
 
-%macro gate64 2
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, %2
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
+%include "gate64.inc"
 
 times 0x1000 - ($ - $$) db 0
 idt:

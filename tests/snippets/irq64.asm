@@ -64,13 +64,7 @@ h_bad:
 times 0x400 - ($ - $$) db 0xcc
 flag: db 0
 
-%macro gate64 1
-    dw ((%1 - $$) + ORG) & 0xffff
-    dw 0x10
-    db 0, 0x8e
-    dw (((%1 - $$) + ORG) >> 16) & 0xffff
-    dd 0, 0
-%endmacro
+%include "gate64.inc"
 
 times 0x1000 - ($ - $$) db 0
 idt:
