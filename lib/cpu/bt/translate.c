@@ -155,6 +155,13 @@ struct tx {
    entry gives them back and falls into its entry. */
 #define STD_KEPT ((uint16_t)((1u << R_CX) | (1u << R_10) | (1u << R_11)))
 
+/* The linear address of rip in the TU's code segment (wrapping at 4 GiB
+   outside 64-bit code). */
+static uint64_t lin_of(const struct tx *t, uint64_t rip) {
+  uint64_t pc = t->b->ctx.segbase[S_CS] + rip;
+  return t->code64 ? pc : (uint32_t)pc;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Register helpers                                                         */
 
@@ -214,6 +221,11 @@ static void scan_regs(struct xi *x) {
   }
 }
 
+/* The scratch registers in the order pick prefers them (loop regions
+   choose theirs in the same order, after rcx). */
+static const uint8_t pick_order[] = {R_11, R_10, R_9,  R_8,  R_15, R_14, R_13,
+                                     R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
+
 /* Pick a scratch register not named by the instruction (avoid); rcx is
    reserved for jrcxz. Preferred, in order: one the glue already borrowed
    that no later instruction of the TU names (free), one no later
@@ -222,11 +234,9 @@ static void scan_regs(struct xi *x) {
    after), any. legacy: no REX allowed (the instruction uses AH..BH). */
 static int pick(uint32_t *avoid, bool legacy, uint16_t borrowed,
                 uint32_t later) {
-  static const uint8_t order[] = {R_11, R_10, R_9,  R_8,  R_15, R_14, R_13,
-                                  R_12, R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
   static const uint8_t order_legacy[] = {R_DI, R_SI, R_BP, R_BX, R_DX, R_AX};
-  const uint8_t *o = legacy ? order_legacy : order;
-  size_t n = legacy ? sizeof(order_legacy) : sizeof(order);
+  const uint8_t *o = legacy ? order_legacy : pick_order;
+  size_t n = legacy ? sizeof(order_legacy) : sizeof(pick_order);
   for (int pass = 0; pass < 4; pass++)
     for (size_t i = 0; i < n; i++) {
       uint32_t bit = 1u << o[i];
@@ -1114,9 +1124,7 @@ static bool mem_inline(const struct tx *t, const struct xi *x) {
   const ZydisDecodedOperand *o = &x->op[x->memop];
   int seg = sreg_of(o->mem.segment);
   bool fs_gs_32 = !t->code64 && (seg == S_FS || seg == S_GS);
-  uint64_t pc = t->b->ctx.segbase[S_CS] + x->rip;
-  if (!t->code64)
-    pc = (uint32_t)pc;
+  uint64_t pc = lin_of(t, x->rip);
   /* An 80-bit x87 operand needs 8-byte alignment under alignment checks
      but may cross a page: the callout checks it (rare enough). */
   bool ac10 = (t->b->key & BT_K_AC) && o->size == 80;
@@ -1729,9 +1737,7 @@ static uint64_t insn_next(const struct tx *t, uint64_t rip, unsigned len) {
 static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
   struct bt_vcpu *b = t->b;
   struct xi *x = &t->x[i];
-  uint64_t pc = b->ctx.segbase[S_CS] + rip;
-  if (!t->code64)
-    pc = (uint32_t)pc;
+  uint64_t pc = lin_of(t, rip);
   /* CS limit (protected and real mode, not 64-bit). */
   uint64_t limit_room = 15;
   if (!t->code64) {
@@ -1862,8 +1868,8 @@ static int fetch_insn(struct tx *t, unsigned i, uint64_t rip) {
    function of the code bytes. Nothing depends on it for correctness (the
    borrowing is tracked per TU, and tc.c links two fragments this way
    only when their sets match), so bytes that change later cost only the
-   links. The look-ahead decodes only within S's page, whose translation
-   the TU's first instruction already walked. */
+   links. The look-ahead decodes only within S's page, from the host's
+   copy of it that the TU's first instruction was fetched from. */
 
 /* Whether an instruction at rip may be part of a region in the 4 KiB
    page `page` (a linear page number): it starts at least 15 bytes before
@@ -1893,7 +1899,7 @@ static struct xi *look_ahead(struct tx *t, uint64_t rip, uint64_t page,
   if (!region_page(t, rip, page))
     return NULL;
   struct xi *x = &t->x[TU_MAX];
-  unsigned off = (unsigned)((t->b->ctx.segbase[S_CS] + rip) & 0xfff);
+  unsigned off = (unsigned)(lin_of(t, rip) & 0xfff);
   memcpy(x->bytes, host + off, 15);
   ZydisDecoder dec;
   ZydisDecoderInit(&dec, t->b->zmode, t->b->zstack);
@@ -1940,7 +1946,7 @@ static void region_add(struct tx *t, struct region_scan *r,
   t->rg_rip[r->n++] = x->rip;
   r->named |= x->used;
   r->jccs += x->cls == X_JCC;
-  unsigned off = (unsigned)((t->b->ctx.segbase[S_CS] + x->rip) & 0xfff);
+  unsigned off = (unsigned)(lin_of(t, x->rip) & 0xfff);
   if (off < r->lo)
     r->lo = off;
   if (off + x->di.length > r->hi)
@@ -1953,10 +1959,7 @@ static void find_region(struct tx *t) {
   if (t->n == 0)
     return;
   uint64_t s = t->x[0].rip;
-  uint64_t pc = t->b->ctx.segbase[S_CS] + s;
-  if (!t->code64)
-    pc = (uint32_t)pc;
-  uint64_t page = pc >> 12;
+  uint64_t page = lin_of(t, s) >> 12;
   /* Hardware breakpoints end TUs wherever they are: TUs of one loop
      would not see the same self loops (below). */
   if (t->b->dbg_on && (t->b->dbg.flags & VMM_DEBUG_HW_BREAKPOINTS))
@@ -2009,15 +2012,14 @@ static void find_region(struct tx *t) {
   if (r.n <= TU_MAX && r.jccs <= 1)
     return;
   /* rcx first (then lookups need not park it), then pick()'s order. */
-  static const uint8_t order[] = {R_CX, R_11, R_10, R_9,  R_8,  R_15, R_14,
-                                  R_13, R_12, R_DI, R_SI, R_BP, R_BX, R_DX,
-                                  R_AX};
   unsigned got = 0;
-  for (size_t i = 0; i < sizeof(order) && got < 4; i++)
-    if (!(r.named & (1u << order[i]))) {
-      t->rkeep |= (uint16_t)(1u << order[i]);
+  for (size_t i = 0; i <= sizeof(pick_order) && got < 4; i++) {
+    unsigned reg = i == 0 ? R_CX : pick_order[i - 1];
+    if (!(r.named & (1u << reg))) {
+      t->rkeep |= (uint16_t)(1u << reg);
       got++;
     }
+  }
   t->rg_n = t->rkeep ? r.n : 0;
   t->rg_lo = r.lo;
   t->rg_hi = r.hi;
@@ -2438,9 +2440,7 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     e_jmp_gs(e, BT_OFF_EXIT_LINK);
     l->from = t->f;
     l->target_rip = t->lk[k].target;
-    uint64_t tpc = b->ctx.segbase[S_CS] + l->target_rip;
-    if (!t->code64)
-      tpc = (uint32_t)tpc;
+    uint64_t tpc = lin_of(t, l->target_rip);
     l->backward = tpc <= pc;
     l->cross_page = (tpc >> 12) != (pc >> 12);
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
@@ -2658,9 +2658,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   f->lin[0] = pc & ~0xfffull;
   for (unsigned i = 0; i < t->n; i++) {
     struct xi *x = &t->x[i];
-    uint64_t lastpc = b->ctx.segbase[S_CS] + x->rip + x->di.length - 1;
-    if (!t->code64)
-      lastpc = (uint32_t)lastpc;
+    uint64_t lastpc = lin_of(t, x->rip + x->di.length - 1);
     uint64_t pg = x->page2 ? (x->gpa2 & ~0xfffull) : (x->gpa & ~0xfffull);
     if (pg != f->phys[0]) {
       f->phys[1] = pg;
