@@ -4,7 +4,8 @@
  * size for ports and MMIO, string I/O element by element, declined
  * accesses reaching the exit handler or the caller, handler errors ending
  * vmm_vcpu_run(), registration from inside a handler, unhandled reads
- * completed by the caller, the FPU state on both sides of a handler, and
+ * completed by the caller, the FPU state and GS base on both sides of a
+ * handler, a debugger stopping in one and a backtrace from one, and
  * registration while vCPUs run: unregistering waits for handlers in
  * flight (vCPUs, threads without a vCPU, nested dispatch) and none is
  * called after it returned, with membarrier and with the fenced fallback;
@@ -13,11 +14,17 @@
 #include "testutil.h"
 
 #include <asm/prctl.h>
+#include <dlfcn.h>
+#include <execinfo.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
+#include <sys/user.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -802,6 +809,119 @@ static void test_handler_gs(void **state) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* A debugger stopped in a handler                                          */
+
+static int trap_handler(vmm_vcpu *vcpu, uint64_t port, void *data,
+                        uint32_t len, bool is_write, void *opaque) {
+  unsigned *calls = opaque;
+  (void)vcpu, (void)port;
+  ++*calls;
+  raise(SIGTRAP); /* a breakpoint: the tracer takes over here */
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
+}
+
+/* The traced child: E_LOOP with a breakpoint in every handler call. Exit
+   status 0 when the guest ended as it does untraced. */
+static void debuggee(void) {
+  if (ptrace(PTRACE_TRACEME, 0, NULL, NULL) < 0)
+    _exit(77);
+  struct vmmt t;
+  unsigned calls = 0;
+  io_guest(&t, E_LOOP);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, trap_handler, &calls));
+  for (unsigned i = 0; i < 3; i++)
+    vmmt_run_to_port(t.vcpu, 0x30);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  uint64_t got[3];
+  assert_ok(vmm_mem_read(t.vm, 0x20000 + 48, got, sizeof(got)));
+  bool ok = calls == 12 && got[0] == ~0xffull && got[1] == ~0xffffull &&
+            got[2] == 0;
+  vmmt_fini(&t);
+  _exit(ok ? 0 : 1);
+}
+
+/* What gdb does at a breakpoint in a handler: read the thread's registers
+   and write them back (PTRACE_SETREGS), then continue; the guest goes on
+   and ends as it does untraced. BT once ran handlers with a GS base above
+   2^47, which the kernel refuses to write back (EIO: gdb's "Couldn't
+   write registers"). */
+static void test_handler_under_debugger(void **state) {
+  (void)state;
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0)
+    debuggee();
+  unsigned stops = 0, refused = 0, high_gs = 0;
+  int status;
+  for (;;) {
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSTOPPED(status))
+      break;
+    int sig = WSTOPSIG(status);
+    if (sig == SIGTRAP) {
+      struct user_regs_struct r;
+      stops++;
+      assert_int_equal(ptrace(PTRACE_GETREGS, pid, NULL, &r), 0);
+      high_gs += r.gs_base >= (1ull << 47) - 4096;
+      refused += ptrace(PTRACE_SETREGS, pid, NULL, &r) != 0;
+      sig = 0; /* the breakpoint's trap is the debugger's */
+    }
+    assert_int_equal(ptrace(PTRACE_CONT, pid, NULL, (void *)(intptr_t)sig), 0);
+  }
+  assert_true(WIFEXITED(status));
+  if (WEXITSTATUS(status) == 77) {
+    print_message("skipped: ptrace(PTRACE_TRACEME) refused here\n");
+    skip();
+  }
+  assert_int_equal(WEXITSTATUS(status), 0);
+  assert_int_equal(stops, 12);
+  assert_int_equal(high_gs, 0);
+  assert_int_equal(refused, 0);
+}
+
+/* The unwinder (glibc's backtrace(), gdb's `bt`) finds the way from a
+   handler back through vmm_vcpu_run() to main() and the C library that
+   called it: on BT through the callout gate, whose unwind information
+   describes the frame vmm__bt_enter left on the caller's stack (glue.S,
+   CALLER_CFA). The library is linked into this program, so its own names
+   are not visible to dladdr(); libc's are. */
+static int unwind_handler(vmm_vcpu *vcpu, uint64_t port, void *data,
+                          uint32_t len, bool is_write, void *opaque) {
+  unsigned *found = opaque;
+  (void)vcpu, (void)port, (void)is_write;
+  void *pc[64];
+  int n = backtrace(pc, 64);
+  for (int i = 0; i < n; i++) {
+    Dl_info info;
+    if (dladdr(pc[i], &info) != 0 && info.dli_sname != NULL &&
+        strcmp(info.dli_sname, "__libc_start_main") == 0) {
+      ++*found;
+      break;
+    }
+  }
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
+}
+
+static void test_handler_backtrace(void **state) {
+  (void)state;
+  struct vmmt t;
+  unsigned found = 0;
+  io_guest(&t, E_LOOP);
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, unwind_handler, &found));
+  for (unsigned i = 0; i < 3; i++)
+    vmmt_run_to_port(t.vcpu, 0x30);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(found, 12);
+  vmmt_fini(&t);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Registration while vCPUs run                                             */
 
 struct counter {
@@ -1308,6 +1428,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_register_from_handler),
       cmocka_unit_test(test_handler_fpu),
       cmocka_unit_test(test_handler_gs),
+      cmocka_unit_test(test_handler_under_debugger),
+      cmocka_unit_test(test_handler_backtrace),
       cmocka_unit_test(test_unregister_races_dispatch),
       cmocka_unit_test(test_unregister_races_dispatch_fenced),
       cmocka_unit_test(test_register_churn_hits),

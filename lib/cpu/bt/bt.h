@@ -69,11 +69,12 @@ struct bt_ctx {
      soft-TLB hit, checking a low address bits too (alignment 1 << a). */
   uint64_t hit_mask[5];
   uint64_t jc_mask;
-  /* Translated code and the glue reach the context as gs:[rsp + offset]
-     (see glue.S): the GS base is &ctx - gs_rsp, where gs_rsp is the host
-     RSP translated code runs at (host_rsp). */
-  uint64_t gs_rsp;
   uint64_t scratch[1];
+  uint64_t caller_rsp;
+  /* Translated code and the glue reach the context as gs:[rsp + offset]
+     (see glue.S): the GS base is &ctx - host_rsp, where host_rsp (R) is
+     the top of the vCPU's stack, just below this context (bt_vcpu_init),
+     at which translated code runs. */
   uint64_t host_rsp;
   uint64_t cont;
   uint64_t ret;
@@ -123,8 +124,8 @@ BT_CHECK_OFF(flags, BT_OFF_FLAGS);
 BT_CHECK_OFF(rip, BT_OFF_RIP);
 BT_CHECK_OFF(hit_mask, BT_OFF_HIT_MASK);
 BT_CHECK_OFF(jc_mask, BT_OFF_JC_MASK);
-BT_CHECK_OFF(gs_rsp, BT_OFF_GS_RSP);
 BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
+BT_CHECK_OFF(caller_rsp, BT_OFF_CALLER_RSP);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(slot, BT_OFF_SLOT);
 BT_CHECK_OFF(slot_pos, BT_OFF_SLOT_POS);

@@ -11,10 +11,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "bt.h"
+
+#if defined(__SANITIZE_ADDRESS__) /* gcc */
+#define BT_ASAN 1
+#elif defined(__has_feature) /* clang */
+#if __has_feature(address_sanitizer)
+#define BT_ASAN 1
+#endif
+#endif
+#ifdef BT_ASAN
+#include <sanitizer/lsan_interface.h>
+/* The leak checker scans heap blocks, not our own mappings: struct
+   bt_vcpu's pointers (the translation cache) would look leaked. */
+#define LSAN_ROOT(p, n) __lsan_register_root_region(p, n)
+#define LSAN_UNROOT(p, n) __lsan_unregister_root_region(p, n)
+#else
+#define LSAN_ROOT(p, n) ((void)(p), (void)(n))
+#define LSAN_UNROOT(p, n) ((void)(p), (void)(n))
+#endif
 
 #define BT_DEFAULT_CACHE (32u << 20)
 #define BT_MIN_CACHE (256u << 10)
@@ -359,14 +378,52 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
   b->vflags = rflags & ~(BT_HOST_FLAGS | X86_RFLAGS_FIXED);
 }
 
+/*
+ * The vCPU's stack and its state in one mapping: a guard page, the stack
+ * (translated code, the callout gate and the C code it calls, device
+ * handlers included, run on it; as large as a thread's default, and only
+ * what handlers touch is ever backed), then struct bt_vcpu, whose first
+ * member is the context: the stack's top R is the context's address, so
+ * the GS base translated code uses, &ctx - R, is 0 (glue.S, ctx_gs).
+ */
+#define BT_STACK_SIZE (8ul << 20)
+#define BT_STACK_GUARD 4096ul
+
+static size_t vcpu_map_size(void) {
+  return BT_STACK_GUARD + BT_STACK_SIZE +
+         ((sizeof(struct bt_vcpu) + 4095) & ~4095ul);
+}
+
+static struct bt_vcpu *vcpu_map(void) {
+  uint8_t *p = mmap(NULL, vcpu_map_size(), PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  if (mprotect(p, BT_STACK_GUARD, PROT_NONE) < 0) {
+    munmap(p, vcpu_map_size());
+    return NULL;
+  }
+  /* Zeroed by mmap. */
+  struct bt_vcpu *b = (struct bt_vcpu *)(p + BT_STACK_GUARD + BT_STACK_SIZE);
+  _Static_assert(offsetof(struct bt_vcpu, ctx) == 0,
+                "the stack's top is the context");
+  b->ctx.host_rsp = (uint64_t)(uintptr_t)&b->ctx; /* page-aligned */
+  LSAN_ROOT(b, sizeof(*b));
+  return b;
+}
+
+static void vcpu_unmap(struct bt_vcpu *b) {
+  LSAN_UNROOT(b, sizeof(*b));
+  munmap((uint8_t *)b - BT_STACK_SIZE - BT_STACK_GUARD, vcpu_map_size());
+}
+
 static int bt_vcpu_init(vmm_vcpu *vcpu) {
-  struct bt_vcpu *b = aligned_alloc(64, (sizeof(struct bt_vcpu) + 63) & ~63ul);
+  struct bt_vcpu *b = vcpu_map();
   if (b == NULL)
     return VMM_ENOMEM;
-  memset(b, 0, sizeof(*b));
   b->slot_guard = aligned_alloc(4096, 3 * 4096);
   if (b->slot_guard == NULL) {
-    free(b);
+    vcpu_unmap(b);
     return VMM_ENOMEM;
   }
   memset(b->slot_guard, 0, 3 * 4096);
@@ -378,13 +435,13 @@ static int bt_vcpu_init(vmm_vcpu *vcpu) {
   int err = bt_tc_init(&b->tc, cache);
   if (err < 0) {
     free(b->slot_guard);
-    free(b);
+    vcpu_unmap(b);
     return err;
   }
   if ((err = -pthread_mutex_init(&b->link_lock, NULL)) < 0) {
     bt_tc_fini(&b->tc);
     free(b->slot_guard);
-    free(b);
+    vcpu_unmap(b);
     return err;
   }
   atomic_init(&b->kicked, false);
@@ -421,7 +478,7 @@ static void bt_vcpu_fini(vmm_vcpu *vcpu) {
   bt_tc_fini(&b->tc);
   pthread_mutex_destroy(&b->link_lock);
   free(b->slot_guard);
-  free(b);
+  vcpu_unmap(b);
   vcpu->engine = NULL;
 }
 
@@ -952,9 +1009,11 @@ static void set_gs(struct bt_vcpu *b, uint64_t v) {
 }
 
 /* The GS base translated code needs: gs:[rsp + off] is ctx field off at
-   the host RSP it runs at (glue.S). */
+   the host RSP it runs at, R (glue.S). R is the context's own address
+   (vcpu_map), so this is 0, the base every thread has that never set one:
+   run() and handlers then write it only for a caller that did. */
 static uint64_t ctx_gs(const struct bt_vcpu *b) {
-  return (uint64_t)(uintptr_t)&b->ctx - b->ctx.gs_rsp;
+  return (uint64_t)(uintptr_t)&b->ctx - b->ctx.host_rsp;
 }
 
 static uint64_t get_gs(struct bt_vcpu *b) {
@@ -967,15 +1026,16 @@ static uint64_t get_gs(struct bt_vcpu *b) {
 }
 
 /*
- * Around a host handler. The caller's GS base goes back only when it has
- * one: a thread whose GS base is 0 (every thread that never set one, as
- * the x86-64 ABI leaves GS unused) has nothing at gs:, and writing the base
- * twice (32 cycles each, wrgsbase) was a third of a handled `in`. A
- * handler that moves it anyway is caught on return (rdgsbase, 2 cycles).
+ * Around a host handler. The caller's GS base goes back only when it
+ * differs from the engine's, which is 0 (ctx_gs): a thread whose GS base
+ * is 0 (every thread that never set one, as the x86-64 ABI leaves GS
+ * unused) keeps it throughout, where writing the base twice (32 cycles
+ * each, wrgsbase) was a third of a handled `in`. A handler that moves it
+ * anyway is caught on return (rdgsbase, 2 cycles).
  */
 void bt_host_call(struct bt_vcpu *b) {
   vmm__bt_fpu_host(&b->ctx);
-  if (b->host_gs != 0)
+  if (b->host_gs != ctx_gs(b))
     set_gs(b, b->host_gs);
   /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
      which must not wait for this one. The callout's return sets in_tc and
@@ -985,7 +1045,8 @@ void bt_host_call(struct bt_vcpu *b) {
 }
 
 void bt_host_return(struct bt_vcpu *b) {
-  if (b->host_gs != 0 || (b->vm->fsgsbase && get_gs(b) != ctx_gs(b)))
+  if (b->host_gs != ctx_gs(b) ||
+      (b->vm->fsgsbase && get_gs(b) != ctx_gs(b)))
     set_gs(b, ctx_gs(b));
 }
 
@@ -1211,19 +1272,6 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     atomic_store(&b->ctx.in_tc, 1);
     bt_check_wp(b);
     int reason = vmm__bt_enter(&b->ctx, host);
-    if (reason == BT_X_GS) {
-      /* Entered from a new stack depth (the first time, or run() called
-         from elsewhere): the GS base follows, then the same entry. */
-      b->ctx.gs_rsp = b->ctx.host_rsp;
-      set_gs(b, ctx_gs(b));
-      reason = vmm__bt_enter(&b->ctx, host);
-      if (reason == BT_X_GS) {
-        atomic_store(&b->ctx.in_tc, 0);
-        bt_internal_error(b, VMM_INTERNAL_UNKNOWN,
-                          "translated code entered at a moving stack");
-        return 0;
-      }
-    }
     atomic_store(&b->ctx.in_tc, 0);
     stepped = true;
     switch (reason) {
@@ -1255,34 +1303,8 @@ static int dispatch(struct bt_vcpu *b, bool one) {
   }
 }
 
-/*
- * Translated code addresses the context as gs:[R + offset] (R its host
- * RSP), and the processor faults when that effective address, before the
- * GS base is added, is not canonical: R + BT_CTX_SIZE must stay below
- * 2^47. Only the main thread's stack reaches that high (its top is just
- * below 2^47 when ASLR is off, under gdb for instance). run() and sync()
- * therefore skip the top of such a stack (at most BT_CTX_SIZE plus a page,
- * in the caller's frame) before translated code runs below them.
- */
-#define BT_RSP_MAX ((1ull << 47) - BT_CTX_SIZE - 8192)
-
-static size_t stack_skip(void) {
-  uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-  return sp > BT_RSP_MAX ? (size_t)(sp - BT_RSP_MAX) : 0;
-}
-
-#define SKIP_STACK_TOP()                                                       \
-  do {                                                                         \
-    size_t skip_ = stack_skip();                                               \
-    if (skip_ != 0) {                                                          \
-      volatile char *pad_ = __builtin_alloca(skip_);                           \
-      pad_[0] = 0;                                                             \
-    }                                                                          \
-  } while (0)
-
 static int bt_run(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
-  SKIP_STACK_TOP();
   if (!b->ran) {
     b->ran = true;
     if (!b->counting)
@@ -1290,12 +1312,14 @@ static int bt_run(vmm_vcpu *vcpu) {
   }
   b->exit_ready = false;
   b->host_gs = get_gs(b);
-  set_gs(b, ctx_gs(b));
+  if (b->host_gs != ctx_gs(b))
+    set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
   vmm__bt_fpu_sync(&b->ctx); /* the caller gets its FPU; the image the guest's */
-  set_gs(b, b->host_gs);
+  if (b->host_gs != ctx_gs(b))
+    set_gs(b, b->host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
     make_exit(b, VMM_EXIT_NONE);
@@ -1304,16 +1328,17 @@ static int bt_run(vmm_vcpu *vcpu) {
 
 static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
-  SKIP_STACK_TOP();
   b->exit_ready = false;
   b->host_gs = get_gs(b);
-  set_gs(b, ctx_gs(b));
+  if (b->host_gs != ctx_gs(b))
+    set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
   vmm__bt_fpu_sync(&b->ctx);
-  set_gs(b, b->host_gs);
+  if (b->host_gs != ctx_gs(b))
+    set_gs(b, b->host_gs);
   count_sync(b);
   b->exit_ready = false;
   return err;

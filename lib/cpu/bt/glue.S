@@ -1,8 +1,8 @@
 /*
  * Glue between C and translated code (see docs/bt.md, "Execution model").
  *
- * While translated code runs, the host RSP is the thread's stack, 16-byte
- * aligned, at the value saved in ctx->host_rsp (R), and gs:[R + off] is
+ * While translated code runs, the host RSP is the vCPU's own stack, 16-byte
+ * aligned, at the value in ctx->host_rsp (R), and gs:[R + off] is
  * the vCPU's struct bt_ctx field at off; the guest GPRs other than RSP are
  * in the host GPRs of the same number, the guest arithmetic flags and DF
  * are in RFLAGS, and the guest FPU/SSE state is in the FPU.
@@ -11,14 +11,14 @@
 
 /*
  * The context is reached as gs:[rsp + k + off]: the GS base is the context
- * minus R, the host RSP translated code runs at (ctx->host_rsp; checked by
- * vmm__bt_enter against ctx->gs_rsp, which the GS base was set for), and k
- * is R minus the current RSP (8 in the gate, below its return address).
+ * minus R, the top of the vCPU's stack that translated code runs at
+ * (ctx->host_rsp, vmm__bt_enter), and k is R minus the current RSP (8 in
+ * the gate, below its return address).
  * Addressing through a base register lets the processor rename memory
  * (docs/bt.md); an absolute gs:[off] made every store and reload of a
  * context field wait about five cycles for store forwarding. Code that
  * runs at another RSP (vmm__bt_fpu_sync, called from C) and the entry,
- * before the GS base is known to fit, use the context pointer instead.
+ * before it is at R, use the context pointer instead.
  */
 #define G(off) %gs:(off)(%rsp)
 #define G8(off) %gs:(off + 8)(%rsp)
@@ -79,6 +79,29 @@
   movq G(BT_OFF_GPR + 0x68), %r13
   movq G(BT_OFF_GPR + 0x70), %r14
   movq G(BT_OFF_GPR + 0x78), %r15
+.endm
+
+/*
+ * Unwind information for code at RSP = R - k (the gate, and the entry once
+ * at R): its frame is vmm__bt_enter's, whose caller's RSP is in the
+ * context (ctx->caller_rsp, below the six registers the entry pushed and
+ * the return address): CFA = *(R + BT_OFF_CALLER_RSP) + 56, the registers
+ * at CFA - 16 (rbp) down to CFA - 56 (r15). Translated code has none, but
+ * a debugger's or profiler's backtrace from a handler goes through the
+ * gate on into run() and the caller. The expression is DW_OP_breg7 (rsp)
+ * with a two-byte SLEB128 offset, DW_OP_deref, DW_OP_plus_uconst 56.
+ */
+.if BT_OFF_CALLER_RSP < 64 || BT_OFF_CALLER_RSP + 16 > 8191
+.error "CALLER_CFA encodes R + BT_OFF_CALLER_RSP as a two-byte SLEB128"
+.endif
+.macro CALLER_CFA k
+  .cfi_escape 0x0f, 0x06, 0x77, ((BT_OFF_CALLER_RSP + \k) & 0x7f) | 0x80, (BT_OFF_CALLER_RSP + \k) >> 7, 0x06, 0x23, 0x38
+  .cfi_offset %rbp, -16
+  .cfi_offset %rbx, -24
+  .cfi_offset %r12, -32
+  .cfi_offset %r13, -40
+  .cfi_offset %r14, -48
+  .cfi_offset %r15, -56
 .endm
 
 /*
@@ -298,9 +321,13 @@ vmm__bt_fpu_host:
 
 /*
  * int vmm__bt_enter(struct bt_ctx *ctx, uint64_t host_target)
- * Returns a BT_X_* reason. BT_X_GS, before anything ran, when this entry's
- * RSP is not the one the GS base was set for (ctx->gs_rsp): the caller
- * sets the GS base to ctx - ctx->host_rsp and enters again.
+ * Returns a BT_X_* reason. Translated code, the gate and the C code it
+ * calls (callouts, device handlers) run on the vCPU's own stack, whose top
+ * R (ctx->host_rsp) is the context's address, the stack just below it in
+ * one mapping: the GS base, ctx - R, is then 0, which ptrace accepts (a
+ * debugger stopped in a handler writes the thread's registers back with
+ * it; ctx minus the caller's RSP, above 2^47, failed with EIO), and
+ * R + offset is the context, canonical whatever the caller's stack.
  */
   .globl vmm__bt_enter
   .hidden vmm__bt_enter
@@ -319,14 +346,9 @@ vmm__bt_enter:
   .cfi_adjust_cfa_offset 8
   pushq %r15
   .cfi_adjust_cfa_offset 8
-  subq $8, %rsp
-  .cfi_adjust_cfa_offset 8
-  movq %rsp, C(BT_OFF_HOST_RSP)
-  cmpq %rsp, C(BT_OFF_GS_RSP)
-  je 3f
-  movl $BT_X_GS, %eax
-  jmp bt_leave
-3:
+  movq %rsp, C(BT_OFF_CALLER_RSP)
+  movq C(BT_OFF_HOST_RSP), %rsp
+  CALLER_CFA 0
   movq %rsi, C(BT_OFF_CONT)
   stmxcsr C(BT_OFF_MXCSR_HOST)
   cmpb $0, C(BT_OFF_FPU_FULL)
@@ -348,9 +370,9 @@ vmm__bt_enter:
   .size vmm__bt_enter, . - vmm__bt_enter
 
 /* Common tail, at RSP = R: guest state and FPU are in the context; eax =
-   reason. */
+   reason. Back to the caller's stack. */
 bt_leave:
-  addq $8, %rsp
+  movq G(BT_OFF_CALLER_RSP), %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -393,10 +415,15 @@ bt_leave:
   .hidden vmm__bt_gate
   .type vmm__bt_gate, @function
 vmm__bt_gate:
+  .cfi_startproc
+  CALLER_CFA 8
   pushfq
+  CALLER_CFA 16
   popq G8(BT_OFF_FLAGS)
+  CALLER_CFA 8
   SAVE_GPRS 8
   popq G(BT_OFF_RET)
+  CALLER_CFA 0
   cld
   XMM_STORE_REGS(G)
   /* MXCSR stays when its control bits are the host's (see MX_SETTLE). */
@@ -435,6 +462,7 @@ vmm__bt_gate:
   ldmxcsr G(BT_OFF_MXCSR_HOST)
   movl $BT_X_CALLOUT, %eax
   jmp bt_leave
+  .cfi_endproc
   .size vmm__bt_gate, . - vmm__bt_gate
 
   .section .note.GNU-stack, "", @progbits

@@ -18,9 +18,9 @@
 #define BT_OFF_RIP 0x088
 #define BT_OFF_HIT_MASK 0x090 /* uint64_t [5]: PEXT masks of a TLB hit test */
 #define BT_OFF_JC_MASK 0x0b8  /* BT_JC_SIZE - 1, PEXT's mask */
-#define BT_OFF_GS_RSP 0x0c0   /* the host RSP the GS base was set for */
-#define BT_OFF_SCRATCH 0x0c8  /* 8 bytes free */
-#define BT_OFF_HOST_RSP 0x0d0
+#define BT_OFF_SCRATCH 0x0c0  /* 8 bytes free */
+#define BT_OFF_CALLER_RSP 0x0c8 /* vmm__bt_enter's caller's, while it runs */
+#define BT_OFF_HOST_RSP 0x0d0   /* R: the top of the vCPU's stack */
 #define BT_OFF_CONT 0x0d8
 #define BT_OFF_RET 0x0e0
 #define BT_OFF_GATE 0x0e8
@@ -75,6 +75,5 @@
 #define BT_X_CALLOUT 1 /* a callout asked to leave */
 #define BT_X_JC 2      /* indirect-jump miss; rip holds the target */
 #define BT_X_BUDGET 3  /* counting mode: budget too small; arg = fragment */
-#define BT_X_GS 4      /* entered at a new host RSP: set the GS base, retry */
 
 #endif
