@@ -1719,30 +1719,30 @@ static void test_emitter(void **state) {
   static const int64_t disps[] = {0, 8, -200, 0x10000};
   for (unsigned r = 0; r < 16; r++) {
     for (size_t k = 0; k < 3; k++) {
-      EMIT(e_mov_r_gs(&e, r, offs[k]));
+      EMIT(e_mov_r_ctx(&e, r, offs[k]));
       assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
       assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
-      check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+      check_mem(&op[1], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                 ZYDIS_REGISTER_NONE, 0, offs[k]);
-      EMIT(e_mov_gs_r(&e, offs[k], r));
+      EMIT(e_mov_ctx_r(&e, offs[k], r));
       assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
-      check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+      check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                 ZYDIS_REGISTER_NONE, 0, offs[k]);
       for (unsigned x = 0; x < 16; x++) {
         if (x == R_SP)
           continue;
-        EMIT(e_mov_r_gsidx(&e, r, offs[k], x));
+        EMIT(e_mov_r_ctxidx(&e, r, offs[k], x));
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
-        check_mem(&op[1], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+        check_mem(&op[1], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_RAX + x, 8, offs[k]);
-        EMIT(e_mov_gsidx_r(&e, offs[k], x, r));
+        EMIT(e_mov_ctxidx_r(&e, offs[k], x, r));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOV);
         assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + r);
-        check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+        check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_RAX + x, 8, offs[k]);
-        EMIT(e_mov_gsidx4_i32(&e, offs[k], x, 0x80000000u | r));
+        EMIT(e_mov_ctxidx4_i32(&e, offs[k], x, 0x80000000u | r));
         assert_int_equal(op[0].size, 32);
-        check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+        check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_RAX + x, 4, offs[k]);
         assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000000u | r);
         EMIT(e_shrx(&e, r, x, (r + x) & 15));
@@ -1757,11 +1757,11 @@ static void test_emitter(void **state) {
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_RORX);
         assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
         assert_int_equal(op[2].imm.value.u, 12 + k);
-        EMIT(e_pext_gs(&e, r, x, offs[k]));
+        EMIT(e_pext_ctx(&e, r, x, offs[k]));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_PEXT);
         assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
         assert_int_equal(op[1].reg.value, ZYDIS_REGISTER_RAX + x);
-        check_mem(&op[2], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP,
+        check_mem(&op[2], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP,
                   ZYDIS_REGISTER_NONE, 0, offs[k]);
         EMIT(e_movzx8(&e, r, x));
         assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_MOVZX);
@@ -1812,13 +1812,13 @@ static void test_emitter(void **state) {
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
     assert_int_equal(op[1].imm.value.u, 0x123456789abcull);
   }
-  EMIT(e_mov_gs_i32(&e, 0x108, 0x80000001u));
+  EMIT(e_mov_ctx_i32(&e, 0x108, 0x80000001u));
   assert_int_equal(op[1].imm.value.u & 0xffffffffu, 0x80000001u);
-  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
+  check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0x108);
-  EMIT(e_jmp_gs(&e, 0xf0));
+  EMIT(e_jmp_ctx(&e, 0xf0));
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_JMP);
-  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
+  check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0xf0);
   for (unsigned r = 0; r < 16; r++) {
     EMIT(e_jmp_r(&e, r));
@@ -1826,9 +1826,9 @@ static void test_emitter(void **state) {
     assert_int_equal(op[0].type, ZYDIS_OPERAND_TYPE_REGISTER);
     assert_int_equal(op[0].reg.value, ZYDIS_REGISTER_RAX + r);
   }
-  EMIT(e_call_gs(&e, 0x12345));
+  EMIT(e_call_ctx(&e, 0x12345));
   assert_int_equal(di.mnemonic, ZYDIS_MNEMONIC_CALL);
-  check_mem(&op[0], ZYDIS_REGISTER_GS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
+  check_mem(&op[0], ZYDIS_REGISTER_SS, ZYDIS_REGISTER_RSP, ZYDIS_REGISTER_NONE,
             0, 0x12345);
   /* rel8 branches (loop, jrcxz) reach a label 127 bytes on; 128 bytes on,
      e_finish refuses them. */

@@ -7,10 +7,10 @@
  * Handlers are ordinary C functions of that thread: they get its own FPU
  * state (its x87 control word and MXCSR controls, an empty x87 stack), may
  * use x87, SSE and long double freely, and neither see nor change the
- * guest's FPU state (vmm_vcpu_get_fpu() reads it), and run with the
- * thread's own GS base; a handler must not change it. On the BT engine
- * they run on a stack of the vCPU's own, 8 MiB like a thread's default;
- * a debugger may stop in them as anywhere else.
+ * guest's FPU state (vmm_vcpu_get_fpu() reads it). The library never
+ * reads or writes the thread's FS or GS base. On the BT engine handlers
+ * run on a stack of the vCPU's own, 8 MiB like a thread's default; a
+ * debugger may stop in them as anywhere else.
  */
 #ifndef LIBVMM_IO_H
 #define LIBVMM_IO_H

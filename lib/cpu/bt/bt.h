@@ -71,10 +71,9 @@ struct bt_ctx {
   uint64_t jc_mask;
   uint64_t scratch[1];
   uint64_t caller_rsp;
-  /* Translated code and the glue reach the context as gs:[rsp + offset]
-     (see glue.S): the GS base is &ctx - host_rsp, where host_rsp (R) is
-     the top of the vCPU's stack, just below this context (bt_vcpu_init),
-     at which translated code runs. */
+  /* Translated code and the glue reach the context as [rsp + offset]
+     (see glue.S): host_rsp (R), the top of the vCPU's stack at which
+     translated code runs, is this context's address (vcpu_map). */
   uint64_t host_rsp;
   uint64_t cont;
   uint64_t ret;
@@ -333,7 +332,6 @@ struct bt_vm {
   _Atomic uint64_t wp_gen; /* write-protect generation, see mem.c */
   struct vmm_cpuid_entry supported[64];
   size_t nsupported;
-  bool fsgsbase;
 };
 
 /*
@@ -375,7 +373,7 @@ struct bt_bounce {
 #define BT_ADAPT_TRAPS 16
 
 struct bt_vcpu {
-  struct bt_ctx ctx; /* first: GS base = &ctx = this */
+  struct bt_ctx ctx; /* first: the vCPU's stack ends here (vcpu_map) */
   vmm_vcpu *vcpu;
   struct bt_vm *vm;
 
@@ -491,7 +489,6 @@ struct bt_vcpu {
   bool counting;    /* compile fragments for counting */
   bool count_valid; /* counting has been on since the first run */
   bool ran;
-  uint64_t host_gs; /* the caller's GS base, during run() and sync() */
   uint64_t icount; /* instructions retired before the current budget */
   int64_t budget_start;
   uint64_t limit; /* 0: none */
@@ -537,10 +534,9 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags);
 void bt_unretire(struct bt_vcpu *b, unsigned n);
 void bt_kick_internal(struct bt_vcpu *b);
 /* Call the host program's code from a callout (a port handler): with the
-   caller's GS base and the ABI's FPU state, outside translated code for
-   write-protect shootdowns. bt_host_return() before going on. */
+   ABI's FPU state, outside translated code for write-protect
+   shootdowns. */
 void bt_host_call(struct bt_vcpu *b);
-void bt_host_return(struct bt_vcpu *b);
 
 /* tc.c */
 int bt_tc_init(struct bt_tc *tc, size_t size);

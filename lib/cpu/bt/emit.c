@@ -183,36 +183,36 @@ static void mem_insn(struct emit *e, uint8_t prefix, bool w, unsigned reg,
   e_bytes(e, b, n);
 }
 
-void e_mov_r_gs(struct emit *e, unsigned r, int32_t off) {
+void e_mov_r_ctx(struct emit *e, unsigned r, int32_t off) {
   static const uint8_t op = 0x8b;
-  mem_insn(e, 0x65, true, r, &op, 1, R_SP, -1, 1, off, false);
+  mem_insn(e, 0, true, r, &op, 1, R_SP, -1, 1, off, false);
 }
 
-void e_mov_gs_r(struct emit *e, int32_t off, unsigned r) {
+void e_mov_ctx_r(struct emit *e, int32_t off, unsigned r) {
   static const uint8_t op = 0x89;
-  mem_insn(e, 0x65, true, r, &op, 1, R_SP, -1, 1, off, false);
+  mem_insn(e, 0, true, r, &op, 1, R_SP, -1, 1, off, false);
 }
 
-void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
+void e_mov_r_ctxidx(struct emit *e, unsigned r, int32_t off, unsigned idx) {
   static const uint8_t op = 0x8b;
-  mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
+  mem_insn(e, 0, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
 }
 
-void e_mov_gsidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r) {
+void e_mov_ctxidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r) {
   static const uint8_t op = 0x89;
-  mem_insn(e, 0x65, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
+  mem_insn(e, 0, true, r, &op, 1, R_SP, (int)idx, 8, off, false);
 }
 
-void e_mov_gsidx4_i32(struct emit *e, int32_t off, unsigned idx,
+void e_mov_ctxidx4_i32(struct emit *e, int32_t off, unsigned idx,
                       uint32_t imm) {
   static const uint8_t op = 0xc7;
-  mem_insn(e, 0x65, false, 0, &op, 1, R_SP, (int)idx, 4, off, false);
+  mem_insn(e, 0, false, 0, &op, 1, R_SP, (int)idx, 4, off, false);
   e_bytes(e, &imm, 4);
 }
 
-void e_mov_gs_i32(struct emit *e, int32_t off, uint32_t imm) {
+void e_mov_ctx_i32(struct emit *e, int32_t off, uint32_t imm) {
   static const uint8_t op = 0xc7;
-  mem_insn(e, 0x65, false, 0, &op, 1, R_SP, -1, 1, off, false);
+  mem_insn(e, 0, false, 0, &op, 1, R_SP, -1, 1, off, false);
   e_bytes(e, &imm, 4);
 }
 
@@ -319,10 +319,11 @@ void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
            scale ? scale : 1, (int32_t)disp, false);
 }
 
-/* VEX-encoded BMI forms: map (2 = 0F38, 3 = 0F3A), pp, W1, LZ. */
-static void vex_insn(struct emit *e, uint8_t prefix, unsigned map, unsigned pp,
-                     unsigned vvvv, uint8_t opcode, unsigned reg, int rm_reg,
-                     int32_t gs_disp) {
+/* VEX-encoded BMI forms: map (2 = 0F38, 3 = 0F3A), pp, W1, LZ; the r/m
+   operand is rm_reg, or the context field at ctx_disp when it is -1. */
+static void vex_insn(struct emit *e, unsigned map, unsigned pp, unsigned vvvv,
+                     uint8_t opcode, unsigned reg, int rm_reg,
+                     int32_t ctx_disp) {
   uint8_t b[16];
   unsigned n = 0;
   uint8_t m[8];
@@ -333,10 +334,8 @@ static void vex_insn(struct emit *e, uint8_t prefix, unsigned map, unsigned pp,
     if (rm_reg >= 8)
       x |= 1;
   } else {
-    x = modrm_mem(m, &mn, reg, R_SP, -1, 1, gs_disp);
+    x = modrm_mem(m, &mn, reg, R_SP, -1, 1, ctx_disp);
   }
-  if (prefix)
-    b[n++] = prefix;
   b[n++] = 0xc4;
   b[n++] = (uint8_t)(((reg >= 8 ? 0 : 1) << 7) | (((x & 2) ? 0 : 1) << 6) |
                      (((x & 1) ? 0 : 1) << 5) | map);
@@ -348,21 +347,21 @@ static void vex_insn(struct emit *e, uint8_t prefix, unsigned map, unsigned pp,
 }
 
 void e_rorx(struct emit *e, unsigned dst, unsigned src, unsigned imm) {
-  vex_insn(e, 0, 3, 3, 0, 0xf0, dst, (int)src, 0);
+  vex_insn(e, 3, 3, 0, 0xf0, dst, (int)src, 0);
   uint8_t i8 = (uint8_t)imm;
   e_bytes(e, &i8, 1);
 }
 
 void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt) {
-  vex_insn(e, 0, 2, 3, cnt, 0xf7, dst, (int)src, 0);
+  vex_insn(e, 2, 3, cnt, 0xf7, dst, (int)src, 0);
 }
 
 void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt) {
-  vex_insn(e, 0, 2, 1, cnt, 0xf7, dst, (int)src, 0);
+  vex_insn(e, 2, 1, cnt, 0xf7, dst, (int)src, 0);
 }
 
-void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off) {
-  vex_insn(e, 0x65, 2, 2, src, 0xf5, dst, -1, off);
+void e_pext_ctx(struct emit *e, unsigned dst, unsigned src, int32_t off) {
+  vex_insn(e, 2, 2, src, 0xf5, dst, -1, off);
 }
 
 void e_movzx8(struct emit *e, unsigned dst, unsigned src) {
@@ -414,10 +413,10 @@ void e_jmp_abs(struct emit *e, uint64_t tgt) {
   e_bytes(e, &rel, 4);
 }
 
-static void gs_indirect(struct emit *e, unsigned modrm_reg, int32_t off) {
-  /* ff /r, gs:[rsp + off] (call: the address is taken before the push). */
+static void ctx_indirect(struct emit *e, unsigned modrm_reg, int32_t off) {
+  /* ff /r, [rsp + off] (call: the address is taken before the push). */
   static const uint8_t op = 0xff;
-  mem_insn(e, 0x65, false, modrm_reg, &op, 1, R_SP, -1, 1, off, false);
+  mem_insn(e, 0, false, modrm_reg, &op, 1, R_SP, -1, 1, off, false);
 }
 
 void e_jmp_r(struct emit *e, unsigned r) {
@@ -430,11 +429,11 @@ void e_jmp_r(struct emit *e, unsigned r) {
   e_bytes(e, b, n);
 }
 
-void e_jmp_gs(struct emit *e, int32_t off) {
-  gs_indirect(e, 4, off);
+void e_jmp_ctx(struct emit *e, int32_t off) {
+  ctx_indirect(e, 4, off);
 }
-void e_call_gs(struct emit *e, int32_t off) {
-  gs_indirect(e, 2, off);
+void e_call_ctx(struct emit *e, int32_t off) {
+  ctx_indirect(e, 2, off);
 }
 
 uint32_t e_jmp_patchable(struct emit *e) {

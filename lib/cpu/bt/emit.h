@@ -60,20 +60,20 @@ static inline ZydisRegister zr16(unsigned r) {
   return ZYDIS_REGISTER_AX + r;
 }
 
-/* Common forms. gs:[off] stands for gs:[rsp + off], a context field: the
-   GS base is the context minus translated code's host RSP (glue.S), and a
-   base register lets the processor rename memory, so a store to a field
-   and a load from it cost no store-forwarding delay (an absolute gs:[off]
-   costs about five cycles on Zen 3). */
-void e_mov_r_gs(struct emit *e, unsigned r, int32_t off); /* mov r, gs:[off] */
-void e_mov_gs_r(struct emit *e, int32_t off, unsigned r); /* mov gs:[off], r */
-void e_mov_r_gsidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
-void e_mov_gs_i32(struct emit *e, int32_t off,
-                  uint32_t imm); /* mov dword gs:[off], imm */
-/* mov qword gs:[off + idx * 8], r */
-void e_mov_gsidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r);
-/* mov dword gs:[off + idx * 4], imm32 */
-void e_mov_gsidx4_i32(struct emit *e, int32_t off, unsigned idx,
+/* Common forms. ctx:[off] stands for [rsp + off], a context field:
+   translated code runs with RSP at the context (glue.S), and a base
+   register lets the processor rename memory, so a store to a field and a
+   load from it cost no store-forwarding delay (an absolute address costs
+   about five cycles on Zen 3). */
+void e_mov_r_ctx(struct emit *e, unsigned r, int32_t off); /* mov r, ctx:[off] */
+void e_mov_ctx_r(struct emit *e, int32_t off, unsigned r); /* mov ctx:[off], r */
+void e_mov_r_ctxidx(struct emit *e, unsigned r, int32_t off, unsigned idx);
+void e_mov_ctx_i32(struct emit *e, int32_t off,
+                  uint32_t imm); /* mov dword ctx:[off], imm */
+/* mov qword ctx:[off + idx * 8], r */
+void e_mov_ctxidx_r(struct emit *e, int32_t off, unsigned idx, unsigned r);
+/* mov dword ctx:[off + idx * 4], imm32 */
+void e_mov_ctxidx4_i32(struct emit *e, int32_t off, unsigned idx,
                       uint32_t imm);
 void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits);
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm); /* mov r64, imm */
@@ -86,8 +86,8 @@ void e_lea(struct emit *e, unsigned bits, unsigned dst, int base, int index,
 void e_rorx(struct emit *e, unsigned dst, unsigned src, unsigned imm);
 void e_shrx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
 void e_shlx(struct emit *e, unsigned dst, unsigned src, unsigned cnt);
-/* pext dst, src, qword gs:[off] */
-void e_pext_gs(struct emit *e, unsigned dst, unsigned src, int32_t off);
+/* pext dst, src, qword ctx:[off] */
+void e_pext_ctx(struct emit *e, unsigned dst, unsigned src, int32_t off);
 void e_movzx8(struct emit *e, unsigned dst,
               unsigned src); /* movzx r32, r8(low) */
 void e_movzx16(struct emit *e, unsigned dst, unsigned src); /* movzx r32, r16 */
@@ -99,9 +99,9 @@ void e_jrcxz(struct emit *e, int label);
 void e_loop(struct emit *e, int label);
 void e_jmp(struct emit *e, int label);        /* jmp rel32 to a label */
 void e_jmp_abs(struct emit *e, uint64_t tgt); /* jmp rel32 to an address */
-void e_jmp_gs(struct emit *e, int32_t off);   /* jmp qword gs:[off] */
+void e_jmp_ctx(struct emit *e, int32_t off);   /* jmp qword ctx:[off] */
 void e_jmp_r(struct emit *e, unsigned r);      /* jmp r64 */
-void e_call_gs(struct emit *e, int32_t off);  /* call qword gs:[off] */
+void e_call_ctx(struct emit *e, int32_t off);  /* call qword ctx:[off] */
 /* Patchable jumps: return the offset (from buf) of the aligned rel32. */
 uint32_t e_jmp_patchable(struct emit *e);
 uint32_t e_jcc_patchable(struct emit *e, unsigned cc);

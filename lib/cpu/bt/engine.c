@@ -4,15 +4,12 @@
  * that finds or translates fragments and enters translated code.
  * Design: docs/bt.md.
  */
-#include <asm/prctl.h>
 #include <cpuid.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/auxv.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "bt.h"
@@ -42,10 +39,6 @@
 #define BT_MAX_TU 12
 /* Budget when counting without a limit: far from overflow. */
 #define BT_BUDGET_NONE (-(INT64_C(1) << 62))
-
-#ifndef HWCAP2_FSGSBASE
-#define HWCAP2_FSGSBASE (1 << 1)
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* Host support                                                             */
@@ -110,7 +103,6 @@ static int bt_vm_init(vmm_vm *vm) {
     return err;
   }
   atomic_init(&m->wp_gen, 0);
-  m->fsgsbase = (getauxval(AT_HWCAP2) & HWCAP2_FSGSBASE) != 0;
   bt_supported_cpuid(m, vm->irqchip_kind == VMM__IRQCHIP_USER);
   if (flags & VMM_BT_NO_PEXT)
     m->fast_pext = false;
@@ -383,8 +375,8 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
  * (translated code, the callout gate and the C code it calls, device
  * handlers included, run on it; as large as a thread's default, and only
  * what handlers touch is ever backed), then struct bt_vcpu, whose first
- * member is the context: the stack's top R is the context's address, so
- * the GS base translated code uses, &ctx - R, is 0 (glue.S, ctx_gs).
+ * member is the context: the stack's top R is the context's address, and
+ * translated code reaches the context as [rsp + offset] (glue.S).
  */
 #define BT_STACK_SIZE (8ul << 20)
 #define BT_STACK_GUARD 4096ul
@@ -1001,53 +993,18 @@ static bool events(struct bt_vcpu *b) {
 /* ------------------------------------------------------------------------ */
 /* The dispatcher                                                           */
 
-static void set_gs(struct bt_vcpu *b, uint64_t v) {
-  if (b->vm->fsgsbase)
-    __asm__ volatile("wrgsbase %0" ::"r"(v) : "memory");
-  else
-    syscall(SYS_arch_prctl, ARCH_SET_GS, v);
-}
-
-/* The GS base translated code needs: gs:[rsp + off] is ctx field off at
-   the host RSP it runs at, R (glue.S). R is the context's own address
-   (vcpu_map), so this is 0, the base every thread has that never set one:
-   run() and handlers then write it only for a caller that did. */
-static uint64_t ctx_gs(const struct bt_vcpu *b) {
-  return (uint64_t)(uintptr_t)&b->ctx - b->ctx.host_rsp;
-}
-
-static uint64_t get_gs(struct bt_vcpu *b) {
-  uint64_t v = 0;
-  if (b->vm->fsgsbase)
-    __asm__ volatile("rdgsbase %0" : "=r"(v));
-  else
-    syscall(SYS_arch_prctl, ARCH_GET_GS, &v);
-  return v;
-}
-
 /*
- * Around a host handler. The caller's GS base goes back only when it
- * differs from the engine's, which is 0 (ctx_gs): a thread whose GS base
- * is 0 (every thread that never set one, as the x86-64 ABI leaves GS
- * unused) keeps it throughout, where writing the base twice (32 cycles
- * each, wrgsbase) was a third of a handled `in`. A handler that moves it
- * anyway is caught on return (rdgsbase, 2 cycles).
+ * Before a host handler runs in a callout. The thread's GS and FS bases
+ * are the caller's throughout (translated code addresses the context
+ * through RSP alone, glue.S), so only the FPU needs to be made the ABI's.
  */
 void bt_host_call(struct bt_vcpu *b) {
   vmm__bt_fpu_host(&b->ctx);
-  if (b->host_gs != ctx_gs(b))
-    set_gs(b, b->host_gs);
   /* The handler may wait for another vCPU's shootdown (bt_wp_shootdown),
      which must not wait for this one. The callout's return sets in_tc and
      checks the generation again. A release store: a revoker that sees it
      sees every guest write before it. */
   atomic_store_explicit(&b->ctx.in_tc, 0, memory_order_release);
-}
-
-void bt_host_return(struct bt_vcpu *b) {
-  if (b->host_gs != ctx_gs(b) ||
-      (b->vm->fsgsbase && get_gs(b) != ctx_gs(b)))
-    set_gs(b, ctx_gs(b));
 }
 
 static void guest_single_step(struct bt_vcpu *b) {
@@ -1311,15 +1268,10 @@ static int bt_run(vmm_vcpu *vcpu) {
       b->count_valid = false;
   }
   b->exit_ready = false;
-  b->host_gs = get_gs(b);
-  if (b->host_gs != ctx_gs(b))
-    set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   if (err == 0)
     err = dispatch(b, false);
   vmm__bt_fpu_sync(&b->ctx); /* the caller gets its FPU; the image the guest's */
-  if (b->host_gs != ctx_gs(b))
-    set_gs(b, b->host_gs);
   count_sync(b);
   if (err == 0 && !b->exit_ready)
     make_exit(b, VMM_EXIT_NONE);
@@ -1329,16 +1281,11 @@ static int bt_run(vmm_vcpu *vcpu) {
 static int bt_sync(vmm_vcpu *vcpu) {
   struct bt_vcpu *b = BV(vcpu);
   b->exit_ready = false;
-  b->host_gs = get_gs(b);
-  if (b->host_gs != ctx_gs(b))
-    set_gs(b, ctx_gs(b));
   int err = bt_complete_pio(b);
   /* An MMIO read still waiting for its instruction: run just that one. */
   if (err == 0 && b->mmio.n > 0)
     err = dispatch(b, true);
   vmm__bt_fpu_sync(&b->ctx);
-  if (b->host_gs != ctx_gs(b))
-    set_gs(b, b->host_gs);
   count_sync(b);
   b->exit_ready = false;
   return err;

@@ -2,44 +2,45 @@
  * Glue between C and translated code (see docs/bt.md, "Execution model").
  *
  * While translated code runs, the host RSP is the vCPU's own stack, 16-byte
- * aligned, at the value in ctx->host_rsp (R), and gs:[R + off] is
- * the vCPU's struct bt_ctx field at off; the guest GPRs other than RSP are
- * in the host GPRs of the same number, the guest arithmetic flags and DF
- * are in RFLAGS, and the guest FPU/SSE state is in the FPU.
+ * aligned, at the value in ctx->host_rsp (R), the address of the vCPU's
+ * struct bt_ctx: [R + off] is its field at off. The guest GPRs other than
+ * RSP are in the host GPRs of the same number, the guest arithmetic flags
+ * and DF are in RFLAGS, and the guest FPU/SSE state is in the FPU.
  */
 #include "layout.h"
 
 /*
- * The context is reached as gs:[rsp + k + off]: the GS base is the context
- * minus R, the top of the vCPU's stack that translated code runs at
- * (ctx->host_rsp, vmm__bt_enter), and k is R minus the current RSP (8 in
- * the gate, below its return address).
+ * The context is reached as [rsp + k + off]: R, the top of the vCPU's
+ * stack that translated code runs at (ctx->host_rsp, vmm__bt_enter), is
+ * the context's address, and k is R minus the current RSP (8 in the gate,
+ * below its return address). No segment base is involved: the library
+ * never reads or writes the thread's GS or FS base.
  * Addressing through a base register lets the processor rename memory
- * (docs/bt.md); an absolute gs:[off] made every store and reload of a
+ * (docs/bt.md); an absolute address made every store and reload of a
  * context field wait about five cycles for store forwarding. Code that
  * runs at another RSP (vmm__bt_fpu_sync, called from C) and the entry,
  * before it is at R, use the context pointer instead.
  */
-#define G(off) %gs:(off)(%rsp)
-#define G8(off) %gs:(off + 8)(%rsp)
+#define G(off) (off)(%rsp)
+#define G8(off) (off + 8)(%rsp)
 #define C(off) (off)(%rdi)
 
 .macro SAVE_GPRS k
-  movq %rax, %gs:(BT_OFF_GPR + 0x00 + \k)(%rsp)
-  movq %rcx, %gs:(BT_OFF_GPR + 0x08 + \k)(%rsp)
-  movq %rdx, %gs:(BT_OFF_GPR + 0x10 + \k)(%rsp)
-  movq %rbx, %gs:(BT_OFF_GPR + 0x18 + \k)(%rsp)
-  movq %rbp, %gs:(BT_OFF_GPR + 0x28 + \k)(%rsp)
-  movq %rsi, %gs:(BT_OFF_GPR + 0x30 + \k)(%rsp)
-  movq %rdi, %gs:(BT_OFF_GPR + 0x38 + \k)(%rsp)
-  movq %r8, %gs:(BT_OFF_GPR + 0x40 + \k)(%rsp)
-  movq %r9, %gs:(BT_OFF_GPR + 0x48 + \k)(%rsp)
-  movq %r10, %gs:(BT_OFF_GPR + 0x50 + \k)(%rsp)
-  movq %r11, %gs:(BT_OFF_GPR + 0x58 + \k)(%rsp)
-  movq %r12, %gs:(BT_OFF_GPR + 0x60 + \k)(%rsp)
-  movq %r13, %gs:(BT_OFF_GPR + 0x68 + \k)(%rsp)
-  movq %r14, %gs:(BT_OFF_GPR + 0x70 + \k)(%rsp)
-  movq %r15, %gs:(BT_OFF_GPR + 0x78 + \k)(%rsp)
+  movq %rax, (BT_OFF_GPR + 0x00 + \k)(%rsp)
+  movq %rcx, (BT_OFF_GPR + 0x08 + \k)(%rsp)
+  movq %rdx, (BT_OFF_GPR + 0x10 + \k)(%rsp)
+  movq %rbx, (BT_OFF_GPR + 0x18 + \k)(%rsp)
+  movq %rbp, (BT_OFF_GPR + 0x28 + \k)(%rsp)
+  movq %rsi, (BT_OFF_GPR + 0x30 + \k)(%rsp)
+  movq %rdi, (BT_OFF_GPR + 0x38 + \k)(%rsp)
+  movq %r8, (BT_OFF_GPR + 0x40 + \k)(%rsp)
+  movq %r9, (BT_OFF_GPR + 0x48 + \k)(%rsp)
+  movq %r10, (BT_OFF_GPR + 0x50 + \k)(%rsp)
+  movq %r11, (BT_OFF_GPR + 0x58 + \k)(%rsp)
+  movq %r12, (BT_OFF_GPR + 0x60 + \k)(%rsp)
+  movq %r13, (BT_OFF_GPR + 0x68 + \k)(%rsp)
+  movq %r14, (BT_OFF_GPR + 0x70 + \k)(%rsp)
+  movq %r15, (BT_OFF_GPR + 0x78 + \k)(%rsp)
 .endm
 
 /*
@@ -196,11 +197,11 @@
  * kernels) costs no x87 save, and no restore unless x87 code follows: the
  * full fxsave64/fninit/fxrstor64 was half of a handled `in`. The stubs
  * change no flags and no registers: translated code calls them anywhere
- * (at RSP = R - 8: the context is gs:[rsp + 8 + off], + 16 after a push).
+ * (at RSP = R - 8: the context is [rsp + 8 + off], + 16 after a push).
  * While fpu_full is set the stub is not used; entering translated code then
  * restores the whole image and X87_RESTORED picks dirty or clean.
  */
-#define G16(off) %gs:(off + 16)(%rsp)
+#define G16(off) (off + 16)(%rsp)
 
   .text
   .globl vmm__bt_x87_dirty
@@ -324,10 +325,8 @@ vmm__bt_fpu_host:
  * Returns a BT_X_* reason. Translated code, the gate and the C code it
  * calls (callouts, device handlers) run on the vCPU's own stack, whose top
  * R (ctx->host_rsp) is the context's address, the stack just below it in
- * one mapping: the GS base, ctx - R, is then 0, which ptrace accepts (a
- * debugger stopped in a handler writes the thread's registers back with
- * it; ctx minus the caller's RSP, above 2^47, failed with EIO), and
- * R + offset is the context, canonical whatever the caller's stack.
+ * one mapping, so [R + offset] is the context's field whatever the
+ * caller's stack.
  */
   .globl vmm__bt_enter
   .hidden vmm__bt_enter
@@ -406,7 +405,7 @@ bt_leave:
   EXIT_ENTRY vmm__bt_exit_budget, BT_X_BUDGET
 
 /*
- * The callout gate, entered by "call *%gs:BT_OFF_GATE(%rsp)" with the
+ * The callout gate, entered by "call *BT_OFF_GATE(%rsp)" with the
  * descriptor number in ctx->arg (RSP = R - 8 here). vmm__bt_callout()
  * returns 0 to resume translated code at ctx->cont, or non-zero to leave
  * for the dispatcher.

@@ -446,7 +446,6 @@ static int pio(struct bt_vcpu *b, uint16_t port, unsigned size, bool is_in,
   if (inline_ok) {
     bt_host_call(b);
     rc = vmm__vcpu_pio_inline(b->vcpu, port, b->iobuf, size, !is_in);
-    bt_host_return(b);
   }
   if (rc == 0) {
     if (is_in && b->pio.valid) {

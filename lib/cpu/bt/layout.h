@@ -1,7 +1,7 @@
 /*
  * Offsets into struct bt_ctx that translated code and glue.S use as
- * gs:[offset]. Plain #defines so the assembler can include this file;
- * bt.h checks every one against offsetof().
+ * [rsp + offset] (glue.S). Plain #defines so the assembler can include
+ * this file; bt.h checks every one against offsetof().
  */
 #ifndef LIBVMM_BT_LAYOUT_H
 #define LIBVMM_BT_LAYOUT_H

@@ -656,7 +656,7 @@ static enum xclass classify(struct tx *t, struct xi *x) {
 /* Take register r for the glue (saving its guest value once). */
 static void borrow(struct tx *t, unsigned r) {
   if (!(t->borrowed & (1u << r))) {
-    e_mov_gs_r(&t->e, SLOT(r), r);
+    e_mov_ctx_r(&t->e, SLOT(r), r);
     t->borrowed |= (uint16_t)(1u << r);
     t->ever |= (uint16_t)(1u << r);
   }
@@ -667,7 +667,7 @@ static void give_back(struct tx *t, uint32_t mask) {
   mask &= t->borrowed;
   for (unsigned r = 0; r < 16; r++)
     if (mask & (1u << r))
-      e_mov_r_gs(&t->e, r, SLOT(r));
+      e_mov_r_ctx(&t->e, r, SLOT(r));
   t->borrowed &= (uint16_t)~mask;
 }
 
@@ -676,7 +676,7 @@ static void give_back(struct tx *t, uint32_t mask) {
 static void restore_all(struct tx *t) {
   for (unsigned r = 0; r < 16; r++)
     if (t->borrowed & (1u << r))
-      e_mov_r_gs(&t->e, r, SLOT(r));
+      e_mov_r_ctx(&t->e, r, SLOT(r));
 }
 
 static int32_t seg_off(int s) {
@@ -728,8 +728,8 @@ static void add_dfix(struct tx *t, struct bt_desc *d, int retry, int after,
 }
 
 static void callout(struct tx *t, uint32_t index) {
-  e_mov_gs_i32(&t->e, BT_OFF_ARG, index);
-  e_call_gs(&t->e, BT_OFF_GATE);
+  e_mov_ctx_i32(&t->e, BT_OFF_ARG, index);
+  e_call_ctx(&t->e, BT_OFF_GATE);
 }
 
 /* Emit the instruction with its memory operand as [s1 + sx] (sx: -1 for
@@ -773,11 +773,11 @@ static void emit_core(struct tx *t, struct xi *x, int s1, int sx, int srsp) {
   }
   if (rsp_read) {
     borrow(t, (unsigned)srsp);
-    e_mov_r_gs(e, (unsigned)srsp, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_ctx(e, (unsigned)srsp, BT_OFF_GPR + 8 * R_SP);
   }
   e_req(e, &r);
   if (rsp_read && rsp_write)
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)srsp);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)srsp);
 }
 
 /* Effective address of operand o into register dst (flat modes): base and
@@ -802,7 +802,7 @@ static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
       e_mov_r_i(e, dst, a);
   } else {
     if (base == R_SP) {
-      e_mov_r_gs(e, dst, BT_OFF_GPR + 8 * R_SP);
+      e_mov_r_ctx(e, dst, BT_OFF_GPR + 8 * R_SP);
       base = (int)dst;
     }
     e_lea(e, abits == 32 ? 32 : 64, dst, base, index, scale, disp);
@@ -812,7 +812,7 @@ static void emit_ea(struct tx *t, struct xi *x, const ZydisDecodedOperand *o,
   }
   int s = sreg_of(o->mem.segment);
   if (s == S_FS || s == S_GS) {
-    e_mov_r_gs(e, tmp, seg_off(s));
+    e_mov_r_ctx(e, tmp, seg_off(s));
     e_lea(e, t->code64 ? 64 : 32, dst, (int)dst, (int)tmp, 1, 0);
   }
 }
@@ -905,7 +905,7 @@ static int32_t tlb_adds(const struct tx *t) {
    on hosts whose pext is microcoded rorx and movzx (a 256-entry TLB). */
 static void emit_tlb_index(struct tx *t, unsigned dst, unsigned a) {
   if (fast_pext(t)) {
-    e_pext_gs(&t->e, dst, a, BT_OFF_TLB_MASK);
+    e_pext_ctx(&t->e, dst, a, BT_OFF_TLB_MASK);
   } else {
     e_rorx(&t->e, dst, a, 12);
     e_movzx8(&t->e, dst, dst);
@@ -981,8 +981,8 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                   sizeof(struct bt_slot));
     bool near = chk < 0 && near_lookup(t);
     int fill = e_label(e), hit = e_label(e);
-    e_mov_r_gs(e, tt, off + 8);
-    e_mov_r_gs(e, rc, off);
+    e_mov_r_ctx(e, tt, off + 8);
+    e_mov_r_ctx(e, rc, off);
     if (chk >= 0) {
       /* The first byte's offset in the slot's page, at most 4096 - size:
          the whole access is in the page. */
@@ -1013,7 +1013,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
          below 4096 (shrx by 12). */
       for (unsigned k = 0; k < 2; k++) {
         if (k)
-          e_mov_r_gs(e, rc, off);
+          e_mov_r_ctx(e, rc, off);
         e_lea(e, 64, rc, (int)a, (int)rc, 1,
               (k ? 0 : (int64_t)size - 1) + (near ? 4096 : 0));
         e_shrx(e, rc, rc, tt);
@@ -1049,10 +1049,10 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
      and the low bits the alignment needs (zero on a hit). */
   bool fast = fast_pext(t);
   emit_tlb_index(t, tt, a);
-  e_mov_r_gsidx(e, rc, tlb_tags(t, write), tt);
+  e_mov_r_ctxidx(e, rc, tlb_tags(t, write), tt);
   e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
   if (fast) {
-    e_pext_gs(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
+    e_pext_ctx(e, rc, rc, BT_OFF_HIT_MASK + 8 * (int32_t)align);
   } else {
     /* A microcoded pext (older AMD) costs more than the shift count in
        tt and the index computed again. */
@@ -1071,7 +1071,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
   }
   if (!fast)
     emit_tlb_index(t, tt, a);
-  e_mov_r_gsidx(e, tt, tlb_adds(t), tt);
+  e_mov_r_ctxidx(e, tt, tlb_adds(t), tt);
   if (t->park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
 }
@@ -1331,11 +1331,11 @@ static void ool_emul(struct tx *t, unsigned i, int miss, int after, int park,
 /* A jump-cache miss: leave for the dispatcher with RIP = a. */
 static void jc_miss(struct tx *t, unsigned a, int park) {
   struct emit *e = &t->e;
-  e_mov_gs_r(e, BT_OFF_RIP, a);
+  e_mov_ctx_r(e, BT_OFF_RIP, a);
   if (park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)park, 64);
   restore_all(t);
-  e_jmp_gs(e, BT_OFF_EXIT_JC);
+  e_jmp_ctx(e, BT_OFF_EXIT_JC);
 }
 
 /* Jump to the guest RIP in register a through the jump cache (flat
@@ -1347,13 +1347,13 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   if (park >= 0)
     e_mov_r_r(e, (unsigned)park, R_CX, 64);
   if (fast_pext(t)) {
-    e_pext_gs(e, t1, a, BT_OFF_JC_MASK);
+    e_pext_ctx(e, t1, a, BT_OFF_JC_MASK);
   } else {
     e_mov_r32_i(e, t1, 64 - BT_JC_BITS);
     e_shlx(e, t1, a, t1);
     e_rorx(e, t1, t1, 64 - BT_JC_BITS);
   }
-  e_mov_r_gsidx(e, R_CX, BT_OFF_JC_NPC, t1);
+  e_mov_r_ctxidx(e, R_CX, BT_OFF_JC_NPC, t1);
   bool near = near_lookup(t);
   e_lea(e, 64, R_CX, (int)a, R_CX, 1, near ? 1 : 0);
   int miss = e_label(e);
@@ -1367,21 +1367,21 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   }
   /* Into the warm entry when STD_KEPT is borrowed here (emit_body). */
   bool warm = t->warm && park < 0 && (t->borrowed & STD_KEPT) == STD_KEPT;
-  e_mov_r_gsidx(e, t1, warm ? BT_OFF_JC_WARM : BT_OFF_JC_HOST, t1);
+  e_mov_r_ctxidx(e, t1, warm ? BT_OFF_JC_WARM : BT_OFF_JC_HOST, t1);
   uint16_t keep = warm ? STD_KEPT : 0;
   /* The target stays in t1 when t1 stays borrowed; else in the context. */
   bool via_reg = (keep & (1u << t1)) != 0;
   if (!via_reg)
-    e_mov_gs_r(e, BT_OFF_JMP, t1);
+    e_mov_ctx_r(e, BT_OFF_JMP, t1);
   if (park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)park, 64);
   for (unsigned r = 0; r < 16; r++)
     if ((t->borrowed & ~keep) & (1u << r))
-      e_mov_r_gs(e, r, SLOT(r));
+      e_mov_r_ctx(e, r, SLOT(r));
   if (via_reg)
     e_jmp_r(e, t1);
   else
-    e_jmp_gs(e, BT_OFF_JMP);
+    e_jmp_ctx(e, BT_OFF_JMP);
   if (near) {
     e_bind(e, miss);
     jc_miss(t, a, park);
@@ -1440,7 +1440,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
   case X_PUSH: {
     unsigned osz = x->di.operand_width / 8;
     /* s1 keeps the new RSP: no reload. */
-    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_ctx(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)osz);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, osz, true, false, miss);
     give_back(t, x->used & ~(1u << R_SP));
@@ -1454,19 +1454,19 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       unsigned r = (unsigned)gpr_of(o->reg.value, &h);
       mov_mem_reg(t, true, (unsigned)s1, s2, r, osz);
     }
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_POP: {
     unsigned osz = x->di.operand_width / 8;
-    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_ctx(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, osz, false, false, miss);
     give_back(t, x->used & ~(1u << R_SP));
     bool h;
     unsigned r = (unsigned)gpr_of(x->op[0].reg.value, &h);
     mov_mem_reg(t, false, (unsigned)s1, s2, r, osz);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)osz);
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_LEAVE: {
@@ -1476,15 +1476,15 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
     give_back(t, x->used & ~(1u << R_SP));
     mov_mem_reg(t, false, (unsigned)s1, s2, R_BP, sz);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)sz);
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_CALL: {
-    e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_ctx(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
     e_lea(e, abits, (unsigned)s1, s1, -1, 1, -(int64_t)sz);
     emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, true, false, miss);
     store_const(t, (unsigned)s1, s2, sz, x->next, s3);
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
     break;
   }
   case X_RET:
@@ -1494,7 +1494,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
     const ZydisDecodedOperand *o = &x->op[0];
     unsigned osz = x->di.operand_width / 8;
     if (x->cls == X_RET) {
-      e_mov_r_gs(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
+      e_mov_r_ctx(e, (unsigned)s1, BT_OFF_GPR + 8 * R_SP);
       emit_lookup(t, (unsigned)s1, (unsigned)s2, sz, false, false, miss);
       int64_t imm = x->di.operand_count_visible
                         ? (int64_t)(x->op[0].imm.value.u & 0xffff)
@@ -1502,7 +1502,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       /* The target replaces the addend; the new RSP from the old one. */
       mov_mem_reg(t, false, (unsigned)s1, s2, (unsigned)s2, sz == 8 ? 8 : 4);
       e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)sz + imm);
-      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
+      e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
       ool_emul(t, i, miss, after, park, oo, noo);
       emit_indirect(t, (unsigned)s2, (unsigned)s1);
       e_bind(e, after); /* never reached: the EMUL callout leaves */
@@ -1527,11 +1527,11 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
         e_movzx16(e, (unsigned)s1, (unsigned)s1);
     }
     if (x->cls == X_CALLI) {
-      e_mov_r_gs(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
+      e_mov_r_ctx(e, (unsigned)s4, BT_OFF_GPR + 8 * R_SP);
       e_lea(e, abits, (unsigned)s4, s4, -1, 1, -(int64_t)sz);
       emit_lookup(t, (unsigned)s4, (unsigned)s2, sz, true, false, miss);
       store_const(t, (unsigned)s4, s2, sz, x->next, s3);
-      e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s4);
+      e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s4);
     }
     ool_emul(t, i, miss, after, park, oo, noo);
     emit_indirect(t, (unsigned)s1, (unsigned)s2);
@@ -1575,7 +1575,7 @@ static void emit_lea(struct tx *t, unsigned i) {
       e_lea(e, 64, (unsigned)s, s, index, scale, 0);
   } else {
     if (base == R_SP) {
-      e_mov_r_gs(e, (unsigned)s, BT_OFF_GPR + 8 * R_SP);
+      e_mov_r_ctx(e, (unsigned)s, BT_OFF_GPR + 8 * R_SP);
       base = s;
     }
     e_lea(e, x->di.address_width == 64 ? 64 : 32, (unsigned)s, base, index,
@@ -1587,9 +1587,9 @@ static void emit_lea(struct tx *t, unsigned i) {
     /* lea rsp/esp/sp, [...]: the result is the new stack pointer. */
     unsigned s2 = (unsigned)pick(&avoid, false, t->borrowed, t->later);
     borrow(t, s2);
-    e_mov_r_gs(e, s2, BT_OFF_GPR + 8 * R_SP);
+    e_mov_r_ctx(e, s2, BT_OFF_GPR + 8 * R_SP);
     e_mov_r_r(e, s2, (unsigned)s, osz == 64 ? 64 : osz == 32 ? 32 : 16);
-    e_mov_gs_r(e, BT_OFF_GPR + 8 * R_SP, s2);
+    e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, s2);
   } else {
     e_mov_r_r(e, (unsigned)dst, (unsigned)s,
               osz == 64   ? 64
@@ -2199,7 +2199,7 @@ static void emit_ool_hoist(struct tx *t, const struct ool *q) {
   e_bind(e, q->retry);
   emit_ea(t, x, o, (unsigned)q->s1, (unsigned)q->s2);
   emit_tlb_index(t, (unsigned)q->s2, (unsigned)q->s1);
-  e_mov_r_gsidx(e, (unsigned)q->s2, tlb_adds(t), (unsigned)q->s2);
+  e_mov_r_ctxidx(e, (unsigned)q->s2, tlb_adds(t), (unsigned)q->s2);
   t->abias = BT_TLB_BIAS;
   emit_core(t, x, q->s1, q->s2, -1);
   e_jmp(e, q->after);
@@ -2222,20 +2222,20 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   /* Count the fill under the page's TLB index and note the slot in that
      index's list (mem.c, slots_flush_index); before the lookup, while
      the index is at hand: a fill that then misses is noted for nothing. */
-  e_mov_r_gsidx(e, q->rc, BT_OFF_SLOT_CNT, q->tt);
+  e_mov_r_ctxidx(e, q->rc, BT_OFF_SLOT_CNT, q->tt);
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
-  e_mov_gsidx_r(e, BT_OFF_SLOT_CNT, q->tt, q->rc);
-  e_pext_gs(e, q->rc, q->rc, BT_OFF_SLOT_POS);
+  e_mov_ctxidx_r(e, BT_OFF_SLOT_CNT, q->tt, q->rc);
+  e_pext_ctx(e, q->rc, q->rc, BT_OFF_SLOT_POS);
   e_lea(e, 64, q->rc, (int)q->rc, (int)q->tt, BT_SLOT_LIST, 0);
-  e_mov_gsidx4_i32(e, BT_OFF_SLOT_LIST, q->rc, (uint32_t)q->off);
-  e_mov_r_gsidx(e, q->rc, tlb_tags(t, q->write), q->tt);
+  e_mov_ctxidx4_i32(e, BT_OFF_SLOT_LIST, q->rc, (uint32_t)q->off);
+  e_mov_r_ctxidx(e, q->rc, tlb_tags(t, q->write), q->tt);
   e_lea(e, 64, q->rc, (int)q->a, (int)q->rc, 1, (int64_t)q->size - 1);
   if (q->flags) {
     e_cmp_r_i32(e, q->rc, 0xfff);
     e_jcc(e, 7 /* a */, q->miss);
-    e_mov_r_gsidx(e, q->tt, adds, q->tt);
+    e_mov_r_ctxidx(e, q->tt, adds, q->tt);
   } else {
-    e_mov_r_gsidx(e, q->tt, adds, q->tt);
+    e_mov_r_ctxidx(e, q->tt, adds, q->tt);
     e_shrx(e, q->rc, q->rc, q->tt);
     int ok = e_label(e);
     e_jrcxz(e, ok);
@@ -2247,11 +2247,11 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   e_shlx(e, q->rc, q->rc, q->tt);
   e_not(e, q->rc);
   e_lea(e, 64, q->rc, (int)q->rc, -1, 1, 1);
-  e_mov_gs_r(e, q->off, q->rc);
+  e_mov_ctx_r(e, q->off, q->rc);
   if (q->bias != BT_TLB_BIAS) /* the class's bias (slot_bias) */
     e_lea(e, 64, q->tt, (int)q->tt, -1, 1,
           (int64_t)q->bias - BT_TLB_BIAS);
-  e_mov_gs_r(e, q->off + 8, q->tt);
+  e_mov_ctx_r(e, q->off + 8, q->tt);
   e_jmp(e, q->hit);
 }
 
@@ -2260,9 +2260,9 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   int ok = e_label(e);
   borrow(t, R_CX);
   borrow(t, R_DX);
-  e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
+  e_mov_r_ctx(e, R_CX, BT_OFF_BUDGET);
   e_lea(e, 64, R_CX, R_CX, -1, 1, (int64_t)t->n);
-  e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
+  e_mov_ctx_r(e, BT_OFF_BUDGET, R_CX);
   e_lea(e, 64, R_CX, R_CX, -1, 1, -1);
   uint8_t not_rcx[3] = {0x48, 0xf7, 0xd1};
   e_bytes(e, not_rcx, 3);
@@ -2270,12 +2270,12 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   e_shrx(e, R_CX, R_CX, R_DX);
   e_jrcxz(e, ok);
   /* Exhausted: give the instructions back and leave. */
-  e_mov_r_gs(e, R_CX, BT_OFF_BUDGET);
+  e_mov_r_ctx(e, R_CX, BT_OFF_BUDGET);
   e_lea(e, 64, R_CX, R_CX, -1, 1, -(int64_t)t->n);
-  e_mov_gs_r(e, BT_OFF_BUDGET, R_CX);
+  e_mov_ctx_r(e, BT_OFF_BUDGET, R_CX);
   restore_all(t);
-  e_mov_gs_i32(e, BT_OFF_ARG, fi);
-  e_jmp_gs(e, BT_OFF_EXIT_BUDGET);
+  e_mov_ctx_i32(e, BT_OFF_ARG, fi);
+  e_jmp_ctx(e, BT_OFF_EXIT_BUDGET);
   e_bind(e, ok);
 }
 
@@ -2299,7 +2299,7 @@ static void emit_body(struct tx *t, unsigned fi) {
     t->warm_at = (uint32_t)e->pos;
     for (unsigned r = 0; r < 16; r++)
       if (STD_KEPT & (1u << r))
-        e_mov_r_gs(e, r, SLOT(r));
+        e_mov_r_ctx(e, r, SLOT(r));
     t->entry = (uint32_t)e->pos;
   }
   t->kwarm_at = 0;
@@ -2346,7 +2346,7 @@ static void emit_body(struct tx *t, unsigned fi) {
        Only a callout emulating an instruction may run a handler. Inside
        the body, so a self loop's back edge runs it again. */
     if ((x->cls == X_IDENT || x->cls == X_MEM) && !x87_here && uses_x87(x)) {
-      e_call_gs(e, BT_OFF_X87);
+      e_call_ctx(e, BT_OFF_X87);
       x87_here = true;
     }
     if (x->cls == X_EMUL)
@@ -2435,9 +2435,9 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     e_bind(e, t->lk[k].stub);
     for (unsigned r = 0; r < 16; r++)
       if (t->lk[k].restore & (1u << r))
-        e_mov_r_gs(e, r, SLOT(r));
-    e_mov_gs_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
-    e_jmp_gs(e, BT_OFF_EXIT_LINK);
+        e_mov_r_ctx(e, r, SLOT(r));
+    e_mov_ctx_i32(e, BT_OFF_ARG, (uint32_t)(l - tc->links));
+    e_jmp_ctx(e, BT_OFF_EXIT_LINK);
     l->from = t->f;
     l->target_rip = t->lk[k].target;
     uint64_t tpc = lin_of(t, l->target_rip);
