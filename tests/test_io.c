@@ -694,7 +694,7 @@ static void test_handler_fpu(void **state) {
                    : "=m"(p.host_fcw), "=m"(p.host_mxcsr));
   assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x30, 1, fpu_handler, &p));
   vmmt_run_to_port(t.vcpu, 0xeb);
-  assert_int_equal(p.calls, 8);
+  assert_int_equal(p.calls, 10);
   assert_int_equal(p.bad_env, 0);
   assert_int_equal(p.bad_math, 0);
   /* The guest's own state as the handler of the first `in` saw it. */
@@ -731,6 +731,7 @@ static void test_handler_fpu(void **state) {
   /* MXCSR: no status bit of the handler's, the guest's PE kept. */
   assert_int_equal(mem_u64(&t, 0x20080, 4), 0x1f80);
   assert_int_equal(mem_u64(&t, 0x20084, 4), 0x1fa0);
+  assert_int_equal(mem_u64(&t, 0x20088, 4), 0x1fa4); /* PE, ZE */
   /* The run returned right after a handler: the guest's state is whole,
      and the thread has its own again. */
   struct vmm_fpu f;

@@ -28,7 +28,8 @@
 ;                         0x20030  1 + 2^-60 with 53-bit precision (tword),
 ;                         0x20040  FSW, 0x20042  FCW, 0x20044  MXCSR,
 ;                         0x20060  an MMX register, 0x20070  2.0 (double),
-;                         0x20078  FSW; FXSAVE images at 0x20100 (3.0
+;                         0x20078  FSW, 0x20080-0x20088 MXCSRs;
+;                         FXSAVE images at 0x20100 (3.0
 ;                         left in R7, stack empty, after a clean restore)
 ;                         and 0x20300 (5.0 the same, with no restore);
 ;                         at the end 3.0 on the stack.
@@ -191,6 +192,15 @@ entry_x87:
     divsd xmm0, [rel five]
     in al, 0x30
     stmxcsr [0x20084]
+    ; SSE code before a handler and again between two (one TU): a status
+    ; bit set after the first handler survives the second.
+    ldmxcsr [rel mx_def]
+    movsd xmm0, [rel three]
+    divsd xmm0, [rel five]
+    in al, 0x30
+    divsd xmm0, [rel zero]
+    in al, 0x30
+    stmxcsr [0x20088]
     ; The run ends right after a handler: 3.0 on the stack.
     fld qword [rel three]
     in al, 0x30
@@ -203,6 +213,7 @@ align 8
 tiny: dq 0x3c30000000000000     ; 2^-60
 three: dq 3.0
 five: dq 5.0
+zero: dq 0.0
 mmx: dq 0x1122334455667788
 cw53: dw 0x027f
 align 4

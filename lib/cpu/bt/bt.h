@@ -96,7 +96,11 @@ struct bt_ctx {
   uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
   uint8_t fpu_full;
   uint8_t mx_live; /* during a callout: MXCSR is the guest's (glue.S) */
-  uint8_t pad3[BT_OFF_X87 - BT_OFF_MX_LIVE - 1];
+  uint8_t pad3[BT_OFF_MX_DIRTY - BT_OFF_MX_LIVE - 1];
+  /* Non-zero once translated code ran an SSE instruction since MXCSR was
+     last loaded from the image (translate.c, glue.S MX_SETTLE). */
+  uint32_t mx_dirty;
+  uint8_t pad3b[BT_OFF_X87 - BT_OFF_MX_DIRTY - 4];
   uint64_t x87; /* a glue.S stub: bt_x87_dirty, _clean or _away */
   uint8_t pad4[BT_OFF_FPU - BT_OFF_X87 - 8];
   uint8_t fpu[512] __attribute__((aligned(64)));
@@ -149,6 +153,7 @@ BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
 BT_CHECK_OFF(mx_live, BT_OFF_MX_LIVE);
+BT_CHECK_OFF(mx_dirty, BT_OFF_MX_DIRTY);
 BT_CHECK_OFF(x87, BT_OFF_X87);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);
 BT_CHECK_OFF(tlb_r, BT_OFF_TLB_R);

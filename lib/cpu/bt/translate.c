@@ -536,6 +536,15 @@ static bool uses_x87(const struct xi *x) {
   return false;
 }
 
+/* May change MXCSR's status bits when it runs natively: any instruction
+   of the SSE extensions that can (floating-point arithmetic, comparisons,
+   conversions; the integer ones are included, which costs a store). */
+static bool uses_mxcsr(const struct xi *x) {
+  ZydisISAExt ext = x->di.meta.isa_ext;
+  return ext == ZYDIS_ISA_EXT_SSE || ext == ZYDIS_ISA_EXT_SSE2 ||
+         ext == ZYDIS_ISA_EXT_SSE3 || ext == ZYDIS_ISA_EXT_SSE4;
+}
+
 static enum xclass classify(struct tx *t, struct xi *x) {
   const ZydisDecodedInstruction *di = &x->di;
   struct bt_vcpu *b = t->b;
@@ -2313,6 +2322,18 @@ static void emit_body(struct tx *t, unsigned fi) {
     e_align(e, 32);
     t->kwarm_at = (uint32_t)e->pos;
   }
+  /* SSE code may move MXCSR's status bits, which settling a callout's
+     MXCSR must then read back (glue.S, MX_SETTLE). Only entering
+     translated code clears the flag: once, where every entry passes and
+     a self loop's back edge does not, covers every path through the TU
+     (the out-of-line ones included). */
+  for (unsigned i = 0; i < t->n; i++) {
+    if ((t->x[i].cls == X_IDENT || t->x[i].cls == X_MEM) &&
+        uses_mxcsr(&t->x[i])) {
+      e_mov_ctx_i32(e, BT_OFF_MX_DIRTY, 1);
+      break;
+    }
+  }
   if (t->keep) {
     for (unsigned r = 0; r < 16; r++)
       if (t->keep & (1u << r))
@@ -2351,6 +2372,7 @@ static void emit_body(struct tx *t, unsigned fi) {
     }
     if (x->cls == X_EMUL)
       x87_here = false;
+
     switch (x->cls) {
     case X_IDENT:
       if (x->rsp) {
