@@ -14,6 +14,14 @@
 #include "../x86.h"
 #include "layout.h"
 
+#if defined(__SANITIZE_ADDRESS__) /* gcc */
+#define BT_ASAN 1
+#elif defined(__has_feature) /* clang */
+#if __has_feature(address_sanitizer)
+#define BT_ASAN 1
+#endif
+#endif
+
 #define BT_JC_TRACK 64
 #define BT_DCACHE_SIZE 64 /* 2-way: 32 sets */
 #define BT_XC_SIZE 64
@@ -505,6 +513,15 @@ struct bt_vcpu {
   bool dbg_on;
   uint64_t bp_skip_rip; /* resume over a hardware breakpoint once */
   bool bp_skip;
+
+#ifdef BT_ASAN
+  /* AddressSanitizer's view of the stacks around a callout (engine.c,
+     asan_switch_in): the vCPU stack's fake frames, kept from one callout to
+     the next, and the stack and fake frames of the callout's caller. */
+  void *asan_fake, *asan_caller_fake;
+  const void *asan_caller_bottom;
+  size_t asan_caller_size;
+#endif
 };
 
 static inline struct bt_vcpu *BV(vmm_vcpu *v) {

@@ -14,14 +14,8 @@
 
 #include "bt.h"
 
-#if defined(__SANITIZE_ADDRESS__) /* gcc */
-#define BT_ASAN 1
-#elif defined(__has_feature) /* clang */
-#if __has_feature(address_sanitizer)
-#define BT_ASAN 1
-#endif
-#endif
 #ifdef BT_ASAN
+#include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 /* The leak checker scans heap blocks, not our own mappings: struct
    bt_vcpu's pointers (the translation cache) would look leaked. */
@@ -404,7 +398,56 @@ static struct bt_vcpu *vcpu_map(void) {
   return b;
 }
 
+#ifdef BT_ASAN
+/*
+ * AddressSanitizer knows one stack per thread. Code running on another
+ * (callouts and the device handlers they call, on the vCPU's stack) gets
+ * an allocation stack of malloc() alone, which LeakSanitizer takes for a
+ * coroutine's and treats as reachable: a leak there was never reported,
+ * and every report showed no allocating code. A callout tells it of the
+ * switch, as coroutine libraries do, and of the way back before it
+ * returns; nested ones (a handler running another vCPU) chain through
+ * asan_caller_*. The stack's fake frames (detect_stack_use_after_return)
+ * stay the vCPU's from one callout to the next. As for any coroutine, a
+ * leak check made while a thread is in a callout scans its vCPU stack,
+ * not the caller's frames: a block only those hold is reported.
+ */
+static void asan_switch_in(struct bt_vcpu *b) {
+  __sanitizer_start_switch_fiber(&b->asan_caller_fake,
+                                 (uint8_t *)b - BT_STACK_SIZE, BT_STACK_SIZE);
+  __sanitizer_finish_switch_fiber(b->asan_fake, &b->asan_caller_bottom,
+                                  &b->asan_caller_size);
+}
+
+static void asan_switch_out(struct bt_vcpu *b) {
+  __sanitizer_start_switch_fiber(&b->asan_fake, b->asan_caller_bottom,
+                                 b->asan_caller_size);
+  __sanitizer_finish_switch_fiber(b->asan_caller_fake, NULL, NULL);
+}
+
+/* Fake frames are freed only by leaving their stack for good. */
+static void asan_stack_free(struct bt_vcpu *b) {
+  if (b->asan_fake == NULL)
+    return;
+  asan_switch_in(b);
+  __sanitizer_start_switch_fiber(NULL, b->asan_caller_bottom,
+                                 b->asan_caller_size);
+  __sanitizer_finish_switch_fiber(b->asan_caller_fake, NULL, NULL);
+}
+#else
+static void asan_switch_in(struct bt_vcpu *b) {
+  (void)b;
+}
+static void asan_switch_out(struct bt_vcpu *b) {
+  (void)b;
+}
+static void asan_stack_free(struct bt_vcpu *b) {
+  (void)b;
+}
+#endif
+
 static void vcpu_unmap(struct bt_vcpu *b) {
+  asan_stack_free(b);
   LSAN_UNROOT(b, sizeof(*b));
   munmap((uint8_t *)b - BT_STACK_SIZE - BT_STACK_GUARD, vcpu_map_size());
 }
@@ -926,6 +969,7 @@ static int callout_emul(struct bt_vcpu *b, struct bt_desc *d) {
 /* Called by the gate (glue.S) with the guest state in the context. */
 int vmm__bt_callout(struct bt_ctx *ctx) {
   struct bt_vcpu *b = (struct bt_vcpu *)(void *)ctx;
+  asan_switch_in(b); /* on the vCPU's stack from here */
   struct bt_desc *d = &b->tc.descs[ctx->arg];
   b->cur = d->frag;
   b->cur_invalid = false;
@@ -956,6 +1000,7 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
     if (d->kind != BT_D_MEM)
       bt_check_wp(b);
   }
+  asan_switch_out(b);
   return leave;
 }
 
