@@ -6,11 +6,12 @@
  * vmm_vcpu_run(), registration from inside a handler, unhandled reads
  * completed by the caller, the FPU state and GS base on both sides of a
  * handler, a debugger stopping in one and a backtrace from one, the
- * allocation stacks of its blocks (sanitizer builds), and registration
- * while vCPUs run: unregistering waits for handlers in flight (vCPUs,
- * threads without a vCPU, nested dispatch) and none is called after it
- * returned, with membarrier and with the fenced fallback; hit counts stay
- * exact through many table replacements.
+ * allocation stacks of its blocks (sanitizer builds), one running another
+ * VM's vCPU, 6 MiB of stack in one, and registration while vCPUs run:
+ * unregistering waits for handlers in flight (vCPUs, threads without a
+ * vCPU, nested dispatch) and none is called after it returned, with
+ * membarrier and with the fenced fallback; hit counts stay exact through
+ * many table replacements.
  */
 #include "testutil.h"
 
@@ -941,6 +942,91 @@ static void test_handler_backtrace(void **state) {
   vmmt_fini(&t);
 }
 
+/* The E_LOOP guest to its end: three rounds of handled accesses, each
+   ending at port 0x30, then 0xeb. */
+static void run_loop(vmm_vcpu *vcpu) {
+  for (unsigned i = 0; i < 3; i++)
+    vmmt_run_to_port(vcpu, 0x30);
+  vmmt_run_to_port(vcpu, 0xeb);
+}
+
+/* What an E_LOOP guest read when its handlers returned zeros. */
+static void expect_loop_zeros(struct vmmt *t) {
+  uint64_t got[3];
+  assert_ok(vmm_mem_read(t->vm, 0x20000 + 48, got, sizeof(got)));
+  assert_int_equal(got[0], ~0xffull);
+  assert_int_equal(got[1], ~0xffffull);
+  assert_int_equal(got[2], 0);
+}
+
+/* A handler that runs a vCPU of another VM to the end of its guest: on BT
+   the inner vCPU's dispatcher runs on the outer vCPU's stack and enters
+   its own (docs/bt.md), and under AddressSanitizer the callouts' stack
+   switches nest. Both guests end as they do alone. */
+struct nest_probe {
+  unsigned calls;
+  struct vmmt *inner; /* run on the first call, if set */
+};
+
+static int nest_handler(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                        bool is_write, void *opaque) {
+  struct nest_probe *p = opaque;
+  (void)vcpu, (void)port;
+  if (p->calls++ == 0 && p->inner != NULL)
+    run_loop(p->inner->vcpu);
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
+}
+
+static void test_handler_runs_vcpu(void **state) {
+  (void)state;
+  struct vmmt outer, inner;
+  io_guest(&outer, E_LOOP);
+  io_guest(&inner, E_LOOP);
+  struct nest_probe p = {.inner = &inner}, q = {0};
+  assert_ok(vmm_io_register(outer.vm, VMM_IO_PORT, 0x10, 8, nest_handler, &p));
+  assert_ok(vmm_io_register(inner.vm, VMM_IO_PORT, 0x10, 8, nest_handler, &q));
+  run_loop(outer.vcpu);
+  assert_int_equal(p.calls, 12);
+  assert_int_equal(q.calls, 12);
+  expect_loop_zeros(&outer);
+  expect_loop_zeros(&inner);
+  vmmt_fini(&inner);
+  vmmt_fini(&outer);
+}
+
+/* Handlers get a thread's default stack, 8 MiB (on BT the vCPU's own):
+   6 MiB of it in one frame, in each call. */
+static __attribute__((noinline)) unsigned use_stack(size_t n) {
+  char buf[n];
+  memset(buf, 0x5a, n);
+  __asm__ volatile("" ::"r"(buf) : "memory");
+  return (unsigned char)buf[n - 1];
+}
+
+static int stack_handler(vmm_vcpu *vcpu, uint64_t port, void *data,
+                         uint32_t len, bool is_write, void *opaque) {
+  unsigned *calls = opaque;
+  (void)vcpu, (void)port;
+  *calls += use_stack(6u << 20) == 0x5a;
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
+}
+
+static void test_handler_stack_size(void **state) {
+  (void)state;
+  struct vmmt t;
+  unsigned calls = 0;
+  io_guest(&t, E_LOOP);
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, stack_handler, &calls));
+  run_loop(t.vcpu);
+  assert_int_equal(calls, 12);
+  expect_loop_zeros(&t);
+  vmmt_fini(&t);
+}
+
 /* LeakSanitizer reports a leaked block with the stack that allocated it,
    and takes a block whose allocation stack does not reach the caller of
    malloc() for one a coroutine allocated and treats it as reachable: a leak
@@ -1498,6 +1584,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_handler_under_debugger),
       cmocka_unit_test(test_handler_backtrace),
       cmocka_unit_test(test_handler_alloc_stack),
+      cmocka_unit_test(test_handler_runs_vcpu),
+      cmocka_unit_test(test_handler_stack_size),
       cmocka_unit_test(test_unregister_races_dispatch),
       cmocka_unit_test(test_unregister_races_dispatch_fenced),
       cmocka_unit_test(test_register_churn_hits),
