@@ -9,8 +9,10 @@
  * use x87, SSE and long double freely, and neither see nor change the
  * guest's FPU state (vmm_vcpu_get_fpu() reads it). The library never
  * reads or writes the thread's FS or GS base. On the BT engine handlers
- * run on a stack of the vCPU's own, 8 MiB like a thread's default; a
- * debugger may stop in them as anywhere else.
+ * run on a stack of the vCPU's own, 8 MiB like a thread's default, not
+ * the thread's: code that checks its stack pointer against the thread's
+ * stack bounds (some language runtimes' callbacks) sees it outside them.
+ * A debugger may stop in them as anywhere else.
  */
 #ifndef LIBVMM_IO_H
 #define LIBVMM_IO_H
