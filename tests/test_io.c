@@ -6,12 +6,13 @@
  * vmm_vcpu_run(), registration from inside a handler, unhandled reads
  * completed by the caller, the FPU state and GS base on both sides of a
  * handler, a debugger stopping in one and a backtrace from one, the
- * allocation stacks of its blocks (sanitizer builds), one running another
- * VM's vCPU, 6 MiB of stack in one, signals to a thread running a vCPU,
- * and registration while vCPUs run: unregistering waits for handlers in
- * flight (vCPUs, threads without a vCPU, nested dispatch) and none is
- * called after it returned, with membarrier and with the fenced fallback;
- * hit counts stay exact through many table replacements.
+ * allocation stacks of its blocks (sanitizer builds), handlers on each
+ * thread a vCPU is run from, one running another VM's vCPU, 6 MiB of
+ * stack in one, signals to a thread running a vCPU, and registration
+ * while vCPUs run: unregistering waits for handlers in flight (vCPUs,
+ * threads without a vCPU, nested dispatch) and none is called after it
+ * returned, with membarrier and with the fenced fallback; hit counts stay
+ * exact through many table replacements.
  */
 #include "testutil.h"
 
@@ -125,6 +126,23 @@ static void recorder_init(struct recorder *r, vmm_vcpu *vcpu) {
 static void io_guest(struct vmmt *t, uint64_t entry) {
   vmmt_init(t, VMM_MODE_LONG64, 3);
   vmmt_load_snippet(t, "io64", VMMT_CODE, entry);
+}
+
+/* The E_LOOP guest to its end: three rounds of handled accesses, each
+   ending at port 0x30, then 0xeb. */
+static void run_loop(vmm_vcpu *vcpu) {
+  for (unsigned i = 0; i < 3; i++)
+    vmmt_run_to_port(vcpu, 0x30);
+  vmmt_run_to_port(vcpu, 0xeb);
+}
+
+/* What an E_LOOP guest read when its handlers returned zeros. */
+static void expect_loop_zeros(struct vmmt *t) {
+  uint64_t got[3];
+  assert_ok(vmm_mem_read(t->vm, 0x20000 + 48, got, sizeof(got)));
+  assert_int_equal(got[0], ~0xffull);
+  assert_int_equal(got[1], ~0xffffull);
+  assert_int_equal(got[2], 0);
 }
 
 static int dummy(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
@@ -943,21 +961,63 @@ static void test_handler_backtrace(void **state) {
   vmmt_fini(&t);
 }
 
-/* The E_LOOP guest to its end: three rounds of handled accesses, each
-   ending at port 0x30, then 0xeb. */
-static void run_loop(vmm_vcpu *vcpu) {
-  for (unsigned i = 0; i < 3; i++)
-    vmmt_run_to_port(vcpu, 0x30);
-  vmmt_run_to_port(vcpu, 0xeb);
+/* Handlers run on the thread that runs the vCPU, whichever it is. */
+struct thread_probe {
+  unsigned calls, elsewhere;
+  pthread_t want;
+};
+
+static int thread_handler(vmm_vcpu *vcpu, uint64_t port, void *data,
+                          uint32_t len, bool is_write, void *opaque) {
+  struct thread_probe *p = opaque;
+  (void)vcpu, (void)port;
+  p->calls++;
+  p->elsewhere += !pthread_equal(pthread_self(), p->want);
+  if (!is_write)
+    memset(data, 0, len);
+  return 0;
 }
 
-/* What an E_LOOP guest read when its handlers returned zeros. */
-static void expect_loop_zeros(struct vmmt *t) {
-  uint64_t got[3];
-  assert_ok(vmm_mem_read(t->vm, 0x20000 + 48, got, sizeof(got)));
-  assert_int_equal(got[0], ~0xffull);
-  assert_int_equal(got[1], ~0xffffull);
-  assert_int_equal(got[2], 0);
+/* One round of the E_LOOP guest on a thread of its own (cmocka cannot
+   fail from it: the main thread asserts). */
+struct thread_round {
+  vmm_vcpu *vcpu;
+  struct thread_probe *p;
+  int rc; /* of vmm_vcpu_run(), or -1 for another exit than 0x30 */
+};
+
+static void *thread_round_run(void *arg) {
+  struct thread_round *r = arg;
+  struct vmm_exit *e = NULL;
+  r->p->want = pthread_self();
+  r->rc = vmm_vcpu_run(r->vcpu, &e);
+  if (r->rc == 0 && (e->reason != VMM_EXIT_IO || e->io.port != 0x30))
+    r->rc = -1;
+  return NULL;
+}
+
+/* A vCPU run from one thread, then another, then the first again: on BT
+   the vCPU's stack (and under AddressSanitizer its fake frames) goes from
+   thread to thread, and the handlers run on each. */
+static void test_handler_threads(void **state) {
+  (void)state;
+  struct vmmt t;
+  io_guest(&t, E_LOOP);
+  struct thread_probe p = {.want = pthread_self()};
+  assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, thread_handler, &p));
+  vmmt_run_to_port(t.vcpu, 0x30);
+  struct thread_round r = {.vcpu = t.vcpu, .p = &p};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, thread_round_run, &r), 0);
+  assert_int_equal(pthread_join(th, NULL), 0);
+  assert_ok(r.rc);
+  p.want = pthread_self();
+  vmmt_run_to_port(t.vcpu, 0x30);
+  vmmt_run_to_port(t.vcpu, 0xeb);
+  assert_int_equal(p.calls, 12);
+  assert_int_equal(p.elsewhere, 0);
+  expect_loop_zeros(&t);
+  vmmt_fini(&t);
 }
 
 /* A handler that runs a vCPU of another VM to the end of its guest: on BT
@@ -1665,6 +1725,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_register_from_handler),
       cmocka_unit_test(test_handler_fpu),
       cmocka_unit_test(test_handler_gs),
+      cmocka_unit_test(test_handler_threads),
       cmocka_unit_test(test_handler_under_debugger),
       cmocka_unit_test(test_handler_backtrace),
       cmocka_unit_test(test_handler_alloc_stack),
