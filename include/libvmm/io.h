@@ -12,7 +12,10 @@
  * run on a stack of the vCPU's own, 8 MiB like a thread's default, not
  * the thread's: code that checks its stack pointer against the thread's
  * stack bounds (some language runtimes' callbacks) sees it outside them.
- * A debugger may stop in them as anywhere else.
+ * A debugger may stop in them as anywhere else. A handler returns
+ * normally: leaving it by longjmp() or a C++ exception skips the
+ * library's own bookkeeping and leaves the vCPU unusable (every call on it
+ * and vmm_vm_destroy() then fail with VMM_EBUSY), on either engine.
  */
 #ifndef LIBVMM_IO_H
 #define LIBVMM_IO_H

@@ -365,7 +365,7 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
 }
 
 /*
- * The vCPU's stack and its state in one mapping: a guard page, the stack
+ * The vCPU's stack and its state in one mapping: a guard region, the stack
  * (translated code, the callout gate and the C code it calls, device
  * handlers included, run on it; as large as a thread's default, and only
  * what handlers touch is ever backed), then struct bt_vcpu, whose first
@@ -373,7 +373,9 @@ void bt_set_rflags(struct bt_vcpu *b, uint64_t rflags) {
  * translated code reaches the context as [rsp + offset] (glue.S).
  */
 #define BT_STACK_SIZE (8ul << 20)
-#define BT_STACK_GUARD 4096ul
+/* Below it, never mapped: 64 KiB, so a frame of a handler compiled
+   without stack-clash probes that jumps past a page still faults here. */
+#define BT_STACK_GUARD (64ul << 10)
 
 static size_t vcpu_map_size(void) {
   return BT_STACK_GUARD + BT_STACK_SIZE +
