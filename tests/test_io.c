@@ -839,12 +839,7 @@ static void test_handler_gs(void **state) {
   assert_int_equal(syscall(SYS_arch_prctl, ARCH_SET_GS, 0ul), 0);
   assert_int_equal(p.calls, 12);
   assert_int_equal(p.wrong, 0);
-  /* What the guest read: zeros from the handler. */
-  uint64_t got[3];
-  assert_ok(vmm_mem_read(t.vm, 0x20000 + 48, got, sizeof(got)));
-  assert_int_equal(got[0], ~0xffull);
-  assert_int_equal(got[1], ~0xffffull);
-  assert_int_equal(got[2], 0);
+  expect_loop_zeros(&t); /* what the guest read: zeros from the handler */
   vmmt_fini(&t);
 }
 
@@ -871,9 +866,7 @@ static void debuggee(void) {
   unsigned calls = 0;
   io_guest(&t, E_LOOP);
   assert_ok(vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, trap_handler, &calls));
-  for (unsigned i = 0; i < 3; i++)
-    vmmt_run_to_port(t.vcpu, 0x30);
-  vmmt_run_to_port(t.vcpu, 0xeb);
+  run_loop(t.vcpu);
   uint64_t got[3];
   assert_ok(vmm_mem_read(t.vm, 0x20000 + 48, got, sizeof(got)));
   bool ok = calls == 12 && got[0] == ~0xffull && got[1] == ~0xffffull &&
@@ -954,9 +947,7 @@ static void test_handler_backtrace(void **state) {
   io_guest(&t, E_LOOP);
   assert_ok(
       vmm_io_register(t.vm, VMM_IO_PORT, 0x10, 8, unwind_handler, &found));
-  for (unsigned i = 0; i < 3; i++)
-    vmmt_run_to_port(t.vcpu, 0x30);
-  vmmt_run_to_port(t.vcpu, 0xeb);
+  run_loop(t.vcpu);
   assert_int_equal(found, 12);
   vmmt_fini(&t);
 }
