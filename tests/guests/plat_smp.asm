@@ -1,9 +1,12 @@
 ; INIT/SIPI start of an application processor for test_platform.c.
 ; Two entry points in one image at ORG:
 ;   ORG + 0x000  the AP, in real mode: a SIPI with vector 0x10 starts it at
-;                0x1000:0000. It records DATA+0x10 = 0xa55a, DATA+0x12 = its
-;                CS, increments DATA+0x14 (starts), then halts with
-;                interrupts off.
+;                0x1000:0000. With interrupts off it records DATA+0x12 = its
+;                CS, increments DATA+0x14 (starts), writes the mark
+;                DATA+0x10 = 0xa55a last and halts right after it: the BSP
+;                ends the run once it sees the mark, so anything the AP did
+;                after it could be cut off (on BT, where the BSP reacts in
+;                nanoseconds, now and then it was).
 ;   ORG + 0x100  the BSP, 64-bit: enables its APIC and sends APIC ID 1 an
 ;                INIT, an INIT level de-assert (a no-op, as Linux sends it)
 ;                and a SIPI; waits for the AP's mark (up to 10^10 TSC
@@ -15,13 +18,13 @@ bits 16
 %include "plat.inc"
 org ORG
 ap:
+    cli
     mov ax, (DATA >> 4)
     mov ds, ax
-    mov word [0x10], 0xa55a
     mov [0x12], cs
     inc word [0x14]
+    mov word [0x10], 0xa55a
 .halt:
-    cli
     hlt
     jmp .halt
 
