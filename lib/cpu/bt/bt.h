@@ -298,6 +298,7 @@ struct bt_tc {
 #define BT_K_CODE_MASK 3u
 #define BT_K_STACK32 (1u << 2)
 #define BT_K_CPL_SHIFT 3
+#define BT_K_CPL_MASK (3u << BT_K_CPL_SHIFT)
 #define BT_K_PE (1u << 5)
 #define BT_K_FLAT (1u << 6) /* CS/DS/ES/SS flat: inline memory paths */
 #define BT_K_LMA (1u << 7)
@@ -310,6 +311,33 @@ struct bt_tc {
 /* Alignment checking: CPL 3, CR0.AM and RFLAGS.AC (inline lookups of 2-,
    4- and 8-byte accesses then miss on misaligned addresses). */
 #define BT_K_AC (1u << 14)
+
+/*
+ * The jump cache holds the fragments of two modes that differ only in
+ * privilege (a kernel and its user space) side by side, so that syscall,
+ * sysret, interrupts and iret between them keep it. An entry for PC in a
+ * mode of privilege CPL sits at slot PC mod BT_JC_SIZE with the tag
+ * -(PC + D), D = bt_jc_disp(CPL), and a lookup adds D (a displacement in
+ * translated code's lea) before the tag: with the four Ds distinct and
+ * below BT_JC_SIZE modulo BT_JC_SIZE, PC + D of one privilege equals
+ * PC' + D' of another only when PC and PC' fall in different slots, so no
+ * lookup finds another privilege's fragment. User code (CPL 3) has D = 0.
+ */
+static inline uint64_t bt_jc_disp(uint32_t key) {
+  static const uint16_t disp[4] = {2u << (BT_JC_BITS - 2),
+                                   1u << (BT_JC_BITS - 2),
+                                   3u << (BT_JC_BITS - 2), 0};
+  return disp[(key & BT_K_CPL_MASK) >> BT_K_CPL_SHIFT];
+}
+
+static inline uint64_t bt_jc_tag(uint64_t pc, uint32_t key) {
+  return -(pc + bt_jc_disp(key));
+}
+
+/* Whether the jump cache's entries for mode a serve mode b too. */
+static inline bool bt_jc_same(uint32_t a, uint32_t b) {
+  return ((a ^ b) & ~BT_K_CPL_MASK) == 0;
+}
 
 /* A VM-level record of translated bytes in one guest page. */
 struct bt_codepage {

@@ -897,10 +897,10 @@ static struct bt_frag *xc_find(struct bt_vcpu *b, uint64_t pc);
  * instead of leaving for the dispatcher, when the dispatcher would do
  * nothing else: no exit, event, kick, invalidation or memory change
  * waiting, and none of the modes that need it between TUs (counting,
- * single-step, debugging, an interrupt shadow). In the same mode the jump
- * cache has the target, as for an indirect jump; after a mode change the
- * dispatcher's cache, and the jump cache changes mode as the dispatcher
- * changes it. Returns true with ctx.cont set.
+ * single-step, debugging, an interrupt shadow). The jump cache has the
+ * target, as for an indirect jump, or else the dispatcher's cache (which
+ * fills the jump cache, flushing it first on a mode change the jump
+ * cache does not absorb: bt_jc_same). Returns true with ctx.cont set.
  */
 static bool resume_direct(struct bt_vcpu *b) {
   if (b->exit_ready || b->halted || b->cur_invalid || b->counting ||
@@ -916,22 +916,21 @@ static bool resume_direct(struct bt_vcpu *b) {
   if ((b->vflags & X86_RFLAGS_IF) && vmm__vcpu_irq_pending(b->vcpu))
     return false;
   uint64_t pc = cur_pc(b);
-  if (b->jc_key != b->key) {
+  unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
+  if (bt_jc_same(b->jc_key, b->key) &&
+      b->ctx.jc_npc[ji] == bt_jc_tag(pc, b->key)) {
+    b->ctx.cont = b->ctx.jc_host[ji];
+  } else {
     struct bt_frag *f = xc_find(b, pc);
     if (f == NULL)
       return false;
-    bt_jc_flush(b);
+    if (!bt_jc_same(b->jc_key, b->key))
+      bt_jc_flush(b);
     b->jc_key = b->key;
     bt_jc_fill(b, f);
-    b->vflags &= ~X86_RFLAGS_RF;
     b->ctx.cont = bt_tc_addr(&b->tc, f->entry);
-    return true;
   }
-  unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
-  if (b->ctx.jc_npc[ji] != -pc)
-    return false;
   b->vflags &= ~X86_RFLAGS_RF; /* as the dispatcher does on entry */
-  b->ctx.cont = b->ctx.jc_host[ji];
   return true;
 }
 
@@ -1232,12 +1231,12 @@ static int dispatch(struct bt_vcpu *b, bool one) {
 
     uint64_t host = 0;
     unsigned ji = (unsigned)(pc & (BT_JC_SIZE - 1));
-    if (b->jc_key != b->key) {
+    if (!bt_jc_same(b->jc_key, b->key)) {
       bt_jc_flush(b);
-      b->jc_key = b->key;
       pending = NULL;
     }
-    if (b->ctx.jc_npc[ji] == -pc && pending == NULL) {
+    b->jc_key = b->key;
+    if (b->ctx.jc_npc[ji] == bt_jc_tag(pc, b->key) && pending == NULL) {
       host = b->ctx.jc_host[ji];
     } else {
       uint64_t flushes = b->tc.flushes;

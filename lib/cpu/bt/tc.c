@@ -83,9 +83,9 @@ static uint64_t jc_empty(unsigned i) {
   return -(uint64_t)((i + 1) & (BT_JC_SIZE - 1));
 }
 
-/* Mode changes (every syscall/sysret, interrupt, iret to another ring)
-   flush the cache: empty only the entries filled since the last flush
-   while there are few of them. */
+/* Mode changes other than privilege (bt_jc_same) flush the cache: empty
+   only the entries filled since the last flush while there are few of
+   them. */
 void bt_jc_flush(struct bt_vcpu *b) {
   if (b->jc_nused <= BT_JC_TRACK) {
     for (unsigned k = 0; k < b->jc_nused; k++)
@@ -107,7 +107,7 @@ void bt_jc_fill(struct bt_vcpu *b, struct bt_frag *f) {
   if (!atomic_load(&b->kicked) && f->valid) {
     b->ctx.jc_host[i] = bt_tc_addr(&b->tc, f->entry);
     b->ctx.jc_warm[i] = bt_tc_addr(&b->tc, f->warm);
-    b->ctx.jc_npc[i] = -f->pc;
+    b->ctx.jc_npc[i] = bt_jc_tag(f->pc, f->key);
     if (b->jc_nused < BT_JC_TRACK)
       b->jc_used[b->jc_nused] = (uint16_t)i;
     if (b->jc_nused <= BT_JC_TRACK)

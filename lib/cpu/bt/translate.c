@@ -1348,9 +1348,11 @@ static void jc_miss(struct tx *t, unsigned a, int park) {
 }
 
 /* Jump to the guest RIP in register a through the jump cache (flat
-   modes), with rcx parked in t->park or borrowed. a and t1 are borrowed;
-   every borrowed register gets its guest value back on both paths. */
-static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
+   modes) to a fragment of mode `key`, with rcx parked in t->park or
+   borrowed. a and t1 are borrowed; every borrowed register gets its guest
+   value back on both paths. */
+static void emit_indirect(struct tx *t, unsigned a, unsigned t1,
+                          uint32_t key) {
   struct emit *e = &t->e;
   int park = t->park;
   if (park >= 0)
@@ -1364,7 +1366,8 @@ static void emit_indirect(struct tx *t, unsigned a, unsigned t1) {
   }
   e_mov_r_ctxidx(e, R_CX, BT_OFF_JC_NPC, t1);
   bool near = near_lookup(t);
-  e_lea(e, 64, R_CX, (int)a, R_CX, 1, near ? 1 : 0);
+  e_lea(e, 64, R_CX, (int)a, R_CX, 1,
+        (int64_t)bt_jc_disp(key) + (near ? 1 : 0));
   int miss = e_label(e);
   if (near) {
     near_branch(t, miss, false);
@@ -1513,7 +1516,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       e_lea(e, abits, (unsigned)s1, s1, -1, 1, (int64_t)sz + imm);
       e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s1);
       ool_emul(t, i, miss, after, park, oo, noo);
-      emit_indirect(t, (unsigned)s2, (unsigned)s1);
+      emit_indirect(t, (unsigned)s2, (unsigned)s1, t->b->key);
       e_bind(e, after); /* never reached: the EMUL callout leaves */
       return;
     }
@@ -1543,7 +1546,7 @@ static void emit_stack(struct tx *t, unsigned i, struct ool *oo,
       e_mov_ctx_r(e, BT_OFF_GPR + 8 * R_SP, (unsigned)s4);
     }
     ool_emul(t, i, miss, after, park, oo, noo);
-    emit_indirect(t, (unsigned)s1, (unsigned)s2);
+    emit_indirect(t, (unsigned)s1, (unsigned)s2, t->b->key);
     e_bind(e, after); /* never reached: the EMUL callout leaves */
     return;
   }
