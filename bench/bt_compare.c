@@ -8,10 +8,17 @@
  * Every measurement is in host TSC cycles: the kernel times itself with
  * rdtsc, which on BT (fast mode), on KVM and on QEMU TCG without icount is
  * the host's TSC plus an offset; the native side uses rdtsc too. Cycles
- * become ns with the TSC frequency calibrated here. Each configuration runs
- * --reps times, interleaved (native, BT, KVM, TCG, native, ...) so all see
- * the same machine load; the table shows medians. Checksums must agree
- * between all of them, or the program fails.
+ * become ns with the TSC frequency calibrated here.
+ *
+ * The host is shared and its speed drifts in phases of seconds, so the
+ * engines measure each benchmark back to back: every benchmark runs alone
+ * (a fresh VM or process with only it on the command line) on each engine
+ * in turn (native, BT, TCG, KVM; the reverse on odd repetitions, so drift
+ * within a round favours neither side), then the next benchmark, and the
+ * whole round --reps times. The table shows each engine's median and, as
+ * ratios, the median of the per-round ratios: each ratio's two figures
+ * were measured a fraction of a second apart. Checksums must agree between
+ * all of them, or the program fails.
  *
  * The kernel runs with user=1: compute kernels and call/ret at CPL 3. On a
  * software nested hypervisor (PVM) KVM runs CPL 3 natively but emulates
@@ -70,12 +77,12 @@ static const struct bench benches[] = {
     {"sha", 4000000, 10000, true, false, T_COMPUTE, "byte", false},
     {"sort", 1000000, 10000, true, false, T_COMPUTE, "elem", false},
     {"callret", 20000000, 10000, true, false, T_COMPUTE, "call", false},
-    {"syscall", 200000, 100, false, true, T_NANO, "op", true},
-    {"in", 200000, 100, false, true, T_NANO, "op", false},
-    {"cr8", 200000, 100, false, true, T_NANO, "op", false},
-    {"pgfault", 20000, 100, false, true, T_NANO, "op", false},
-    {"divzero", 20000, 100, false, true, T_NANO, "op", false},
-    {"ptemod", 20000, 100, false, true, T_NANO, "op", false},
+    {"syscall", 1000000, 100, false, true, T_NANO, "op", true},
+    {"in", 1000000, 100, false, true, T_NANO, "op", false},
+    {"cr8", 1000000, 100, false, true, T_NANO, "op", false},
+    {"pgfault", 100000, 100, false, true, T_NANO, "op", false},
+    {"divzero", 100000, 100, false, true, T_NANO, "op", false},
+    {"ptemod", 100000, 100, false, true, T_NANO, "op", false},
 };
 #define NB (sizeof(benches) / sizeof(benches[0]))
 
@@ -124,12 +131,14 @@ static void calibrate(void) {
 
 /* ---- the kernel's output --------------------------------------------- */
 
-static void cmdline_for(int eng, char *buf, size_t size) {
+/* The kernel's command line to run benchmark `only` alone on `eng`. */
+static void cmdline_for(int eng, size_t only, char *buf, size_t size) {
   size_t off = (size_t)snprintf(buf, size, "user=1");
   for (size_t i = 0; i < NB; i++)
     off += (size_t)snprintf(buf + off, size - off, " %s=%llu",
                             benches[i].name,
-                            (unsigned long long)iters(i, eng));
+                            (unsigned long long)(i == only ? iters(i, eng)
+                                                           : 0));
 }
 
 /* Parse "bench <name> <n> <cycles> <checksum>" lines; true if "done" was
@@ -197,7 +206,7 @@ static void check(int err, const char *what) {
     fail("library: %s: %s", what, vmm_strerror(err));
 }
 
-static void run_lib(int eng, const void *img, size_t size,
+static void run_lib(int eng, size_t only, const void *img, size_t size,
                     struct result res[NB]) {
   struct vmm_vm_config cfg;
   vmm_vm_config_init(&cfg);
@@ -222,7 +231,7 @@ static void run_lib(int eng, const void *img, size_t size,
   check(vmm_exit_port_create(vm, &xc, NULL), "exit port");
   check(vmm_io_register(vm, VMM_IO_PORT, 0x80, 1, port80, NULL), "port 0x80");
   char cmdline[512];
-  cmdline_for(eng, cmdline, sizeof(cmdline));
+  cmdline_for(eng, only, cmdline, sizeof(cmdline));
   struct vmm_loader_options opt;
   vmm_loader_options_init(&opt);
   opt.cmdline = cmdline;
@@ -258,9 +267,9 @@ static void run_lib(int eng, const void *img, size_t size,
 
 /* ---- QEMU TCG ---------------------------------------------------------- */
 
-static bool run_tcg(struct result res[NB]) {
+static void run_tcg(size_t only, struct result res[NB]) {
   char cmdline[512], cmd[1024];
-  cmdline_for(ENG_TCG, cmdline, sizeof(cmdline));
+  cmdline_for(ENG_TCG, only, cmdline, sizeof(cmdline));
   snprintf(cmd, sizeof(cmd),
            "qemu-system-x86_64 -accel tcg -m %llu -nodefaults -display none "
            "-no-reboot -serial stdio "
@@ -269,7 +278,7 @@ static bool run_tcg(struct result res[NB]) {
            (unsigned long long)(GUEST_MEM >> 20), BENCH_KERNEL, cmdline);
   FILE *p = popen(cmd, "r");
   if (p == NULL)
-    return false;
+    fail("TCG: cannot run %s%s", "qemu-system-x86_64", "");
   static char out[16384];
   size_t len = fread(out, 1, sizeof(out) - 1, p);
   out[len] = 0;
@@ -280,40 +289,36 @@ static bool run_tcg(struct result res[NB]) {
     fprintf(stderr, "%s", out);
     fail("TCG: %s failed%s", "qemu-system-x86_64", "");
   }
-  return true;
 }
 
 /* ---- native ------------------------------------------------------------ */
 
 static void nop_fn(void) { __asm__ volatile(""); }
 
-static void run_native(struct result res[NB]) {
-  for (size_t i = 0; i < NB; i++) {
-    uint64_t n = iters(i, ENG_NATIVE);
-    if (!benches[i].native || n == 0)
-      continue;
-    /* Fresh memory each time, as a fresh guest has. */
-    void *buf = mmap(NULL, n * 4 + 4096, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (buf == MAP_FAILED)
-      fail("%s%s", "mmap failed", "");
-    uint64_t c = 0, t = __rdtsc();
-    if (!strcmp(benches[i].name, "loop")) {
-      c = wl_loop(n);
-    } else if (!strcmp(benches[i].name, "sieve")) {
-      c = wl_sieve(buf, n);
-    } else if (!strcmp(benches[i].name, "sha")) {
-      c = wl_sha256(buf, n);
-    } else if (!strcmp(benches[i].name, "sort")) {
-      c = wl_sort(buf, n);
-    } else {
-      void (*volatile fn)(void) = nop_fn;
-      for (uint64_t k = 0; k < n; k++)
-        fn();
-    }
-    res[i] = (struct result){true, n, __rdtsc() - t, c};
-    munmap(buf, n * 4 + 4096);
+/* Benchmark i natively (it has a native counterpart). */
+static void run_native(size_t i, struct result res[NB]) {
+  uint64_t n = iters(i, ENG_NATIVE);
+  /* Fresh memory each time, as a fresh guest has. */
+  void *buf = mmap(NULL, n * 4 + 4096, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (buf == MAP_FAILED)
+    fail("%s%s", "mmap failed", "");
+  uint64_t c = 0, t = __rdtsc();
+  if (!strcmp(benches[i].name, "loop")) {
+    c = wl_loop(n);
+  } else if (!strcmp(benches[i].name, "sieve")) {
+    c = wl_sieve(buf, n);
+  } else if (!strcmp(benches[i].name, "sha")) {
+    c = wl_sha256(buf, n);
+  } else if (!strcmp(benches[i].name, "sort")) {
+    c = wl_sort(buf, n);
+  } else {
+    void (*volatile fn)(void) = nop_fn;
+    for (uint64_t k = 0; k < n; k++)
+      fn();
   }
+  res[i] = (struct result){true, n, __rdtsc() - t, c};
+  munmap(buf, n * 4 + 4096);
 }
 
 /* ---- the table ---------------------------------------------------------- */
@@ -393,20 +398,23 @@ int main(int argc, char **argv) {
 
   static double ns[NENG][NB][MAX_REPS];
   static uint64_t sums[NENG][NB];
+  static const int order[NENG] = {ENG_NATIVE, ENG_BT, ENG_TCG, ENG_KVM};
   for (int r = 0; r < reps; r++) {
-    for (int eng = 0; eng < NENG; eng++) {
-      if (!have[eng])
+    for (size_t i = 0; i < NB; i++) {
+      if (skipped[i])
         continue;
-      struct result res[NB] = {0};
-      if (eng == ENG_NATIVE)
-        run_native(res);
-      else if (eng == ENG_TCG)
-        run_tcg(res);
-      else
-        run_lib(eng, img, size, res);
-      for (size_t i = 0; i < NB; i++) {
-        if ((eng == ENG_NATIVE && !benches[i].native) || iters(i, eng) == 0)
+      for (int k = 0; k < NENG; k++) {
+        int eng = order[r % 2 ? NENG - 1 - k : k];
+        if (!have[eng] || (eng == ENG_NATIVE && !benches[i].native) ||
+            iters(i, eng) == 0)
           continue;
+        struct result res[NB] = {0};
+        if (eng == ENG_NATIVE)
+          run_native(i, res);
+        else if (eng == ENG_TCG)
+          run_tcg(i, res);
+        else
+          run_lib(eng, i, img, size, res);
         if (!res[i].have || res[i].n != iters(i, eng))
           fail("%s: no result for %s", eng_name[eng], benches[i].name);
         ns[eng][i][r] = (double)res[i].cycles / tsc_ghz / (double)res[i].n;
@@ -429,8 +437,10 @@ int main(int argc, char **argv) {
         fail("checksum of %s differs on %s", benches[i].name, eng_name[eng]);
     }
 
-  printf("bt_compare: TSC %.3f GHz, median of %d run%s, ns per op\n", tsc_ghz,
-         reps, reps > 1 ? "s" : "");
+  printf("bt_compare: TSC %.3f GHz, ns per op: median of %d round%s; "
+         "ratios: median of\n  the rounds' ratios (each benchmark run back to "
+         "back on every engine)\n",
+         tsc_ghz, reps, reps > 1 ? "s" : "");
   printf("%-8s %-5s %10s %10s %10s %10s %8s %8s %8s  %s\n", "bench", "unit",
          "native", "BT", "KVM", "TCG", "BT/TCG", "BT/nat", "BT/KVM",
          "target");
@@ -439,12 +449,23 @@ int main(int argc, char **argv) {
     if (skipped[i])
       continue;
     const struct bench *b = &benches[i];
+    bool ran[NENG];
+    for (int eng = 0; eng < NENG; eng++)
+      ran[eng] = have[eng] && (eng != ENG_NATIVE || b->native) &&
+                 iters(i, eng) != 0;
+    /* BT against each reference: the median of the rounds' ratios (taken
+       before median() sorts the figures). */
+    const int ref[3] = {ENG_TCG, ENG_NATIVE, ENG_KVM};
+    double rt[3];
+    for (int k = 0; k < 3; k++) {
+      double v[MAX_REPS];
+      for (int r = 0; r < reps; r++)
+        v[r] = ns[ENG_BT][i][r] / ns[ref[k]][i][r];
+      rt[k] = ran[ref[k]] ? median(v, reps) : -1;
+    }
     double m[NENG];
     for (int eng = 0; eng < NENG; eng++)
-      m[eng] = have[eng] && (eng != ENG_NATIVE || b->native) &&
-                       iters(i, eng) != 0
-                   ? median(ns[eng][i], reps)
-                   : -1;
+      m[eng] = ran[eng] ? median(ns[eng][i], reps) : -1;
     char col[NENG][16], rat[3][16];
     for (int eng = 0; eng < NENG; eng++) {
       if (m[eng] < 0)
@@ -453,24 +474,23 @@ int main(int argc, char **argv) {
         snprintf(col[eng], sizeof(col[eng]), "%.2f%s", m[eng],
                  eng == ENG_KVM && b->kvm_cpl0 ? "*" : "");
     }
-    const int ref[3] = {ENG_TCG, ENG_NATIVE, ENG_KVM};
     for (int k = 0; k < 3; k++) {
-      if (m[ref[k]] < 0)
+      if (rt[k] < 0)
         snprintf(rat[k], sizeof(rat[k]), "-");
       else
-        snprintf(rat[k], sizeof(rat[k]), "%.3f", m[ENG_BT] / m[ref[k]]);
+        snprintf(rat[k], sizeof(rat[k]), "%.3f", rt[k]);
     }
     char tgt[64] = "";
     bool met = true;
     switch (b->target) {
     case T_LOOP:
     case T_COMPUTE:
-      if (m[ENG_TCG] >= 0) {
-        met = m[ENG_BT] * 3 <= m[ENG_TCG];
+      if (rt[0] >= 0) {
+        met = rt[0] * 3 <= 1;
         snprintf(tgt, sizeof(tgt), "BT/TCG<=0.333 %s", met ? "met" : "MISSED");
       }
-      if (b->target == T_LOOP && m[ENG_NATIVE] >= 0) {
-        bool ok = m[ENG_BT] <= 2 * m[ENG_NATIVE];
+      if (b->target == T_LOOP && rt[1] >= 0) {
+        bool ok = rt[1] <= 2;
         size_t l = strlen(tgt);
         snprintf(tgt + l, sizeof(tgt) - l, ", BT/nat<=2 %s",
                  ok ? "met" : "MISSED");
@@ -478,8 +498,8 @@ int main(int argc, char **argv) {
       }
       break;
     case T_NANO:
-      if (m[ENG_TCG] >= 0) {
-        met = m[ENG_BT] < m[ENG_TCG];
+      if (rt[0] >= 0) {
+        met = rt[0] < 1;
         snprintf(tgt, sizeof(tgt), "BT/TCG<1 %s", met ? "met" : "MISSED");
       }
       break;
