@@ -350,6 +350,8 @@ static int parse_spec(struct spec *sp, const char *asm_path, const char *bin_pat
         sp->host_limit_exit = VMM_EXIT_SHUTDOWN;
       else if (!strncmp(val, "internal", 8))
         sp->host_limit_exit = VMM_EXIT_INTERNAL_ERROR;
+      else if (!strncmp(val, "hlt", 3))
+        sp->host_limit_exit = VMM_EXIT_HLT;
       else
         return -1;
       parse_string(val, sp->host_limit_why, sizeof(sp->host_limit_why) - 1);

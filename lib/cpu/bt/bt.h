@@ -184,6 +184,7 @@ struct bt_link {
   struct bt_link *next_in; /* next link on listed->in */
   struct bt_frag *listed;  /* the fragment whose in-list holds it */
   uint64_t target_rip;     /* guest RIP of the successor */
+  uint32_t key;            /* its mode (the source's, but after syscall) */
   uint32_t patch;          /* TC offset of the rel32 field */
   uint32_t stub;           /* TC offset of the exit stub */
   uint32_t head; /* self loop: TC offset of its loop head (0: none); it is
@@ -511,6 +512,11 @@ struct bt_vcpu {
   pthread_mutex_t link_lock; /* links and jump cache vs kicks */
   _Atomic bool kicked;
   uint32_t jc_key;
+  /* Fragments translate syscall and sysret inline against these values of
+     STAR, LSTAR and FMASK (with EFER.SCE set): the dispatcher flushes the
+     translation cache when they change (bt_sys_check). */
+  bool sys_inline;
+  uint64_t sys_star, sys_lstar, sys_sfmask;
   uint64_t mem_gen;
   uint64_t wp_gen;
   bool tlb_flush_links; /* a TLB flush must unlink cross-page links */
@@ -680,6 +686,9 @@ unsigned bt_addr_bits(const struct bt_vcpu *b);
 
 /* interp.c */
 int bt_emulate(struct bt_vcpu *b, struct bt_desc *d);
+/* The flat segment SYSCALL, SYSRET, SYSENTER and SYSEXIT load. */
+void bt_flat_seg(struct vmm_segment *s, uint16_t sel, bool code, bool l,
+                 unsigned dpl);
 /* An in/out whose operands a BT_D_PIO descriptor holds (arg), at rip. */
 int bt_pio(struct bt_vcpu *b, uint32_t arg, uint64_t rip, uint64_t next);
 void bt_cpuid(struct bt_vcpu *b, uint32_t fn, uint32_t idx, uint32_t out[4]);

@@ -455,3 +455,45 @@ uint32_t e_jcc_patchable(struct emit *e, unsigned cc) {
   e_bytes(e, &z, 4);
   return at;
 }
+
+void e_pushfq(struct emit *e) {
+  static const uint8_t op = 0x9c;
+  e_bytes(e, &op, 1);
+}
+
+void e_popfq(struct emit *e) {
+  static const uint8_t op = 0x9d;
+  e_bytes(e, &op, 1);
+}
+
+void e_pop_r(struct emit *e, unsigned r) {
+  uint8_t b[2] = {0x41, (uint8_t)(0x58 | (r & 7))};
+  e_bytes(e, r >= 8 ? b : b + 1, r >= 8 ? 2 : 1);
+}
+
+void e_op_r_mem(struct emit *e, uint8_t op, bool w, unsigned r, unsigned base,
+                int32_t off) {
+  mem_insn(e, 0, w, r, &op, 1, (int)base, -1, 1, off, false);
+}
+
+void e_op_mem_i32(struct emit *e, uint8_t op, unsigned ext, bool w,
+                  unsigned base, int32_t off, uint32_t imm) {
+  mem_insn(e, 0, w, ext, &op, 1, (int)base, -1, 1, off, false);
+  e_bytes(e, &imm, 4);
+}
+
+void e_op_r_i32(struct emit *e, uint8_t op, unsigned ext, bool w, unsigned r,
+                uint32_t imm) {
+  rr_insn(e, 0, w, &op, 1, ext, r, false);
+  e_bytes(e, &imm, 4);
+}
+
+void e_op_r_r(struct emit *e, uint8_t op, bool w, unsigned reg, unsigned rm) {
+  rr_insn(e, 0, w, &op, 1, reg, rm, false);
+}
+
+void e_shift_i(struct emit *e, unsigned ext, unsigned r, uint8_t imm) {
+  static const uint8_t op = 0xc1;
+  rr_insn(e, 0, true, &op, 1, ext, r, false);
+  e_bytes(e, &imm, 1);
+}

@@ -109,4 +109,23 @@ uint32_t e_jcc_patchable(struct emit *e, unsigned cc);
 void e_jcc(struct emit *e, unsigned cc, int label);
 void e_set_rel32(uint8_t *field, uint64_t field_addr, uint64_t target);
 
+/* Forms that write flags, for code that saved the guest's (syscall and
+   sysret, translate.c). base is any register (R_SP: a context field). */
+void e_pushfq(struct emit *e);
+void e_popfq(struct emit *e);
+void e_pop_r(struct emit *e, unsigned r); /* pop r64 */
+/* op r, [base + off]: op 0x0b or, 0x23 and, 0x3b cmp; op [base + off], r:
+   0x09 or. 64-bit with w. */
+void e_op_r_mem(struct emit *e, uint8_t op, bool w, unsigned r, unsigned base,
+                int32_t off);
+/* op [base + off], imm32 and op r, imm32: op 0x81 with ext 1 (or), 4 (and),
+   7 (cmp), or op 0xf7 with ext 0 (test). 64-bit with w (sign-extended). */
+void e_op_mem_i32(struct emit *e, uint8_t op, unsigned ext, bool w,
+                  unsigned base, int32_t off, uint32_t imm);
+void e_op_r_i32(struct emit *e, uint8_t op, unsigned ext, bool w, unsigned r,
+                uint32_t imm);
+void e_op_r_r(struct emit *e, uint8_t op, bool w, unsigned reg, unsigned rm);
+/* shl (ext 4), shr (5), sar (7) r64, imm8. */
+void e_shift_i(struct emit *e, unsigned ext, unsigned r, uint8_t imm);
+
 #endif

@@ -1150,6 +1150,14 @@ static void want_single(struct bt_vcpu *b, bool on) {
   }
 }
 
+/* Whether translations of syscall and sysret hold MSR values (or assume an
+   EFER.SCE) that are no longer the vCPU's. */
+static bool sys_stale(const struct bt_vcpu *b) {
+  return b->sys_inline &&
+         (b->star != b->sys_star || b->lstar != b->sys_lstar ||
+          b->sfmask != b->sys_sfmask || !(b->efer & X86_EFER_SCE));
+}
+
 static int dispatch(struct bt_vcpu *b, bool one) {
   struct bt_link *pending = NULL;
   bool stepping = b->dbg_on && (b->dbg.flags & VMM_DEBUG_SINGLESTEP);
@@ -1164,6 +1172,11 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       b->mem_gen = gen;
       bt_tc_flush(b);
       bt_tlb_flush(b);
+      pending = NULL;
+    }
+    if (sys_stale(b)) {
+      b->sys_inline = false;
+      bt_tc_flush(b);
       pending = NULL;
     }
     if (one && stepped)
@@ -1251,7 +1264,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       }
       /* The link leads to its own target only: an event delivered since
          the exit (an interrupt, an exception) moved RIP to a handler. */
-      if (pending != NULL && pending->from->key == f->key &&
+      if (pending != NULL && pending->key == f->key &&
           pending->target_rip == f->rip &&
           pending->from->cs_base == f->cs_base)
         bt_link_patch(b, pending, f);

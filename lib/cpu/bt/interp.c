@@ -1409,7 +1409,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
 /* ------------------------------------------------------------------------ */
 /* System calls                                                             */
 
-static void flat_seg(struct vmm_segment *s, uint16_t sel, bool code, bool l,
+void bt_flat_seg(struct vmm_segment *s, uint16_t sel, bool code, bool l,
                      unsigned dpl) {
   /* Field by field: gcc zeroed the struct first with rep stos, whose
      start-up was a fifth of a sysret's emulation. */
@@ -1439,14 +1439,14 @@ static int do_syscall(struct bt_vcpu *b, struct insn *in) {
     b->ctx.gpr[R_11] = fl & ~X86_RFLAGS_RF;
     b->ctx.rip = code64(b) ? b->lstar : b->cstar;
     bt_set_rflags(b, fl & ~(b->sfmask | X86_RFLAGS_RF));
-    flat_seg(&b->seg[S_CS], sel & ~3u, true, true, 0);
+    bt_flat_seg(&b->seg[S_CS], sel & ~3u, true, true, 0);
   } else {
     b->ctx.gpr[R_CX] = (uint32_t)in->next;
     b->ctx.rip = (uint32_t)b->star;
     bt_set_rflags(b, fl & ~(X86_RFLAGS_VM | X86_RFLAGS_IF | X86_RFLAGS_RF));
-    flat_seg(&b->seg[S_CS], sel & ~3u, true, false, 0);
+    bt_flat_seg(&b->seg[S_CS], sel & ~3u, true, false, 0);
   }
-  flat_seg(&b->seg[S_SS], (uint16_t)((sel + 8) & ~3u), false, false, 0);
+  bt_flat_seg(&b->seg[S_SS], (uint16_t)((sel + 8) & ~3u), false, false, 0);
   b->cpl = 0;
   bt_update_mode(b);
   return BT_OK;
@@ -1464,20 +1464,20 @@ static int do_sysret(struct bt_vcpu *b, struct insn *in) {
     if (to64 && !canonical(b->ctx.gpr[R_CX]))
       return bt_raise(b, X86_EXC_GP, true, 0);
     if (to64) {
-      flat_seg(&b->seg[S_CS], (uint16_t)((sel + 16) | 3), true, true, 3);
+      bt_flat_seg(&b->seg[S_CS], (uint16_t)((sel + 16) | 3), true, true, 3);
       b->ctx.rip = b->ctx.gpr[R_CX];
     } else {
-      flat_seg(&b->seg[S_CS], (uint16_t)(sel | 3), true, false, 3);
+      bt_flat_seg(&b->seg[S_CS], (uint16_t)(sel | 3), true, false, 3);
       b->ctx.rip = (uint32_t)b->ctx.gpr[R_CX];
     }
     bt_set_rflags(b, (b->ctx.gpr[R_11] & 0x3c7fd7) | X86_RFLAGS_FIXED);
   } else {
-    flat_seg(&b->seg[S_CS], (uint16_t)(sel | 3), true, false, 3);
+    bt_flat_seg(&b->seg[S_CS], (uint16_t)(sel | 3), true, false, 3);
     b->ctx.rip = (uint32_t)b->ctx.gpr[R_CX];
     b->vflags |= X86_RFLAGS_IF;
   }
   /* SS gets the selector; its cached attributes are fixed. */
-  flat_seg(&b->seg[S_SS], (uint16_t)((sel + 8) | 3), false, false, 3);
+  bt_flat_seg(&b->seg[S_SS], (uint16_t)((sel + 8) | 3), false, false, 3);
   b->cpl = 3;
   bt_update_mode(b);
   return BT_OK;
@@ -1490,8 +1490,8 @@ static int do_sysenter(struct bt_vcpu *b, struct insn *in) {
   bool lm = b->efer & X86_EFER_LMA;
   uint16_t sel = (uint16_t)(b->sysenter_cs & ~3ull);
   b->vflags &= ~(X86_RFLAGS_VM | X86_RFLAGS_IF | X86_RFLAGS_RF);
-  flat_seg(&b->seg[S_CS], sel, true, lm, 0);
-  flat_seg(&b->seg[S_SS], (uint16_t)(sel + 8), false, false, 0);
+  bt_flat_seg(&b->seg[S_CS], sel, true, lm, 0);
+  bt_flat_seg(&b->seg[S_SS], (uint16_t)(sel + 8), false, false, 0);
   b->cpl = 0;
   b->ctx.rip = lm ? b->sysenter_eip : (uint32_t)b->sysenter_eip;
   b->ctx.gpr[R_SP] = lm ? b->sysenter_esp : (uint32_t)b->sysenter_esp;
@@ -1505,13 +1505,13 @@ static int do_sysexit(struct bt_vcpu *b, struct insn *in) {
   bool to64 = in->di->operand_width == 64;
   uint16_t base = (uint16_t)(b->sysenter_cs & ~3ull);
   if (to64) {
-    flat_seg(&b->seg[S_CS], (uint16_t)((base + 32) | 3), true, true, 3);
-    flat_seg(&b->seg[S_SS], (uint16_t)((base + 40) | 3), false, false, 3);
+    bt_flat_seg(&b->seg[S_CS], (uint16_t)((base + 32) | 3), true, true, 3);
+    bt_flat_seg(&b->seg[S_SS], (uint16_t)((base + 40) | 3), false, false, 3);
     b->ctx.rip = b->ctx.gpr[R_DX];
     b->ctx.gpr[R_SP] = b->ctx.gpr[R_CX];
   } else {
-    flat_seg(&b->seg[S_CS], (uint16_t)((base + 16) | 3), true, false, 3);
-    flat_seg(&b->seg[S_SS], (uint16_t)((base + 24) | 3), false, false, 3);
+    bt_flat_seg(&b->seg[S_CS], (uint16_t)((base + 16) | 3), true, false, 3);
+    bt_flat_seg(&b->seg[S_SS], (uint16_t)((base + 24) | 3), false, false, 3);
     b->ctx.rip = (uint32_t)b->ctx.gpr[R_DX];
     b->ctx.gpr[R_SP] = (uint32_t)b->ctx.gpr[R_CX];
   }

@@ -976,6 +976,11 @@ static bool canonical(uint64_t v) {
 }
 
 int bt_wrmsr(struct bt_vcpu *b, uint32_t idx, uint64_t v) {
+  /* Inline syscall and sysret hold these (bt_vcpu.sys_inline): back to the
+     dispatcher, which drops them if they changed. */
+  if (b->sys_inline && (idx == X86_MSR_STAR || idx == X86_MSR_LSTAR ||
+                        idx == X86_MSR_FMASK || idx == X86_MSR_EFER))
+    atomic_store(&b->inval_pending, true);
   switch (idx) {
   case X86_MSR_TSC: b->tsc_offset += v - bt_tsc(b); return 0;
   case X86_MSR_APIC_BASE: b->apic_base = v; return 0;

@@ -32,6 +32,8 @@ enum xclass {
   X_RET,
   X_EMUL,     /* C, then continue */
   X_EMUL_END, /* C, then leave the fragment */
+  X_SYSCALL,  /* 64-bit syscall from CPL 3, inline (emit_syscall) */
+  X_SYSRET,   /* 64-bit sysretq from CPL 0, inline (emit_sysret) */
   X_UD,
   X_NM,
 };
@@ -72,6 +74,7 @@ struct tx {
     uint32_t patch;
     int stub;
     uint64_t target;
+    uint32_t key; /* the target's mode */
     uint16_t restore, kset;
     int head;
     bool warm;
@@ -545,6 +548,33 @@ static bool uses_mxcsr(const struct xi *x) {
          ext == ZYDIS_ISA_EXT_SSE3 || ext == ZYDIS_ISA_EXT_SSE4;
 }
 
+/*
+ * syscall and sysretq between 64-bit user code and a 64-bit kernel are
+ * translated inline (emit_syscall, emit_sysret): in fragments that count
+ * nothing, step nothing and check no alignment, while nothing debugs the
+ * vCPU, with EFER.SCE set. They hold STAR, LSTAR and FMASK as constants;
+ * the dispatcher drops every translation when those change (sys_stale in
+ * engine.c), so all of a vCPU's inline ones hold the same values.
+ */
+static bool sys_inline(const struct tx *t, const struct xi *x) {
+  const struct bt_vcpu *b = t->b;
+  uint32_t k = b->key;
+  bool ret = x->di.mnemonic == ZYDIS_MNEMONIC_SYSRET;
+  if (x->di.mnemonic != ZYDIS_MNEMONIC_SYSCALL && !ret)
+    return false;
+  if ((k & BT_K_CODE_MASK) != BT_K_CODE64 || !(k & BT_K_LMA) ||
+      (k & (BT_K_COUNT | BT_K_SINGLE | BT_K_AC)) || b->dbg_on ||
+      !(b->efer & X86_EFER_SCE))
+    return false;
+  if ((k & BT_K_CPL_MASK) != (ret ? 0 : BT_K_CPL_MASK))
+    return false;
+  if (ret && x->di.operand_width != 64)
+    return false;
+  return !b->sys_inline || (b->star == b->sys_star &&
+                            b->lstar == b->sys_lstar &&
+                            b->sfmask == b->sys_sfmask);
+}
+
 static enum xclass classify(struct tx *t, struct xi *x) {
   const ZydisDecodedInstruction *di = &x->di;
   struct bt_vcpu *b = t->b;
@@ -579,6 +609,8 @@ static enum xclass classify(struct tx *t, struct xi *x) {
     if (sse && !(b->key & BT_K_OSFXSR))
       return X_UD;
   }
+  if (sys_inline(t, x))
+    return di->mnemonic == ZYDIS_MNEMONIC_SYSCALL ? X_SYSCALL : X_SYSRET;
   int s = special(x);
   if (s >= 0)
     return (enum xclass)s;
@@ -1655,6 +1687,7 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].kset = 0;
   t->lk[t->nlk].head = -1;
   t->lk[t->nlk].warm = false;
+  t->lk[t->nlk].key = t->b->key;
   t->nlk++;
 }
 
@@ -1725,10 +1758,138 @@ static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
 /* ------------------------------------------------------------------------ */
 /* Decoding a TU                                                            */
 
+/* ------------------------------------------------------------------------ */
+/* syscall and sysret (see sys_inline)                                      */
+
+#define VOFF(f) ((int32_t)offsetof(struct bt_vcpu, f))
+#define CC_NE 5u
+
+/* Store the mode a syscall or sysret enters: privilege, key, TLB set and
+   the flat CS and SS they load (as bt_update_mode would leave them: in
+   64-bit code nothing else it derives changes). */
+static void store_mode(struct tx *t, unsigned cpl, uint32_t key,
+                       uint16_t cs_sel, uint16_t ss_sel) {
+  struct emit *e = &t->e;
+  struct vmm_segment s[2];
+  memset(s, 0, sizeof(s));
+  bt_flat_seg(&s[0], cs_sel, true, true, cpl);
+  bt_flat_seg(&s[1], ss_sel, false, false, cpl);
+  _Static_assert(sizeof(s[0]) % 4 == 0, "segments store as dwords");
+  const int32_t off[2] = {VOFF(seg[S_CS]), VOFF(seg[S_SS])};
+  for (unsigned k = 0; k < 2; k++)
+    for (unsigned w = 0; w < sizeof(s[k]); w += 4) {
+      uint32_t v;
+      memcpy(&v, (const uint8_t *)&s[k] + w, 4);
+      e_mov_ctx_i32(e, off[k] + (int32_t)w, v);
+    }
+  e_mov_ctx_i32(e, VOFF(cpl), cpl);
+  e_mov_ctx_i32(e, VOFF(key), key);
+  e_mov_ctx_i32(e, VOFF(tlb_set), cpl == 3);
+}
+
+static void sys_record(struct bt_vcpu *b) {
+  b->sys_inline = true;
+  b->sys_star = b->star;
+  b->sys_lstar = b->lstar;
+  b->sys_sfmask = b->sfmask;
+}
+
+/*
+ * syscall: RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~FMASK, CPL 0 with
+ * STAR's flat CS and SS, on to LSTAR through a link to the kernel mode's
+ * fragment. Nothing can fault. The host flags word (the guest's arithmetic
+ * flags and DF) is read with pushfq and left at [R - 8] (in the red zone,
+ * which signal delivery skips) for popfq to load it back masked.
+ */
+static void emit_syscall(struct tx *t, unsigned i) {
+  struct emit *e = &t->e;
+  struct bt_vcpu *b = t->b;
+  uint32_t mask = (uint32_t)b->sfmask;
+  uint16_t sel = (uint16_t)(b->star >> 32);
+  uint32_t k0 = b->key & ~BT_K_CPL_MASK;
+  sys_record(b);
+  give_back(t, 0xffff);
+  e_pushfq(e);
+  e_pop_r(e, R_11);
+  e_op_r_i32(e, 0x81, 4, false, R_11, BT_HOST_FLAGS);
+  e_op_r_mem(e, 0x0b, true, R_11, R_SP, VOFF(vflags));
+  e_op_r_i32(e, 0x81, 1, false, R_11, X86_RFLAGS_FIXED);
+  e_op_mem_i32(e, 0x81, 4, true, R_SP, VOFF(vflags), ~mask);
+  e_op_mem_i32(e, 0x81, 4, true, R_SP, -8, ~(mask & BT_HOST_FLAGS));
+  e_lea(e, 64, R_SP, R_SP, -1, 1, -8);
+  e_popfq(e);
+  e_mov_r_i(e, R_CX, t->x[i].next);
+  store_mode(t, 0, k0, sel & ~3u, (uint16_t)((sel + 8) & ~3u));
+  exit_link(t, false, 0, b->lstar);
+  if (t->nlk > 0)
+    t->lk[t->nlk - 1].key = k0;
+}
+
+/*
+ * sysretq: RIP = RCX, RFLAGS = R11 (less RF and VM), CPL 3 with STAR's
+ * flat CS and SS, on through the jump cache to the user mode's fragment.
+ * C does it instead (the callout after the body, with the flags and RAX
+ * as they were) where it raises #GP (RCX not canonical), where the user
+ * mode would be another (R11 sets TF or AC), and where setting IF would
+ * open the window to a pending interrupt. The flags are free to clobber
+ * on the fast path, which loads all of them from R11.
+ */
+static void emit_sysret(struct tx *t, unsigned i) {
+  struct emit *e = &t->e;
+  struct bt_vcpu *b = t->b;
+  uint16_t sel = (uint16_t)(b->star >> 48);
+  uint32_t k3 = b->key | BT_K_CPL_MASK;
+  sys_record(b);
+  give_back(t, 0xffff);
+  int slow = e_label(e);
+  e_pushfq(e);
+  e_lea(e, 64, R_SP, R_SP, -1, 1, 8);
+  borrow(t, R_AX);
+  e_mov_r_ctx(e, R_AX, VOFF(vcpu));
+  e_op_mem_i32(e, 0x81, 7, false, R_AX, (int32_t)offsetof(vmm_vcpu, pending_irq),
+               0);
+  e_jcc(e, CC_NE, slow);
+  e_op_mem_i32(e, 0xf7, 0, false, R_AX, (int32_t)offsetof(vmm_vcpu, irq_bits),
+               VMM__IRQ_LAPIC | VMM__IRQ_EXTINT);
+  e_jcc(e, CC_NE, slow);
+  e_op_r_i32(e, 0xf7, 0, false, R_11, X86_RFLAGS_TF | X86_RFLAGS_AC);
+  e_jcc(e, CC_NE, slow);
+  e_mov_r_r(e, R_AX, R_CX, 64);
+  e_shift_i(e, 4, R_AX, 16);
+  e_shift_i(e, 7, R_AX, 16);
+  e_op_r_r(e, 0x39, true, R_CX, R_AX);
+  e_jcc(e, CC_NE, slow);
+  /* Committed: the virtual flags, then the host's into the saved word. */
+  const uint32_t kept = 0x3c7fd7; /* RFLAGS bits sysret takes from R11 */
+  e_mov_r_r(e, R_AX, R_11, 32);
+  e_op_r_i32(e, 0x81, 4, false, R_AX,
+             kept & ~(uint32_t)(BT_HOST_FLAGS | X86_RFLAGS_FIXED));
+  e_mov_ctx_r(e, VOFF(vflags), R_AX);
+  e_mov_r_r(e, R_AX, R_11, 32);
+  e_op_r_i32(e, 0x81, 4, false, R_AX, BT_HOST_FLAGS);
+  e_op_mem_i32(e, 0x81, 4, true, R_SP, -8, ~(uint32_t)BT_HOST_FLAGS);
+  e_op_r_mem(e, 0x09, true, R_AX, R_SP, -8);
+  store_mode(t, 3, k3, (uint16_t)((sel + 16) | 3), (uint16_t)((sel + 8) | 3));
+  e_lea(e, 64, R_SP, R_SP, -1, 1, -8);
+  e_popfq(e);
+  e_mov_r_r(e, R_AX, R_CX, 64);
+  borrow(t, R_DX);
+  borrow(t, R_CX);
+  t->park = -1;
+  emit_indirect(t, R_AX, R_DX, k3);
+  /* The slow path: RAX and the flags word back, the instruction in C. */
+  e_bind(e, slow);
+  e_mov_r_ctx(e, R_AX, SLOT(R_AX));
+  e_lea(e, 64, R_SP, R_SP, -1, 1, -8);
+  e_popfq(e);
+  t->borrowed = 0;
+  emit_emul(t, i, true);
+}
+
 static bool ends_tu(enum xclass c) {
   return c == X_JMP || c == X_JCC || c == X_JMPI || c == X_CALL ||
-         c == X_CALLI || c == X_RET || c == X_EMUL_END || c == X_UD ||
-         c == X_NM;
+         c == X_CALLI || c == X_RET || c == X_EMUL_END || c == X_SYSCALL ||
+         c == X_SYSRET || c == X_UD || c == X_NM;
 }
 
 /* The RIP after an instruction of len bytes at rip (wrapping as IP or EIP
@@ -2427,6 +2588,14 @@ static void emit_body(struct tx *t, unsigned fi) {
       emit_emul(t, i, true);
       open_end = false;
       break;
+    case X_SYSCALL:
+      emit_syscall(t, i);
+      open_end = false;
+      break;
+    case X_SYSRET:
+      emit_sysret(t, i);
+      open_end = false;
+      break;
     case X_UD:
       emit_raise(t, i, X86_EXC_UD);
       open_end = false;
@@ -2465,6 +2634,7 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     e_jmp_ctx(e, BT_OFF_EXIT_LINK);
     l->from = t->f;
     l->target_rip = t->lk[k].target;
+    l->key = t->lk[k].key;
     uint64_t tpc = lin_of(t, l->target_rip);
     l->backward = tpc <= pc;
     l->cross_page = (tpc >> 12) != (pc >> 12);
