@@ -1820,8 +1820,10 @@ static void emit_syscall(struct tx *t, unsigned i) {
   e_popfq(e);
   e_mov_r_i(e, R_CX, t->x[i].next);
   store_mode(t, 0, k0, sel & ~3u, (uint16_t)((sel + 8) & ~3u));
-  exit_link(t, false, 0, b->lstar);
-  if (t->nlk > 0)
+  /* A plain link: the kernel's fragment is no part of a loop region of
+     this TU's (it may share its RIPs) nor has warm registers to expect. */
+  add_link(t, e_jmp_patchable(e), b->lstar);
+  if (!e->fail)
     t->lk[t->nlk - 1].key = k0;
 }
 
