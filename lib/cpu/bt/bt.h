@@ -502,6 +502,7 @@ struct bt_vcpu {
     uint8_t size;
     uint32_t count;
     uint64_t rip, next_rip;
+    uint8_t len; /* the instruction's */
     uint8_t *buf;
   } pio;
   uint32_t pio_arg; /* set by an emulated in/out: its BT_PIO_* form */

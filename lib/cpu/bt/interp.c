@@ -785,6 +785,7 @@ static int do_string(struct bt_vcpu *b, struct insn *in) {
     b->pio.count = (uint32_t)n;
     b->pio.rip = in->rip;
     b->pio.next_rip = in->next;
+    b->pio.len = in->di->length;
     return BT_EXIT;
   }
 
@@ -917,7 +918,10 @@ int bt_complete_pio(struct bt_vcpu *b) {
   ZydisDecodedInstruction di;
   ZydisDecodedOperand op[ZYDIS_MAX_OPERAND_COUNT];
   uint8_t bytes[15];
-  unsigned len = (unsigned)(b->pio.next_rip - b->pio.rip);
+  /* Not next_rip - rip: an instruction may wrap around the top of a
+     16- or 32-bit code segment (that difference took 4073 bytes into
+     these 15, found by fuzz_bt_code). */
+  unsigned len = b->pio.len;
   uint64_t pc = bt_cs_base(b) + b->pio.rip;
   if (bt_read(b, code64(b) ? pc : (uint32_t)pc, bytes, len, false) < 0 ||
       bt_decode(b, bytes, len, &di, op) < 0)
