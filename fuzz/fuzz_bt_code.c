@@ -8,7 +8,8 @@
  *
  * Input: byte 0 selects the mode and options (bits 5-6: the code forms,
  * vmm_vm_config.bt_flags; bit 7: no instruction limit, see FREE_MS),
- * bytes 1..16 seed registers,
+ * bytes 1..16 seed registers (and in long mode LSTAR and FMASK: syscall
+ * and sysretq enter and leave the kernel in the fuzzed bytes),
  * the rest is the code, placed at the entry point and also after it
  * (so jumps forward land in more fuzzed bytes).
  */
@@ -144,6 +145,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   r.rip = entry;
   r.rsp = mode == VMM_MODE_REAL ? 0x8000 : 0x80000;
   vmm_vcpu_set_regs(vcpu, &r);
+  if (mode == VMM_MODE_LONG64) {
+    /* syscall and sysretq work (translated inline on BT when no limit
+       counts): LSTAR into the fuzzed bytes, FMASK from the seed. */
+    struct vmm_msr m[4] = {
+        {.index = 0xc0000080, .value = 0xd01}, /* EFER: SCE, LME, LMA, NXE */
+        {.index = 0xc0000081, .value = 0x0023001000000000ull}, /* STAR */
+        {.index = 0xc0000082, .value = entry + (seed[0] >> 52) % len},
+        {.index = 0xc0000084, .value = (uint32_t)seed[0]}, /* FMASK */
+    };
+    if (vmm_vcpu_set_msrs(vcpu, m, 4) < 0)
+      abort();
+  }
   if (!free_run && vmm_vcpu_set_insn_limit(vcpu, LIMIT) < 0)
     abort();
   if (exc_exits)
