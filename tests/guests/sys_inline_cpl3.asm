@@ -8,15 +8,16 @@
 ; with eax = 20 the handler moves LSTAR to a second handler (counting in
 ; r14 instead of r10) and FMASK to one that leaves CF alone. Then the
 ; user asks (eax = -1) for EFER.SCE to be cleared, which the handler does
-; before it returns with iretq: the next syscall raises #UD, whose handler
-; records the vector and the faulting RIP and ends the run.
+; before it returns with iretq to the start of the same TU, translated
+; while SCE was set: its syscall now raises #UD, whose handler records the vector and the
+; faulting RIP and ends the run.
 ; mode: long64-cpl3
 ; kernel-stack: 0x70000
 ; idt: 0x11000 0x6f
 ; reg: rflags=0x202
 ; msr: 0xc0000080=0xd01 0xc0000081=0x0023001000000000 0xc0000082=0x10400 0xc0000084=0x40701
 ; expect: r9=0xf0f0 r10=21 r12=0xb49 r13=0xfb18 r14=19 r15=0
-; expect-mem: 0x30000 06 00 00 00 00 00 00 00 42 00 01 00 00 00 00 00
+; expect-mem: 0x30000 06 00 00 00 00 00 00 00 40 00 01 00 00 00 00 00
 ; kvm-host-limit: shutdown "this host's KVM (PVM) raises #GP on sysretq back to CPL 3 (the syscall entry works; raw-ioctl repro in tests/kvm_host_probe.c)"
 bits 64
 %define ORG 0x10000
@@ -47,10 +48,10 @@ user:
     jne bad_user
     dec r15d
     jnz .loop
+.last:                             ; a TU: translated while SCE is set
     mov eax, -1
-    syscall                        ; EFER.SCE off, back with iretq
 .ud:
-    syscall                        ; #UD
+    syscall                        ; EFER.SCE off; run again: #UD
 bad_user:
     mov al, 0xee
     out 0xe9, al
@@ -90,7 +91,6 @@ hsys2:                             ; LSTAR from the 20th call on
     xor r11, 0x41
     o64 sysret
 .off:
-    mov r8, rcx
     mov ecx, 0xc0000080
     rdmsr
     and eax, ~1
@@ -100,7 +100,7 @@ hsys2:                             ; LSTAR from the 20th call on
     push rsi
     push r11
     push 0x33
-    push r8
+    push user.last                 ; the same fragment again
     iretq
 
 ; RCX is the return RIP, CS and SS the kernel's.

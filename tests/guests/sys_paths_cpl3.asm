@@ -1,5 +1,6 @@
 ; The cases BT's inline sysretq leaves to C, and code that kernel and user
-; both run (the jump cache keeps both privileges' fragments side by side).
+; both run (the jump cache's tags name the privilege: one's entry never
+; serves the other).
 ; 1. An interrupt made pending while the kernel runs with IF clear (port
 ;    0xec) is taken as sysretq sets IF, before the user's next instruction
 ;    (three times: the later ones find the user's fragment in the jump

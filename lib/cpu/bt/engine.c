@@ -598,6 +598,10 @@ static int bt_set_sregs(vmm_vcpu *vcpu, const struct vmm_sregs *s) {
   b->cpl = (s->cr0 & X86_CR0_PE) ? s->cs.dpl : 0;
   bt_update_mode(b);
   tlb_and_links_flush(b);
+  /* EFER.SCE may have changed under inline syscalls: to the dispatcher
+     (sys_stale), even from a handler in a callout. */
+  if (b->sys_inline)
+    atomic_store(&b->inval_pending, true);
   return 0;
 }
 

@@ -136,6 +136,7 @@ void bt_tc_flush(struct bt_vcpu *b) {
   memset(tc->hash, 0, sizeof(tc->hash));
   memset(tc->phash, 0, sizeof(tc->phash));
   tc->flushes++;
+  b->sys_inline = false; /* no inline syscall or sysret left */
   bt_jc_flush(b);
   pthread_mutex_unlock(&b->link_lock);
 }

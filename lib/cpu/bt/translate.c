@@ -2639,7 +2639,10 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     l->key = t->lk[k].key;
     uint64_t tpc = lin_of(t, l->target_rip);
     l->backward = tpc <= pc;
-    l->cross_page = (tpc >> 12) != (pc >> 12);
+    /* A link into another privilege (syscall's) is unlinked with the
+       TLB like a cross-page one: that the source page may run at CPL 3
+       no longer implies the target may run at CPL 0 once SMEP is on. */
+    l->cross_page = (tpc >> 12) != (pc >> 12) || l->key != b->key;
     l->patch = (uint32_t)tc->used + t->lk[k].patch;
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
     l->warm = t->lk[k].warm;
