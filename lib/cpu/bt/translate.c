@@ -1756,9 +1756,6 @@ static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* Decoding a TU                                                            */
-
-/* ------------------------------------------------------------------------ */
 /* syscall and sysret (see sys_inline)                                      */
 
 #define VOFF(f) ((int32_t)offsetof(struct bt_vcpu, f))
@@ -1887,6 +1884,9 @@ static void emit_sysret(struct tx *t, unsigned i) {
   t->borrowed = 0;
   emit_emul(t, i, true);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Decoding a TU                                                            */
 
 static bool ends_tu(enum xclass c) {
   return c == X_JMP || c == X_JCC || c == X_JMPI || c == X_CALL ||
