@@ -1,6 +1,7 @@
 /*
  * Tests of include/libvmm/mem.h: slot management and its error paths,
- * caller-provided memory and memfds, copies across and between slots,
+ * caller-provided memory, memfds and anonymous huge-page slots, copies
+ * across and between slots,
  * gpa_to_hva bounds, read-only slots as the guest sees them, dirty logging
  * of guest and host writes, and slot removal while a vCPU runs.
  */
@@ -423,8 +424,9 @@ static void test_readonly_slot_mmio_handler(void **state) {
 #define DIRTY_GPA 0x400000ull
 #define DIRTY_PAGES 130 /* three bitmap words */
 
-static void test_dirty_log(void **state) {
-  (void)state;
+/* The dirty-log test on a slot with these extra flags (0, or
+   VMM_MEM_HUGEPAGES: the guest's writes reach anonymous memory too). */
+static void dirty_log_with(uint32_t extra) {
   /* mov byte [0x400000], 1; mov byte [0x403010], 1;
      mov byte [0x481fff], 1; mov al, [0x406000]; out 0xeb, al */
   static const uint8_t code[] = {
@@ -435,7 +437,7 @@ static void test_dirty_log(void **state) {
   vmmt_init(&t, VMM_MODE_LONG64, 3);
   uint32_t id, plain;
   assert_ok(vmm_mem_slot_add(t.vm, DIRTY_GPA, DIRTY_PAGES * PAGE, NULL,
-                             VMM_MEM_DIRTY_LOG, &id));
+                             VMM_MEM_DIRTY_LOG | extra, &id));
   vmmt_load(&t, VMMT_CODE, code, sizeof(code));
 
   uint64_t bm[3];
@@ -482,7 +484,101 @@ static void test_dirty_log(void **state) {
   assert_vmm(vmm_mem_dirty_log_get(t.vm, 50, bm, sizeof(bm)), VMM_ENOENT);
   assert_ok(vmm_mem_slot_add(t.vm, 0x800000, PAGE, NULL, 0, &plain));
   assert_vmm(vmm_mem_dirty_log_get(t.vm, plain, bm, sizeof(bm)), VMM_EINVAL);
+  /* The guest's bytes are in the slot's memory. */
+  uint8_t got[3] = {0};
+  assert_ok(vmm_mem_read(t.vm, DIRTY_GPA, &got[0], 1));
+  assert_ok(vmm_mem_read(t.vm, DIRTY_GPA + 0x3010, &got[1], 1));
+  assert_ok(vmm_mem_read(t.vm, DIRTY_GPA + 0x81fff, &got[2], 1));
+  assert_int_equal(got[0] + got[1] + got[2], 3);
   vmmt_fini(&t);
+}
+
+static void test_dirty_log(void **state) {
+  (void)state;
+  dirty_log_with(0);
+}
+
+static void test_dirty_log_hugepages(void **state) {
+  (void)state;
+  dirty_log_with(VMM_MEM_HUGEPAGES);
+}
+
+/* Whether the mapping holding addr has VmFlags flag in /proc/self/smaps. */
+static bool vma_flag(const void *addr, const char *flag) {
+  FILE *f = fopen("/proc/self/smaps", "re");
+  assert_non_null(f);
+  char line[512];
+  bool in = false, found = false;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    unsigned long lo, hi;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2) { /* a mapping's header */
+      in = (uintptr_t)addr >= lo && (uintptr_t)addr < hi;
+      continue;
+    }
+    if (in && !strncmp(line, "VmFlags:", 8)) {
+      char want[8];
+      snprintf(want, sizeof(want), " %s", flag);
+      for (char *p = line + 8; (p = strstr(p, want)) != NULL; p++)
+        if (p[strlen(want)] == ' ' || p[strlen(want)] == '\n')
+          found = true;
+      break;
+    }
+  }
+  fclose(f);
+  return found;
+}
+
+/* VMM_MEM_HUGEPAGES: anonymous memory advised for THP, no fd, zeroed,
+   discardable, mergeable; refused with caller memory. */
+static void test_slot_hugepages(void **state) {
+  (void)state;
+  vmm_vm *vm = vmmt_vm_create(1, 0);
+  const uint64_t size = 4ull << 20;
+  uint32_t id, plain;
+  assert_ok(vmm_mem_slot_add(vm, 0x400000, size, NULL, VMM_MEM_HUGEPAGES, &id));
+  assert_ok(vmm_mem_slot_add(vm, 0x1000000, PAGE, NULL, 0, &plain));
+  struct vmm_mem_slot_info info;
+  assert_ok(vmm_mem_slot_info(vm, id, &info));
+  assert_int_equal(info.fd, -1);
+  assert_int_equal(info.flags, VMM_MEM_HUGEPAGES);
+  assert_non_null(info.host);
+  assert_true(vma_flag(info.host, "hg"));
+  assert_ok(vmm_mem_slot_info(vm, plain, &info));
+  assert_true(info.fd >= 0);
+  assert_false(vma_flag(info.host, "hg"));
+
+  /* Zeroed; the host's writes land and a discard drops them. */
+  uint8_t buf[64], zero[64] = {0};
+  assert_ok(vmm_mem_read(vm, 0x400000 + size - 64, buf, 64));
+  assert_memory_equal(buf, zero, 64);
+  memset(buf, 0x3c, sizeof(buf));
+  assert_ok(vmm_mem_write(vm, 0x600000, buf, sizeof(buf)));
+  uint64_t resident = 0;
+  assert_ok(vmm_mem_slot_resident(vm, id, &resident));
+  assert_true(resident >= PAGE);
+  uint8_t back[64];
+  assert_ok(vmm_mem_read(vm, 0x600000, back, sizeof(back)));
+  assert_memory_equal(back, buf, sizeof(buf));
+  assert_ok(vmm_mem_discard(vm, 0x600000, 2ull << 20));
+  assert_ok(vmm_mem_read(vm, 0x600000, back, sizeof(back)));
+  assert_memory_equal(back, zero, sizeof(back));
+
+  /* KSM may merge it (a kernel without KSM refuses with ENOTSUP); never
+     the memfd slot. */
+  int rc = vmm_mem_slot_set_mergeable(vm, id, true);
+  assert_true(rc == 0 || rc == VMM_ENOTSUP);
+  assert_vmm(vmm_mem_slot_set_mergeable(vm, plain, true), VMM_ENOTSUP);
+
+  /* Caller memory is the caller's to advise. */
+  uint8_t *caller = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  assert_true(caller != MAP_FAILED);
+  assert_vmm(vmm_mem_slot_add(vm, 0x2000000, PAGE, caller, VMM_MEM_HUGEPAGES,
+                              NULL),
+             VMM_EINVAL);
+  assert_ok(vmm_mem_slot_remove(vm, id));
+  assert_ok(vmm_vm_destroy(vm));
+  munmap(caller, PAGE);
 }
 
 struct runner {
@@ -542,6 +638,8 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_readonly_slot),
       cmocka_unit_test(test_readonly_slot_mmio_handler),
       cmocka_unit_test(test_dirty_log),
+      cmocka_unit_test(test_dirty_log_hugepages),
+      cmocka_unit_test(test_slot_hugepages),
       cmocka_unit_test(test_remove_while_running),
   };
   return vmmt_run_group(tests);

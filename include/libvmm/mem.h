@@ -25,6 +25,17 @@ enum vmm_mem_flags {
   VMM_MEM_READONLY = 1u << 0,
   /** Track pages written by the guest, see vmm_mem_dirty_log_get(). */
   VMM_MEM_DIRTY_LOG = 1u << 1,
+  /**
+   * Library-allocated memory only: private anonymous memory that the kernel
+   * is asked to back with transparent huge pages (MADV_HUGEPAGE, as QEMU
+   * backs guest RAM), instead of a memfd. Where the host enables THP
+   * ("always" or "madvise" in /sys/kernel/mm/transparent_hugepage/enabled)
+   * first touches and host TLB misses cost less; shared memory (a memfd)
+   * gets huge pages only where shmem_enabled allows them. The slot has no
+   * fd (vmm_mem_slot_info() reports -1), so it cannot be mapped elsewhere,
+   * and KSM can merge it (vmm_mem_slot_set_mergeable()).
+   */
+  VMM_MEM_HUGEPAGES = 1u << 2,
 };
 
 /** Upper bound on the number of slots of one VM. */
@@ -41,10 +52,11 @@ enum vmm_mem_flags {
  * @param host   NULL to let the library allocate zeroed memory (memfd), or a
  *               page-aligned caller mapping of at least size bytes that
  *               stays valid until the slot is removed or the VM destroyed.
- * @param flags  enum vmm_mem_flags.
+ * @param flags  enum vmm_mem_flags (VMM_MEM_HUGEPAGES only with host NULL).
  * @param slot   receives the slot id (may be NULL).
  * @return 0; -VMM_EALIGN for unaligned gpa, size or host; -VMM_EINVAL for a
- *         zero size, an overflowing range or unknown flags; -VMM_EOVERLAP if
+ *         zero size, an overflowing range, unknown flags or
+ *         VMM_MEM_HUGEPAGES with caller memory; -VMM_EOVERLAP if
  *         the range overlaps an existing slot; -VMM_ENOSPC when the VM has
  *         VMM_MEM_MAX_SLOTS slots; system errors from memfd/mmap.
  * May be called while vCPUs run.
@@ -67,7 +79,8 @@ struct vmm_mem_slot_info {
   uint64_t size;
   /** Host mapping of the slot's first byte. */
   void *host;
-  /** memfd behind a library-allocated slot, -1 for caller memory. */
+  /** memfd behind a library-allocated slot, -1 for caller memory and for
+      VMM_MEM_HUGEPAGES slots. */
   int fd;
 };
 
@@ -153,7 +166,8 @@ VMM_EXTERN int vmm_mem_slot_resident(vmm_vm *vm, uint32_t slot,
  * Let the kernel merge identical pages of a slot with other mergeable
  * memory (KSM, MADV_MERGEABLE), or stop it. The kernel merges only private
  * anonymous memory, so this needs a slot created with caller memory from
- * mmap(MAP_PRIVATE | MAP_ANONYMOUS); merging then happens while KSM runs
+ * mmap(MAP_PRIVATE | MAP_ANONYMOUS) or with VMM_MEM_HUGEPAGES; merging
+ * then happens while KSM runs
  * (/sys/kernel/mm/ksm/run, a system setting the library does not change).
  * @return 0; -VMM_ENOENT; -VMM_ENOTSUP for a library (memfd) slot, for
  *         shared caller memory the kernel did not mark, or a kernel

@@ -117,6 +117,17 @@ static bool page_aligned(uint64_t v) {
 }
 
 static int alloc_backing(struct vmm__slot *s) {
+  if (s->flags & VMM_MEM_HUGEPAGES) {
+    void *p = mmap(NULL, s->size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+      return -errno;
+    /* A host without THP refuses the advice; the memory works as is. */
+    (void)madvise(p, s->size, MADV_HUGEPAGE);
+    s->host = p;
+    s->owned = true;
+    return 0;
+  }
   int fd = memfd_create("libvmm-ram", MFD_CLOEXEC);
   if (fd < 0)
     return -errno;
@@ -141,7 +152,10 @@ int vmm_mem_slot_add(vmm_vm *vm, vmm_gpa_t gpa, uint64_t size, void *host,
                      uint32_t flags, uint32_t *slot_out) {
   if (vm == NULL)
     return VMM_EINVAL;
-  if (flags & ~(uint32_t)(VMM_MEM_READONLY | VMM_MEM_DIRTY_LOG))
+  if (flags & ~(uint32_t)(VMM_MEM_READONLY | VMM_MEM_DIRTY_LOG |
+                          VMM_MEM_HUGEPAGES))
+    return VMM_EINVAL;
+  if ((flags & VMM_MEM_HUGEPAGES) && host != NULL)
     return VMM_EINVAL;
   if (size == 0)
     return VMM_EINVAL;
@@ -560,10 +574,11 @@ int vmm_mem_slot_set_mergeable(vmm_vm *vm, uint32_t id, bool enable) {
     goto out;
   }
   const struct vmm__slot *s = vm->mem.slots[i];
-  if (s->owned) {
+  if (s->fd >= 0) {
     /* memfd memory is shared, and KSM merges private anonymous pages. */
     vmm__log(vm, VMM_LOG_WARN,
-             "slot %u: KSM needs private anonymous caller memory", id);
+             "slot %u: KSM needs private anonymous memory (caller memory or "
+             "VMM_MEM_HUGEPAGES)", id);
     err = VMM_ENOTSUP;
     goto out;
   }
