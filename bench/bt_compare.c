@@ -27,7 +27,13 @@
  * table marks them "cpl0". Their iteration counts on KVM are divided by
  * KVM_DIV (the per-op figures stay comparable).
  *
- *   bt_compare [--reps N] [--quick] [--no-qemu] [--no-kvm] [--only A,B..]
+ * The library's guest RAM is anonymous memory advised for transparent huge
+ * pages (VMM_MEM_HUGEPAGES), as QEMU allocates guest RAM by default;
+ * --memfd uses the library's default (a memfd), whose first touches cost
+ * more where the host backs shared memory with small pages only.
+ *
+ *   bt_compare [--reps N] [--quick] [--no-qemu] [--no-kvm] [--memfd]
+ *              [--only A,B..]
  *
  * --quick runs tiny iteration counts once (the smoke test). --only runs
  * the named benchmarks alone (to profile one of them). Exit status 0
@@ -93,6 +99,7 @@ struct result {
 
 static bool quick;
 static bool skipped[NB]; /* not named by --only */
+static uint32_t ram_flags = VMM_MEM_HUGEPAGES; /* --memfd: 0 */
 static double tsc_ghz;
 
 static void fail(const char *fmt, const char *a, const char *b) {
@@ -216,7 +223,7 @@ static void run_lib(int eng, size_t only, const void *img, size_t size,
   cfg.flags = VMM_VM_IRQCHIP;
   vmm_vm *vm;
   check(vmm_vm_create(&cfg, &vm), "create");
-  check(vmm_mem_slot_add(vm, 0, GUEST_MEM, NULL, 0, NULL), "slot");
+  check(vmm_mem_slot_add(vm, 0, GUEST_MEM, NULL, ram_flags, NULL), "slot");
   static struct outbuf out;
   out.len = 0;
   out.data[0] = 0;
@@ -295,7 +302,8 @@ static void run_tcg(size_t only, struct result res[NB]) {
 
 static void nop_fn(void) { __asm__ volatile(""); }
 
-/* Benchmark i natively (it has a native counterpart). */
+/* Benchmark i natively (it has a native counterpart), on fresh memory
+   advised as the guests' RAM is. */
 static void run_native(size_t i, struct result res[NB]) {
   uint64_t n = iters(i, ENG_NATIVE);
   /* Fresh memory each time, as a fresh guest has. */
@@ -303,6 +311,8 @@ static void run_native(size_t i, struct result res[NB]) {
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (buf == MAP_FAILED)
     fail("%s%s", "mmap failed", "");
+  if (ram_flags & VMM_MEM_HUGEPAGES) /* as the guests' RAM */
+    (void)madvise(buf, n * 4 + 4096, MADV_HUGEPAGE);
   uint64_t c = 0, t = __rdtsc();
   if (!strcmp(benches[i].name, "loop")) {
     c = wl_loop(n);
@@ -372,10 +382,12 @@ int main(int argc, char **argv) {
       use_qemu = false;
     else if (!strcmp(argv[i], "--no-kvm"))
       use_kvm = false;
+    else if (!strcmp(argv[i], "--memfd"))
+      ram_flags = 0;
     else if (!strcmp(argv[i], "--only") && i + 1 < argc)
       select_only(argv[++i]);
     else
-      fail("usage: %s [--reps N] [--quick] [--no-qemu] [--no-kvm] "
+      fail("usage: %s [--reps N] [--quick] [--no-qemu] [--no-kvm] [--memfd] "
            "[--only A,B..]%s",
            argv[0], "");
   }
@@ -439,8 +451,9 @@ int main(int argc, char **argv) {
 
   printf("bt_compare: TSC %.3f GHz, ns per op: median of %d round%s; "
          "ratios: median of\n  the rounds' ratios (each benchmark run back to "
-         "back on every engine)\n",
-         tsc_ghz, reps, reps > 1 ? "s" : "");
+         "back on every engine)\n  guest RAM of BT and KVM: %s\n",
+         tsc_ghz, reps, reps > 1 ? "s" : "",
+         ram_flags ? "anonymous, MADV_HUGEPAGE (as QEMU's)" : "memfd");
   printf("%-8s %-5s %10s %10s %10s %10s %8s %8s %8s  %s\n", "bench", "unit",
          "native", "BT", "KVM", "TCG", "BT/TCG", "BT/nat", "BT/KVM",
          "target");
