@@ -579,6 +579,7 @@ static void test_bad_flags(void **state) {
       {ARGS(kernel_path, "extra"), "unexpected argument \"extra\""},
       {ARGS(kernel_path, "-m"), "-m: missing value"},
       {ARGS("--demo=yes"), "--demo takes no value"},
+      {ARGS("--hugepages=1"), "--hugepages takes no value"},
       {ARGS("-v"), "no kernel given"},
       {ARGS("--demo", kernel_path), "--demo boots the built-in demo"},
       {ARGS(tmp_path("no-such-kernel")), "cannot read"},
@@ -623,6 +624,7 @@ static void test_bad_configs(void **state) {
       {"{\"serial\": 5}", "config: serial: expected \"stdio\""},
       {"{\"irqchip\": \"maybe\"}", "config: irqchip: expected"},
       {"{\"demo\": \"yes\"}", "config: demo: expected true or false"},
+      {"{\"hugepages\": 1}", "config: hugepages: expected true or false"},
       {"{\"balloon\": \"lots\"}", "config: balloon: expected a target"},
       {"{\"balloon\": -1}", "config: balloon: expected a target"},
       {"{\"verbose\": 7}", "config: verbose: expected an integer -1..2"},
@@ -1063,20 +1065,39 @@ static void test_balloon(void **state) {
                         "base", (json_int_t)0xd0000000);
   assert_string_equal(jstr(r, "device"), "balloon");
   assert_true(jint(r, "accesses") >= 4);
+  /* The guest's RAM is a memfd by default. */
+  json_t *slot = json_array_get(json_object_get(dev, "slots"), 0);
+  assert_true(json_is_true(json_object_get(slot, "memfd")));
   json_decref(s);
   proc_free(&p);
 
-  /* From a config file: true is an empty balloon. */
+  /* From a config file: true is an empty balloon; hugepages: anonymous
+     RAM (VMM_MEM_HUGEPAGES), no memfd. */
   char json[512];
   snprintf(json, sizeof(json),
-           "{\"engine\": \"%s\", \"balloon\": true, \"kernel\": \"%s\"}", ENG,
-           kernel_path);
+           "{\"engine\": \"%s\", \"balloon\": true, \"hugepages\": true, "
+           "\"kernel\": \"%s\"}",
+           ENG, kernel_path);
   run(&p, NULL,
       ARGS("--config", write_text("balloon.json", json), "--stats", stats));
   expect_status(&p, 1);
   s = load_json(stats);
   dev = json_object_get(json_object_get(s, "devices"), "balloon");
   assert_int_equal(jint(dev, "target_bytes"), 0);
+  slot = json_array_get(json_object_get(dev, "slots"), 0);
+  assert_true(json_is_false(json_object_get(slot, "memfd")));
+  json_decref(s);
+  proc_free(&p);
+  /* The flag: the same. */
+  run(&p, ENG, ARGS("--balloon", "0", "--hugepages", "--stats", stats,
+                    kernel_path));
+  expect_status(&p, 1);
+  s = load_json(stats);
+  slot = json_array_get(
+      json_object_get(
+          json_object_get(json_object_get(s, "devices"), "balloon"), "slots"),
+      0);
+  assert_true(json_is_false(json_object_get(slot, "memfd")));
   json_decref(s);
   proc_free(&p);
 }

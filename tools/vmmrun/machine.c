@@ -342,10 +342,11 @@ static int add_memory(struct vmmrun_machine *m, const struct vmmrun_opts *o) {
   /* Above 3 GiB the rest goes above 4 GiB, leaving the hole where PC
      firmware, the IOAPIC and local APICs live (and KVM's private pages). */
   uint64_t low = o->memory < PCI_HOLE_START ? o->memory : PCI_HOLE_START;
-  int err = vmm_mem_slot_add(m->vm, 0, low, NULL, 0, NULL);
+  uint32_t flags = o->hugepages ? VMM_MEM_HUGEPAGES : 0;
+  int err = vmm_mem_slot_add(m->vm, 0, low, NULL, flags, NULL);
   if (err == 0 && o->memory > low)
-    err =
-        vmm_mem_slot_add(m->vm, HIGH_RAM_START, o->memory - low, NULL, 0, NULL);
+    err = vmm_mem_slot_add(m->vm, HIGH_RAM_START, o->memory - low, NULL,
+                           flags, NULL);
   if (err < 0)
     return fail(VMMRUN_EXIT_ERROR, "cannot add %llu MiB of guest RAM: %s",
                 (unsigned long long)(o->memory >> 20), vmm_strerror(err));

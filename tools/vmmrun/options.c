@@ -55,6 +55,7 @@ enum opt_id {
   O_IRQCHIP,
   O_BALLOON,
   O_DEMO,
+  O_HUGEPAGES,
   O_VERBOSE,
   O_QUIET,
   O_CONFIG,
@@ -104,6 +105,8 @@ static const struct opt opts[] = {
      "add a virtio-balloon asking for TARGET (64M; 0: none yet)"},
     {O_DEMO, "demo", 0, T_BOOL, NULL,
      "boot the built-in demo guest (what no arguments do)"},
+    {O_HUGEPAGES, "hugepages", 0, T_BOOL, NULL,
+     "guest RAM as anonymous memory with transparent huge pages, no memfd"},
     {O_VERBOSE, "verbose", 'v', T_VERBOSE, NULL,
      "more messages on stderr (repeat for library debug logs)"},
     {O_QUIET, "quiet", 'q', T_QUIET, NULL, "errors only"},
@@ -115,6 +118,11 @@ static const struct opt opts[] = {
     {O_HELP, "help", 'h', T_ACTION, NULL, "this help"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* The option a T_BOOL sets. */
+static bool *bool_opt(struct vmmrun_opts *o, enum opt_id id) {
+  return id == O_HUGEPAGES ? &o->hugepages : &o->demo;
+}
 
 void vmmrun_opts_init(struct vmmrun_opts *o) {
   memset(o, 0, sizeof(*o));
@@ -384,7 +392,7 @@ static int apply(struct vmmrun_opts *o, const struct opt *d, const char *str,
     case T_TRISTATE:
       if (json_is_boolean(json)) {
         if (d->type == T_BOOL)
-          o->demo = json_is_true(json);
+          *bool_opt(o, d->id) = json_is_true(json);
         else
           o->irqchip = json_is_true(json) ? VMMRUN_ON : VMMRUN_OFF;
         return 0;
@@ -720,7 +728,7 @@ int vmmrun_parse_args(struct vmmrun_opts *o, int argc, char **argv, char *err,
       else
         o->list_engines = true;
       break;
-    case T_BOOL: o->demo = true; break;
+    case T_BOOL: *bool_opt(o, g->d->id) = true; break;
     case T_VERBOSE:
       o->verbose = o->verbose < 0 ? 1 : o->verbose + 1;
       if (o->verbose > 2)

@@ -67,6 +67,7 @@ struct vmmrun_opts {
   bool balloon;            /* --balloon: add the virtio-balloon */
   uint64_t balloon_target; /* its initial target, bytes */
   bool demo;
+  bool hugepages; /* guest RAM with VMM_MEM_HUGEPAGES */
   int verbose; /* -1 quiet, 0 default, 1 info, 2 debug */
   char *config;
   /* Set by the parser. */
