@@ -118,6 +118,8 @@ static bool page_aligned(uint64_t v) {
 
 static int alloc_backing(struct vmm__slot *s) {
   if (s->flags & VMM_MEM_HUGEPAGES) {
+    /* No commit charge up front, as a memfd's pages are charged when
+       touched. */
     void *p = mmap(NULL, s->size, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED)

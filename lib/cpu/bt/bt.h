@@ -515,7 +515,8 @@ struct bt_vcpu {
   uint32_t jc_key;
   /* Fragments translate syscall and sysret inline against these values of
      STAR, LSTAR and FMASK (with EFER.SCE set): the dispatcher flushes the
-     translation cache when they change (bt_sys_check). */
+     translation cache when they change (sys_stale in engine.c); a flush
+     clears the flag. */
   bool sys_inline;
   uint64_t sys_star, sys_lstar, sys_sfmask;
   uint64_t mem_gen;

@@ -1179,8 +1179,7 @@ static int dispatch(struct bt_vcpu *b, bool one) {
       pending = NULL;
     }
     if (sys_stale(b)) {
-      b->sys_inline = false;
-      bt_tc_flush(b);
+      bt_tc_flush(b); /* clears sys_inline */
       pending = NULL;
     }
     if (one && stepped)
