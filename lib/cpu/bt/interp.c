@@ -1414,7 +1414,7 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
 /* System calls                                                             */
 
 void bt_flat_seg(struct vmm_segment *s, uint16_t sel, bool code, bool l,
-                     unsigned dpl) {
+                 unsigned dpl) {
   /* Field by field: gcc zeroed the struct first with rep stos, whose
      start-up was a fifth of a sysret's emulation. */
   s->base = 0;
