@@ -24,6 +24,7 @@
 bits 64
 %define ORG 0x10000
 %define VA 0x8000000000
+%include "supervisor_va.inc"
 org ORG
 user:
     xor r10d, r10d
@@ -86,12 +87,7 @@ hsys:
     cmp byte [0x30040], 0
     jne .call
     mov byte [0x30040], 1
-    mov rax, cr3
-    and rax, ~0xfff
-    mov qword [rax + 8], 0x40007   ; VA's PML4 entry
-    mov qword [0x40000], 0x41007
-    mov qword [0x41000], 0x42007
-    mov qword [0x42000], 0x50003   ; present, writable, supervisor
+    map_supervisor_va 0x50000
     mov qword [0x50000], 0x1234
 .call:
     mov rdi, VA

@@ -16,6 +16,7 @@
 bits 64
 %define ORG 0x10000
 %define VA 0x8000000000
+%include "supervisor_va.inc"
 org ORG
 user:
     xor r10d, r10d
@@ -33,12 +34,7 @@ hsys:                              ; LSTAR, in the user's page
     inc r10
     cmp r10, 2
     je .smep
-    mov rax, cr3                   ; map kpage at VA, supervisor only
-    and rax, ~0xfff
-    mov qword [rax + 8], 0x40007   ; VA's PML4 entry
-    mov qword [0x40000], 0x41007
-    mov qword [0x41000], 0x42007
-    mov qword [0x42000], 0x12003   ; present, writable, supervisor
+    map_supervisor_va 0x12000      ; kpage at VA, supervisor only
     o64 sysret
 .smep:
     mov rax, VA + (ksmep - kpage)

@@ -252,10 +252,7 @@ void e_not(struct emit *e, unsigned r) {
 
 /* cmp r64, imm32 (sign-extended; flags!), for the same lookups. */
 void e_cmp_r_i32(struct emit *e, unsigned r, int32_t imm) {
-  uint8_t b[7] = {(uint8_t)(0x48 | (r >= 8 ? 1 : 0)), 0x81,
-                  (uint8_t)(0xf8 | (r & 7))};
-  memcpy(b + 3, &imm, 4);
-  e_bytes(e, b, sizeof(b));
+  e_op_r_i32(e, 0x81, 7, true, r, (uint32_t)imm);
 }
 
 void e_mov_r_i(struct emit *e, unsigned r, uint64_t imm) {
