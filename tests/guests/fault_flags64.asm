@@ -30,14 +30,8 @@ bits 64
 %define ORG 0x10000
 org ORG
 %include "identity_pd.inc"
+%include "pf_flags.inc"
 %define PAGE 0x200000
-
-; The 2-4 MiB directory entry not present, and the TLB told so.
-%macro unmap 0
-    mov rcx, [rel pd]
-    and qword [rcx + 8], -2
-    invlpg [PAGE]
-%endmacro
 
 start:
     lidt [rel idtr]
@@ -126,21 +120,7 @@ start:
     movzx ecx, cl
     hlt
 
-h_pf:
-    push rcx
-    mov rcx, [rsp + 32]             ; RFLAGS, after rcx, error code, RIP, CS
-    and ecx, 0x8d5
-    mov [0x30000 + r15 * 8], rcx
-    mov rcx, cr2
-    mov [0x30040 + r15 * 8], rcx
-    inc r15
-    mov rcx, [rel pd]
-    or qword [rcx + 8], 1           ; present again
-    pop rcx
-    add rsp, 8
-    iretq
-align 8
-pd: dq 0
+    pf_flags_handler
 
 %define IDT_GATES 32
 %define IDT_VECTOR 14

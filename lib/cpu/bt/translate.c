@@ -53,6 +53,23 @@ struct xi {
   uint64_t gpa2;
 };
 
+/* What planning a TU's lookups (plan_tu) needs to know of an
+   instruction. */
+struct xsum {
+  uint32_t used; /* registers named */
+  uint32_t wr;   /* registers written */
+  uint32_t addr; /* XS_CAND: the memory operand's address registers */
+  uint32_t keep; /* registers rebuild_flags reads (0: not rebuildable) */
+  uint8_t f;
+};
+enum {
+  XS_CAND = 1,   /* an inline lookup plan_tu may move or give flags to */
+  XS_PLAIN = 2,  /* plain_insn */
+  XS_W6 = 4,     /* writes_flags6 */
+  XS_FLAGS = 8,  /* may change one of the six flags */
+  XS_QUIET = 16, /* translated inline, no callout that could leave */
+};
+
 struct tx {
   struct bt_vcpu *b;
   struct emit e;
@@ -113,12 +130,15 @@ struct tx {
   unsigned rg_lo, rg_hi; /* its bytes' extent in the TU's first page */
   uint16_t rkeep;
   uint32_t kwarm_at;
-  /* Hoisted lookups (see plan_hoists): hoist_for[k] is the memory
+  /* Hoisted lookups (see plan_tu): hoist_for[k] is the memory
      instruction whose lookup runs right before instruction k, or -1;
      hoisted[i] says instruction i's lookup ran there, leaving its host
      address as [hs1[i] + hs2[i]]. */
   int8_t hoist_for[TU_MAX];
   bool hoisted[TU_MAX];
+  /* Lookups in the flags form in place (see plan_tu): rebuild_of[i] is
+     the instruction whose flags instruction i's lookup gives back, or -1. */
+  int8_t rebuild_of[TU_MAX];
   uint8_t hs1[TU_MAX], hs2[TU_MAX], hbias[TU_MAX];
   int hafter[TU_MAX];
   /* Fall-through hits (see near_lookup): nlook numbers the lookups of an
@@ -985,7 +1005,8 @@ static unsigned slot_bias(unsigned cls) {
    addend's low bits (12) leaves zero then, and jrcxz tests it. Where
    near_lookup allows, they are offset by a page: a hit leaves 1, and
    `loop` falls through. With chk >= 0, the flags form (only where the
-   guest's flags are dead and no fault can see them: see plan_hoists): chk
+   guest's flags are dead and no fault can see them, or are made again
+   after it: see plan_tu): chk
    instead of rcx, first byte - tag at most 4096 - size by `cmp` and `ja`,
    and rcx is neither parked nor borrowed. With an alignment check, through the TLB, whose hit test
    (pext, or rotate and shift) covers the low address bits too. */
@@ -1134,6 +1155,8 @@ struct ool {
   int s1, srsp;
   uint16_t borrowed; /* at the jump to `label` */
   int park;          /* rcx's register there */
+  bool rebuild;      /* OOL_MEM: the flags of instruction rbj, again first */
+  unsigned rbj;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1172,6 +1195,10 @@ static bool mem_inline(const struct tx *t, const struct xi *x) {
   return t->flat && !fs_gs_32 && !ac10 && !bt_adaptive(t->b, pc);
 }
 
+static uint32_t rebuild_regs(const struct xi *x);
+static void rebuild_flags(struct tx *t, struct xi *x);
+static bool writes_flags6(const struct xi *x);
+
 /* Memory instruction: inline lookup in flat modes, callouts otherwise. */
 static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   struct emit *e = &t->e;
@@ -1184,7 +1211,12 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     e_bind(e, t->hafter[i]);
     return;
   }
-  uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+  /* The flags form in place (plan_tu): the registers the flags are made
+     again from hold their guest values. */
+  int rb = mem_inline(t, x) ? t->rebuild_of[i] : -1;
+  uint32_t keep = rb >= 0 ? rebuild_regs(&t->x[rb]) : 0;
+  give_back(t, keep);
+  uint32_t avoid = x->used | keep | (1u << R_SP) | (1u << R_CX);
   int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
   int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed, t->later) : -1;
   /* [s1 + s2] replaces the operand: no REX next to AH..BH either. */
@@ -1198,7 +1230,12 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     e_bind(e, retry);
     borrow(t, (unsigned)s1);
     borrow(t, (unsigned)s2);
-    int park = rcx_mode(t, &avoid);
+    int chk = rb >= 0 ? pick(&avoid, false, t->borrowed, t->later) : -1;
+    if (chk >= 0)
+      borrow(t, (unsigned)chk);
+    else
+      rb = -1;
+    int park = rb >= 0 ? -1 : rcx_mode(t, &avoid);
     if (park == -2) {
       e->fail = true;
       return;
@@ -1207,8 +1244,8 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     bool w = o->actions &
              (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
     t->park = park;
-    emit_lookup(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
-                bt_needs_align16(&x->di, o), miss);
+    emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
+                     bt_needs_align16(&x->di, o), miss, chk);
     struct ool *q = &oo[(*noo)++];
     *q = (struct ool){.kind = OOL_MEM,
                       .i = i,
@@ -1218,8 +1255,12 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
                       .s1 = s1,
                       .srsp = srsp,
                       .borrowed = t->borrowed,
-                      .park = park};
+                      .park = park,
+                      .rebuild = rb >= 0,
+                      .rbj = rb >= 0 ? (unsigned)rb : 0};
     t->park = -1;
+    if (rb >= 0 && !writes_flags6(x))
+      rebuild_flags(t, &t->x[rb]);
     emit_core(t, x, s1, s2, srsp);
     e_bind(e, after);
     return;
@@ -1259,6 +1300,8 @@ static void emit_ool(struct tx *t, struct ool *q) {
      state allows (a borrowed register may hold anything). */
   t->borrowed = q->borrowed;
   t->park = -1;
+  if (q->rebuild)
+    rebuild_flags(t, &t->x[q->rbj]);
   if (q->kind == OOL_MEM) {
     uint32_t mi, pi;
     struct bt_desc *md = new_desc(t, q->i, BT_D_MEM, &mi);
@@ -2249,51 +2292,162 @@ static bool plain_insn(const struct xi *x) {
   return false;
 }
 
+/* The registers the flags x writes can be had again from, while they
+   hold what they held after x (rebuild_flags), or 0. and, or and xor
+   leave flags that are a function of their result alone (CF and OF
+   clear; AF "undefined": processors clear it, after `test` too); cmp and
+   test leave nothing but flags, and can run again. */
+static uint32_t rebuild_regs(const struct xi *x) {
+  if (x->cls != X_IDENT || !plain_insn(x) || !writes_flags6(x))
+    return 0;
+  bool h;
+  switch (x->di.mnemonic) {
+  case ZYDIS_MNEMONIC_AND:
+  case ZYDIS_MNEMONIC_OR:
+  case ZYDIS_MNEMONIC_XOR: {
+    if (x->op[0].type != ZYDIS_OPERAND_TYPE_REGISTER)
+      return 0;
+    int g = gpr_of(x->op[0].reg.value, &h);
+    return g < 0 ? 0 : 1u << g;
+  }
+  case ZYDIS_MNEMONIC_CMP:
+  case ZYDIS_MNEMONIC_TEST: return x->used;
+  default: return 0;
+  }
+}
+
+/* The flags instruction x wrote, again (rebuild_regs says from what):
+   `test r, r` of its destination, or x itself. */
+static void rebuild_flags(struct tx *t, struct xi *x) {
+  if (x->di.mnemonic == ZYDIS_MNEMONIC_CMP ||
+      x->di.mnemonic == ZYDIS_MNEMONIC_TEST) {
+    emit_core(t, x, -1, -1, -1);
+    return;
+  }
+  ZydisEncoderRequest r;
+  memset(&r, 0, sizeof(r));
+  r.mnemonic = ZYDIS_MNEMONIC_TEST;
+  r.machine_mode = ZYDIS_MACHINE_MODE_LONG_64;
+  r.operand_count = 2;
+  for (unsigned k = 0; k < 2; k++) {
+    r.operands[k].type = ZYDIS_OPERAND_TYPE_REGISTER;
+    r.operands[k].reg.value = x->op[0].reg.value;
+  }
+  e_req(&t->e, &r);
+}
+
+static struct xsum summarize(const struct tx *t, const struct xi *x) {
+  struct xsum s = {.used = x->used};
+  for (int k = 0; k < x->di.operand_count; k++) {
+    const ZydisDecodedOperand *o = &x->op[k];
+    bool h;
+    int g = o->type == ZYDIS_OPERAND_TYPE_REGISTER ? gpr_of(o->reg.value, &h)
+                                                   : -1;
+    if (g >= 0 && (o->actions & (ZYDIS_OPERAND_ACTION_WRITE |
+                                 ZYDIS_OPERAND_ACTION_CONDWRITE)))
+      s.wr |= 1u << g;
+  }
+  if (x->cls == X_MEM && !x->rsp && !uses_x87(x) && mem_inline(t, x)) {
+    const ZydisDecodedOperand *o = &x->op[x->memop];
+    bool h;
+    int g = gpr_of(o->mem.base, &h);
+    if (g >= 0)
+      s.addr |= 1u << g;
+    g = gpr_of(o->mem.index, &h);
+    if (g >= 0)
+      s.addr |= 1u << g;
+    s.f |= XS_CAND;
+  }
+  if (plain_insn(x))
+    s.f |= XS_PLAIN;
+  if (writes_flags6(x))
+    s.f |= XS_W6;
+  const ZydisAccessedFlags *fl = x->di.cpu_flags;
+  if (x->cls != X_NOP && x->cls != X_LEA &&
+      (fl == NULL ||
+       ((fl->modified | fl->set_0 | fl->set_1 | fl->undefined) & FLAGS6)))
+    s.f |= XS_FLAGS;
+  if (x->cls == X_IDENT || x->cls == X_LEA || x->cls == X_NOP ||
+      x->cls == X_MEM)
+    s.f |= XS_QUIET;
+  s.keep = rebuild_regs(x);
+  return s;
+}
+
 /*
  * Flag liveness for the soft-TLB lookup (docs/bt.md, "The memory path").
  * The flags before an access are visible to a fault's handler even when
  * no later instruction reads them, so a lookup that clobbers them cannot
- * sit right before its access. It can sit right before an earlier
- * instruction k that writes all six flags without reading them, when
- * nothing from k up to the access can fault or call out and nothing there
- * changes the access's address registers: the flags are dead there, and
- * k rewrites them before anything can see them. A miss runs k and the
- * instructions up to the access again from the miss path, then the usual
- * miss callout, which sees k's flags. One hoisted lookup per stretch.
+ * simply sit right before its access. Two ways make the flags form (`cmp`,
+ * `ja`, no rcx) sound:
+ *
+ * Hoisting: the lookup sits right before an earlier instruction k that
+ * writes all six flags without reading them, when nothing from k up to
+ * the access can fault or call out and nothing there changes the access's
+ * address registers: the flags are dead there, and k rewrites them before
+ * anything can see them. A miss runs k and the instructions up to the
+ * access again from the miss path, then the usual miss callout, which
+ * sees k's flags. One hoisted lookup per stretch.
+ *
+ * Rebuilding: where the last instruction j before the access to change a
+ * flag left flags that can be had again (rebuild_regs) from registers
+ * nothing between j and the access writes, and only instructions
+ * translated inline lie between, the lookup sits in place and the flags
+ * are made again after it: on the miss path before the miss callout, and
+ * on the hit path before the access unless the access itself writes all
+ * six without reading any.
+ *
+ * For the n instructions s (a TU, or a candidate TU of a loop region):
+ * hoist_for[k] = i, rebuild_of[i] = j. Returns how many inline lookups
+ * are left in the rcx form.
  */
-static void plan_hoists(struct tx *t) {
-  for (unsigned i = 0; i < t->n; i++) {
-    t->hoist_for[i] = -1;
-    t->hoisted[i] = false;
-  }
-  unsigned free_from = 0;
-  for (unsigned i = 1; i < t->n; i++) {
-    struct xi *x = &t->x[i];
-    if (x->cls != X_MEM || x->rsp || uses_x87(x) || !mem_inline(t, x))
+static unsigned plan_tu(const struct xsum *s, unsigned n, int8_t *hoist_for,
+                        int8_t *rebuild_of) {
+  for (unsigned i = 0; i < n; i++)
+    hoist_for[i] = rebuild_of[i] = -1;
+  unsigned left = 0, free_from = 0;
+  for (unsigned i = 0; i < n; i++) {
+    if (!(s[i].f & XS_CAND))
       continue;
-    const ZydisDecodedOperand *o = &x->op[x->memop];
-    bool h;
-    uint32_t addr = 0;
-    int g = gpr_of(o->mem.base, &h);
-    if (g >= 0)
-      addr |= 1u << g;
-    g = gpr_of(o->mem.index, &h);
-    if (g >= 0)
-      addr |= 1u << g;
-    for (unsigned j = i; j-- > free_from;) {
-      const struct xi *y = &t->x[j];
-      if (!plain_insn(y) || (y->used & addr))
+    bool done = false;
+    for (unsigned k = i; k-- > free_from;) {
+      if (!(s[k].f & XS_PLAIN) || (s[k].used & s[i].addr))
         break;
-      if (writes_flags6(y)) {
-        t->hoist_for[j] = (int8_t)i;
+      if (s[k].f & XS_W6) {
+        hoist_for[k] = (int8_t)i;
         free_from = i + 1;
+        done = true;
         break;
       }
     }
+    uint32_t written = 0;
+    for (unsigned j = i; !done && j-- > 0;) {
+      if (!(s[j].f & XS_QUIET))
+        break;
+      if (s[j].f & XS_FLAGS) {
+        if (s[j].keep && (s[j].f & XS_W6) && !(written & s[j].keep)) {
+          rebuild_of[i] = (int8_t)j;
+          done = true;
+        }
+        break;
+      }
+      written |= s[j].wr;
+    }
+    left += !done;
   }
+  return left;
 }
 
-/* The lookup of instruction i's operand, before instruction k (plan_hoists).
+static void plan_lookups(struct tx *t) {
+  struct xsum s[TU_MAX];
+  for (unsigned i = 0; i < t->n; i++) {
+    s[i] = summarize(t, &t->x[i]);
+    t->hoisted[i] = false;
+  }
+  plan_tu(s, t->n, t->hoist_for, t->rebuild_of);
+}
+
+/* The lookup of instruction i's operand, before instruction k (plan_tu).
    Its registers stay borrowed (no instruction up to i names them) and
    hold the host address as [s1 + s2] for emit_mem. */
 static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
@@ -2514,7 +2668,7 @@ static void emit_body(struct tx *t, unsigned fi) {
   for (unsigned i = t->n; i-- > 0;)
     later[i] = later[i + 1] | t->x[i].used;
 
-  plan_hoists(t);
+  plan_lookups(t);
   t->nlook = t->nnb = 0;
   t->nsf = t->nslot = 0;
   struct ool oo[TU_MAX * 2];
@@ -2762,12 +2916,16 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
            branch_target(t, x) == t->x[0].rip;
   }
   t->head = -1;
-  uint32_t named = 0;
-  for (unsigned i = 0; i < t->n; i++)
-    named |= t->x[i].used;
   /* Not in counting mode (the budget check is the entry) nor
      single-instruction mode (each exit goes to the dispatcher anyway). */
   t->warm = !(b->key & (BT_K_COUNT | BT_K_SINGLE));
+  t->rkeep = 0;
+  t->rg_n = 0;
+  if (t->warm && !self)
+    find_region(t);
+  uint32_t named = 0;
+  for (unsigned i = 0; i < t->n; i++)
+    named |= t->x[i].used;
   bool lookups = false;
   for (unsigned i = 0; i < t->n; i++)
     switch (t->x[i].cls) {
@@ -2781,10 +2939,6 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     case X_JMPI: lookups = true; break;
     default: break;
     }
-  t->rkeep = 0;
-  t->rg_n = 0;
-  if (t->warm && !self)
-    find_region(t);
   if (t->rkeep) {
     /* The region is a function of its bytes, most of which no fragment
        covers (the look-ahead read them): a write to any of them must drop
