@@ -474,6 +474,132 @@ static void test_region_rip_wrap(void **state) {
   vmmt_fini(&t);
 }
 
+/* SHA-256's message schedule (as gcc -O2 compiles bench/workloads.c): a
+   loop region of 25 instructions whose second and third memory accesses
+   each follow a flag writer by a few register instructions. Cut every 12
+   instructions, the second access started a TU (nothing to hoist its
+   lookup above) and the back edge sat alone in a third TU; region_cut
+   cuts before instructions 10 and 19, the flag writers both lookups
+   hoist above. The loop
+   is entered at its sixth instruction first, so the TU translated first
+   starts there, and must end at the same cut as the loop head's. The
+   results are the schedule's, computed here. */
+static const uint8_t sched_loop[] = {
+    0x89, 0xc8,             /* mov eax, ecx */
+    0x41, 0x89, 0xca,       /* mov r10d, ecx */
+    0x41, 0x89, 0xf0,       /* mov r8d, esi */
+    0x8b, 0x32,             /* mov esi, [rdx] */
+    0x41, 0xc1, 0xc2, 0x0d, /* rol r10d, 13 */
+    0xc1, 0xc0, 0x0f,       /* rol eax, 15 (the entry) */
+    0x48, 0x83, 0xc2, 0x04, /* add rdx, 4 */
+    0x44, 0x31, 0xd0,       /* xor eax, r10d */
+    0xc1, 0xe9, 0x0a,       /* shr ecx, 10 */
+    0x41, 0x89, 0xf2,       /* mov r10d, esi */
+    0x31, 0xc8,             /* xor eax, ecx */
+    0x89, 0xf1,             /* mov ecx, esi */
+    0x41, 0xc1, 0xc2, 0x0e, /* rol r10d, 14 */
+    0x03, 0x42, 0x1c,       /* add eax, [rdx + 0x1c] */
+    0xc1, 0xc9, 0x07,       /* ror ecx, 7 */
+    0x44, 0x31, 0xd1,       /* xor ecx, r10d */
+    0x41, 0x89, 0xf2,       /* mov r10d, esi */
+    0x41, 0xc1, 0xea, 0x03, /* shr r10d, 3 */
+    0x44, 0x31, 0xd1,       /* xor ecx, r10d */
+    0x01, 0xc8,             /* add eax, ecx */
+    0x89, 0xf9,             /* mov ecx, edi */
+    0x41, 0x8d, 0x3c, 0x00, /* lea edi, [r8 + rax] */
+    0x89, 0x7a, 0x38,       /* mov [rdx + 0x38], edi */
+    0x49, 0x39, 0xd1,       /* cmp r9, rdx */
+    0x75, 0xb7,             /* jnz (the loop's first instruction) */
+    0xf4,                   /* hlt */
+};
+
+static uint32_t rol32(uint32_t x, unsigned n) {
+  return x << n | x >> (32 - n);
+}
+
+static void test_region_cuts(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_LONG64, 0);
+  const uint64_t code = VMMT_CODE, data = 0x30000, entry = 14;
+  const unsigned iters = 48;
+  uint32_t w[16 + 64];
+  for (unsigned k = 0; k < 16 + 64; k++)
+    w[k] = k < 16 ? 0x9e3779b9u * (k + 1) : 0;
+  assert_ok(vmm_mem_write(t.vm, data, w, sizeof(w)));
+  assert_ok(vmm_mem_write(t.vm, code, sched_loop, sizeof(sched_loop)));
+  uint32_t a = 0x1234567, c = 0x89abcdef, si = 0x13579bdf, di = 0x2468ace0;
+  uint32_t r8 = 0x5555, r10 = 0x7777;
+  uint64_t d = data;
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RAX, a));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RCX, c));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, si));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RDI, di));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R8, r8));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R10, r10));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RDX, d));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R9, d + 4 * iters));
+  set_rip(&t, code + entry);
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+
+  /* The same, here (first iteration from the entry on). */
+  for (unsigned it = 0; it < iters; it++) {
+    if (it > 0) {
+      a = c;
+      r10 = c;
+      r8 = si;
+      si = w[(d - data) / 4];
+      r10 = rol32(r10, 13);
+    }
+    a = rol32(a, 15);
+    d += 4;
+    a ^= r10;
+    c >>= 10;
+    r10 = si;
+    a ^= c;
+    c = si;
+    r10 = rol32(r10, 14);
+    a += w[(d - data) / 4 + 7];
+    c = rol32(c, 25);
+    c ^= r10;
+    r10 = si >> 3;
+    c ^= r10;
+    a += c;
+    c = di;
+    di = r8 + a;
+    w[(d - data) / 4 + 14] = di;
+  }
+  uint32_t got[16 + 64];
+  assert_ok(vmm_mem_read(t.vm, data, got, sizeof(got)));
+  assert_memory_equal(got, w, sizeof(w));
+  assert_int_equal(reg(&t, VMM_REG_RAX), a);
+  assert_int_equal(reg(&t, VMM_REG_RCX), c);
+  assert_int_equal(reg(&t, VMM_REG_RDI), di);
+  assert_int_equal(reg(&t, VMM_REG_RIP), code + sizeof(sched_loop));
+
+  /* The loop's fragments: from the entry to the first cut, then the
+     cuts' TUs. */
+  struct bt_vcpu *b = t.vcpu->engine;
+  static const struct {
+    uint64_t off;
+    unsigned ninsn;
+  } want[] = {{entry, 5}, {0, 10}, {30, 9}, {57, 6}};
+  for (unsigned k = 0; k < sizeof(want) / sizeof(want[0]); k++) {
+    unsigned found = 0;
+    for (unsigned f = 0; f < b->tc.nfrags; f++) {
+      const struct bt_frag *fr = &b->tc.frags[f];
+      if (fr->valid && fr->rip == code + want[k].off) {
+        assert_int_equal(fr->ninsn, want[k].ninsn);
+        assert_int_not_equal(fr->kset, 0);
+        found++;
+      }
+    }
+    assert_int_equal(found, 1);
+  }
+  assert_int_equal(stuck_region_links(&t), 0);
+  vmmt_fini(&t);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Random loop regions                                                      */
 
@@ -1906,6 +2032,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_kick_region),
       cmocka_unit_test(test_region_smc),
       cmocka_unit_test(test_region_rip_wrap),
+      cmocka_unit_test(test_region_cuts),
       cmocka_unit_test(test_region_random),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),

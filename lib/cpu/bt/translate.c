@@ -6,6 +6,7 @@
  * sequence, or as a callout into C. See docs/bt.md, "Translation units and
  * fragments".
  */
+#include <limits.h>
 #include <string.h>
 
 #include "emit.h"
@@ -53,8 +54,9 @@ struct xi {
   uint64_t gpa2;
 };
 
-/* What planning a TU's lookups (plan_tu) needs to know of an
-   instruction. */
+/* What planning a TU's lookups (plan_tu) needs to know of an instruction:
+   small, so find_region can summarize a whole loop region to choose
+   where its TUs end. */
 struct xsum {
   uint32_t used; /* registers named */
   uint32_t wr;   /* registers written */
@@ -68,6 +70,7 @@ enum {
   XS_W6 = 4,     /* writes_flags6 */
   XS_FLAGS = 8,  /* may change one of the six flags */
   XS_QUIET = 16, /* translated inline, no callout that could leave */
+  XS_END = 32,   /* ends a TU (a jcc or jmp, in a loop region) */
 };
 
 struct tx {
@@ -126,7 +129,8 @@ struct tx {
      registers its fragments keep borrowed across the links between them
      (0: the TU is in none), borrowed from kwarm_at on. */
   uint64_t rg_rip[REGION_MAX];
-  unsigned rg_n;
+  struct xsum rg_sum[REGION_MAX]; /* rg_s from S on, then from T */
+  unsigned rg_n, rg_s;
   unsigned rg_lo, rg_hi; /* its bytes' extent in the TU's first page */
   uint16_t rkeep;
   uint32_t kwarm_at;
@@ -2159,8 +2163,11 @@ struct region_scan {
   unsigned lo, hi; /* its bytes' extent in its page */
 };
 
+static struct xsum summarize(const struct tx *t, const struct xi *x);
+
 static void region_add(struct tx *t, struct region_scan *r,
                        const struct xi *x) {
+  t->rg_sum[r->n] = summarize(t, x);
   t->rg_rip[r->n++] = x->rip;
   r->named |= x->used;
   r->jccs += x->cls == X_JCC;
@@ -2210,6 +2217,7 @@ static void find_region(struct tx *t) {
   }
   if (st != 1)
     return;
+  t->rg_s = r.n;
   /* From T up to S (already listed from S on): forward jccs only. */
   uint64_t rip = target;
   while (rip < s) {
@@ -2370,6 +2378,8 @@ static struct xsum summarize(const struct tx *t, const struct xi *x) {
   if (x->cls == X_IDENT || x->cls == X_LEA || x->cls == X_NOP ||
       x->cls == X_MEM)
     s.f |= XS_QUIET;
+  if (ends_tu(x->cls))
+    s.f |= XS_END;
   s.keep = rebuild_regs(x);
   return s;
 }
@@ -2436,6 +2446,53 @@ static unsigned plan_tu(const struct xsum *s, unsigned n, int8_t *hoist_for,
     left += !done;
   }
   return left;
+}
+
+/* What a TU costs in region_cut's choice: one more TU (a link to follow,
+   a lookup that cannot be hoisted across its start) against a lookup
+   left in the rcx form (four to five more instructions than the flags
+   form, rcx parked around it where the loop names it). */
+#define CUT_TU 4
+#define CUT_LOOKUP 3
+
+/*
+ * How many instructions the TU starting at S, in a loop region, takes.
+ * The region's TUs are the parts of one partition of it, from T: a TU
+ * ends at the first cut after its start, so the loop's TUs come out the
+ * same whichever is translated first, as a function of the region's
+ * bytes. The cuts are chosen by dynamic programming over the region for
+ * the least cost (CUT_TU per TU, CUT_LOOKUP per lookup plan_tu leaves in
+ * the rcx form; the longer TU on a tie): up to TU_MAX instructions, and
+ * a jcc or jmp ends one. Cutting only by the count put SHA-256's message
+ * schedule's second load at the start of a TU, where nothing could be
+ * hoisted above it, and its back edge alone in a third TU.
+ */
+static unsigned region_cut(const struct tx *t) {
+  unsigned n = t->rg_n, ns = t->rg_s, m = n - ns;
+  struct xsum lin[REGION_MAX];
+  for (unsigned k = 0; k < n; k++)
+    lin[k] = t->rg_sum[(k + ns) % n];
+  unsigned cost[REGION_MAX + 1], next[REGION_MAX];
+  int8_t h[TU_MAX], rb[TU_MAX];
+  cost[n] = 0;
+  for (unsigned p = n; p-- > 0;) {
+    cost[p] = UINT_MAX;
+    next[p] = p + 1;
+    for (unsigned q = p + 1; q <= n && q - p <= TU_MAX; q++) {
+      unsigned c =
+          CUT_TU + CUT_LOOKUP * plan_tu(lin + p, q - p, h, rb) + cost[q];
+      if (c <= cost[p]) {
+        cost[p] = c;
+        next[p] = q;
+      }
+      if (lin[q - 1].f & XS_END)
+        break;
+    }
+  }
+  unsigned c = 0;
+  while (c <= m)
+    c = next[c];
+  return c - m;
 }
 
 static void plan_lookups(struct tx *t) {
@@ -2923,6 +2980,11 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
   t->rg_n = 0;
   if (t->warm && !self)
     find_region(t);
+  if (t->rkeep) {
+    unsigned cut = region_cut(t);
+    if (cut < t->n)
+      t->n = cut;
+  }
   uint32_t named = 0;
   for (unsigned i = 0; i < t->n; i++)
     named |= t->x[i].used;
