@@ -237,8 +237,8 @@ void e_mov_r_r(struct emit *e, unsigned dst, unsigned src, unsigned bits) {
   rr_insn(e, bits == 16 ? 0x66 : 0, bits == 64, &op, 1, src, dst, false);
 }
 
-/* The only glue instruction that writes flags: for lookups where the
-   guest's flags are dead (translate.c, plan_hoists). */
+/* Flags: for lookups where the guest's flags are dead or made again
+   afterwards (translate.c, plan_tu). */
 void e_test_r_r(struct emit *e, unsigned r) {
   static const uint8_t op = 0x85;
   rr_insn(e, 0, true, &op, 1, r, r, false);
