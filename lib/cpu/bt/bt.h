@@ -121,6 +121,7 @@ struct bt_ctx {
   uint64_t jc_warm[BT_JC_SIZE]; /* the same fragments' warm entries */
   struct bt_slot {
     uint64_t tag, add; /* as a TLB entry's; see BT_SLOT_EMPTY */
+    uint64_t host;     /* the host address of the page */
   } slot[2][2][BT_SLOT_CLASSES][BT_SLOTS];
   uint64_t slot_pos; /* BT_SLOT_LIST - 1 */
   uint8_t pad5[BT_OFF_SLOT_CNT - BT_OFF_SLOT_POS - 8];
@@ -139,6 +140,7 @@ BT_CHECK_OFF(scratch, BT_OFF_SCRATCH);
 BT_CHECK_OFF(caller_rsp, BT_OFF_CALLER_RSP);
 BT_CHECK_OFF(spill, BT_OFF_SPILL);
 BT_CHECK_OFF(slot, BT_OFF_SLOT);
+_Static_assert(sizeof(struct bt_slot) == BT_SLOT_BYTES, "bt_slot");
 BT_CHECK_OFF(slot_pos, BT_OFF_SLOT_POS);
 BT_CHECK_OFF(slot_cnt, BT_OFF_SLOT_CNT);
 BT_CHECK_OFF(slot_list, BT_OFF_SLOT_LIST);

@@ -57,16 +57,17 @@
 #define BT_OFF_JC_HOST (BT_OFF_JC_NPC + 8 * BT_JC_SIZE)
 #define BT_OFF_JC_WARM (BT_OFF_JC_HOST + 8 * BT_JC_SIZE)
 /* Lookup slots (translate.c, "Lookup slots" in docs/bt.md): struct
-   bt_slot {tag, addend} [2 TLB sets][read, write][BT_SLOT_CLASSES access
+   bt_slot {tag, addend, host} [2 TLB sets][read, write][BT_SLOT_CLASSES access
    sizes][BT_SLOTS]; the constant BT_SLOT_LIST - 1 (a pext mask); and per
    TLB index, the number of slot fills for pages of that index since it was
    last flushed and the offsets of the last BT_SLOT_LIST slots filled. */
 #define BT_SLOTS 128
 #define BT_SLOT_CLASSES 6 /* 1, 2, 4, 8, 16 bytes, other sizes */
 #define BT_SLOT_LIST 4
+#define BT_SLOT_BYTES 24
 #define BT_OFF_SLOT (BT_OFF_JC_WARM + 8 * BT_JC_SIZE)
 #define BT_OFF_SLOT_POS                                                        \
-  (BT_OFF_SLOT + 2 * 2 * BT_SLOT_CLASSES * 16 * BT_SLOTS)
+  (BT_OFF_SLOT + 2 * 2 * BT_SLOT_CLASSES * BT_SLOT_BYTES * BT_SLOTS)
 #define BT_OFF_SLOT_CNT (BT_OFF_SLOT_POS + 64)
 #define BT_OFF_SLOT_LIST (BT_OFF_SLOT_CNT + 8 * BT_TLB_SIZE)
 #define BT_CTX_SIZE (BT_OFF_SLOT_LIST + 4 * BT_SLOT_LIST * BT_TLB_SIZE)

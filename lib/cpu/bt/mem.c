@@ -33,8 +33,9 @@ static uint64_t tlb_empty(const struct bt_vcpu *b, unsigned i) {
  * costs a load, and refills only that page's slots.
  */
 static struct bt_slot slot_empty(const struct bt_vcpu *b) {
-  return (struct bt_slot){-BT_SLOT_EMPTY, (uint64_t)(uintptr_t)b->slot_guard[1] -
-                                               BT_SLOT_EMPTY + BT_TLB_BIAS};
+  uint64_t guard = (uint64_t)(uintptr_t)b->slot_guard[1];
+  return (struct bt_slot){-BT_SLOT_EMPTY, guard - BT_SLOT_EMPTY + BT_TLB_BIAS,
+                          guard};
 }
 
 /* Whether slot k of the flat array is a write slot: [set][write][class][n]. */

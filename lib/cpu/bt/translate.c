@@ -137,13 +137,15 @@ struct tx {
   /* Hoisted lookups (see plan_tu): hoist_for[k] is the memory
      instruction whose lookup runs right before instruction k, or -1;
      hoisted[i] says instruction i's lookup ran there, leaving its host
-     address as [hs1[i] + hs2[i]]. */
+     address in hs1[i] ([hs1[i] + hs2[i] - hbias[i]] where the lookup
+     went through the TLB: hs2[i] >= 0). */
   int8_t hoist_for[TU_MAX];
   bool hoisted[TU_MAX];
   /* Lookups in the flags form in place (see plan_tu): rebuild_of[i] is
      the instruction whose flags instruction i's lookup gives back, or -1. */
   int8_t rebuild_of[TU_MAX];
-  uint8_t hs1[TU_MAX], hs2[TU_MAX], hbias[TU_MAX];
+  uint8_t hs1[TU_MAX], hbias[TU_MAX];
+  int8_t hs2[TU_MAX];
   int hafter[TU_MAX];
   /* Fall-through hits (see near_lookup): nlook numbers the lookups of an
      emission; far has a bit for each one an earlier emission found out of
@@ -998,10 +1000,10 @@ static unsigned slot_bias(unsigned cls) {
 }
 
 /* The lookup of the linear address in register a. On a hit the host
-   address is [a + tt - BT_TLB_BIAS] (tt holds an addend) and rcx is back
-   if it was parked (t->park); a keeps the guest address. A miss goes to
-   `miss` with a holding the linear address and rcx's guest value in
-   t->park, or in its slot when borrowed.
+   address is [a + tt - t->abias] (tt holds an addend; returns tt) and rcx
+   is back if it was parked (t->park); a keeps the guest address. A miss
+   goes to `miss` with a holding the linear address and rcx's guest value
+   in t->park, or in its slot when borrowed.
    Without an alignment check, through the site's lookup slot (a copy of
    the TLB entry it hit last; a miss there goes to its fill, emit_slot_fill,
    and only from there to `miss`). Flag-free: rcx = last byte - tag, then
@@ -1010,13 +1012,15 @@ static unsigned slot_bias(unsigned cls) {
    near_lookup allows, they are offset by a page: a hit leaves 1, and
    `loop` falls through. With chk >= 0, the flags form (only where the
    guest's flags are dead and no fault can see them, or are made again
-   after it: see plan_tu): chk
-   instead of rcx, first byte - tag at most 4096 - size by `cmp` and `ja`,
-   and rcx is neither parked nor borrowed. With an alignment check, through the TLB, whose hit test
-   (pext, or rotate and shift) covers the low address bits too. */
-static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
-                             unsigned size, bool write, bool align16,
-                             int miss, int chk) {
+   after it: see plan_tu), rcx neither parked nor borrowed: `add a, tag`,
+   `cmp` with 4096 - size, `ja`, `add a, host`, so a holds the host
+   address on a hit (returns -1; tt and chk are the fill's scratch
+   registers). With an alignment check, through the TLB, whose hit test
+   (pext, or rotate and shift) covers the low address bits too; the flags
+   form tests with `test` there. */
+static int emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
+                            unsigned size, bool write, bool align16,
+                            int miss, int chk) {
   struct emit *e = &t->e;
   unsigned rc = chk >= 0 ? (unsigned)chk : R_CX;
   if (t->park >= 0)
@@ -1035,7 +1039,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     /* The site's own slot: a copy of the TLB entry it hit last. */
     if (t->nsf == sizeof(t->sf) / sizeof(t->sf[0])) {
       e->fail = true;
-      return;
+      return (int)tt;
     }
     unsigned cls = slot_class(size), bias = slot_bias(cls);
     unsigned n = (t->b->slot_next + t->nslot++) % BT_SLOTS;
@@ -1047,15 +1051,31 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                   sizeof(struct bt_slot));
     bool near = chk < 0 && near_lookup(t);
     int fill = e_label(e), hit = e_label(e);
+    if (chk >= 0) {
+      /* In a alone: the first byte's offset in the slot's page, at most
+         4096 - size (the whole access is in the page), then the host
+         address. The fill comes back to the add (emit_slot_fill). */
+      e_bind(e, hit);
+      e_op_r_mem(e, 0x03 /* add */, true, a, R_SP, off);
+      e_cmp_r_i32(e, a, 4096 - (int32_t)size);
+      e_jcc(e, 7 /* a */, fill);
+      e_op_r_mem(e, 0x03 /* add */, true, a, R_SP, off + 16);
+      t->sf[t->nsf++] = (struct slot_fill){.a = a,
+                                           .tt = tt,
+                                           .rc = rc,
+                                           .size = size,
+                                           .bias = bias,
+                                           .write = write,
+                                           .flags = true,
+                                           .label = fill,
+                                           .hit = hit,
+                                           .miss = miss,
+                                           .off = off};
+      return -1;
+    }
     e_mov_r_ctx(e, tt, off + 8);
     e_mov_r_ctx(e, rc, off);
-    if (chk >= 0) {
-      /* The first byte's offset in the slot's page, at most 4096 - size:
-         the whole access is in the page. */
-      e_lea(e, 64, rc, (int)a, (int)rc, 1, 0);
-      e_cmp_r_i32(e, rc, 4096 - (int32_t)size);
-      e_jcc(e, 7 /* a */, fill);
-    } else if (cls < BT_SLOT_CLASSES - 1) {
+    if (cls < BT_SLOT_CLASSES - 1) {
       /* A power-of-two size: the first byte's offset F in the page and
          aligned to the size, so the access cannot leave the page. rorx
          puts F >> 12 in bits 51..0 and F's low 12 bits above them; shlx
@@ -1100,7 +1120,6 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                                          .size = size,
                                          .bias = bias,
                                          .write = write,
-                                         .flags = chk >= 0,
                                          .label = fill,
                                          .hit = hit,
                                          .miss = miss,
@@ -1108,7 +1127,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
     t->abias = bias;
     if (t->park >= 0)
       e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
-    return;
+    return (int)tt;
   }
   t->abias = BT_TLB_BIAS;
   /* With an alignment check, through the TLB: pext keeps the page bits
@@ -1140,6 +1159,7 @@ static void emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
   e_mov_r_ctxidx(e, tt, tlb_adds(t), tt);
   if (t->park >= 0)
     e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
+  return (int)tt;
 }
 
 static void emit_lookup(struct tx *t, unsigned a, unsigned tt, unsigned size,
@@ -1248,8 +1268,8 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     bool w = o->actions &
              (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
     t->park = park;
-    emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
-                     bt_needs_align16(&x->di, o), miss, chk);
+    int ix = emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
+                              bt_needs_align16(&x->di, o), miss, chk);
     struct ool *q = &oo[(*noo)++];
     *q = (struct ool){.kind = OOL_MEM,
                       .i = i,
@@ -1265,7 +1285,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     t->park = -1;
     if (rb >= 0 && !writes_flags6(x))
       rebuild_flags(t, &t->x[rb]);
-    emit_core(t, x, s1, s2, srsp);
+    emit_core(t, x, s1, ix, srsp);
     e_bind(e, after);
     return;
   }
@@ -2506,7 +2526,7 @@ static void plan_lookups(struct tx *t) {
 
 /* The lookup of instruction i's operand, before instruction k (plan_tu).
    Its registers stay borrowed (no instruction up to i names them) and
-   hold the host address as [s1 + s2] for emit_mem. */
+   hold the host address for emit_mem (hs1, hs2). */
 static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
                        unsigned *noo) {
   struct emit *e = &t->e;
@@ -2532,8 +2552,8 @@ static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
   emit_ea(t, x, o, (unsigned)s1, (unsigned)s2);
   bool w = o->actions &
            (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE);
-  emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
-                   bt_needs_align16(&x->di, o), miss, chk);
+  int ix = emit_lookup_with(t, (unsigned)s1, (unsigned)s2, o->size / 8, w,
+                            bt_needs_align16(&x->di, o), miss, chk);
   oo[(*noo)++] = (struct ool){.kind = OOL_HOIST,
                               .i = i,
                               .k = k,
@@ -2547,7 +2567,7 @@ static void emit_hoist(struct tx *t, unsigned k, unsigned i, struct ool *oo,
                               .park = -1};
   t->hoisted[i] = true;
   t->hs1[i] = (uint8_t)s1;
-  t->hs2[i] = (uint8_t)s2;
+  t->hs2[i] = (int8_t)ix;
   t->hbias[i] = (uint8_t)t->abias;
   t->hafter[i] = after;
 }
@@ -2604,6 +2624,8 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
   struct emit *e = &t->e;
   int32_t adds = tlb_adds(t);
   e_bind(e, q->label);
+  if (q->flags) /* the flags form left the offset in the old slot's page */
+    e_op_r_mem(e, 0x2b /* sub */, true, q->a, R_SP, q->off);
   emit_tlb_index(t, q->tt, q->a);
   /* Count the fill under the page's TLB index and note the slot in that
      index's list (mem.c, slots_flush_index); before the lookup, while
@@ -2628,7 +2650,12 @@ static void emit_slot_fill(struct tx *t, const struct slot_fill *q) {
     e_jmp(e, q->miss);
     e_bind(e, ok);
   }
-  /* tag = -(page of a), flag-free: the addend's low bits are 12. */
+  /* host = page of a + addend - 12, tag = -(page of a), flag-free: the
+     addend's low bits are 12. */
+  e_shrx(e, q->rc, q->a, q->tt);
+  e_shlx(e, q->rc, q->rc, q->tt);
+  e_lea(e, 64, q->rc, (int)q->rc, (int)q->tt, 1, -BT_TLB_BIAS);
+  e_mov_ctx_r(e, q->off + 16, q->rc);
   e_shrx(e, q->rc, q->a, q->tt);
   e_shlx(e, q->rc, q->rc, q->tt);
   e_not(e, q->rc);
