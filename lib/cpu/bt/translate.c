@@ -160,8 +160,10 @@ struct tx {
     unsigned ord;
   } nb[TU_MAX * 3];
   unsigned nnb;
-  /* Lookup slots (see emit_lookup_with): the fills after the body, and
-     the slots this emission took, from the vCPU's next one on. */
+  /* Lookup slots (see emit_lookup_with): the fills after the body (flags:
+     for the flags form, whose address register holds the offset in the
+     old slot's page at the fill), and the slots this emission took, from
+     the vCPU's next one on. */
   struct slot_fill {
     unsigned a, tt, rc, size, bias;
     bool write, flags;
@@ -1051,6 +1053,17 @@ static int emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
                   sizeof(struct bt_slot));
     bool near = chk < 0 && near_lookup(t);
     int fill = e_label(e), hit = e_label(e);
+    t->sf[t->nsf++] = (struct slot_fill){.a = a,
+                                         .tt = tt,
+                                         .rc = rc,
+                                         .size = size,
+                                         .bias = bias,
+                                         .write = write,
+                                         .flags = chk >= 0,
+                                         .label = fill,
+                                         .hit = hit,
+                                         .miss = miss,
+                                         .off = off};
     if (chk >= 0) {
       /* In a alone: the first byte's offset in the slot's page, at most
          4096 - size (the whole access is in the page), then the host
@@ -1060,17 +1073,6 @@ static int emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
       e_cmp_r_i32(e, a, 4096 - (int32_t)size);
       e_jcc(e, 7 /* a */, fill);
       e_op_r_mem(e, 0x03 /* add */, true, a, R_SP, off + 16);
-      t->sf[t->nsf++] = (struct slot_fill){.a = a,
-                                           .tt = tt,
-                                           .rc = rc,
-                                           .size = size,
-                                           .bias = bias,
-                                           .write = write,
-                                           .flags = true,
-                                           .label = fill,
-                                           .hit = hit,
-                                           .miss = miss,
-                                           .off = off};
       return -1;
     }
     e_mov_r_ctx(e, tt, off + 8);
@@ -1114,16 +1116,6 @@ static int emit_lookup_with(struct tx *t, unsigned a, unsigned tt,
       }
     }
     e_bind(e, hit);
-    t->sf[t->nsf++] = (struct slot_fill){.a = a,
-                                         .tt = tt,
-                                         .rc = rc,
-                                         .size = size,
-                                         .bias = bias,
-                                         .write = write,
-                                         .label = fill,
-                                         .hit = hit,
-                                         .miss = miss,
-                                         .off = off};
     t->abias = bias;
     if (t->park >= 0)
       e_mov_r_r(e, R_CX, (unsigned)t->park, 64);
