@@ -280,6 +280,12 @@ int vmm__vcpu_pio_inline(vmm_vcpu *vcpu, uint16_t port, void *data,
 /* Monotonic clock in nanoseconds. */
 uint64_t vmm__now_ns(void);
 
+/* Asymmetric fences (lib/util/barrier.c): whether membarrier(2)'s
+   private expedited command is registered for the process, and the call
+   that runs a full fence on every thread of it. */
+bool vmm__membarrier_usable(void);
+void vmm__membarrier(void);
+
 /* Logging through the VM's log callback. */
 void vmm__log(const vmm_vm *vm, enum vmm_log_level level, const char *fmt, ...)
     VMM__PRINTF(3, 4);

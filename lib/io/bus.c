@@ -3,15 +3,11 @@
  * ("Dispatch without locks") for the read-copy-update scheme and why its
  * orderings are enough.
  */
-#include <errno.h>
-#include <linux/membarrier.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "../internal.h"
 
@@ -28,22 +24,6 @@ bool vmm__iobus_in_handler(const vmm_vm *vm) {
          (dispatching == &vm->pio || dispatching == &vm->mmio);
 }
 
-static long membarrier(int cmd) {
-  return syscall(SYS_membarrier, cmd, 0, 0);
-}
-
-/*
- * Whether writers can make readers' compiler barriers full fences with
- * membarrier(2). Registration is per process, idempotent and permanent
- * (until exec), so asking again for each bus is harmless.
- */
-static bool membarrier_usable(void) {
-  long cmds = membarrier(MEMBARRIER_CMD_QUERY);
-  if (cmds < 0 || !(cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-    return false;
-  return membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
-}
-
 static struct vmm__io_table *table_alloc(size_t cap) {
   struct vmm__io_table *t =
       malloc(sizeof(*t) + cap * sizeof(struct vmm__io_entry));
@@ -57,7 +37,8 @@ static struct vmm__io_table *table_alloc(size_t cap) {
 int vmm__iobus_init(struct vmm__iobus *bus, uint64_t limit, unsigned nreaders) {
   memset(bus, 0, sizeof(*bus));
   bus->limit = limit;
-  bus->fence = !membarrier_usable();
+  /* Whether writers can make readers' compiler barriers full fences. */
+  bus->fence = !vmm__membarrier_usable();
   bus->nreaders = nreaders;
   bus->readers = aligned_alloc(_Alignof(struct vmm__io_reader),
                                nreaders * sizeof(struct vmm__io_reader));
@@ -115,21 +96,13 @@ static size_t lower_bound(const struct vmm__io_table *t, uint64_t addr) {
 
 /*
  * Make every reader's earlier slot store visible to this thread, or its
- * next table load see what this thread stored before (docs/io.md). The
- * call can fail only on a transient shortage (ENOMEM, EINTR) or, in a
- * child after fork() without exec, if the registration was not inherited:
- * retried, after registering again for the latter.
+ * next table load see what this thread stored before (docs/io.md).
  */
 static void readers_barrier(const struct vmm__iobus *bus) {
-  if (bus->fence) {
+  if (bus->fence)
     atomic_thread_fence(memory_order_seq_cst);
-    return;
-  }
-  while (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0) {
-    if (errno == EPERM)
-      membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
-    sched_yield();
-  }
+  else
+    vmm__membarrier();
 }
 
 /* Let a reader inside a handler finish: yield at first, as fast handlers

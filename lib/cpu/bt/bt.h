@@ -374,6 +374,9 @@ struct bt_vm {
   _Atomic uint64_t *codebits[VMM_MEM_MAX_SLOTS];
   uint64_t slot_pages[VMM_MEM_MAX_SLOTS];
   _Atomic uint64_t wp_gen; /* write-protect generation, see mem.c */
+  /* No membarrier(2): vCPUs order their in_tc store before the
+     generation load with a full fence (bt_in_tc, mem.c). */
+  bool wp_fence;
   struct vmm_cpuid_entry supported[64];
   size_t nsupported;
 };
@@ -705,6 +708,7 @@ bool bt_host_ok(void);
 
 /* Odds and ends shared across files. */
 void bt_check_wp(struct bt_vcpu *b);
+void bt_in_tc(struct bt_vcpu *b);
 void bt_wp_shootdown(vmm_vm *vm, struct bt_vcpu *self);
 void bt_process_invalidations(struct bt_vcpu *b);
 void bt_code_forget_range(struct bt_vm *m, uint64_t gpa, uint64_t size);

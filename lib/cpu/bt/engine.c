@@ -97,6 +97,7 @@ static int bt_vm_init(vmm_vm *vm) {
     return err;
   }
   atomic_init(&m->wp_gen, 0);
+  m->wp_fence = !vmm__membarrier_usable();
   bt_supported_cpuid(m, vm->irqchip_kind == VMM__IRQCHIP_USER);
   if (flags & VMM_BT_NO_PEXT)
     m->fast_pext = false;
@@ -993,17 +994,17 @@ int vmm__bt_callout(struct bt_ctx *ctx) {
     break;
   }
   b->cur = NULL;
-  if (!leave) {
-    /* in_tc is set again only where a handler cleared it (bt_host_call):
-       that seq_cst store (an xchg, 20 cycles) orders it before the
-       generation check; while it stayed set, a revoker waits for us. */
-    if (!atomic_load_explicit(&b->ctx.in_tc, memory_order_relaxed))
-      atomic_store(&b->ctx.in_tc, 1);
-    /* A miss acknowledged before it decided (bt_mem_miss): acknowledging
-       here would revoke what it decided while translated code goes on to
-       use it without a check. */
-    if (d->kind != BT_D_MEM)
+  /* A miss acknowledged before it decided (bt_mem_miss): acknowledging
+     here would revoke what it decided while translated code goes on to
+     use it without a check. It runs no handler: in_tc is still set. Other
+     callouts set in_tc again where a handler cleared it (bt_host_call),
+     then check the generation (bt_in_tc); while it stayed set, a revoker
+     waits for us. */
+  if (!leave && d->kind != BT_D_MEM) {
+    if (atomic_load_explicit(&b->ctx.in_tc, memory_order_relaxed))
       bt_check_wp(b);
+    else
+      bt_in_tc(b);
   }
   asan_switch_out(b);
   return leave;
@@ -1288,10 +1289,9 @@ static int dispatch(struct bt_vcpu *b, bool one) {
     bool shadow_entry = b->shadow && b->ctx.rip == b->shadow_rip;
     if (shadow_entry)
       b->shadow = false;
-    atomic_store(&b->ctx.in_tc, 1);
-    bt_check_wp(b);
+    bt_in_tc(b);
     int reason = vmm__bt_enter(&b->ctx, host);
-    atomic_store(&b->ctx.in_tc, 0);
+    atomic_store_explicit(&b->ctx.in_tc, 0, memory_order_release);
     stepped = true;
     switch (reason) {
     case BT_X_LINK: {
