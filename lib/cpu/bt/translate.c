@@ -1231,16 +1231,26 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
      again from hold their guest values. */
   int rb = mem_inline(t, x) ? t->rebuild_of[i] : -1;
   uint32_t keep = rb >= 0 ? rebuild_regs(&t->x[rb]) : 0;
-  give_back(t, keep);
-  uint32_t avoid = x->used | keep | (1u << R_SP) | (1u << R_CX);
-  int s1 = pick(&avoid, x->high8, t->borrowed, t->later);
-  int srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed, t->later) : -1;
-  /* [s1 + s2] replaces the operand: no REX next to AH..BH either. */
-  int s2 = pick(&avoid, x->high8, t->borrowed, t->later);
+  uint32_t avoid;
+  int s1, s2, srsp;
+  for (;;) {
+    avoid = x->used | keep | (1u << R_SP) | (1u << R_CX);
+    s1 = pick(&avoid, x->high8, t->borrowed, t->later);
+    srsp = x->rsp ? pick(&avoid, x->high8, t->borrowed, t->later) : -1;
+    /* [s1 + s2] replaces the operand: no REX next to AH..BH either. */
+    s2 = pick(&avoid, x->high8, t->borrowed, t->later);
+    if ((s1 >= 0 && s2 >= 0 && (!x->rsp || srsp >= 0)) || !keep)
+      break;
+    /* Next to AH..BH only six registers can be scratch: with those
+       flags are made again from taken too, the rcx form instead. */
+    rb = -1;
+    keep = 0;
+  }
   if (s1 < 0 || s2 < 0 || (x->rsp && srsp < 0)) {
     e->fail = true;
     return;
   }
+  give_back(t, keep);
   if (mem_inline(t, x)) {
     int retry = e_label(e), after = e_label(e), miss = e_label(e);
     e_bind(e, retry);
