@@ -1257,10 +1257,13 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
     borrow(t, (unsigned)s1);
     borrow(t, (unsigned)s2);
     int chk = rb >= 0 ? pick(&avoid, false, t->borrowed, t->later) : -1;
-    if (chk >= 0)
+    if (chk >= 0) {
       borrow(t, (unsigned)chk);
-    else
+    } else if (rb >= 0) {
+      /* The rcx form; the flag writer's registers may park rcx. */
       rb = -1;
+      avoid &= ~(keep & ~x->used);
+    }
     int park = rb >= 0 ? -1 : rcx_mode(t, &avoid);
     if (park == -2) {
       e->fail = true;
