@@ -356,6 +356,27 @@ static void probe_iopl(void) {
   vm_fini(&v);
 }
 
+/* pushfq at CPL 3 against the RFLAGS set with KVM_SET_REGS (IOPL 3, IF
+   clear, as the mode helper sets them for CPL 3). */
+static void probe_pushf(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  /* pushfq; pop rax; out 0xec, al */
+  static const uint8_t user[] = {0x9c, 0x58, 0xe6, 0xec};
+  code(&v, CODE, user, sizeof(user));
+  struct kvm_regs g;
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  g.rflags = 0x3002;
+  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  int x = run(&v);
+  ioctl(v.vcpu, KVM_GET_REGS, &g);
+  char buf[128];
+  snprintf(buf, sizeof(buf), "%s, pushed 0x%llx, RFLAGS 0x%llx", exit_name(x),
+           (unsigned long long)g.rax, (unsigned long long)g.rflags);
+  report("pushfq at CPL 3, RFLAGS 0x3002:", buf, "0x3002");
+  vm_fini(&v);
+}
+
 /* cpuid at CPL 3 against the table set with KVM_SET_CPUID2. */
 static void probe_cpuid(void) {
   struct vm v;
@@ -457,6 +478,7 @@ int main(void) {
   probe_int80();
   probe_sysret();
   probe_iopl();
+  probe_pushf();
   probe_cpuid();
   probe_fpu_mxcsr();
   probe_ac();
