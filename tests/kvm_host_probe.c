@@ -147,6 +147,16 @@ static void gate(struct vm *v, unsigned vec, uint32_t handler, int dpl) {
   g[7] = (handler >> 24) & 0xff;
 }
 
+/* The vCPU's RFLAGS (CPL 3 probes: IOPL 3, as the mode helper sets it). */
+static void set_rflags(struct vm *v, uint64_t rflags) {
+  struct kvm_regs g;
+  if (ioctl(v->vcpu, KVM_GET_REGS, &g) < 0)
+    die("KVM_GET_REGS");
+  g.rflags = rflags;
+  if (ioctl(v->vcpu, KVM_SET_REGS, &g) < 0)
+    die("KVM_SET_REGS");
+}
+
 static int run(struct vm *v) {
   if (ioctl(v->vcpu, KVM_RUN, 0) < 0)
     die("KVM_RUN");
@@ -208,10 +218,7 @@ static void probe_dirty_reads(void) {
                               0x00, 0x01, 0x8a, 0x04, 0x25, 0x00,
                               0x60, 0x40, 0x00, 0xe6, 0xeb};
   code(&v, CODE, c, sizeof(c));
-  struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3002;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3002);
   uint64_t bm = 0;
   struct kvm_dirty_log log = {.slot = 1, .dirty_bitmap = &bm};
   ioctl(v.fd, KVM_GET_DIRTY_LOG, &log);
@@ -231,10 +238,7 @@ static void probe_debug(int singlestep) {
   vm_init(&v, 3);
   static const uint8_t c[] = {0x90, 0x90, 0x90, 0xe6, 0xeb};
   code(&v, CODE, c, sizeof(c));
-  struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3002;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3002);
   struct kvm_guest_debug dbg;
   memset(&dbg, 0, sizeof(dbg));
   dbg.control = KVM_GUESTDBG_ENABLE |
@@ -267,9 +271,7 @@ static void probe_int80(void) {
   for (unsigned vec = 10; vec <= 14; vec++)
     gate(&v, vec, CODE + 0x300, 0);
   struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3002;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3002);
   int x = run(&v);
   ioctl(v.vcpu, KVM_GET_REGS, &g);
   char buf[128];
@@ -303,9 +305,7 @@ static void probe_sysret(void) {
                {.index = 0xc0000084, .data = 0x47700}}};
   ioctl(v.vcpu, KVM_SET_MSRS, &m);
   struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3202;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3202);
   int x = run(&v);
   ioctl(v.vcpu, KVM_GET_REGS, &g);
   char buf[160];
@@ -329,10 +329,7 @@ static void probe_iopl(void) {
   code(&v, CODE, user, sizeof(user));
   code(&v, CODE + 0x100, h, sizeof(h));
   gate(&v, 0x40, CODE + 0x100, 0);
-  struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3202;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3202);
   int x = run(&v); /* the out 0xec */
   for (int i = 0; i < 4 && x == KVM_EXIT_IO && v.run->io.port == 0xec; i++) {
     if (v.run->ready_for_interrupt_injection) {
@@ -365,9 +362,7 @@ static void probe_pushf(void) {
   static const uint8_t user[] = {0x9c, 0x58, 0xe6, 0xec};
   code(&v, CODE, user, sizeof(user));
   struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3002;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3002);
   int x = run(&v);
   ioctl(v.vcpu, KVM_GET_REGS, &g);
   char buf[128];
@@ -391,9 +386,7 @@ static void probe_cpuid(void) {
                               0x0f, 0xa2, 0xe6, 0xeb};
   code(&v, CODE, c, sizeof(c));
   struct kvm_regs g;
-  ioctl(v.vcpu, KVM_GET_REGS, &g);
-  g.rflags = 0x3002;
-  ioctl(v.vcpu, KVM_SET_REGS, &g);
+  set_rflags(&v, 0x3002);
   int x = run(&v);
   ioctl(v.vcpu, KVM_GET_REGS, &g);
   char buf[128];
