@@ -9,12 +9,14 @@
  */
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MEM_SIZE (2u << 20)
@@ -459,6 +461,227 @@ static void probe_fpu_mxcsr(void) {
   vm_fini(&v);
 }
 
+static double now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* mov ecx, 10000000; dec ecx (49); jnz; out 0xeb, al (32-bit code) */
+static const uint8_t c32[] = {0xb9, 0x80, 0x96, 0x98, 0x00,
+                              0x49, 0x75, 0xfd, 0xe6, 0xeb};
+
+/* Time a run of a dec/jnz loop of 10M iterations at CPL 3, in 64-bit mode
+   (compat 0) or in compatibility mode (CS 0x23: L=0, D=1, DPL 3). */
+static double loop_ns(struct vm *v, int compat) {
+  /* the same in 64-bit code (dec ecx is ff c9) */
+  static const uint8_t c64[] = {0xb9, 0x80, 0x96, 0x98, 0x00, 0xff,
+                                0xc9, 0x75, 0xfc, 0xe6, 0xeb};
+  code(v, CODE, compat ? c32 : c64, compat ? sizeof(c32) : sizeof(c64));
+  struct kvm_regs g = {.rip = CODE, .rsp = 0x80000, .rflags = 0x3002};
+  ioctl(v->vcpu, KVM_SET_REGS, &g);
+  double t = now_ns();
+  int x = run(v);
+  t = now_ns() - t;
+  ioctl(v->vcpu, KVM_GET_REGS, &g);
+  if (x != KVM_EXIT_IO || g.rcx != 0)
+    return -1;
+  return t / 1e7;
+}
+
+/* 32-bit compatibility-mode code at CPL 3: is it run natively (the loop
+   as fast as 64-bit code's), do 32-bit-only instructions give the right
+   results, and what does exception delivery to the 64-bit IDT push? */
+static void probe_compat(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  struct kvm_sregs s;
+  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  struct kvm_segment cs64 = s.cs;
+  double t64 = loop_ns(&v, 0);
+  seg(&s.cs, 0x23, 0xb, 3, 0, 1);
+  ioctl(v.vcpu, KVM_SET_SREGS, &s);
+  double t32 = loop_ns(&v, 1);
+  char buf[200];
+  snprintf(buf, sizeof(buf), "%.2f ns per iteration (64-bit %.2f)", t32, t64);
+  report("dec/jnz loop in compat mode, CPL 3:", buf, "both native, equal");
+
+  /* The same loop entered from 64-bit CPL 3 code by a far return, in
+     case only the mode set with KVM_SET_SREGS is emulated:
+     push 0x23; push CODE + 0x20; retfq */
+  s.cs = cs64;
+  ioctl(v.vcpu, KVM_SET_SREGS, &s);
+  static const uint8_t far[] = {0x6a, 0x23, 0x68, 0x20, 0x00,
+                                0x01, 0x00, 0x48, 0xcb};
+  code(&v, CODE, far, sizeof(far));
+  code(&v, CODE + 0x20, c32, sizeof(c32));
+  struct kvm_regs r = {.rip = CODE, .rsp = 0x80000, .rflags = 0x3002};
+  ioctl(v.vcpu, KVM_SET_REGS, &r);
+  double t = now_ns();
+  int x = run(&v);
+  t = now_ns() - t;
+  ioctl(v.vcpu, KVM_GET_REGS, &r);
+  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  snprintf(buf, sizeof(buf), "%s, cs 0x%x, ecx %llu, %.2f ns per iteration",
+           exit_name(x), s.cs.selector, (unsigned long long)r.rcx, t / 1e7);
+  report("same, entered by retfq from 64-bit:", buf, "native");
+  seg(&s.cs, 0x23, 0xb, 3, 0, 1);
+  ioctl(v.vcpu, KVM_SET_SREGS, &s);
+
+  /* ud2 at CODE + 4 (after mov eax, esp): the 64-bit #UD gate's handler
+     stores the 40-byte frame at 0x30000 */
+  static const uint8_t u[] = {0x89, 0xe0, 0x90, 0x90, 0x0f, 0x0b};
+  /* mov rax,[rsp]; mov [0x30000],rax; ... five times; out 0xeb, al */
+  uint8_t h[80], *p = h;
+  for (int i = 0; i < 5; i++) {
+    uint8_t ld[] = {0x48, 0x8b, 0x44, 0x24, (uint8_t)(8 * i)};
+    uint8_t st[] = {0x48, 0x89, 0x04, 0x25, (uint8_t)(8 * i), 0x00, 0x03, 0x00};
+    memcpy(p, ld, 5);
+    memcpy(p + 5, st, 8);
+    p += 13;
+  }
+  p[0] = 0xe6;
+  p[1] = 0xeb;
+  code(&v, CODE, u, sizeof(u));
+  code(&v, CODE + 0x100, h, (size_t)(p + 2 - h));
+  gate(&v, 6, CODE + 0x100, 0);
+  r = (struct kvm_regs){.rip = CODE, .rsp = 0x80000, .rflags = 0x3002};
+  ioctl(v.vcpu, KVM_SET_REGS, &r);
+  x = run(&v);
+  uint64_t *f = (uint64_t *)(v.mem + 0x30000);
+  snprintf(buf, sizeof(buf),
+           "%s, frame rip 0x%llx cs 0x%llx rsp 0x%llx ss 0x%llx", exit_name(x),
+           (unsigned long long)f[0], (unsigned long long)f[1],
+           (unsigned long long)f[3], (unsigned long long)f[4]);
+  report("ud2 in compat mode (64-bit IDT):", buf,
+         "rip 0x10004 cs 0x23 rsp 0x80000 ss 0x2b");
+  vm_fini(&v);
+}
+
+/* One compat-mode instruction case: bytes run from CODE (then out 0xeb),
+   and the EAX they must leave, or the vector they must raise. */
+struct compat_case {
+  const char *name;
+  uint8_t len;
+  uint8_t bytes[15];
+  uint32_t eax; /* expected */
+  int vector;   /* expected exception, or -1 */
+};
+
+static const struct compat_case compat_cases[] = {
+    {"inc eax (40)", 1, {0x40}, 0x16, -1},
+    {"dec eax (48)", 1, {0x48}, 0x14, -1},
+    /* 41 is a REX prefix in 64-bit mode: mov r8d, ebx would leave eax */
+    {"inc ecx; mov eax, ebx", 3, {0x41, 0x89, 0xd8}, 0x30000, -1},
+    {"pusha/popa", 4, {0x60, 0x61, 0x89, 0xe0}, 0x80000, -1},
+    {"pusha; pop eax", 2, {0x60, 0x58}, 0x30020, -1},
+    {"daa", 3, {0x04, 0x27, 0x27}, 0x42, -1},
+    {"das", 3, {0x2c, 0x07, 0x2f}, 0x08, -1},
+    {"aaa", 3, {0x04, 0x05, 0x37}, 0x100, -1},
+    {"aas", 3, {0x2c, 0x07, 0x3f}, 0xff08, -1},
+    {"aam", 2, {0xd4, 0x0a}, 0x0201, -1},
+    {"aad", 4, {0xb4, 0x03, 0xd5, 0x0a}, 0x33, -1},
+    {"push cs; pop eax", 2, {0x0e, 0x58}, 0x23, -1},
+    {"push ds; pop eax", 2, {0x1e, 0x58}, 0x2b, -1},
+    {"push 0x2b; pop ds", 5, {0x6a, 0x2b, 0x1f, 0x89, 0xe0}, 0x80000, -1},
+    {"bound (in range)", 2, {0x62, 0x03}, 0x15, -1},
+    {"bound (#BR)", 7, {0xb8, 0x00, 0x02, 0x00, 0x00, 0x62, 0x03}, 0, 5},
+    {"into (#OF)", 5, {0xb0, 0x7f, 0x04, 0x01, 0xce}, 0, 4},
+    {"arpl ax, cx", 2, {0x63, 0xc8}, 0x17, -1},
+    {"les eax, [ebx+0x30]", 3, {0xc4, 0x43, 0x30}, 0x1234, -1},
+    {"lds eax, [ebx+0x30]", 3, {0xc5, 0x43, 0x30}, 0x1234, -1},
+    {"jecxz (taken)", 6, {0x31, 0xc9, 0xe3, 0x02, 0xb0, 0x01}, 0x15, -1},
+    {"loop (ecx 3)", 6, {0xb0, 0x00, 0xfe, 0xc0, 0xe2, 0xfc}, 3, -1},
+    {"call far 0x23:; retf",
+     7,
+     {0x9a, 0x40, 0x00, 0x01, 0x00, 0x23, 0x00},
+     0x10007,
+     -1},
+    {"push -1; pop eax", 3, {0x6a, 0xff, 0x58}, 0xffffffff, -1},
+    {"xlat", 1, {0xd7}, 0x99, -1},
+    {"mul ecx", 2, {0xf7, 0xe1}, 0x3f, -1},
+    {"popcnt eax, eax", 4, {0xf3, 0x0f, 0xb8, 0xc0}, 3, -1},
+    {"rep stosd", 5, {0xf3, 0xab, 0x8b, 0x47, 0xfc}, 0x15, -1},
+    {"movd/paddd/movd",
+     12,
+     {0x66, 0x0f, 0x6e, 0xc0, 0x66, 0x0f, 0xfe, 0xc0, 0x66, 0x0f, 0x7e, 0xc0},
+     0x2a,
+     -1},
+};
+
+/* Run each case alone in compat mode; the exception gates are DPL 3
+   (into) and lead to 64-bit CPL 0 stubs that store the vector. */
+static void probe_compat_cases(void) {
+  struct vm v;
+  vm_init(&v, 3);
+  struct kvm_sregs s;
+  ioctl(v.vcpu, KVM_GET_SREGS, &s);
+  seg(&s.cs, 0x23, 0xb, 3, 0, 1);
+  ioctl(v.vcpu, KVM_SET_SREGS, &s);
+  for (unsigned vec = 0; vec < 32; vec++) {
+    /* mov byte [0x30100], vec; out 0xec, al */
+    uint8_t h[] = {0xc6, 0x04, 0x25,         0x00, 0x01,
+                   0x03, 0x00, (uint8_t)vec, 0xe6, 0xec};
+    code(&v, CODE + 0x400 + 16 * vec, h, sizeof(h));
+    gate(&v, vec, CODE + 0x400 + 16 * vec, 3);
+  }
+  char bad[1024] = "";
+  size_t nbad = 0, n = sizeof(compat_cases) / sizeof(compat_cases[0]);
+  uint64_t upper = 0;
+  for (size_t i = 0; i < n; i++) {
+    const struct compat_case *k = &compat_cases[i];
+    uint8_t c[32];
+    memcpy(c, k->bytes, k->len);
+    c[k->len] = 0xe6;
+    c[k->len + 1] = 0xeb;
+    code(&v, CODE, c, k->len + 2u);
+    static const uint8_t far[] = {0x8b, 0x04, 0x24, 0xcb}; /* mov eax,[esp] */
+    code(&v, CODE + 0x40, far, sizeof(far));
+    memset(v.mem + 0x30000, 0, 0x200);
+    *(uint32_t *)(v.mem + 0x30004) = 0x100;  /* bound: [0, 0x100] */
+    *(uint32_t *)(v.mem + 0x30030) = 0x1234; /* les/lds: 0x2b:0x1234 */
+    *(uint16_t *)(v.mem + 0x30034) = 0x2b;
+    v.mem[0x30015] = 0x99; /* xlat: [ebx + 0x15] */
+    v.mem[0x30100] = 0xff;
+    /* upper halves set, to see what 32-bit writes do to them */
+    struct kvm_regs g = {.rip = CODE,
+                         .rsp = 0x80000,
+                         .rflags = 0x3002,
+                         .rax = 0xdead000000000015ull,
+                         .rcx = 3,
+                         .rbx = 0x30000,
+                         .rdi = 0x30020};
+    ioctl(v.vcpu, KVM_SET_REGS, &g);
+    int x = run(&v);
+    ioctl(v.vcpu, KVM_GET_REGS, &g);
+    int port = x == KVM_EXIT_IO ? v.run->io.port : -1;
+    int vec = port == 0xec ? v.mem[0x30100] : -1;
+    if (i == 0)
+      upper = g.rax >> 32;
+    bool ok = k->vector >= 0 ? vec == k->vector
+                             : port == 0xeb && (uint32_t)g.rax == k->eax;
+    if (!ok) {
+      nbad++;
+      size_t l = strlen(bad);
+      if (port == 0xeb)
+        snprintf(bad + l, sizeof(bad) - l, "%s%s: eax 0x%x", l ? "; " : "",
+                 k->name, (uint32_t)g.rax);
+      else if (vec >= 0)
+        snprintf(bad + l, sizeof(bad) - l, "%s%s: vector %d", l ? "; " : "",
+                 k->name, vec);
+      else
+        snprintf(bad + l, sizeof(bad) - l, "%s%s: %s", l ? "; " : "", k->name,
+                 exit_name(x));
+    }
+  }
+  char buf[1200];
+  snprintf(buf, sizeof(buf), "%zu of %zu right%s%s; inc eax: rax[63:32] 0x%llx",
+           n - nbad, n, nbad ? ", wrong: " : "", bad,
+           (unsigned long long)upper);
+  report("32-bit-only instructions, compat:", buf, "all right, rax[63:32] 0");
+  vm_fini(&v);
+}
+
 int main(void) {
   if (access("/dev/kvm", R_OK | W_OK) != 0) {
     printf("no usable /dev/kvm here\n");
@@ -476,5 +699,7 @@ int main(void) {
   probe_fpu_mxcsr();
   probe_ac();
   probe_sse_align();
+  probe_compat();
+  probe_compat_cases();
   return 0;
 }
