@@ -10,7 +10,8 @@
  *   difftest [--seed S] [--count N] [--start I] [--engines kvm,bt]
  *            [--max-len L] [--index I] [--indexes I,J,...] [--code HEX]
  *            [--no-minimize] [--no-mmio] [--max-mismatches M]
- *            [--timeout-ms T] [--bt-flags F] [--quiet] [--list] [--verbose]
+ *            [--timeout-ms T] [--bt-flags F] [--groups G,...] [--quiet]
+ *            [--list] [--verbose]
  *
  * The same seed and options give the same sequences and initial states.
  *
@@ -142,6 +143,7 @@ enum diff_class {
   D_MMIO = 1u << 9,
   D_CR2 = 1u << 10,
   D_SYSMEM = 1u << 11,
+  D_X87 = 1u << 12,
 };
 
 struct result {
@@ -154,6 +156,7 @@ struct result {
   uint64_t cr2;
   uint8_t xmm[16][16];
   uint32_t mxcsr;
+  struct vmm_fpu fpu; /* the x87 part is compared (compare_x87) */
   size_t nmmio;
   bool mmio_overflow;
   struct mmio_access mmio[MAX_MMIO_LOG];
@@ -473,6 +476,15 @@ static void engine_run(struct engine *e, struct watchdog *wd,
   struct vmm_fpu fpu = e->fpu0;
   memcpy(fpu.xmm, seq->init.xmm, sizeof(fpu.xmm));
   fpu.mxcsr = seq->init.mxcsr;
+  fpu.fcw = seq->init.fcw;
+  fpu.fsw = seq->init.fsw;
+  fpu.ftw = seq->init.ftw;
+  fpu.fop = 0;
+  fpu.fip = fpu.fdp = 0;
+  for (int i = 0; i < 8; i++) {
+    memset(fpu.st[i], 0, sizeof(fpu.st[i]));
+    memcpy(fpu.st[i], seq->init.st[i], 10);
+  }
   if ((err = vmm_vcpu_set_sregs(e->vcpu, &sr)) < 0 ||
       (err = vmm_vcpu_set_regs(e->vcpu, &regs)) < 0 ||
       (err = vmm_vcpu_set_fpu(e->vcpu, &fpu)) < 0)
@@ -530,6 +542,7 @@ static void engine_run(struct engine *e, struct watchdog *wd,
     vmm_vcpu_run(e->vcpu, &ex);
   memcpy(res->xmm, fpu.xmm, sizeof(res->xmm));
   res->mxcsr = fpu.mxcsr;
+  res->fpu = fpu;
   res->nmmio = e->nmmio;
   res->mmio_overflow = e->mmio_overflow;
   memcpy(res->mmio, e->mmio, sizeof(res->mmio));
@@ -565,6 +578,68 @@ static uint32_t undef_mask(const struct result *r, const struct dt_code *c) {
   if (r->status == ST_END)
     return c->undef_before[c->ninsn - 1];
   return 0x8d5u;
+}
+
+/* The same for the x87 condition codes. */
+static uint16_t fundef_mask(const struct result *r, const struct dt_code *c) {
+  if (r->status == ST_FAULT)
+    return dt_fundef_at(c, frame_u64(r, FRAME_RIP_OFF));
+  if (r->status == ST_SYSCALL)
+    return dt_fundef_at(c, r->regs.rcx - 2);
+  if (r->status == ST_END)
+    return c->fundef_before[c->ninsn - 1];
+  return DT_FSW_CC;
+}
+
+static void print_st(FILE *f, const uint8_t *v) {
+  uint16_t se;
+  uint64_t m;
+  memcpy(&m, v, 8);
+  memcpy(&se, v + 8, 2);
+  fprintf(f, "%04x:%016" PRIx64, se, m);
+}
+
+/*
+ * The x87 state (docs/difftest.md, "How it compares"): FCW, FSW less the
+ * condition codes the sequence left undefined, the abridged tag word,
+ * ST0-ST7 whatever their tags, FOP, FIP and FDP. Returns D_X87 or 0.
+ */
+static unsigned compare_x87(const struct result *a, const struct result *b,
+                            uint16_t fund, FILE *f, const char *na,
+                            const char *nb) {
+  const struct vmm_fpu *x = &a->fpu, *y = &b->fpu;
+  unsigned d = 0;
+  if (x->fcw != y->fcw || ((x->fsw ^ y->fsw) & ~fund) || x->ftw != y->ftw) {
+    d = D_X87;
+    if (f)
+      fprintf(f,
+              "  x87    %s fcw %#06x fsw %#06x ftw %#04x  %s fcw %#06x fsw "
+              "%#06x ftw %#04x  (condition codes not compared: %#x)\n",
+              na, x->fcw, x->fsw, x->ftw, nb, y->fcw, y->fsw, y->ftw, fund);
+  }
+  if (x->fop != y->fop || x->fip != y->fip || x->fdp != y->fdp) {
+    d = D_X87;
+    if (f)
+      fprintf(f,
+              "  x87    %s fop %#x fip %#" PRIx64 " fdp %#" PRIx64
+              "  %s fop %#x fip %#" PRIx64 " fdp %#" PRIx64 "\n",
+              na, x->fop, x->fip, x->fdp, nb, y->fop, y->fip, y->fdp);
+  }
+  unsigned top = (x->fsw >> 11) & 7;
+  for (unsigned i = 0; i < 8; i++) {
+    if (memcmp(x->st[i], y->st[i], 10) == 0)
+      continue;
+    d = D_X87;
+    if (f) {
+      fprintf(f, "  st%u    (r%u, %s) %s ", i, (top + i) & 7,
+              (x->ftw >> ((top + i) & 7)) & 1 ? "valid" : "empty", na);
+      print_st(f, x->st[i]);
+      fprintf(f, "  %s ", nb);
+      print_st(f, y->st[i]);
+      fprintf(f, "\n");
+    }
+  }
+  return d;
 }
 
 static const char *const gpr_names[16] = {
@@ -623,14 +698,11 @@ static bool same_fault_insn(const struct result *a, const struct result *b,
                                              ops));
 }
 
-static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
-                               const struct dt_seq *seq) {
-  uint64_t rip;
-  ZydisDecodedInstruction di;
-  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
-  if (!same_fault_insn(k, b, 6, 13, &rip, &di, ops) ||
-      di.encoding != ZYDIS_INSTRUCTION_ENCODING_LEGACY)
-    return false;
+/* The linear address of memory operand o of the instruction at rip, from
+   the registers of result k at the fault. */
+static bool fault_ea(const struct result *k, const struct dt_seq *seq,
+                     const ZydisDecodedInstruction *di,
+                     const ZydisDecodedOperand *o, uint64_t rip, uint64_t *ea) {
   static ZydisRegisterContext ctx;
   memset(&ctx, 0, sizeof(ctx));
   const uint64_t *g = &k->regs.rax;
@@ -649,30 +721,53 @@ static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
     ctx.values[order[i] - ZYDIS_REGISTER_RAX + ZYDIS_REGISTER_EAX] =
         v & 0xffffffff;
   }
+  if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddressEx(di, o, rip, &ctx, ea)))
+    return false;
+  if (o->mem.segment == ZYDIS_REGISTER_FS)
+    *ea += seq->init.fs_base;
+  else if (o->mem.segment == ZYDIS_REGISTER_GS)
+    *ea += seq->init.gs_base;
+  return true;
+}
+
+static bool pvm_misaligned_sse(const struct result *k, const struct result *b,
+                               const struct dt_seq *seq) {
+  uint64_t rip;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  if (!same_fault_insn(k, b, 6, 13, &rip, &di, ops) ||
+      di.encoding != ZYDIS_INSTRUCTION_ENCODING_LEGACY)
+    return false;
   /* INT n through a gate of DPL < 3, or beyond the IDT: #GP(8n + 2). */
   if (di.mnemonic == ZYDIS_MNEMONIC_INT) {
     uint64_t n = ops[0].imm.value.u & 0xff;
     bool gate_ok = n < 32 && (n == 3 || n == 4);
     return !gate_ok && frame_u64(b, FRAME_RIP_OFF - 8) == 8 * n + 2;
   }
+  /* ldmxcsr, and fxrstor of an image (MXCSR at offset 24), with reserved
+     MXCSR bits. */
   bool ldmxcsr = di.mnemonic == ZYDIS_MNEMONIC_LDMXCSR;
+  bool fxrstor = di.mnemonic == ZYDIS_MNEMONIC_FXRSTOR ||
+                 di.mnemonic == ZYDIS_MNEMONIC_FXRSTOR64;
   for (unsigned i = 0; i < di.operand_count_visible; i++) {
     const ZydisDecodedOperand *o = &ops[i];
-    if (o->type != ZYDIS_OPERAND_TYPE_MEMORY || (o->size != 128 && !ldmxcsr))
+    if (o->type != ZYDIS_OPERAND_TYPE_MEMORY ||
+        (o->size != 128 && !ldmxcsr && !fxrstor))
       continue;
     uint64_t ea;
-    if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddressEx(&di, o, rip, &ctx, &ea)))
+    if (!fault_ea(k, seq, &di, o, rip, &ea))
       return false;
-    if (o->mem.segment == ZYDIS_REGISTER_FS)
-      ea += seq->init.fs_base;
-    else if (o->mem.segment == ZYDIS_REGISTER_GS)
-      ea += seq->init.gs_base;
     if (frame_u64(b, FRAME_RIP_OFF - 8) != 0) /* #GP(0) */
       return false;
-    if (!ldmxcsr)
+    if (fxrstor) {
+      if (ea & 15) /* misaligned: not generated (docs/testing.md) */
+        return false;
+      ea += 24;
+    } else if (!ldmxcsr) {
       return (ea & 15) != 0;
-    /* ldmxcsr of a value with reserved bits (the memory is as it was at
-       the fault: the run ended there). */
+    }
+    /* The value with reserved bits (the memory is as it was at the
+       fault: the run ended there). */
     uint32_t v;
     if (ea >= DT_MEM && ea + 4 <= DT_MEM + DT_MEM_SIZE)
       memcpy(&v, k->mem + (ea - DT_MEM), 4);
@@ -773,6 +868,63 @@ static bool cmps_ac_pf(const struct result *a, const struct result *b) {
   return false;
 }
 
+/* Whether an access to addr faults in the guest's layout (a store: write
+   is true). */
+static bool page_faults(uint64_t addr, bool write) {
+  uint64_t p = addr & ~0xfffull;
+  return p == DT_NP_PAGE || p == DT_SUP_PAGE || (write && p == DT_RO_PAGE);
+}
+
+/*
+ * Which byte of an x87 or FXSAVE save area a #PF names is not
+ * architectural: the area takes several accesses, in an order the
+ * processor chooses (this host's fxsave names the area's last byte, BT the
+ * first byte that faults). Accepted when both engines fault with #PF at
+ * the same fxsave/fxrstor/fnsave/frstor/fnstenv/fldenv, each CR2 inside
+ * the area on a page the access faults on; CR2 and the error code are
+ * then not compared.
+ */
+static bool x87_area_fault(const struct result *a, const struct result *b,
+                           const struct dt_seq *seq) {
+  uint64_t rip, ea;
+  ZydisDecodedInstruction di;
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  if (a->cr2 == b->cr2 || !same_fault_insn(a, b, 14, 14, &rip, &di, ops))
+    return false;
+  bool w16 = di.operand_width == 16, store = true;
+  unsigned size;
+  switch (di.mnemonic) {
+  case ZYDIS_MNEMONIC_FXRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR64: store = false; /* fall through */
+  case ZYDIS_MNEMONIC_FXSAVE:
+  case ZYDIS_MNEMONIC_FXSAVE64: size = 512; break;
+  case ZYDIS_MNEMONIC_FRSTOR: store = false; /* fall through */
+  case ZYDIS_MNEMONIC_FNSAVE: size = w16 ? 94 : 108; break;
+  case ZYDIS_MNEMONIC_FLDENV: store = false; /* fall through */
+  case ZYDIS_MNEMONIC_FNSTENV: size = w16 ? 14 : 28; break;
+  default: return false;
+  }
+  if (ops[0].type != ZYDIS_OPERAND_TYPE_MEMORY ||
+      !fault_ea(a, seq, &di, &ops[0], rip, &ea))
+    return false;
+  return a->cr2 - ea < size && b->cr2 - ea < size &&
+         page_faults(a->cr2, store) && page_faults(b->cr2, store);
+}
+
+/*
+ * The x87 pointer fields (FIP, FCS, FOP, FDP, FDS) of an fnstenv/fnsave
+ * image: on this host they hold the last x87 instruction's only until the
+ * next exit to the hypervisor (KVM's save of the guest FPU drops them, as
+ * AMD's FXSAVE/XSAVE do without a pending exception), so the reference is
+ * not a function of the program; BT stores 0 (docs/difftest.md).
+ */
+static bool env_pointer(const struct dt_seq *seq, uint64_t addr) {
+  for (size_t i = 0; seq && i < seq->nenv; i++)
+    if (addr - seq->env[i] - DT_ENV_PTRS_OFF < DT_ENV_PTRS_LEN)
+      return true;
+  return false;
+}
+
 struct cmp_opts {
   bool pvm_adjudicate; /* a is KVM on PVM: see pvm_misaligned_sse() */
   const struct dt_seq *seq;
@@ -787,13 +939,19 @@ static unsigned compare(const struct result *a, const struct result *b,
   bool arch = co->pvm_adjudicate && pvm_misaligned_sse(a, b, co->seq);
   bool acpf = cmps_ac_pf(a, b);
   bool order = acpf || cmps_fault_order(a, b);
+  bool area = x87_area_fault(a, b, co->seq);
+  if (area && f)
+    fprintf(f,
+            "  save area: #PF for different bytes (cr2 %s %#" PRIx64
+            ", %s %#" PRIx64 "): accepted\n",
+            na, a->cr2, nb, b->cr2);
   if (order && f)
     fprintf(f,
             "  cmps: %s for different operands (cr2 %s %#" PRIx64
             ", %s %#" PRIx64 "): accepted\n",
             acpf ? "#AC and #PF" : "#PF", na, a->cr2, nb, b->cr2);
   if (adjudicated)
-    *adjudicated = (arch ? 1u : 0u) | (order ? 2u : 0u);
+    *adjudicated = (arch ? 1u : 0u) | (order ? 2u : 0u) | (area ? 4u : 0u);
   if (arch) {
     if (f)
       fprintf(f,
@@ -850,7 +1008,7 @@ static unsigned compare(const struct result *a, const struct result *b,
               na, a->regs.rflags, nb, b->regs.rflags, und);
   }
   if (a->status == ST_FAULT && (a->vector == 14 || b->vector == 14) &&
-      a->cr2 != b->cr2 && !order) {
+      a->cr2 != b->cr2 && !order && !area) {
     d |= D_CR2;
     if (f)
       fprintf(f, "  cr2    %s %#" PRIx64 "  %s %#" PRIx64 "\n", na, a->cr2, nb,
@@ -874,6 +1032,7 @@ static unsigned compare(const struct result *a, const struct result *b,
     if (f)
       fprintf(f, "  mxcsr  %s %#x  %s %#x\n", na, a->mxcsr, nb, b->mxcsr);
   }
+  d |= compare_x87(a, b, fundef_mask(a, c), f, na, nb);
   struct {
     const uint8_t *x, *y;
     size_t n;
@@ -891,9 +1050,11 @@ static unsigned compare(const struct result *a, const struct result *b,
       continue; /* #UD and #GP frames differ; both RIPs were checked */
     for (size_t i = 0; i < mems[m].n; i++) {
       uint8_t x = mems[m].x[i], y = mems[m].y[i];
-      if (order && mems[m].cls == D_FRAME && i >= FRAME_RIP_OFF - 8 &&
+      if ((order || area) && mems[m].cls == D_FRAME && i >= FRAME_RIP_OFF - 8 &&
           i < FRAME_RIP_OFF)
         continue; /* the error code of the operand reported */
+      if (mems[m].cls == D_DATA && env_pointer(co->seq, mems[m].base + i))
+        continue;
       if (mems[m].cls == D_FRAME && i >= FRAME_FLAGS_OFF &&
           i < FRAME_FLAGS_OFF + 4) {
         uint32_t sh = 8 * (uint32_t)(i - FRAME_FLAGS_OFF);
@@ -988,6 +1149,13 @@ static void print_state(FILE *f, const struct dt_seq *seq) {
     fprintf(f, "    xmm%-2d=%016" PRIx64 "%016" PRIx64 "%s", i, x[1], x[0],
             i % 2 ? "\n" : "");
   }
+  fprintf(f, "    fcw=%#06x fsw=%#06x ftw=%#04x\n   ", s->fcw, s->fsw, s->ftw);
+  for (int i = 0; i < 8; i++) {
+    fprintf(f, " st%d=", i);
+    print_st(f, s->st[i]);
+    fprintf(f, "%s", i % 4 == 3 ? "\n   " : "");
+  }
+  fprintf(f, "\n");
   fprintf(f,
           "    memory %#" PRIx64 "-%#" PRIx64
           ": as generated for this seed and index\n",
@@ -1008,12 +1176,13 @@ struct options {
   size_t code_len;
   uint64_t order[64]; /* --indexes: run exactly these, in this order */
   size_t nlist;
+  uint32_t groups; /* --groups: generator groups to draw from, 0 all */
 };
 
 struct tester {
   struct options opt;
   struct cmp_opts cmp;
-  uint64_t adjudicated, cmps_order;
+  uint64_t adjudicated, cmps_order, x87_area;
   struct engine eng[2];
   struct watchdog wd;
   struct dt_gen_config gen;
@@ -1034,6 +1203,7 @@ static unsigned run_pair(struct tester *t, const struct dt_seq *seq,
               engine_names[t->opt.eng[0]], engine_names[t->opt.eng[1]], &adj);
   t->adjudicated += adj & 1;
   t->cmps_order += (adj >> 1) & 1;
+  t->x87_area += (adj >> 2) & 1;
   return d;
 }
 
@@ -1084,10 +1254,14 @@ static void report_mismatch(struct tester *t, const struct dt_seq *orig,
   if (d == 0)
     printf("  (the minimized sequence no longer mismatches)\n");
   printf("  reproduce: difftest --engines %s,%s --seed %" PRIu64
-         " --index %" PRIu64 " --max-len %u%s --bt-flags %" PRIu32 "\n\n",
+         " --index %" PRIu64 " --max-len %u%s --bt-flags %" PRIu32,
          engine_names[t->opt.eng[0]], engine_names[t->opt.eng[1]], seq->seed,
          seq->index, t->opt.max_len, t->opt.mmio ? "" : " --no-mmio",
          t->opt.bt_flags);
+  for (unsigned g = 0, n = 0; g < dt_group_count(); g++)
+    if (t->opt.groups >> g & 1)
+      printf("%s%s", n++ ? "," : " --groups ", dt_group_name(g));
+  printf("\n\n");
   fflush(stdout);
   free(seq);
 }
@@ -1107,7 +1281,7 @@ static int usage(void) {
       "                [--no-minimize] [--no-mmio] [--list] [--verbose]\n"
       "                [--quiet]\n"
       "                [--code HEX]\n"
-      "                [--indexes I,J,...]\n");
+      "                [--indexes I,J,...] [--groups G,...]\n");
   return 2;
 }
 
@@ -1188,6 +1362,18 @@ static int parse_options(int argc, char **argv, struct options *o) {
       }
       o->count = o->nlist;
       i++;
+    } else if (!strcmp(a, "--groups") && v) {
+      /* Names as in the summary's "items by group", comma-separated. */
+      for (const char *p = v; *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        int g = dt_group_find(p, n);
+        if (g < 0)
+          return usage();
+        o->groups |= 1u << g;
+        p += n + (end != NULL);
+      }
+      i++;
     } else if (!strcmp(a, "--no-minimize")) {
       o->minimize = false;
     } else if (!strcmp(a, "--no-mmio")) {
@@ -1233,6 +1419,7 @@ int main(int argc, char **argv) {
   engine_features(&t->eng[1], fb);
   t->gen.max_len = t->opt.max_len;
   t->gen.mmio = t->opt.mmio;
+  t->gen.groups = t->opt.groups;
   t->cmp.pvm_adjudicate = t->opt.eng[0] == ENG_KVM;
   for (int i = 0; i < DT_F__COUNT; i++)
     t->gen.features[i] = fa[i] && fb[i];
@@ -1298,6 +1485,12 @@ int main(int argc, char **argv) {
       printf("  no mismatch (%s: ", engine_names[t->opt.eng[0]]);
       describe(stdout, &t->res[0]);
       printf(")\n");
+      if (t->opt.verbose) {
+        const struct vmm_fpu *x = &t->res[0].fpu;
+        printf("  x87 after: fcw %#06x fsw %#06x ftw %#04x fop %#x fip "
+               "%#" PRIx64 " fdp %#" PRIx64 "\n",
+               x->fcw, x->fsw, x->ftw, x->fop, x->fip, x->fdp);
+      }
     }
     double now = now_s();
     if (!t->opt.quiet && now - last >= 10) {
@@ -1336,6 +1529,10 @@ int main(int argc, char **argv) {
     printf("  %" PRIu64 " cmps faulting on different operands accepted "
            "(#PF or #AC, not architectural)\n",
            t->cmps_order);
+  if (t->x87_area)
+    printf("  %" PRIu64 " save-area #PF naming different bytes accepted (not "
+           "architectural)\n",
+           t->x87_area);
   printf("  items by group:");
   for (unsigned g = 0; g < dt_group_count(); g++)
     printf(" %s %" PRIu64, dt_group_name(g), t->items[g]);

@@ -121,6 +121,51 @@ static void rnd_lane(struct dt_rng *r, uint8_t *p, unsigned bytes) {
   }
 }
 
+/* An 80-bit extended value from a 64-bit integer (exact). */
+static void f80_from_int(int64_t v, uint8_t *p) {
+  uint64_t mag = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  uint16_t se = v < 0 ? 0x8000 : 0;
+  if (mag) {
+    int lz = __builtin_clzll(mag);
+    mag <<= lz;
+    se |= (uint16_t)(0x3fff + 63 - lz);
+  }
+  memcpy(p, &mag, 8);
+  memcpy(p + 8, &se, 2);
+}
+
+/* 80-bit extended patterns: zeros, infinities, NaNs (quiet, signalling,
+   the indefinite), denormals, extremes, and the encodings the 80387 had
+   and later processors reject as invalid operands (#IA): pseudo-NaNs,
+   pseudo-infinities, unnormals (integer bit clear), and pseudo-denormals
+   (integer bit set with a zero exponent, which are accepted). */
+static void rnd_f80(struct dt_rng *r, uint8_t *p) {
+  uint64_t m;
+  uint16_t e, sign = (uint16_t)(rn(r, 2) << 15);
+  const uint64_t J = 1ull << 63, Q = 1ull << 62;
+  uint64_t low = dt_rng_next(r) & (Q - 1);
+  switch (rn(r, 16)) {
+  case 0: e = 0, m = 0; break;                                 /* zero */
+  case 1: e = 0x7fff, m = J; break;                            /* infinity */
+  case 2: e = 0x7fff, m = J | Q | (rn(r, 2) ? low : 0); break; /* QNaN */
+  case 3: e = 0x7fff, m = J | (low ? low : 1); break;          /* SNaN */
+  case 4: e = 0, m = low ? low : 1; break;                     /* denormal */
+  case 5: e = 0, m = J | low; break; /* pseudo-denormal */
+  case 6: e = (uint16_t)(1 + rn(r, 0x7ffe)), m = low; break; /* unnormal */
+  case 7: e = 0x7fff, m = rn(r, 2) ? Q | low : low; break; /* pseudo-NaN/inf */
+  case 8: e = rn(r, 2) ? 0x7ffe : 1, m = rn(r, 2) ? ~0ull : J; break;
+  case 9: f80_from_int((int64_t)rnd_int(r), p); return;
+  case 10: e = 0x3fff, m = J | (rn(r, 2) ? 0 : low); break; /* about 1 */
+  case 11: e = (uint16_t)(0x3fff + 63 + rn(r, 3) - 1), m = J | low; break;
+  default:
+    e = (uint16_t)(0x3fff - 70 + rn(r, 140)), m = J | dt_rng_next(r);
+    break;
+  }
+  e |= sign;
+  memcpy(p, &m, 8);
+  memcpy(p + 8, &e, 2);
+}
+
 static void rnd_fill(struct dt_rng *r, uint8_t *p, size_t n) {
   for (size_t i = 0; i + 8 <= n; i += 8) {
     switch (rn(r, 4)) {
@@ -164,14 +209,17 @@ enum group {
   G_MXCSR,
   G_SMC,
   G_SYS,
+  G_X87,
+  G_X87_CTL,
   G__COUNT
 };
 
 static const char *const group_names[G__COUNT] = {
-    "alu",     "shift",     "muldiv",  "bit",     "cmov/setcc", "mov",
-    "atomic",  "string",    "stack",   "flags",   "branch",     "bmi/adx",
-    "sse-mov", "sse-fp",    "sse-int", "sse-cvt", "sse-shuf",   "sse4.1",
-    "sse4.2",  "aes/clmul", "mxcsr",   "smc",     "system"};
+    "alu",     "shift",    "muldiv",  "bit",    "cmov/setcc",
+    "mov",     "atomic",   "string",  "stack",  "flags",
+    "branch",  "bmi/adx",  "sse-mov", "sse-fp", "sse-int",
+    "sse-cvt", "sse-shuf", "sse4.1",  "sse4.2", "aes/clmul",
+    "mxcsr",   "smc",      "system",  "x87",    "x87-ctl"};
 
 static const unsigned group_weight[G__COUNT] = {
     [G_ALU] = 13,     [G_SHIFT] = 6,  [G_MULDIV] = 5,  [G_BIT] = 5,
@@ -179,7 +227,15 @@ static const unsigned group_weight[G__COUNT] = {
     [G_STACK] = 5,    [G_FLAGS] = 2,  [G_BRANCH] = 5,  [G_BMI] = 4,
     [G_SSE_MOV] = 6,  [G_SSE_FP] = 7, [G_SSE_INT] = 7, [G_SSE_CVT] = 3,
     [G_SSE_SHUF] = 4, [G_SSE41] = 4,  [G_SSE42] = 2,   [G_CRYPTO] = 1,
-    [G_MXCSR] = 1,    [G_SMC] = 2,    [G_SYS] = 2};
+    [G_MXCSR] = 1,    [G_SMC] = 2,    [G_SYS] = 2,     [G_X87] = 7,
+    [G_X87_CTL] = 2};
+
+int dt_group_find(const char *name, size_t len) {
+  for (unsigned g = 0; g < G__COUNT; g++)
+    if (strlen(group_names[g]) == len && !strncmp(group_names[g], name, len))
+      return (int)g;
+  return -1;
+}
 
 const char *dt_group_name(unsigned g) {
   return g < G__COUNT ? group_names[g] : "?";
@@ -189,7 +245,22 @@ unsigned dt_group_count(void) {
 }
 
 /* Operand kinds, with a size code: 0 = the form's operand size S. */
-enum { K_NONE, K_G, K_GM, K_M, K_I, K_I8, K_X, K_XM, K_ONE, K_CL, K_MA, K_I64 };
+enum {
+  K_NONE,
+  K_G,
+  K_GM,
+  K_M,
+  K_I,
+  K_I8,
+  K_X,
+  K_XM,
+  K_ONE,
+  K_CL,
+  K_MA,
+  K_I64,
+  K_ST0, /* x87 ST(0) */
+  K_STI  /* x87 ST(i), any i */
+};
 enum { Z_S, Z_8, Z_16, Z_32, Z_64, Z_128 };
 #define OP(k, z) ((uint8_t)((k) | ((z) << 4)))
 #define G OP(K_G, Z_S)
@@ -214,6 +285,8 @@ enum { Z_S, Z_8, Z_16, Z_32, Z_64, Z_128 };
 #define ONE OP(K_ONE, Z_S)
 #define CL OP(K_CL, Z_8)
 #define MA OP(K_MA, Z_S)
+#define ST0 OP(K_ST0, Z_S)
+#define STI OP(K_STI, Z_S)
 
 /* Operand sizes (bit mask) a form takes as S. */
 #define S8 1u
@@ -264,6 +337,12 @@ struct form {
   F(mn, G_SSE_INT, BASE, 0, 16, 0, X, XM),                                     \
       F(mn, G_SSE_INT, BASE, 0, 0, 0, X, I8)
 #define PMOVX(mn, ms) F(mn, G_SSE41, SSE41, 0, ms, 0, X, XM)
+/* x87: a memory operand of ms bytes, or register forms. */
+#define X87M(mn, ms) F(mn, G_X87, BASE, 0, ms, A_SEG, M)
+#define X87R(mn, ...) F(mn, G_X87, BASE, 0, 0, 0, __VA_ARGS__)
+#define X87ARITH(mn, mnp, mni)                                                 \
+  X87M(mn, 4), X87M(mn, 8), X87R(mn, ST0, STI), X87R(mn, STI, ST0),            \
+      X87R(mnp, STI, ST0), X87M(mni, 2), X87M(mni, 4)
 
 /* The forms, a table laid out by hand. */
 /* clang-format off */
@@ -522,6 +601,39 @@ static const struct form forms[] = {
     F(PCLMULQDQ, G_CRYPTO, PCLMUL, 0, 16, 0, X, XM, I8),
     /* MXCSR (loads are a macro) */
     F(STMXCSR, G_MXCSR, BASE, 0, 0, A_SEG, M32),
+    /* x87 (control words, status word stores, environments and save
+       areas are macros: gen_x87_ctl) */
+    X87M(FLD, 4), X87M(FLD, 8), X87M(FLD, 10), X87R(FLD, STI),
+    X87M(FILD, 2), X87M(FILD, 4), X87M(FILD, 8), X87M(FBLD, 10),
+    X87R(FLD1, 0), X87R(FLDZ, 0), X87R(FLDPI, 0), X87R(FLDL2E, 0),
+    X87R(FLDL2T, 0), X87R(FLDLG2, 0), X87R(FLDLN2, 0),
+    X87M(FST, 4), X87M(FST, 8), X87R(FST, STI),
+    X87M(FSTP, 4), X87M(FSTP, 8), X87M(FSTP, 10), X87R(FSTP, STI),
+    X87M(FIST, 2), X87M(FIST, 4),
+    X87M(FISTP, 2), X87M(FISTP, 4), X87M(FISTP, 8),
+    X87M(FISTTP, 2), X87M(FISTTP, 4), X87M(FISTTP, 8), X87M(FBSTP, 10),
+    X87R(FXCH, STI),
+    X87ARITH(FADD, FADDP, FIADD), X87ARITH(FSUB, FSUBP, FISUB),
+    X87ARITH(FSUBR, FSUBRP, FISUBR), X87ARITH(FMUL, FMULP, FIMUL),
+    X87ARITH(FDIV, FDIVP, FIDIV), X87ARITH(FDIVR, FDIVRP, FIDIVR),
+    X87M(FCOM, 4), X87M(FCOM, 8), X87R(FCOM, STI),
+    X87M(FCOMP, 4), X87M(FCOMP, 8), X87R(FCOMP, STI), X87R(FCOMPP, 0),
+    X87R(FUCOM, STI), X87R(FUCOMP, ST0, STI), X87R(FUCOMPP, 0),
+    X87M(FICOM, 2), X87M(FICOM, 4), X87M(FICOMP, 2), X87M(FICOMP, 4),
+    X87R(FCOMI, ST0, STI), X87R(FCOMIP, ST0, STI),
+    X87R(FUCOMI, ST0, STI), X87R(FUCOMIP, ST0, STI),
+    X87R(FTST, 0), X87R(FXAM, 0),
+    X87R(FCHS, 0), X87R(FABS, 0), X87R(FSQRT, 0), X87R(FRNDINT, 0),
+    X87R(FSCALE, 0), X87R(FXTRACT, 0), X87R(FPREM, 0), X87R(FPREM1, 0),
+    X87R(F2XM1, 0), X87R(FYL2X, 0), X87R(FYL2XP1, 0), X87R(FPTAN, 0),
+    X87R(FPATAN, 0), X87R(FSIN, 0), X87R(FCOS, 0), X87R(FSINCOS, 0),
+    X87R(FCMOVB, ST0, STI), X87R(FCMOVBE, ST0, STI),
+    X87R(FCMOVE, ST0, STI), X87R(FCMOVU, ST0, STI),
+    X87R(FCMOVNB, ST0, STI), X87R(FCMOVNBE, ST0, STI),
+    X87R(FCMOVNE, ST0, STI), X87R(FCMOVNU, ST0, STI),
+    X87R(FFREE, STI), X87R(FDECSTP, 0), X87R(FINCSTP, 0), X87R(FNOP, 0),
+    X87R(FWAIT, 0), X87R(EMMS, 0), X87R(FNINIT, 0), X87R(FNCLEX, 0),
+    F(FNSTCW, G_X87_CTL, BASE, 0, 2, A_SEG, M),
 };
 /* clang-format on */
 #define NFORMS (sizeof(forms) / sizeof(forms[0]))
@@ -541,12 +653,13 @@ struct gctx {
   const struct dt_gen_config *cfg;
   struct dt_rng rng;
   struct dt_seq *seq;
-  uint32_t undef; /* RFLAGS bits undefined right now */
-  int df;         /* 0, 1, or -1 when unknown */
-  uint64_t rsp;   /* current RSP (known: only tracked changes) */
-  uint64_t pos;   /* approximate address of the next instruction */
-  bool body;      /* generating the body of a branch */
-  bool in_mmio;   /* the operand just made is MMIO */
+  uint32_t undef;  /* RFLAGS bits undefined right now */
+  uint16_t fundef; /* x87 condition codes undefined right now */
+  int df;          /* 0, 1, or -1 when unknown */
+  uint64_t rsp;    /* current RSP (known: only tracked changes) */
+  uint64_t pos;    /* approximate address of the next instruction */
+  bool body;       /* generating the body of a branch */
+  bool in_mmio;    /* the operand just made is MMIO */
 };
 
 static ZydisRegister gpr(unsigned idx, unsigned bytes) {
@@ -842,6 +955,138 @@ static bool flags_step(const ZydisDecodedInstruction *di, uint32_t *undef,
   return true;
 }
 
+/*
+ * The x87 condition codes an instruction leaves undefined (SDM, each
+ * instruction's "FPU Flags Affected"; Zydis's tables do not say which are
+ * undefined): *written gets the codes it sets, defined or not, *und the
+ * undefined ones. Returns true for the instructions that store the status
+ * word (fnstsw, fnstenv, fnsave, fxsave), which must not see undefined
+ * codes.
+ */
+#define C0 0x0100u
+#define C1 0x0200u
+#define C2 0x0400u
+#define C3 0x4000u
+static bool x87_cc(ZydisMnemonic m, uint16_t *written, uint16_t *und) {
+  *written = DT_FSW_CC;
+  *und = 0;
+  switch (m) {
+  /* C1 defined (stack fault direction, rounded up), C0 C2 C3 undefined */
+  case ZYDIS_MNEMONIC_FLD:
+  case ZYDIS_MNEMONIC_FILD:
+  case ZYDIS_MNEMONIC_FBLD:
+  case ZYDIS_MNEMONIC_FLD1:
+  case ZYDIS_MNEMONIC_FLDZ:
+  case ZYDIS_MNEMONIC_FLDPI:
+  case ZYDIS_MNEMONIC_FLDL2E:
+  case ZYDIS_MNEMONIC_FLDL2T:
+  case ZYDIS_MNEMONIC_FLDLG2:
+  case ZYDIS_MNEMONIC_FLDLN2:
+  case ZYDIS_MNEMONIC_FST:
+  case ZYDIS_MNEMONIC_FSTP:
+  case ZYDIS_MNEMONIC_FIST:
+  case ZYDIS_MNEMONIC_FISTP:
+  case ZYDIS_MNEMONIC_FISTTP:
+  case ZYDIS_MNEMONIC_FBSTP:
+  case ZYDIS_MNEMONIC_FXCH:
+  case ZYDIS_MNEMONIC_FADD:
+  case ZYDIS_MNEMONIC_FADDP:
+  case ZYDIS_MNEMONIC_FIADD:
+  case ZYDIS_MNEMONIC_FSUB:
+  case ZYDIS_MNEMONIC_FSUBP:
+  case ZYDIS_MNEMONIC_FISUB:
+  case ZYDIS_MNEMONIC_FSUBR:
+  case ZYDIS_MNEMONIC_FSUBRP:
+  case ZYDIS_MNEMONIC_FISUBR:
+  case ZYDIS_MNEMONIC_FMUL:
+  case ZYDIS_MNEMONIC_FMULP:
+  case ZYDIS_MNEMONIC_FIMUL:
+  case ZYDIS_MNEMONIC_FDIV:
+  case ZYDIS_MNEMONIC_FDIVP:
+  case ZYDIS_MNEMONIC_FIDIV:
+  case ZYDIS_MNEMONIC_FDIVR:
+  case ZYDIS_MNEMONIC_FDIVRP:
+  case ZYDIS_MNEMONIC_FIDIVR:
+  case ZYDIS_MNEMONIC_FCHS:
+  case ZYDIS_MNEMONIC_FABS:
+  case ZYDIS_MNEMONIC_FSQRT:
+  case ZYDIS_MNEMONIC_FRNDINT:
+  case ZYDIS_MNEMONIC_FSCALE:
+  case ZYDIS_MNEMONIC_FXTRACT:
+  case ZYDIS_MNEMONIC_F2XM1:
+  case ZYDIS_MNEMONIC_FYL2X:
+  case ZYDIS_MNEMONIC_FYL2XP1:
+  case ZYDIS_MNEMONIC_FPATAN:
+  case ZYDIS_MNEMONIC_FCMOVB:
+  case ZYDIS_MNEMONIC_FCMOVBE:
+  case ZYDIS_MNEMONIC_FCMOVE:
+  case ZYDIS_MNEMONIC_FCMOVU:
+  case ZYDIS_MNEMONIC_FCMOVNB:
+  case ZYDIS_MNEMONIC_FCMOVNBE:
+  case ZYDIS_MNEMONIC_FCMOVNE:
+  case ZYDIS_MNEMONIC_FCMOVNU:
+  case ZYDIS_MNEMONIC_FDECSTP:
+  case ZYDIS_MNEMONIC_FINCSTP: *und = C0 | C2 | C3; return false;
+  /* C1 and C2 (argument out of range) defined */
+  case ZYDIS_MNEMONIC_FPTAN:
+  case ZYDIS_MNEMONIC_FSIN:
+  case ZYDIS_MNEMONIC_FCOS:
+  case ZYDIS_MNEMONIC_FSINCOS: *und = C0 | C3; return false;
+  /* all four defined (compared, classified, quotient bits; cleared or
+     loaded) */
+  case ZYDIS_MNEMONIC_FCOM:
+  case ZYDIS_MNEMONIC_FCOMP:
+  case ZYDIS_MNEMONIC_FCOMPP:
+  case ZYDIS_MNEMONIC_FUCOM:
+  case ZYDIS_MNEMONIC_FUCOMP:
+  case ZYDIS_MNEMONIC_FUCOMPP:
+  case ZYDIS_MNEMONIC_FICOM:
+  case ZYDIS_MNEMONIC_FICOMP:
+  case ZYDIS_MNEMONIC_FTST:
+  case ZYDIS_MNEMONIC_FXAM:
+  case ZYDIS_MNEMONIC_FPREM:
+  case ZYDIS_MNEMONIC_FPREM1:
+  case ZYDIS_MNEMONIC_FNINIT:
+  case ZYDIS_MNEMONIC_FLDENV:
+  case ZYDIS_MNEMONIC_FRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR:
+  case ZYDIS_MNEMONIC_FXRSTOR64: return false;
+  case ZYDIS_MNEMONIC_FNSAVE:
+    return true; /* stores, then initializes */
+  /* fcomi and friends: C1 cleared, C0 C2 C3 unchanged */
+  case ZYDIS_MNEMONIC_FCOMI:
+  case ZYDIS_MNEMONIC_FCOMIP:
+  case ZYDIS_MNEMONIC_FUCOMI:
+  case ZYDIS_MNEMONIC_FUCOMIP: *written = C1; return false;
+  /* all four undefined */
+  case ZYDIS_MNEMONIC_FFREE:
+  case ZYDIS_MNEMONIC_FLDCW:
+  case ZYDIS_MNEMONIC_FNSTCW:
+  case ZYDIS_MNEMONIC_FNCLEX:
+  case ZYDIS_MNEMONIC_FNOP: *und = DT_FSW_CC; return false;
+  case ZYDIS_MNEMONIC_FNSTSW:
+  case ZYDIS_MNEMONIC_FNSTENV: *und = DT_FSW_CC; return true;
+  /* no change */
+  case ZYDIS_MNEMONIC_FXSAVE:
+  case ZYDIS_MNEMONIC_FXSAVE64: *written = 0; return true;
+  default: *written = 0; return false; /* fwait, emms, non-x87 */
+  }
+}
+
+/* The x87 step of one instruction: false if it stores undefined codes. */
+static bool x87_step(const ZydisDecodedInstruction *di, uint16_t *fundef,
+                     bool conditional) {
+  uint16_t w, u;
+  bool reads = x87_cc(di->mnemonic, &w, &u);
+  if (reads && (*fundef & DT_FSW_CC))
+    return false;
+  if (conditional)
+    *fundef |= u;
+  else
+    *fundef = (uint16_t)((*fundef & ~w) | u);
+  return true;
+}
+
 static int reg_index(ZydisRegister r) {
   ZydisRegister big =
       ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LONG_64, r);
@@ -868,7 +1113,8 @@ static bool acceptable(struct gctx *g, const struct decoded *d, bool allow_rsp,
       return false;
   }
   uint32_t u = g->undef;
-  if (!flags_step(&d->di, &u, g->body))
+  uint16_t fu = g->fundef;
+  if (!flags_step(&d->di, &u, g->body) || !x87_step(&d->di, &fu, g->body))
     return false;
   return true;
 }
@@ -887,6 +1133,7 @@ static bool encode_at(ZydisEncoderRequest *req, uint64_t addr, uint8_t *buf,
 
 static void commit_flags(struct gctx *g, const struct decoded *d) {
   flags_step(&d->di, &g->undef, g->body);
+  x87_step(&d->di, &g->fundef, g->body);
   if (d->di.cpu_flags) {
     uint32_t w = d->di.cpu_flags->modified | d->di.cpu_flags->set_0 |
                  d->di.cpu_flags->set_1;
@@ -970,6 +1217,54 @@ static bool feature_ok(const struct gctx *g, unsigned f) {
   return f == DT_F_BASE || g->cfg->features[f];
 }
 
+/*
+ * Put an edge value of the x87 operand's type into the initial memory at
+ * t (when t is there): integers at their limits, packed BCD (now and then
+ * with a digit that is not one), and floating-point patterns.
+ */
+static void plant_x87(struct gctx *g, ZydisMnemonic mn, uint64_t t,
+                      unsigned size) {
+  struct dt_rng *r = &g->rng;
+  if (t < DT_MEM || t + size > DT_MEM + DT_MEM_SIZE)
+    return;
+  uint8_t *p = g->seq->init.mem + (t - DT_MEM);
+  switch (mn) {
+  case ZYDIS_MNEMONIC_FILD:
+  case ZYDIS_MNEMONIC_FIADD:
+  case ZYDIS_MNEMONIC_FISUB:
+  case ZYDIS_MNEMONIC_FISUBR:
+  case ZYDIS_MNEMONIC_FIMUL:
+  case ZYDIS_MNEMONIC_FIDIV:
+  case ZYDIS_MNEMONIC_FIDIVR:
+  case ZYDIS_MNEMONIC_FICOM:
+  case ZYDIS_MNEMONIC_FICOMP: {
+    uint64_t v = rnd_int(r);
+    if (chance(r, 30)) /* the size's own limits: 0x8000, 0x7fff.. */
+      v = (1ull << (8 * size - 1)) - rn(r, 3);
+    memcpy(p, &v, size);
+    return;
+  }
+  case ZYDIS_MNEMONIC_FBLD: {
+    /* 18 digits, two per byte, then the sign byte (bits 0-6 ignored). */
+    for (unsigned i = 0; i < 9; i++) {
+      unsigned lo = chance(r, 30) ? 9 : rn(r, 10),
+               hi = chance(r, 30) ? 9 : rn(r, 10);
+      p[i] = (uint8_t)(lo | hi << 4);
+    }
+    if (chance(r, 10)) /* not a BCD digit: the result is undefined */
+      p[rn(r, 9)] |= 0xa0;
+    p[9] = (uint8_t)(rn(r, 2) << 7 | (chance(r, 10) ? rn(r, 128) : 0));
+    return;
+  }
+  default:
+    if (size == 10)
+      rnd_f80(r, p);
+    else if (size == 4 || size == 8)
+      rnd_lane(r, p, size);
+    return;
+  }
+}
+
 /* Build an encoder request from a form; false if it cannot be built. */
 static bool build_form(struct gctx *g, const struct form *f,
                        ZydisEncoderRequest *req) {
@@ -1012,6 +1307,10 @@ static bool build_form(struct gctx *g, const struct form *f,
     case K_ONE: *o = imm_op(1); break;
     case K_CL: *o = reg_op(ZYDIS_REGISTER_CL); break;
     case K_MA: *o = lea_op(g, bytes); break;
+    case K_ST0: *o = reg_op(ZYDIS_REGISTER_ST0); break;
+    case K_STI:
+      *o = reg_op((ZydisRegister)(ZYDIS_REGISTER_ST0 + rn(r, 8)));
+      break;
     default: return false;
     }
     if (want_mem) {
@@ -1031,6 +1330,8 @@ static bool build_form(struct gctx *g, const struct form *f,
           align = 16;
         t = rnd_target(g, msize, align);
       }
+      if (f->group == G_X87 && chance(r, 60))
+        plant_x87(g, f->mn, t, msize);
       *o = mem_at(g, req, t, msize, (f->attr & A_SEG) != 0 && !g->in_mmio);
       used_mem = true;
     }
@@ -1590,6 +1891,147 @@ static bool gen_sys(struct gctx *g) {
   return add_insn(g, &req, G_SYS, false);
 }
 
+/* mov size bytes of v to t (a store of the generator's set-up). */
+static bool store_imm(struct gctx *g, uint64_t t, unsigned size, uint32_t v,
+                      unsigned group) {
+  ZydisEncoderRequest req;
+  req_init(&req, ZYDIS_MNEMONIC_MOV);
+  req.operand_count = 2;
+  req.operands[0] = mem_at(g, &req, t, size, false);
+  req.operands[1] = imm_op(size == 1   ? (int8_t)v
+                           : size == 2 ? (int16_t)v
+                                       : (int32_t)v);
+  return add_insn(g, &req, group, false);
+}
+
+static bool add_x87(struct gctx *g, ZydisMnemonic mn, uint64_t t,
+                    unsigned size) {
+  ZydisEncoderRequest req;
+  req_init(&req, mn);
+  if (size) {
+    req.operand_count = 1;
+    req.operands[0] = mem_at(g, &req, t, size, true);
+  }
+  if (!add_insn(g, &req, G_X87_CTL, false))
+    return false;
+  struct dt_seq *s = g->seq;
+  if ((mn == ZYDIS_MNEMONIC_FNSTENV || mn == ZYDIS_MNEMONIC_FNSAVE) &&
+      s->nenv < DT_MAX_ITEMS)
+    s->env[s->nenv++] = t;
+  return true;
+}
+
+/* A control word with every exception masked (unmasked exceptions are not
+   generated, docs/difftest.md), any precision and rounding, and the
+   reserved bits (6, 12 the old infinity control, 13-15) now and then. */
+static uint16_t rnd_fcw(struct dt_rng *r) {
+  uint16_t v = (uint16_t)(0x3f | rn(r, 4) << 8 | rn(r, 4) << 10);
+  if (chance(r, 80))
+    v |= 0x40;
+  if (chance(r, 15))
+    v |= (uint16_t)(rn(r, 16) << 12);
+  return v;
+}
+
+/* A status word without a pending exception (ES and B clear). */
+static uint16_t rnd_fsw(struct dt_rng *r) {
+  return (uint16_t)(dt_rng_next(r) & 0x7f7f);
+}
+
+/* The status-word stores see defined condition codes: fxam defines all
+   four first when needed. */
+static bool x87_define_cc(struct gctx *g) {
+  return !(g->fundef & DT_FSW_CC) || add_x87(g, ZYDIS_MNEMONIC_FXAM, 0, 0);
+}
+
+/*
+ * Environment and state images: fnstenv/fldenv (28 bytes), fnsave/frstor
+ * (108), fxsave/fxrstor and their 64-bit forms (512, 16-byte aligned;
+ * PVM completes some misaligned ones, docs/testing.md): a store, now and
+ * then x87 work and changes to the image's control word, status word,
+ * tag word, MXCSR or registers, and a load of the image.
+ */
+static bool gen_x87_image(struct gctx *g) {
+  struct dt_rng *r = &g->rng;
+  static const ZydisMnemonic stm[] = {
+      ZYDIS_MNEMONIC_FNSTENV, ZYDIS_MNEMONIC_FNSAVE, ZYDIS_MNEMONIC_FXSAVE,
+      ZYDIS_MNEMONIC_FXSAVE64};
+  static const ZydisMnemonic ldm[] = {
+      ZYDIS_MNEMONIC_FLDENV, ZYDIS_MNEMONIC_FRSTOR, ZYDIS_MNEMONIC_FXRSTOR,
+      ZYDIS_MNEMONIC_FXRSTOR64};
+  static const unsigned sizes[] = {28, 108, 512, 512};
+  unsigned k = rn(r, 4), size = sizes[k];
+  bool fx = k >= 2;
+  uint64_t t = chance(r, 85) ? DT_DATA + rn(r, (unsigned)(DT_DATA_SIZE - size))
+                             : rnd_target(g, size, 0);
+  t &= fx ? ~15ull : chance(r, 90) ? ~3ull : ~0ull;
+  if (!x87_define_cc(g) || !add_x87(g, stm[k], t, size))
+    return false;
+  if (chance(r, 30))
+    for (unsigned n = 1 + rn(r, 2); n; n--)
+      gen_form(g, G_X87); /* failures leave nothing behind */
+  if (chance(r, 50)) {
+    for (unsigned n = 1 + rn(r, 3); n; n--) {
+      unsigned w = 1 + rn(r, 4);
+      bool ok;
+      if (w == 1)
+        ok = store_imm(g, t + (fx ? 2 : 4), 2, rnd_fsw(r), G_X87_CTL);
+      else if (w == 2)
+        ok = fx ? store_imm(g, t + 4, 1, rn(r, 256), G_X87_CTL)
+                : store_imm(g, t + 8, 2, rn(r, 0x10000), G_X87_CTL);
+      else if (w == 3 && fx) {
+        uint32_t mx = 0x1f80 | rn(r, 4) << 13 | rn(r, 2) << 15 | rn(r, 2) << 6 |
+                      rn(r, 64);
+        if (chance(r, 5))
+          mx |= 1u << 16; /* reserved: #GP */
+        ok = store_imm(g, t + 24, 4, mx, G_X87_CTL);
+      } else {
+        uint64_t lo = fx ? 32 : 28, n = fx ? 128 : k == 1 ? 80 : 0;
+        if (n == 0)
+          continue;
+        ok = store_imm(g, t + lo + rn(r, (unsigned)n - 3), 4,
+                       (uint32_t)dt_rng_next(r), G_X87_CTL);
+      }
+      if (!ok)
+        return false;
+    }
+  }
+  /* The image's control word is one with every exception masked, what
+     ever else wrote the area (an x87 store above, say). */
+  if (chance(r, 85) && (!store_imm(g, t, 2, rnd_fcw(r), G_X87_CTL) ||
+                        !add_x87(g, ldm[k], t, size)))
+    return false;
+  return true;
+}
+
+/* Control and status words, environments, save areas. */
+static bool gen_x87_ctl(struct gctx *g) {
+  struct dt_rng *r = &g->rng;
+  unsigned k = rn(r, 100);
+  if (k < 30) { /* fldcw from a value stored just before */
+    uint64_t t = rnd_target(g, 2, chance(r, 80) ? 2 : 0);
+    if (!store_imm(g, t, 2, rnd_fcw(r), G_X87_CTL) ||
+        !add_x87(g, ZYDIS_MNEMONIC_FLDCW, t, 2))
+      return false;
+    return !chance(r, 30) ||
+           add_x87(g, ZYDIS_MNEMONIC_FNSTCW, rnd_target(g, 2, 0), 2);
+  }
+  if (k < 55) { /* fnstsw ax or m16 */
+    if (!x87_define_cc(g))
+      return false;
+    if (chance(r, 50))
+      return add_x87(g, ZYDIS_MNEMONIC_FNSTSW, rnd_target(g, 2, 0), 2);
+    ZydisEncoderRequest req;
+    req_init(&req, ZYDIS_MNEMONIC_FNSTSW);
+    req.operand_count = 1;
+    req.operands[0] = reg_op(ZYDIS_REGISTER_AX);
+    return add_insn(g, &req, G_X87_CTL, false);
+  }
+  if (k < 65)
+    return gen_form(g, G_X87_CTL);
+  return gen_x87_image(g);
+}
+
 /* A short or near forward branch over one instruction. */
 static bool gen_branch(struct gctx *g) {
   struct dt_rng *r = &g->rng;
@@ -1732,6 +2174,7 @@ static bool gen_group(struct gctx *g, unsigned grp) {
     break;
   case G_SMC: return gen_smc(g);
   case G_SYS: return gen_sys(g);
+  case G_X87_CTL: return gen_x87_ctl(g);
   }
   return gen_form(g, grp);
 }
@@ -1767,6 +2210,18 @@ static void gen_state(struct gctx *g) {
   if (chance(r, 30))
     st->mxcsr |= rn(r, 64); /* sticky flags already set */
   rnd_fill(r, st->mem, sizeof(st->mem));
+  /* x87: every exception masked (unmasked ones are not generated,
+     docs/difftest.md), any precision (the reserved 01 included) and
+     rounding; a random stack top, condition codes and sticky flags, no
+     exception pending (ES and B clear); registers valid or empty. */
+  st->fcw = (uint16_t)(0x7f | rn(r, 4) << 8 | rn(r, 4) << 10);
+  st->fsw = (uint16_t)(rn(r, 8) << 11 | rn(r, 8) << 8 | rn(r, 2) << 14);
+  if (chance(r, 30))
+    st->fsw |= (uint16_t)rn(r, 128); /* sticky flags, SF */
+  unsigned k = rn(r, 4);
+  st->ftw = k == 0 ? 0 : k == 1 ? 0xff : (uint8_t)rn(r, 256);
+  for (int i = 0; i < 8; i++)
+    rnd_f80(r, st->st[i]);
 }
 
 void dt_generate(const struct dt_gen_config *cfg, uint64_t seed, uint64_t index,
@@ -1787,24 +2242,30 @@ void dt_generate(const struct dt_gen_config *cfg, uint64_t seed, uint64_t index,
   g.df = (seq->init.rflags >> 10) & 1;
   g.rsp = STACK_TOP;
   g.pos = seq->code;
-  unsigned total = 0;
-  for (unsigned i = 0; i < G__COUNT; i++)
-    total += group_weight[i];
+  unsigned weight[G__COUNT], total = 0;
+  for (unsigned i = 0; i < G__COUNT; i++) {
+    weight[i] = !cfg->groups || (cfg->groups >> i & 1) ? group_weight[i] : 0;
+    total += weight[i];
+  }
+  if (total == 0)
+    return;
   unsigned len = 1 + rn(&g.rng, cfg->max_len);
   for (unsigned guard = 0; seq->n < len && guard < len * 8; guard++) {
     unsigned w = rn(&g.rng, total), grp = 0;
-    while (w >= group_weight[grp]) {
-      w -= group_weight[grp];
+    while (w >= weight[grp]) {
+      w -= weight[grp];
       grp++;
     }
     /* Failed attempts leave nothing behind (no item, no flags change). */
     size_t n0 = seq->n;
     uint32_t u0 = g.undef;
+    uint16_t fu0 = g.fundef;
     int df0 = g.df;
     uint64_t rsp0 = g.rsp, pos0 = g.pos;
     if (!gen_group(&g, grp)) {
       seq->n = n0;
       g.undef = u0;
+      g.fundef = fu0;
       g.df = df0;
       g.rsp = rsp0;
       g.pos = pos0;
@@ -1820,6 +2281,7 @@ static bool note_insn(struct dt_code *c, uint64_t addr, uint32_t undef) {
     return false;
   c->insn_addr[c->ninsn] = addr;
   c->undef_before[c->ninsn] = undef;
+  c->fundef_before[c->ninsn] = c->fundef;
   c->ninsn++;
   return true;
 }
@@ -1845,7 +2307,8 @@ static bool emit(struct dt_code *c, const ZydisEncoderRequest *req,
     at[0] = prefix;
   struct decoded d;
   if (decode(at, n + p, &d)) {
-    if (d.di.length != n + p || !flags_step(&d.di, undef, conditional))
+    if (d.di.length != n + p || !flags_step(&d.di, undef, conditional) ||
+        !x87_step(&d.di, &c->fundef, conditional))
       return false;
   } else if (prefix != 0xf0) {
     return false;
@@ -1943,4 +2406,11 @@ uint32_t dt_undef_at(const struct dt_code *c, uint64_t rip) {
     if (c->insn_addr[i] == rip)
       return c->undef_before[i];
   return ARITH_FLAGS;
+}
+
+uint16_t dt_fundef_at(const struct dt_code *c, uint64_t rip) {
+  for (size_t i = 0; i < c->ninsn; i++)
+    if (c->insn_addr[i] == rip)
+      return c->fundef_before[i];
+  return DT_FSW_CC;
 }

@@ -86,6 +86,11 @@ struct dt_state {
   uint64_t fs_base, gs_base;
   uint8_t xmm[16][16];
   uint32_t mxcsr;
+  /* x87: control and status words (every exception masked, no exception
+     pending), the abridged tag word and ST0-ST7 (80 bits each) */
+  uint16_t fcw, fsw;
+  uint8_t ftw;
+  uint8_t st[8][10];
   uint8_t mem[DT_MEM_SIZE]; /* DT_MEM .. DT_MEM + DT_MEM_SIZE */
 };
 
@@ -95,7 +100,15 @@ struct dt_seq {
   size_t n;
   struct dt_item items[DT_MAX_ITEMS];
   struct dt_state init;
+  /* Where fnstenv/fnsave images may be written: their x87 pointer fields
+     (FIP, FCS, FOP, FDP, FDS) are not compared (docs/difftest.md). */
+  size_t nenv;
+  uint64_t env[DT_MAX_ITEMS];
 };
+
+/* The pointer fields of a 28- or 108-byte image: offsets 12-27. */
+#define DT_ENV_PTRS_OFF 12
+#define DT_ENV_PTRS_LEN 16
 
 /* Encoded sequence, ready to be written at seq->code. */
 struct dt_code {
@@ -107,12 +120,19 @@ struct dt_code {
   size_t ninsn;
   uint64_t insn_addr[DT_MAX_ITEMS * 2 + 1];
   uint32_t undef_before[DT_MAX_ITEMS * 2 + 1];
+  /* The same for the x87 condition codes (DT_FSW_C0..C3). */
+  uint16_t fundef_before[DT_MAX_ITEMS * 2 + 1];
+  uint16_t fundef; /* while assembling */
 };
+
+/* x87 condition codes in the status word. */
+#define DT_FSW_CC 0x4700u
 
 struct dt_gen_config {
   bool features[DT_F__COUNT];
   unsigned max_len; /* items per sequence, 1..DT_MAX_ITEMS */
   bool mmio;        /* MMIO operands in some integer instructions */
+  uint32_t groups;  /* generator groups to draw from (bit per group), 0: all */
 };
 
 /* Generate sequence number index of the run seeded with seed. */
@@ -129,10 +149,15 @@ bool dt_assemble(const struct dt_seq *seq, struct dt_code *code);
 /* Undefined RFLAGS bits in effect at address rip (a fault's RIP, or the
    end marker). Returns all arithmetic flags for an unknown address. */
 uint32_t dt_undef_at(const struct dt_code *code, uint64_t rip);
+/* Undefined x87 condition codes (FSW bits) in effect at rip; all four for
+   an unknown address. */
+uint16_t dt_fundef_at(const struct dt_code *code, uint64_t rip);
 
 /* Name of a generator group, for statistics. */
 const char *dt_group_name(unsigned group);
 unsigned dt_group_count(void);
+/* The group of that name, or -1. */
+int dt_group_find(const char *name, size_t len);
 
 /* Deterministic 64-bit generator (splitmix64 seeding a xoshiro256**). */
 struct dt_rng {

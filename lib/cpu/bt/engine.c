@@ -641,8 +641,12 @@ uint32_t bt_guest_mxcsr(const struct bt_vcpu *b) {
 }
 
 /* The host runs with every FP exception masked; the guest's masks are
-   virtual (docs/bt.md). */
+   virtual (docs/bt.md). The control word holds what the x87 unit does
+   (fldcw, fldenv, frstor, fxrstor alike): bits 7 and 13-15 do not exist
+   and bit 6 reads as 1 (fldcw of 0xffff reads back 0x1f7f on the host,
+   as difftest showed). */
 void bt_fpu_set_controls(struct bt_vcpu *b, uint16_t fcw, uint32_t mxcsr) {
+  fcw = (uint16_t)((fcw & 0x1f3f) | 0x40);
   b->fcw = fcw;
   b->mxcsr = mxcsr;
   uint16_t hfcw = (uint16_t)(fcw | 0x3f);

@@ -1293,13 +1293,16 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       return bt_raise(b, X86_EXC_AC, true, 0);
   }
   switch (m) {
-  case ZYDIS_MNEMONIC_FNINIT: {
-    uint8_t *a = b->ctx.fpu;
-    memset(a + 2, 0, 22); /* FSW, FTW, FOP, FIP, FDP */
-    memset(a + 32, 0, 128);
+  case ZYDIS_MNEMONIC_FNINIT:
+    /* On the host FPU: the registers keep their contents (fxsave and
+       fnsave show them), and with TOP back at 0 the image, in stack
+       order, rotates. */
+    fpu_host_load(b);
+    __asm__ volatile("fninit");
+    fpu_host_save(b);
+    fpu_host_reset(b);
     bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
     break;
-  }
   case ZYDIS_MNEMONIC_FLDCW: {
     uint16_t v;
     if ((err = bt_read(b, lin, &v, 2, false)) < 0)
@@ -1336,7 +1339,19 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     memcpy(a, &b->fcw, 2);
     uint32_t mx = bt_guest_mxcsr(b);
     memcpy(a + 24, &mx, 4);
-    if ((err = bt_write(b, lin, a, 512, false)) < 0)
+    /* The processor writes the header, ST0-7 and the XMM registers the
+       mode has (8 outside 64-bit code); the rest of the 512 bytes is the
+       program's (software-available bytes 464-511 included) and keeps
+       what it held. */
+    bool code64 = (b->key & BT_K_CODE_MASK) == BT_K_CODE64;
+    unsigned n = code64 ? 416 : 288;
+    /* The access is all 512 bytes, though: a page that faults under the
+       unwritten tail faults the instruction (the host names the last
+       byte, which is checked first here for that reason). */
+    uint64_t last = lin + 511, gpa;
+    if ((err = bt_translate(b, code64 ? last : (uint32_t)last, BT_W, false,
+                            &gpa)) < 0 ||
+        (err = bt_write(b, lin, a, n, false)) < 0)
       return err;
     break;
   }
@@ -1355,6 +1370,9 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
       return bt_raise(b, X86_EXC_GP, true, 0);
     uint32_t mxmask = 0xffff;
     memcpy(a + 28, &mxmask, 4);
+    /* Outside 64-bit code XMM8-15 are not loaded (nor stored). */
+    if ((b->key & BT_K_CODE_MASK) != BT_K_CODE64)
+      memcpy(a + 288, b->ctx.fpu + 288, 128);
     memcpy(b->ctx.fpu, a, 512);
     bt_fpu_set_controls(b, fcw, mx);
     break;
@@ -1364,24 +1382,26 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     /* Let the host produce the image from the guest state, then put the
        guest-visible control word in it (32-bit protected-mode format). */
     uint8_t img[108] __attribute__((aligned(16)));
+    uint8_t after[512] __attribute__((aligned(16)));
     unsigned n = m == ZYDIS_MNEMONIC_FNSAVE ? 108 : 28;
     uint16_t gfcw = b->fcw;
     fpu_host_load(b);
-    if (m == ZYDIS_MNEMONIC_FNSAVE)
-      __asm__ volatile("fnsave %0" : "=m"(img));
-    else
-      __asm__ volatile("fnstenv %0" : "=m"(img));
-    fpu_host_reset(b);
     if (m == ZYDIS_MNEMONIC_FNSAVE) {
-      /* FNSAVE reinitializes the x87 unit. */
-      uint8_t *a = b->ctx.fpu;
-      memset(a + 2, 0, 22);
-      memset(a + 32, 0, 128);
-      bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
+      /* FNSAVE reinitializes the x87 unit, as fninit above; the state
+         changes only once the image is written (a #PF leaves it). */
+      __asm__ volatile("fnsave %0" : "=m"(img));
+      __asm__ volatile("fxsave64 %0" : "=m"(after));
+    } else {
+      __asm__ volatile("fnstenv %0" : "=m"(img));
     }
+    fpu_host_reset(b);
     memcpy(img, &gfcw, 2);
     if ((err = bt_write(b, lin, img, n, false)) < 0)
       return err;
+    if (m == ZYDIS_MNEMONIC_FNSAVE) {
+      memcpy(b->ctx.fpu, after, 160); /* x87 part; XMM and MXCSR stay */
+      bt_fpu_set_controls(b, 0x37f, bt_guest_mxcsr(b));
+    }
     break;
   }
   case ZYDIS_MNEMONIC_FLDENV:
