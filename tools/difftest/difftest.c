@@ -912,15 +912,18 @@ static bool x87_area_fault(const struct result *a, const struct result *b,
 }
 
 /*
- * The x87 pointer fields (FIP, FCS, FOP, FDP, FDS) of an fnstenv/fnsave
- * image: on this host they hold the last x87 instruction's only until the
- * next exit to the hypervisor (KVM's save of the guest FPU drops them, as
- * AMD's FXSAVE/XSAVE do without a pending exception), so the reference is
- * not a function of the program; BT stores 0 (docs/difftest.md).
+ * Fields of x87 images not compared (docs/difftest.md):
+ *  - the x87 pointers (FIP, FCS, FOP, FDP, FDS) of an fnstenv/fnsave
+ *    image: on this host they hold the last x87 instruction's only until
+ *    the next exit to the hypervisor (KVM's save of the guest FPU drops
+ *    them, as AMD's FXSAVE/XSAVE do without a pending exception), so the
+ *    reference is not a function of the program; BT stores 0;
+ *  - an fxsave image's MXCSR_MASK, a property of the processor model like
+ *    CPUID: the host's has AMD's misaligned-SSE bit (17), BT's model not.
  */
-static bool env_pointer(const struct dt_seq *seq, uint64_t addr) {
-  for (size_t i = 0; seq && i < seq->nenv; i++)
-    if (addr - seq->env[i] - DT_ENV_PTRS_OFF < DT_ENV_PTRS_LEN)
+static bool image_skip(const struct dt_seq *seq, uint64_t addr) {
+  for (size_t i = 0; seq && i < seq->nskip; i++)
+    if (addr - seq->skip[i].addr < seq->skip[i].len)
       return true;
   return false;
 }
@@ -1053,7 +1056,7 @@ static unsigned compare(const struct result *a, const struct result *b,
       if ((order || area) && mems[m].cls == D_FRAME && i >= FRAME_RIP_OFF - 8 &&
           i < FRAME_RIP_OFF)
         continue; /* the error code of the operand reported */
-      if (mems[m].cls == D_DATA && env_pointer(co->seq, mems[m].base + i))
+      if (mems[m].cls == D_DATA && image_skip(co->seq, mems[m].base + i))
         continue;
       if (mems[m].cls == D_FRAME && i >= FRAME_FLAGS_OFF &&
           i < FRAME_FLAGS_OFF + 4) {

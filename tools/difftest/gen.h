@@ -100,15 +100,14 @@ struct dt_seq {
   size_t n;
   struct dt_item items[DT_MAX_ITEMS];
   struct dt_state init;
-  /* Where fnstenv/fnsave images may be written: their x87 pointer fields
-     (FIP, FCS, FOP, FDP, FDS) are not compared (docs/difftest.md). */
-  size_t nenv;
-  uint64_t env[DT_MAX_ITEMS];
+  /* Fields of the x87 images the sequence may store that are not
+     compared (docs/difftest.md): the pointers (FIP, FCS, FOP, FDP, FDS)
+     of fnstenv/fnsave images, the MXCSR_MASK of fxsave images. */
+  size_t nskip;
+  struct {
+    uint64_t addr, len;
+  } skip[DT_MAX_ITEMS];
 };
-
-/* The pointer fields of a 28- or 108-byte image: offsets 12-27. */
-#define DT_ENV_PTRS_OFF 12
-#define DT_ENV_PTRS_LEN 16
 
 /* Encoded sequence, ready to be written at seq->code. */
 struct dt_code {

@@ -678,8 +678,9 @@ static int bt_get_xsave(vmm_vcpu *vcpu, void *buf) {
   memset(x, 0, VMM_XSAVE_SIZE);
   memcpy(x, b->ctx.fpu, 512);
   memcpy(x + FX_FCW, &b->fcw, 2);
-  uint32_t mx = bt_guest_mxcsr(b);
+  uint32_t mx = bt_guest_mxcsr(b), mxmask = 0xffff;
   memcpy(x + FX_MXCSR, &mx, 4);
+  memcpy(x + FX_MXCSR + 4, &mxmask, 4); /* BT's model, not the host's */
   uint64_t bv = X86_XCR0_X87 | X86_XCR0_SSE;
   memcpy(x + 512, &bv, 8);
   return 0;

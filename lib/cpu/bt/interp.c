@@ -1337,8 +1337,10 @@ static int do_fpu_ctl(struct bt_vcpu *b, struct insn *in) {
     uint8_t a[512];
     memcpy(a, b->ctx.fpu, 512);
     memcpy(a, &b->fcw, 2);
-    uint32_t mx = bt_guest_mxcsr(b);
+    uint32_t mx = bt_guest_mxcsr(b), mxmask = 0xffff;
     memcpy(a + 24, &mx, 4);
+    /* BT's model: no misaligned-SSE mode (the host's image may say it). */
+    memcpy(a + 28, &mxmask, 4);
     /* The processor writes the header, ST0-7 and the XMM registers the
        mode has (8 outside 64-bit code); the rest of the 512 bytes is the
        program's (software-available bytes 464-511 included) and keeps
