@@ -600,6 +600,260 @@ static void test_region_cuts(void **state) {
   vmmt_fini(&t);
 }
 
+/* Loops whose first instruction accesses memory, where the flags are the
+   back edge's `cmp` (docs/bt.md, "Flags at a loop head"): a region (two
+   jccs, 13 instructions) loading at its head, and a self loop storing at
+   its head, each reading CF right after the access and faulting there
+   (unmapped) once. */
+static const uint8_t head_loops[] = {
+    0xf8,                         /* clc */
+    0x8b, 0x06,                   /* rtop: mov eax, [rsi] */
+    0x0f, 0x92, 0xc3,             /* setc bl */
+    0x01, 0x1f,                   /* add [rdi], ebx */
+    0x48, 0x8d, 0x76, 0x04,       /* lea rsi, [rsi + 4] */
+    0x01, 0xc2,                   /* add edx, eax */
+    0xa9, 0x01, 0x00, 0x00, 0x00, /* test eax, 1 */
+    0x74, 0x04,                   /* jz .even */
+    0x41, 0x83, 0xc0, 0x01,       /* add r8d, 1 */
+    0x41, 0x83, 0xfd, 0x14,       /* .even: cmp r13d, 20 */
+    0x49, 0x0f, 0x44, 0xf6,       /* cmove rsi, r14 */
+    0x41, 0xff, 0xc5,             /* inc r13d */
+    0x45, 0x39, 0xe5,             /* cmp r13d, r12d */
+    0x72, 0xd8,                   /* jb rtop */
+    0xf4,                         /* hlt */
+    0xf8,                         /* clc */
+    0x89, 0x1e,                   /* stop: mov [rsi], ebx */
+    0x0f, 0x92, 0xc3,             /* setc bl */
+    0x41, 0x01, 0xd9,             /* add r9d, ebx */
+    0x48, 0x8d, 0x76, 0x04,       /* lea rsi, [rsi + 4] */
+    0x41, 0x83, 0xfd, 0x14,       /* cmp r13d, 20 */
+    0x49, 0x0f, 0x44, 0xf6,       /* cmove rsi, r14 */
+    0x41, 0xff, 0xc5,             /* inc r13d */
+    0x45, 0x39, 0xe5,             /* cmp r13d, r12d */
+    0x72, 0xe4,                   /* jb stop */
+    0xf4,                         /* hlt */
+};
+#define HL_REGION 0x00
+#define HL_SELF 0x2a
+
+static uint64_t flags_of_cmp(uint32_t a, uint32_t b);
+
+static const struct bt_frag *frag_at(struct vmmt *t, uint64_t rip) {
+  struct bt_vcpu *b = t->vcpu->engine;
+  for (unsigned f = 0; f < b->tc.nfrags; f++)
+    if (b->tc.frags[f].valid && b->tc.frags[f].rip == rip)
+      return &b->tc.frags[f];
+  return NULL;
+}
+
+/* Whether a link into f goes to its flags entry. */
+static bool flags_linked(struct vmmt *t, const struct bt_frag *f) {
+  struct bt_vcpu *b = t->vcpu->engine;
+  for (unsigned i = 0; i < b->tc.nlinks; i++) {
+    const struct bt_link *l = &b->tc.links[i];
+    if (l->to != f || f->kflags == 0)
+      continue;
+    if (l->head ? l->head == f->kflags
+                : l->flen == f->flen && l->fbytes == f->fbytes)
+      return true;
+  }
+  return false;
+}
+
+static void run_head_loop(uint32_t bt_flags, uint64_t entry) {
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.bt_flags = bt_flags;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  assert_ok(vmm_vm_create(&cfg, &t.vm));
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  const uint64_t code = VMMT_CODE, data = 0x30000, cell = 0x2f000;
+  const uint64_t unmapped = 0x7f0000000000ull;
+  uint32_t w[64];
+  for (unsigned k = 0; k < 64; k++)
+    w[k] = 0x9e3779b9u * (k + 1);
+  assert_ok(vmm_mem_write(t.vm, data, w, sizeof(w)));
+  assert_ok(vmm_mem_write(t.vm, code, head_loops, sizeof(head_loops)));
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, data));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RDI, cell));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R12, 40));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R14, unmapped));
+  static const enum vmm_reg zero[] = {VMM_REG_RBX, VMM_REG_RDX, VMM_REG_R8,
+                                      VMM_REG_R9, VMM_REG_R13};
+  for (unsigned k = 0; k < sizeof(zero) / sizeof(zero[0]); k++)
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, zero[k], 0));
+  set_rip(&t, code + entry);
+  /* The 22nd pass faults at the head, entered by the back edge: the
+     frame holds that `cmp`'s flags, and every pass before from the back
+     edge read CF set after the access (the first, from the clc, clear). */
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.vector, 14);
+  assert_int_equal(e->fault.cr2, unmapped);
+  assert_int_equal(reg(&t, VMM_REG_RIP), code + entry + 1);
+  assert_int_equal(reg(&t, VMM_REG_R13), 21);
+  assert_int_equal(reg(&t, VMM_REG_RFLAGS) & 0x8d5, flags_of_cmp(21, 40));
+  uint32_t ones = 0;
+  if (entry == HL_REGION)
+    assert_ok(vmm_mem_read(t.vm, cell, &ones, 4));
+  else
+    ones = (uint32_t)reg(&t, VMM_REG_R9);
+  assert_int_equal(ones, 20);
+  const struct bt_frag *head = frag_at(&t, code + entry + 1);
+  assert_non_null(head);
+  assert_true(flags_linked(&t, head));
+  /* On from a mapped page: the dispatcher enters at the other copy. */
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, data + 0x80));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_R13), 40);
+  if (entry == HL_REGION) {
+    assert_ok(vmm_mem_read(t.vm, cell, &ones, 4));
+    uint32_t sum = 0, odd = 0;
+    for (unsigned k = 0; k < 40; k++) {
+      uint32_t v = w[k < 21 ? k : 32 + (k - 21)];
+      sum += v;
+      odd += v & 1;
+    }
+    assert_int_equal((uint32_t)reg(&t, VMM_REG_RDX), sum);
+    assert_int_equal(reg(&t, VMM_REG_R8), odd);
+  } else {
+    ones = (uint32_t)reg(&t, VMM_REG_R9);
+    uint32_t got[64];
+    assert_ok(vmm_mem_read(t.vm, data, got, sizeof(got)));
+    /* Each pass stores the CF the one before read. */
+    for (unsigned k = 0; k < 40; k++)
+      assert_int_equal(got[k < 21 ? k : 32 + (k - 21)], k >= 2);
+  }
+  assert_int_equal(ones, 39);
+  assert_int_equal(stuck_region_links(&t), 0);
+  vmmt_fini(&t);
+}
+
+/* A region whose cut L is reached by falling through from `test ebx,
+   ebx` (ebx = 1: ZF clear), for which its flags entry is made, and by a
+   jz from `cmp eax, 5` (ZF set): that link must enter L where the flags
+   are left alone. L's load faults on the 21st pass, which comes by the
+   jz; setz after the load counts the passes that did. */
+static const uint8_t head_mismatch[] = {
+    0x8b, 0x06,             /* top: mov eax, [rsi] */
+    0x48, 0x8d, 0x76, 0x04, /* lea rsi, [rsi + 4] */
+    0x4d, 0x89, 0xfa,       /* mov r10, r15 */
+    0x41, 0x83, 0xfd, 0x14, /* cmp r13d, 20 */
+    0x4d, 0x0f, 0x44, 0xd6, /* cmove r10, r14 */
+    0x83, 0xf8, 0x05,       /* cmp eax, 5 */
+    0x74, 0x04,             /* jz L */
+    0x85, 0xdb,             /* test ebx, ebx */
+    0x74, 0x09,             /* jz X */
+    0x41, 0x8b, 0x0a,       /* L: mov ecx, [r10] */
+    0x0f, 0x94, 0xc2,       /* setz dl */
+    0x41, 0x01, 0xd1,       /* add r9d, edx */
+    0x41, 0xff, 0xc5,       /* X: inc r13d */
+    0x45, 0x39, 0xe5,       /* cmp r13d, r12d */
+    0x72, 0xd5,             /* jb top */
+    0xf4,                   /* hlt */
+};
+#define HM_L 0x1a
+
+static void test_flags_entry_mismatch(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_LONG64, 0);
+  const uint64_t code = VMMT_CODE, data = 0x30000, cell = 0x2f000;
+  const uint64_t unmapped = 0x7f0000000000ull;
+  uint32_t w[40] = {0};
+  w[3] = w[7] = w[20] = w[31] = 5;
+  assert_ok(vmm_mem_write(t.vm, data, w, sizeof(w)));
+  assert_ok(vmm_mem_write(t.vm, code, head_mismatch, sizeof(head_mismatch)));
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  const struct {
+    enum vmm_reg r;
+    uint64_t v;
+  } init[] = {{VMM_REG_RSI, data},     {VMM_REG_R15, cell},
+              {VMM_REG_R14, unmapped}, {VMM_REG_R12, 40},
+              {VMM_REG_RBX, 1},        {VMM_REG_RDX, 0},
+              {VMM_REG_R9, 0},         {VMM_REG_R13, 0}};
+  for (unsigned k = 0; k < sizeof(init) / sizeof(init[0]); k++)
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, init[k].r, init[k].v));
+  set_rip(&t, code);
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.cr2, unmapped);
+  assert_int_equal(reg(&t, VMM_REG_RIP), code + HM_L);
+  assert_int_equal(reg(&t, VMM_REG_RFLAGS) & 0x8d5, flags_of_cmp(5, 5));
+  assert_int_equal(reg(&t, VMM_REG_R9), 2);
+  /* The fall-through came in at L's flags entry. */
+  const struct bt_frag *l = frag_at(&t, code + HM_L);
+  assert_non_null(l);
+  assert_true(flags_linked(&t, l));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R10, cell));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_R9), 4);
+  assert_int_equal(reg(&t, VMM_REG_R13), 40);
+  vmmt_fini(&t);
+}
+
+/* A self loop whose back edge's `cmp` is followed by a `not` of one of
+   its registers: its flags cannot be made again at the head, which keeps
+   no flags entry, and a fault there still sees them. */
+static const uint8_t head_written[] = {
+    0xf8,                         /* clc */
+    0x89, 0x1e,                   /* s: mov [rsi], ebx */
+    0x0f, 0x92, 0xc3,             /* setc bl */
+    0x41, 0x01, 0xd9,             /* add r9d, ebx */
+    0x48, 0x8d, 0x76, 0x04,       /* lea rsi, [rsi + 4] */
+    0x41, 0x83, 0xfd, 0x0c,       /* cmp r13d, 12 */
+    0x49, 0x0f, 0x44, 0xf6,       /* cmove rsi, r14 */
+    0x41, 0xff, 0xc5,             /* inc r13d */
+    0x45, 0x39, 0xe5,             /* cmp r13d, r12d */
+    0x41, 0xf7, 0xd4,             /* not r12d */
+    0x72, 0xe1,                   /* jb s */
+    0xf4,                         /* hlt */
+};
+
+static void test_flags_entry_written(void **state) {
+  (void)state;
+  struct vmmt t;
+  vmmt_init(&t, VMM_MODE_LONG64, 0);
+  const uint64_t code = VMMT_CODE, data = 0x30000;
+  const uint64_t unmapped = 0x7f0000000000ull;
+  assert_ok(vmm_mem_write(t.vm, code, head_written, sizeof(head_written)));
+  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
+  const struct {
+    enum vmm_reg r;
+    uint64_t v;
+  } init[] = {{VMM_REG_RSI, data}, {VMM_REG_R14, unmapped}, {VMM_REG_R12, 40},
+              {VMM_REG_RBX, 0},    {VMM_REG_R9, 0},         {VMM_REG_R13, 0}};
+  for (unsigned k = 0; k < sizeof(init) / sizeof(init[0]); k++)
+    assert_ok(vmm_vcpu_reg_write(t.vcpu, init[k].r, init[k].v));
+  set_rip(&t, code);
+  /* r12 is 40 on odd passes, ~40 on even ones; the 13th's cmp saw 40. */
+  struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
+  assert_int_equal(e->fault.cr2, unmapped);
+  assert_int_equal(reg(&t, VMM_REG_RIP), code + 1);
+  assert_int_equal(reg(&t, VMM_REG_R13), 13);
+  assert_int_equal(reg(&t, VMM_REG_RFLAGS) & 0x8d5, flags_of_cmp(13, 40));
+  const struct bt_frag *f = frag_at(&t, code + 1);
+  assert_non_null(f);
+  assert_false(flags_linked(&t, f));
+  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, data));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  assert_int_equal(reg(&t, VMM_REG_R13), 41);
+  assert_int_equal(reg(&t, VMM_REG_R9), 40); /* all passes but the first */
+  vmmt_fini(&t);
+}
+
+static void test_flags_entry(void **state) {
+  (void)state;
+  for (unsigned v = 0; v < 2; v++) {
+    uint32_t fl = v ? VMM_BT_NO_LOOP | VMM_BT_NO_PEXT : 0;
+    run_head_loop(fl, HL_REGION);
+    run_head_loop(fl, HL_SELF);
+  }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Random loop regions                                                      */
 
@@ -2033,6 +2287,9 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_region_smc),
       cmocka_unit_test(test_region_rip_wrap),
       cmocka_unit_test(test_region_cuts),
+      cmocka_unit_test(test_flags_entry),
+      cmocka_unit_test(test_flags_entry_mismatch),
+      cmocka_unit_test(test_flags_entry_written),
       cmocka_unit_test(test_region_random),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),

@@ -195,6 +195,8 @@ struct bt_link {
                 patched to the target's warm entry */
   uint16_t kset; /* loop region: left with these borrowed; patched only to a
                     target keeping the same set, at its kept entry */
+  uint8_t flen;    /* loop region: the bytes of the instruction whose flags */
+  uint64_t fbytes; /* it leaves (flen 0: none), for a flags entry */
   bool backward;           /* target pc <= source pc: unlinked by kicks */
   bool cross_page;         /* unlinked on TLB flushes */
 };
@@ -216,6 +218,12 @@ struct bt_frag {
      them borrowed */
   uint16_t kset;
   uint32_t kwarm;
+  /* Its flags entry (translate.c, flags_producers): the TC offset of a
+     kept entry that expects the flags of the instruction of flen bytes
+     fbytes (flen 0: none) */
+  uint32_t kflags;
+  uint8_t flen;
+  uint64_t fbytes;
   uint32_t start; /* TC offset of the fragment's first byte */
   uint32_t size;
   uint16_t ninsn;

@@ -215,12 +215,20 @@ void bt_frag_insert(struct bt_vcpu *b, struct bt_frag *f) {
   f->valid = true;
 }
 
+/* A region link's entry into its target: the flags entry where the
+   target expects the flags the link brings. */
+static uint32_t kept_entry(const struct bt_link *l, const struct bt_frag *to) {
+  return l->flen && l->flen == to->flen && l->fbytes == to->fbytes
+             ? to->kflags
+             : to->kwarm;
+}
+
 /* Point a link at a fragment, or back at its exit stub (to == NULL). */
 static void link_set(struct bt_vcpu *b, struct bt_link *l, struct bt_frag *to) {
   struct bt_tc *tc = &b->tc;
   uint32_t off = to == NULL ? l->stub
                  : l->head   ? l->head
-                 : l->kset   ? to->kwarm
+                 : l->kset   ? kept_entry(l, to)
                  : l->warm   ? to->warm
                              : to->entry;
   uint64_t target = bt_tc_addr(tc, off);

@@ -71,7 +71,12 @@ enum {
   XS_FLAGS = 8,  /* may change one of the six flags */
   XS_QUIET = 16, /* translated inline, no callout that could leave */
   XS_END = 32,   /* ends a TU (a jcc or jmp, in a loop region) */
+  XS_BRANCH = 64, /* a direct jcc or jmp */
 };
+
+/* rebuild_of's index of the instruction whose flags a TU's flags entry
+   takes (struct tx, px). */
+#define P_IDX TU_MAX
 
 struct tx {
   struct bt_vcpu *b;
@@ -86,7 +91,7 @@ struct tx {
   struct {
     struct bt_desc *d;
     int retry, after, bounce;
-  } dfix[TU_MAX * 3];
+  } dfix[TU_MAX * 6];
   unsigned ndfix;
   /* Links: patch site (offset in the fragment), stub label, target,
      registers the stub gives back first, loop-head label (self loops). */
@@ -98,6 +103,8 @@ struct tx {
     uint16_t restore, kset;
     int head;
     bool warm;
+    uint64_t fbytes; /* region links: the flags' instruction (xbytes) */
+    uint8_t flen;
   } lk[4];
   unsigned nlk;
   struct bt_desc dummy; /* sink when the descriptor arena is full */
@@ -134,6 +141,24 @@ struct tx {
   unsigned rg_lo, rg_hi; /* its bytes' extent in the TU's first page */
   uint16_t rkeep;
   uint32_t kwarm_at;
+  /* The part of the region's partition that ends where the TU starts, as
+     rg_sum indexes from rg_pp, rg_pn long (0: the TU starts inside one). */
+  unsigned rg_pp, rg_pn;
+  /* Flags entries (see flags_producers): px is the instruction whose
+     flags a link from the loop brings to the TU's first instruction
+     (plen bytes, pbytes; 0: none), which the first fm instructions'
+     lookups make again (rebuild_f: plan_tu's choice with px before the
+     TU), in a second copy of them at label fent (its offset kflags_at in
+     a region's fragment; a self loop's back edge goes there). xbytes and
+     xplen: the instruction whose flags the TU leaves at its end, for its
+     links. */
+  struct xi px;
+  uint64_t pbytes, xbytes;
+  uint8_t plen, xplen;
+  unsigned fm;
+  int8_t rebuild_f[TU_MAX];
+  int fent;
+  uint32_t kflags_at;
   /* Hoisted lookups (see plan_tu): hoist_for[k] is the memory
      instruction whose lookup runs right before instruction k, or -1;
      hoisted[i] says instruction i's lookup ran there, leaving its host
@@ -158,7 +183,7 @@ struct tx {
     uint32_t pos;
     int label, target;
     unsigned ord;
-  } nb[TU_MAX * 3];
+  } nb[TU_MAX * 6];
   unsigned nnb;
   /* Lookup slots (see emit_lookup_with): the fills after the body (flags:
      for the flags form, whose address register holds the offset in the
@@ -169,7 +194,7 @@ struct tx {
     bool write, flags;
     int label, hit, miss;
     int32_t off;
-  } sf[TU_MAX * 4];
+  } sf[TU_MAX * 8]; /* a flags entry's prefix twice */
   unsigned nsf, nslot;
   /* The bias of the addend the last lookup left (BT_TLB_BIAS, or its
      slot's: slot_bias), which the access subtracts. */
@@ -1172,7 +1197,7 @@ struct ool {
   uint16_t borrowed; /* at the jump to `label` */
   int park;          /* rcx's register there */
   bool rebuild;      /* OOL_MEM: the flags of instruction rbj, again first */
-  unsigned rbj;
+  unsigned rbj;      /* (P_IDX: the flags entry's px) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1213,6 +1238,11 @@ static bool mem_inline(const struct tx *t, const struct xi *x) {
 
 static uint32_t rebuild_regs(const struct xi *x);
 static void rebuild_flags(struct tx *t, struct xi *x);
+
+/* The instruction rebuild_of names. */
+static struct xi *rebuild_src(struct tx *t, int rb) {
+  return rb == P_IDX ? &t->px : &t->x[rb];
+}
 static bool writes_flags6(const struct xi *x);
 
 /* Memory instruction: inline lookup in flat modes, callouts otherwise. */
@@ -1230,7 +1260,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
   /* The flags form in place (plan_tu): the registers the flags are made
      again from hold their guest values. */
   int rb = mem_inline(t, x) ? t->rebuild_of[i] : -1;
-  uint32_t keep = rb >= 0 ? rebuild_regs(&t->x[rb]) : 0;
+  uint32_t keep = rb >= 0 ? rebuild_regs(rebuild_src(t, rb)) : 0;
   uint32_t avoid;
   int s1, s2, srsp;
   for (;;) {
@@ -1289,7 +1319,7 @@ static void emit_mem(struct tx *t, unsigned i, struct ool *oo, unsigned *noo) {
                       .rbj = rb >= 0 ? (unsigned)rb : 0};
     t->park = -1;
     if (rb >= 0 && !writes_flags6(x))
-      rebuild_flags(t, &t->x[rb]);
+      rebuild_flags(t, rebuild_src(t, rb));
     emit_core(t, x, s1, ix, srsp);
     e_bind(e, after);
     return;
@@ -1330,7 +1360,7 @@ static void emit_ool(struct tx *t, struct ool *q) {
   t->borrowed = q->borrowed;
   t->park = -1;
   if (q->rebuild)
-    rebuild_flags(t, &t->x[q->rbj]);
+    rebuild_flags(t, rebuild_src(t, (int)q->rbj));
   if (q->kind == OOL_MEM) {
     uint32_t mi, pi;
     struct bt_desc *md = new_desc(t, q->i, BT_D_MEM, &mi);
@@ -1759,6 +1789,7 @@ static void add_link(struct tx *t, uint32_t patch, uint64_t target) {
   t->lk[t->nlk].kset = 0;
   t->lk[t->nlk].head = -1;
   t->lk[t->nlk].warm = false;
+  t->lk[t->nlk].flen = 0;
   t->lk[t->nlk].key = t->b->key;
   t->nlk++;
 }
@@ -1795,8 +1826,11 @@ static int keep_link(struct tx *t, bool jcc, unsigned cc, uint64_t target,
    that does). */
 static void region_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
   int k = keep_link(t, jcc, cc, target, t->rkeep);
-  if (k >= 0)
+  if (k >= 0) {
     t->lk[k].kset = t->rkeep;
+    t->lk[k].fbytes = t->xbytes;
+    t->lk[k].flen = t->xplen;
+  }
 }
 
 /* Registers go back before a direct exit: all of them (the target's cold
@@ -1824,7 +1858,7 @@ static void exit_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
 static void self_link(struct tx *t, bool jcc, unsigned cc, uint64_t target) {
   int k = keep_link(t, jcc, cc, target, t->keep);
   if (k >= 0)
-    t->lk[k].head = t->head;
+    t->lk[k].head = t->fm ? t->fent : t->head;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2405,6 +2439,8 @@ static struct xsum summarize(const struct tx *t, const struct xi *x) {
     s.f |= XS_QUIET;
   if (ends_tu(x->cls))
     s.f |= XS_END;
+  if (x->cls == X_JCC || x->cls == X_JMP)
+    s.f |= XS_BRANCH;
   s.keep = rebuild_regs(x);
   return s;
 }
@@ -2492,7 +2528,7 @@ static unsigned plan_tu(const struct xsum *s, unsigned n, int8_t *hoist_for,
  * schedule's second load at the start of a TU, where nothing could be
  * hoisted above it, and its back edge alone in a third TU.
  */
-static unsigned region_cut(const struct tx *t) {
+static unsigned region_cut(struct tx *t) {
   unsigned n = t->rg_n, ns = t->rg_s, m = n - ns;
   struct xsum lin[REGION_MAX];
   for (unsigned k = 0; k < n; k++)
@@ -2514,19 +2550,147 @@ static unsigned region_cut(const struct tx *t) {
         break;
     }
   }
-  unsigned c = 0;
+  /* The part before S's (the last one when S is the loop head), where S
+     starts a part. */
+  unsigned c = 0, p = 0;
+  while (c < m) {
+    p = c;
+    c = next[c];
+  }
+  if (m == 0)
+    while (c < n) {
+      p = c;
+      c = next[c];
+    }
+  t->rg_pn = c == (m ? m : n) ? c - p : 0;
+  t->rg_pp = (p + ns) % n;
+  c = 0;
   while (c <= m)
     c = next[c];
   return c - m;
 }
 
-static void plan_lookups(struct tx *t) {
+/* The instruction whose flags s[0..n) leaves at its end (a jcc or jmp
+   ending it reads them), made again from registers nothing after it
+   writes, with only instructions translated inline after it: its index,
+   or -1. */
+static int exit_producer(const struct xsum *s, unsigned n) {
+  uint32_t written = 0;
+  for (unsigned j = n; j-- > 0;) {
+    if (j == n - 1 && (s[j].f & XS_BRANCH)) {
+      written |= s[j].wr;
+      continue;
+    }
+    if (!(s[j].f & XS_QUIET))
+      return -1;
+    if (s[j].f & XS_FLAGS)
+      return s[j].keep && (s[j].f & XS_W6) && !(written & s[j].keep) ? (int)j
+                                                                      : -1;
+    written |= s[j].wr;
+  }
+  return -1;
+}
+
+/* An instruction's bytes as a link or fragment names a flags producer
+   (up to 8; 0: none). */
+static uint8_t pack_insn(const struct xi *x, uint64_t *bytes) {
+  *bytes = 0;
+  if (x->di.length > sizeof(*bytes))
+    return 0;
+  memcpy(bytes, x->bytes, x->di.length);
+  return x->di.length;
+}
+
+static struct xi *look_ahead(struct tx *t, uint64_t rip, uint64_t page,
+                             const uint8_t *host, uint64_t gpa);
+
+/*
+ * Flags entries (docs/bt.md, "Flags at a loop head"). A lookup before any
+ * flag writer of its TU cannot clobber the flags (plan_tu: nothing to
+ * hoist it across or make them again from), so it takes the rcx form,
+ * and the first loads of a loop body usually sit there. But the link
+ * that closes a loop usually brings the flags of one `cmp` (or `test`,
+ * `and`...) whose registers nothing changed since: a fragment entered
+ * from such a link can make them again as plan_tu's rebuilds do. Its
+ * first instructions up to the last such lookup are emitted twice: for
+ * the other entries, and at a flags entry that only links naming the
+ * same instruction bytes (in the same mode) reach. A self loop's back
+ * edge goes there; in a loop region, links whose TU ends with the flags
+ * of the instruction the part of the partition before this TU ends with
+ * (tc.c compares the bytes).
+ *
+ * Here: the TU's own exit producer (xbytes) and the assumed one (px).
+ */
+static void flags_producers(struct tx *t, bool self) {
+  t->plen = t->xplen = 0;
+  if ((!self && !t->rkeep) || t->n == 0)
+    return;
   struct xsum s[TU_MAX];
-  for (unsigned i = 0; i < t->n; i++) {
+  for (unsigned i = 0; i < t->n; i++)
     s[i] = summarize(t, &t->x[i]);
+  int j = exit_producer(s, t->n);
+  if (j >= 0)
+    t->xplen = pack_insn(&t->x[j], &t->xbytes);
+  if (self) {
+    if (t->xplen) {
+      t->px = t->x[j];
+      t->pbytes = t->xbytes;
+      t->plen = t->xplen;
+    }
+    return;
+  }
+  unsigned n = t->rg_n;
+  for (unsigned k = 0; k < t->rg_pn; k++)
+    s[k] = t->rg_sum[(t->rg_pp + k) % n];
+  j = t->rg_pn ? exit_producer(s, t->rg_pn) : -1;
+  if (j < 0)
+    return;
+  uint64_t gpa = t->x[0].gpa & ~0xfffull;
+  const uint8_t *host = bt_ram_readable(t->b, gpa, 4096);
+  if (host == NULL)
+    return;
+  const struct xi *x =
+      look_ahead(t, t->rg_rip[(t->rg_pp + (unsigned)j) % n],
+                 lin_of(t, t->x[0].rip) >> 12, host, gpa);
+  if (x == NULL)
+    return;
+  t->px = *x;
+  t->plen = pack_insn(&t->px, &t->pbytes);
+}
+
+/* plan_tu for the TU, and for its flags entry: with px first (nothing is
+   hoisted across it), where it gives a lookup px's flags the prefix runs
+   to the last of them (fm; 0 without a flags entry). The plans agree
+   after that lookup, and no hoist may reach into the prefix from beyond
+   it (each copy emits its own). */
+static void plan_lookups(struct tx *t) {
+  struct xsum s[TU_MAX + 1];
+  for (unsigned i = 0; i < t->n; i++) {
+    s[i + 1] = summarize(t, &t->x[i]);
     t->hoisted[i] = false;
   }
-  plan_tu(s, t->n, t->hoist_for, t->rebuild_of);
+  plan_tu(s + 1, t->n, t->hoist_for, t->rebuild_of);
+  t->fm = 0;
+  if (!t->plen)
+    return;
+  s[0] = summarize(t, &t->px);
+  s[0].f &= (uint8_t)~(XS_PLAIN | XS_CAND);
+  int8_t h[TU_MAX + 1], rb[TU_MAX + 1];
+  plan_tu(s, t->n + 1, h, rb);
+  unsigned fm = 0;
+  for (unsigned i = 0; i < t->n; i++) {
+    if ((h[i + 1] < 0 ? -1 : h[i + 1] - 1) != t->hoist_for[i])
+      return;
+    t->rebuild_f[i] = rb[i + 1] == 0  ? P_IDX
+                      : rb[i + 1] < 0 ? -1
+                                      : (int8_t)(rb[i + 1] - 1);
+    if (rb[i + 1] == 0)
+      fm = i + 1;
+  }
+  for (unsigned k = 0; k < fm; k++)
+    if (t->hoist_for[k] >= (int)fm)
+      return;
+  t->fm = fm;
 }
 
 /* The lookup of instruction i's operand, before instruction k (plan_tu).
@@ -2697,6 +2861,19 @@ static void emit_budget_check(struct tx *t, unsigned fi) {
   e_bind(e, ok);
 }
 
+/* What emit_body's instructions share: the out-of-line paths, whether
+   the last instruction falls through, whether the guest's x87 state is in
+   the FPU, and the registers each instruction and the later ones name. */
+struct body {
+  struct ool oo[TU_MAX * 6]; /* up to three per instruction, prefix twice */
+  unsigned noo;
+  bool open_end;
+  bool x87_here;
+  uint32_t later[TU_MAX + 1];
+};
+
+static void emit_insn(struct tx *t, unsigned i, struct body *bd);
+
 /* The fragment's code up to its exit stubs: the budget check, the
    instructions, the out-of-line paths. */
 static void emit_body(struct tx *t, unsigned fi) {
@@ -2736,13 +2913,12 @@ static void emit_body(struct tx *t, unsigned fi) {
      translated code clears the flag: once, where every entry passes and
      a self loop's back edge does not, covers every path through the TU
      (the out-of-line ones included). */
-  for (unsigned i = 0; i < t->n; i++) {
-    if ((t->x[i].cls == X_IDENT || t->x[i].cls == X_MEM) &&
-        uses_mxcsr(&t->x[i])) {
-      e_mov_ctx_i32(e, BT_OFF_MX_DIRTY, 1);
-      break;
-    }
-  }
+  bool mx = false;
+  for (unsigned i = 0; i < t->n && !mx; i++)
+    mx = (t->x[i].cls == X_IDENT || t->x[i].cls == X_MEM) &&
+         uses_mxcsr(&t->x[i]);
+  if (mx)
+    e_mov_ctx_i32(e, BT_OFF_MX_DIRTY, 1);
   if (t->keep) {
     for (unsigned r = 0; r < 16; r++)
       if (t->keep & (1u << r))
@@ -2752,112 +2928,151 @@ static void emit_body(struct tx *t, unsigned fi) {
     e_bind(e, t->head);
   }
 
-  uint32_t later[TU_MAX + 1];
-  later[t->n] = 0;
+  struct body bd = {.open_end = true};
+  bd.later[t->n] = 0;
   for (unsigned i = t->n; i-- > 0;)
-    later[i] = later[i + 1] | t->x[i].used;
+    bd.later[i] = bd.later[i + 1] | t->x[i].used;
 
   plan_lookups(t);
   t->nlook = t->nnb = 0;
   t->nsf = t->nslot = 0;
-  struct ool oo[TU_MAX * 2];
-  unsigned noo = 0;
-  bool open_end = true; /* the last instruction falls through */
-  bool x87_here = false; /* the guest's x87 state is in the FPU */
-  for (unsigned i = 0; i < t->n && !e->fail; i++) {
-    struct xi *x = &t->x[i];
-    t->later = later[i];
-    /* Registers the instruction names get their guest values back. */
-    give_back(t, x->used);
-    if (t->hoist_for[i] >= 0)
-      emit_hoist(t, i, (unsigned)t->hoist_for[i], oo, &noo);
-    /* Native x87/MMX code needs the guest's x87 state in the FPU: the hook
-       loads it after a host handler, or notes that it changes (glue.S).
-       Only a callout emulating an instruction may run a handler. Inside
-       the body, so a self loop's back edge runs it again. */
-    if ((x->cls == X_IDENT || x->cls == X_MEM) && !x87_here && uses_x87(x)) {
-      e_call_ctx(e, BT_OFF_X87);
-      x87_here = true;
-    }
-    if (x->cls == X_EMUL)
-      x87_here = false;
-
-    switch (x->cls) {
-    case X_IDENT:
-      if (x->rsp) {
-        uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
-        int s = pick(&avoid, x->high8, t->borrowed, t->later);
-        if (s < 0)
-          e->fail = true;
-        else
-          emit_core(t, x, -1, -1, s);
-      } else {
-        emit_core(t, x, -1, -1, -1);
-      }
-      break;
-    case X_MEM: emit_mem(t, i, oo, &noo); break;
-    case X_LEA: emit_lea(t, i); break;
-    case X_NOP: break;
-    case X_PUSH:
-    case X_POP:
-    case X_LEAVE: emit_stack(t, i, oo, &noo); break;
-    case X_CALL:
-      emit_stack(t, i, oo, &noo);
-      exit_link(t, false, 0, branch_target(t, x));
-      open_end = false;
-      break;
-    case X_RET:
-    case X_JMPI:
-    case X_CALLI:
-      emit_stack(t, i, oo, &noo);
-      open_end = false;
-      break;
-    case X_JMP:
-      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
-        self_link(t, false, 0, branch_target(t, x));
-      else
-        exit_link(t, false, 0, branch_target(t, x));
-      open_end = false;
-      break;
-    case X_JCC: {
-      if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
-        self_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
-      else
-        exit_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
-      exit_link(t, false, 0, x->next);
-      open_end = false;
-      break;
-    }
-    case X_EMUL: emit_emul(t, i, false); break;
-    case X_EMUL_END:
-      emit_emul(t, i, true);
-      open_end = false;
-      break;
-    case X_SYSCALL:
-      emit_syscall(t, i);
-      open_end = false;
-      break;
-    case X_SYSRET:
-      emit_sysret(t, i);
-      open_end = false;
-      break;
-    case X_UD:
-      emit_raise(t, i, X86_EXC_UD);
-      open_end = false;
-      break;
-    case X_NM:
-      emit_raise(t, i, X86_EXC_NM);
-      open_end = false;
-      break;
-    }
+  unsigned i = 0;
+  if (t->fm) {
+    /* The flags entry (flags_producers): the prefix again, from the same
+       registers borrowed, ending with the same ones as the first copy. */
+    uint16_t from = t->borrowed;
+    bool x87 = bd.x87_here;
+    for (; i < t->fm && !e->fail; i++)
+      emit_insn(t, i, &bd);
+    uint16_t to = t->borrowed;
+    int join = e_label(e);
+    e_jmp(e, join);
+    e_align(e, t->rkeep ? 32 : 64);
+    t->fent = e_label(e);
+    e_bind(e, t->fent);
+    t->kflags_at = (uint32_t)e->pos;
+    if (mx && t->rkeep)
+      e_mov_ctx_i32(e, BT_OFF_MX_DIRTY, 1);
+    t->borrowed = from;
+    bd.x87_here = x87;
+    memset(t->hoisted, 0, t->fm * sizeof(t->hoisted[0]));
+    int8_t plain[TU_MAX];
+    memcpy(plain, t->rebuild_of, sizeof(plain));
+    memcpy(t->rebuild_of, t->rebuild_f, sizeof(plain));
+    for (i = 0; i < t->fm && !e->fail; i++)
+      emit_insn(t, i, &bd);
+    memcpy(t->rebuild_of, plain, sizeof(plain));
+    give_back(t, t->borrowed & ~to);
+    for (unsigned r = 0; r < 16; r++)
+      if (to & ~t->borrowed & (1u << r))
+        borrow(t, r);
+    e_bind(e, join);
   }
-  if (open_end && t->n > 0)
+  for (; i < t->n && !e->fail; i++)
+    emit_insn(t, i, &bd);
+  if (bd.open_end && t->n > 0)
     exit_link(t, false, 0, t->x[t->n - 1].next);
   near_trampolines(t);
-  for (unsigned k = 0; k < noo; k++)
-    emit_ool(t, &oo[k]);
+  for (unsigned k = 0; k < bd.noo; k++)
+    emit_ool(t, &bd.oo[k]);
   for (unsigned k = 0; k < t->nsf; k++)
     emit_slot_fill(t, &t->sf[k]);
+}
+
+/* Instruction i of the body. */
+static void emit_insn(struct tx *t, unsigned i, struct body *bd) {
+  struct emit *e = &t->e;
+  struct ool *oo = bd->oo;
+  unsigned *noo = &bd->noo;
+  struct xi *x = &t->x[i];
+  if (bd->noo + 3 > VMM__ARRAY_SIZE(bd->oo)) {
+    e->fail = true;
+    return;
+  }
+  t->later = bd->later[i];
+  /* Registers the instruction names get their guest values back. */
+  give_back(t, x->used);
+  if (t->hoist_for[i] >= 0)
+    emit_hoist(t, i, (unsigned)t->hoist_for[i], oo, noo);
+  /* Native x87/MMX code needs the guest's x87 state in the FPU: the hook
+     loads it after a host handler, or notes that it changes (glue.S).
+     Only a callout emulating an instruction may run a handler. Inside
+     the body, so a self loop's back edge runs it again. */
+  if ((x->cls == X_IDENT || x->cls == X_MEM) && !bd->x87_here && uses_x87(x)) {
+    e_call_ctx(e, BT_OFF_X87);
+    bd->x87_here = true;
+  }
+  if (x->cls == X_EMUL)
+    bd->x87_here = false;
+
+  switch (x->cls) {
+  case X_IDENT:
+    if (x->rsp) {
+      uint32_t avoid = x->used | (1u << R_SP) | (1u << R_CX);
+      int s = pick(&avoid, x->high8, t->borrowed, t->later);
+      if (s < 0)
+        e->fail = true;
+      else
+        emit_core(t, x, -1, -1, s);
+    } else {
+      emit_core(t, x, -1, -1, -1);
+    }
+    break;
+  case X_MEM: emit_mem(t, i, oo, noo); break;
+  case X_LEA: emit_lea(t, i); break;
+  case X_NOP: break;
+  case X_PUSH:
+  case X_POP:
+  case X_LEAVE: emit_stack(t, i, oo, noo); break;
+  case X_CALL:
+    emit_stack(t, i, oo, noo);
+    exit_link(t, false, 0, branch_target(t, x));
+    bd->open_end = false;
+    break;
+  case X_RET:
+  case X_JMPI:
+  case X_CALLI:
+    emit_stack(t, i, oo, noo);
+    bd->open_end = false;
+    break;
+  case X_JMP:
+    if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
+      self_link(t, false, 0, branch_target(t, x));
+    else
+      exit_link(t, false, 0, branch_target(t, x));
+    bd->open_end = false;
+    break;
+  case X_JCC: {
+    if (t->head >= 0 && branch_target(t, x) == t->x[0].rip)
+      self_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
+    else
+      exit_link(t, true, jcc_cc(x->di.mnemonic), branch_target(t, x));
+    exit_link(t, false, 0, x->next);
+    bd->open_end = false;
+    break;
+  }
+  case X_EMUL: emit_emul(t, i, false); break;
+  case X_EMUL_END:
+    emit_emul(t, i, true);
+    bd->open_end = false;
+    break;
+  case X_SYSCALL:
+    emit_syscall(t, i);
+    bd->open_end = false;
+    break;
+  case X_SYSRET:
+    emit_sysret(t, i);
+    bd->open_end = false;
+    break;
+  case X_UD:
+    emit_raise(t, i, X86_EXC_UD);
+    bd->open_end = false;
+    break;
+  case X_NM:
+    emit_raise(t, i, X86_EXC_NM);
+    bd->open_end = false;
+    break;
+  }
 }
 
 /* The exit stubs, one per link, after the out-of-line code. */
@@ -2890,6 +3105,8 @@ static void emit_stubs(struct tx *t, uint64_t pc) {
     l->stub = (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].stub];
     l->warm = t->lk[k].warm;
     l->kset = t->lk[k].kset;
+    l->fbytes = t->lk[k].fbytes;
+    l->flen = t->lk[k].flen;
     l->head = t->lk[k].head >= 0
                   ? (uint32_t)tc->used + (uint32_t)e->labels[t->lk[k].head]
                   : 0;
@@ -3017,6 +3234,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     if (cut < t->n)
       t->n = cut;
   }
+  flags_producers(t, self);
   uint32_t named = 0;
   for (unsigned i = 0; i < t->n; i++)
     named |= t->x[i].used;
@@ -3099,6 +3317,9 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     f->warm = f->entry;
   f->kset = t->rkeep;
   f->kwarm = t->rkeep ? f->start + t->kwarm_at : 0;
+  f->flen = t->fm ? t->plen : 0;
+  f->fbytes = t->pbytes;
+  f->kflags = f->flen ? f->start + t->kflags_at : 0;
   f->size = (uint32_t)e->pos;
   f->ninsn = (uint16_t)t->n;
   f->phys[0] = t->x[0].gpa & ~0xfffull;
