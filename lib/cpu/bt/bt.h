@@ -104,7 +104,11 @@ struct bt_ctx {
   uint8_t pad2[BT_OFF_FPU_FULL - BT_OFF_SEGBASE - 48];
   uint8_t fpu_full;
   uint8_t mx_live; /* during a callout: MXCSR is the guest's (glue.S) */
-  uint8_t pad3[BT_OFF_MX_DIRTY - BT_OFF_MX_LIVE - 1];
+  /* Set for good once the vCPU translated code naming an XMM register:
+     until then the image alone holds them, and the glue neither loads nor
+     saves them (translate.c, glue.S). */
+  uint8_t xmm_on;
+  uint8_t pad3[BT_OFF_MX_DIRTY - BT_OFF_XMM_ON - 1];
   /* Non-zero once translated code ran an SSE instruction since MXCSR was
      last loaded from the image (translate.c, glue.S MX_SETTLE). */
   uint32_t mx_dirty;
@@ -163,6 +167,7 @@ BT_CHECK_OFF(tlb_mask, BT_OFF_TLB_MASK);
 BT_CHECK_OFF(segbase, BT_OFF_SEGBASE);
 BT_CHECK_OFF(fpu_full, BT_OFF_FPU_FULL);
 BT_CHECK_OFF(mx_live, BT_OFF_MX_LIVE);
+BT_CHECK_OFF(xmm_on, BT_OFF_XMM_ON);
 BT_CHECK_OFF(mx_dirty, BT_OFF_MX_DIRTY);
 BT_CHECK_OFF(x87, BT_OFF_X87);
 BT_CHECK_OFF(fpu, BT_OFF_FPU);

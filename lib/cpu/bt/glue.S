@@ -213,6 +213,7 @@
  * restores the whole image and X87_RESTORED picks dirty or clean.
  */
 #define G16(off) (off + 16)(%rsp)
+#define G24(off) (off + 24)(%rsp)
 
   .text
   .globl vmm__bt_x87_dirty
@@ -238,11 +239,22 @@ vmm__bt_x87_clean:
   .type vmm__bt_x87_away, @function
 vmm__bt_x87_away:
   pushq %rax
-  /* fxrstor64 loads MXCSR and XMM too: give it their live values. */
-  XMM_STORE(G16)
-  fxrstor64 G16(BT_OFF_FPU)
+  pushq %rcx
+  /* fxrstor64 loads MXCSR and XMM too: give it their live values (XMM's
+     only where they live in the registers: jrcxz tests without flags). */
+  stmxcsr G24(BT_OFF_FPU + 24)
+  movzbl G24(BT_OFF_XMM_ON), %ecx
+  jrcxz 1f /* rel8: a jump over the stores */
+  jmp 2f
+1:
+  jmp 3f
+2:
+  XMM_STORE_REGS(G24)
+3:
+  fxrstor64 G24(BT_OFF_FPU)
   leaq vmm__bt_x87_dirty(%rip), %rax
-  movq %rax, G16(BT_OFF_X87)
+  movq %rax, G24(BT_OFF_X87)
+  popq %rcx
   popq %rax
   ret
   .size vmm__bt_x87_away, . - vmm__bt_x87_away
@@ -363,7 +375,10 @@ vmm__bt_enter:
   stmxcsr C(BT_OFF_MXCSR_HOST)
   cmpb $0, C(BT_OFF_FPU_FULL)
   jne 1f
-  XMM_LOAD(C)
+  ldmxcsr C(BT_OFF_FPU + 24)
+  cmpb $0, C(BT_OFF_XMM_ON)
+  je 2f
+  XMM_LOAD_REGS(C)
   jmp 2f
 1:
   /* Only while the FPU is the caller's: otherwise its control word may
@@ -403,7 +418,11 @@ bt_leave:
   popq G(BT_OFF_FLAGS)
   SAVE_GPRS 0
   cld
-  XMM_STORE(G)
+  stmxcsr G(BT_OFF_FPU + 24)
+  cmpb $0, G(BT_OFF_XMM_ON)
+  je 1f
+  XMM_STORE_REGS(G)
+1:
   ldmxcsr G(BT_OFF_MXCSR_HOST)
   movb $0, G(BT_OFF_FPU_FULL)
   movl $\reason, %eax
@@ -436,7 +455,10 @@ vmm__bt_gate:
   popq G(BT_OFF_RET)
   CALLER_CFA 0
   cld
+  cmpb $0, G(BT_OFF_XMM_ON)
+  je 6f
   XMM_STORE_REGS(G)
+6:
   /* MXCSR stays when its control bits are the host's (see MX_SETTLE). */
   movl G(BT_OFF_FPU + 24), %eax
   xorl G(BT_OFF_MXCSR_HOST), %eax
@@ -455,7 +477,10 @@ vmm__bt_gate:
   jnz 1f
   cmpb $0, G(BT_OFF_FPU_FULL)
   jne 2f
+  cmpb $0, G(BT_OFF_XMM_ON)
+  je 6f
   XMM_LOAD_REGS(G)
+6:
   cmpb $0, G(BT_OFF_MX_LIVE)
   jne 3f
   ldmxcsr G(BT_OFF_FPU + 24)

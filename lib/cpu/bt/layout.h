@@ -39,6 +39,7 @@
 #define BT_OFF_SEGBASE 0x140  /* uint64_t segbase[6]: ES CS SS DS FS GS */
 #define BT_OFF_FPU_FULL 0x170 /* uint8_t: a callout saved the whole FPU */
 #define BT_OFF_MX_LIVE 0x171  /* uint8_t: MXCSR holds the guest's (glue.S) */
+#define BT_OFF_XMM_ON 0x172   /* uint8_t: guest XMM live in translated code */
 #define BT_OFF_MX_DIRTY 0x174 /* uint32_t: guest SSE ran since MXCSR loaded */
 #define BT_OFF_X87 0x178      /* where the guest x87 state is (glue.S) */
 #define BT_OFF_FPU 0x180      /* 512-byte FXSAVE area, 64-byte aligned */

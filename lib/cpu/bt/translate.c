@@ -601,6 +601,22 @@ static bool uses_mxcsr(const struct xi *x) {
          ext == ZYDIS_ISA_EXT_SSE3 || ext == ZYDIS_ISA_EXT_SSE4;
 }
 
+/* Whether x names an XMM register (hidden operands included: xmm0 of
+   blendvps, pcmpistrm): the vCPU's XMM registers then live in the host's
+   while translated code runs (ctx.xmm_on, glue.S). */
+static bool names_xmm(const struct xi *x) {
+  for (unsigned k = 0; k < x->di.operand_count; k++) {
+    const ZydisDecodedOperand *o = &x->op[k];
+    if (o->type != ZYDIS_OPERAND_TYPE_REGISTER)
+      continue;
+    ZydisRegisterClass c = ZydisRegisterGetClass(o->reg.value);
+    if (c == ZYDIS_REGCLASS_XMM || c == ZYDIS_REGCLASS_YMM ||
+        c == ZYDIS_REGCLASS_ZMM)
+      return true;
+  }
+  return false;
+}
+
 /*
  * syscall and sysretq between 64-bit user code and a 64-bit kernel are
  * translated inline (emit_syscall, emit_sysret): in fragments that count
@@ -3157,6 +3173,10 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
       x->memop = bt_find_memop(&x->di, x->op);
       scan_regs(x);
       x->cls = classify(t, x);
+      /* The glue loads them at the next entry, or as the callout that
+         may be running returns. */
+      if (names_xmm(x))
+        b->ctx.xmm_on = 1;
     }
     rip = x->next;
     if (ends_tu(x->cls))
