@@ -638,6 +638,21 @@ static const uint8_t head_loops[] = {
 
 static uint64_t flags_of_cmp(uint32_t a, uint32_t b);
 
+struct reg_val {
+  enum vmm_reg r;
+  uint64_t v;
+};
+
+/* Load code at VMMT_CODE, make #PF an exit, set the registers and RIP. */
+static void start_loop(struct vmmt *t, const uint8_t *code, size_t len,
+                       uint64_t rip, const struct reg_val *rv, size_t n) {
+  assert_ok(vmm_mem_write(t->vm, VMMT_CODE, code, len));
+  assert_ok(vmm_vcpu_set_exception_exits(t->vcpu, 1u << 14));
+  for (size_t k = 0; k < n; k++)
+    assert_ok(vmm_vcpu_reg_write(t->vcpu, rv[k].r, rv[k].v));
+  set_rip(t, rip);
+}
+
 static const struct bt_frag *frag_at(struct vmmt *t, uint64_t rip) {
   struct bt_vcpu *b = t->vcpu->engine;
   for (unsigned f = 0; f < b->tc.nfrags; f++)
@@ -677,17 +692,12 @@ static void run_head_loop(uint32_t bt_flags, uint64_t entry) {
   for (unsigned k = 0; k < 64; k++)
     w[k] = 0x9e3779b9u * (k + 1);
   assert_ok(vmm_mem_write(t.vm, data, w, sizeof(w)));
-  assert_ok(vmm_mem_write(t.vm, code, head_loops, sizeof(head_loops)));
-  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
-  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RSI, data));
-  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_RDI, cell));
-  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R12, 40));
-  assert_ok(vmm_vcpu_reg_write(t.vcpu, VMM_REG_R14, unmapped));
-  static const enum vmm_reg zero[] = {VMM_REG_RBX, VMM_REG_RDX, VMM_REG_R8,
-                                      VMM_REG_R9, VMM_REG_R13};
-  for (unsigned k = 0; k < sizeof(zero) / sizeof(zero[0]); k++)
-    assert_ok(vmm_vcpu_reg_write(t.vcpu, zero[k], 0));
-  set_rip(&t, code + entry);
+  const struct reg_val rv[] = {
+      {VMM_REG_RSI, data},     {VMM_REG_RDI, cell}, {VMM_REG_R12, 40},
+      {VMM_REG_R14, unmapped}, {VMM_REG_RBX, 0},    {VMM_REG_RDX, 0},
+      {VMM_REG_R8, 0},         {VMM_REG_R9, 0},     {VMM_REG_R13, 0}};
+  start_loop(&t, head_loops, sizeof(head_loops), code + entry, rv,
+             sizeof(rv) / sizeof(rv[0]));
   /* The 22nd pass faults at the head, entered by the back edge: the
      frame holds that `cmp`'s flags, and every pass before from the back
      edge read CF set after the access (the first, from the clc, clear). */
@@ -767,18 +777,12 @@ static void test_flags_entry_mismatch(void **state) {
   uint32_t w[40] = {0};
   w[3] = w[7] = w[20] = w[31] = 5;
   assert_ok(vmm_mem_write(t.vm, data, w, sizeof(w)));
-  assert_ok(vmm_mem_write(t.vm, code, head_mismatch, sizeof(head_mismatch)));
-  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
-  const struct {
-    enum vmm_reg r;
-    uint64_t v;
-  } init[] = {{VMM_REG_RSI, data},     {VMM_REG_R15, cell},
-              {VMM_REG_R14, unmapped}, {VMM_REG_R12, 40},
-              {VMM_REG_RBX, 1},        {VMM_REG_RDX, 0},
-              {VMM_REG_R9, 0},         {VMM_REG_R13, 0}};
-  for (unsigned k = 0; k < sizeof(init) / sizeof(init[0]); k++)
-    assert_ok(vmm_vcpu_reg_write(t.vcpu, init[k].r, init[k].v));
-  set_rip(&t, code);
+  const struct reg_val rv[] = {{VMM_REG_RSI, data},     {VMM_REG_R15, cell},
+                               {VMM_REG_R14, unmapped}, {VMM_REG_R12, 40},
+                               {VMM_REG_RBX, 1},        {VMM_REG_RDX, 0},
+                               {VMM_REG_R9, 0},         {VMM_REG_R13, 0}};
+  start_loop(&t, head_mismatch, sizeof(head_mismatch), code, rv,
+             sizeof(rv) / sizeof(rv[0]));
   struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
   assert_int_equal(e->fault.cr2, unmapped);
   assert_int_equal(reg(&t, VMM_REG_RIP), code + HM_L);
@@ -799,18 +803,18 @@ static void test_flags_entry_mismatch(void **state) {
    its registers: its flags cannot be made again at the head, which keeps
    no flags entry, and a fault there still sees them. */
 static const uint8_t head_written[] = {
-    0xf8,                         /* clc */
-    0x89, 0x1e,                   /* s: mov [rsi], ebx */
-    0x0f, 0x92, 0xc3,             /* setc bl */
-    0x41, 0x01, 0xd9,             /* add r9d, ebx */
-    0x48, 0x8d, 0x76, 0x04,       /* lea rsi, [rsi + 4] */
-    0x41, 0x83, 0xfd, 0x0c,       /* cmp r13d, 12 */
-    0x49, 0x0f, 0x44, 0xf6,       /* cmove rsi, r14 */
-    0x41, 0xff, 0xc5,             /* inc r13d */
-    0x45, 0x39, 0xe5,             /* cmp r13d, r12d */
-    0x41, 0xf7, 0xd4,             /* not r12d */
-    0x72, 0xe1,                   /* jb s */
-    0xf4,                         /* hlt */
+    0xf8,                   /* clc */
+    0x89, 0x1e,             /* s: mov [rsi], ebx */
+    0x0f, 0x92, 0xc3,       /* setc bl */
+    0x41, 0x01, 0xd9,       /* add r9d, ebx */
+    0x48, 0x8d, 0x76, 0x04, /* lea rsi, [rsi + 4] */
+    0x41, 0x83, 0xfd, 0x0c, /* cmp r13d, 12 */
+    0x49, 0x0f, 0x44, 0xf6, /* cmove rsi, r14 */
+    0x41, 0xff, 0xc5,       /* inc r13d */
+    0x45, 0x39, 0xe5,       /* cmp r13d, r12d */
+    0x41, 0xf7, 0xd4,       /* not r12d */
+    0x72, 0xe1,             /* jb s */
+    0xf4,                   /* hlt */
 };
 
 static void test_flags_entry_written(void **state) {
@@ -819,16 +823,11 @@ static void test_flags_entry_written(void **state) {
   vmmt_init(&t, VMM_MODE_LONG64, 0);
   const uint64_t code = VMMT_CODE, data = 0x30000;
   const uint64_t unmapped = 0x7f0000000000ull;
-  assert_ok(vmm_mem_write(t.vm, code, head_written, sizeof(head_written)));
-  assert_ok(vmm_vcpu_set_exception_exits(t.vcpu, 1u << 14));
-  const struct {
-    enum vmm_reg r;
-    uint64_t v;
-  } init[] = {{VMM_REG_RSI, data}, {VMM_REG_R14, unmapped}, {VMM_REG_R12, 40},
-              {VMM_REG_RBX, 0},    {VMM_REG_R9, 0},         {VMM_REG_R13, 0}};
-  for (unsigned k = 0; k < sizeof(init) / sizeof(init[0]); k++)
-    assert_ok(vmm_vcpu_reg_write(t.vcpu, init[k].r, init[k].v));
-  set_rip(&t, code);
+  const struct reg_val rv[] = {{VMM_REG_RSI, data}, {VMM_REG_R14, unmapped},
+                               {VMM_REG_R12, 40},   {VMM_REG_RBX, 0},
+                               {VMM_REG_R9, 0},     {VMM_REG_R13, 0}};
+  start_loop(&t, head_written, sizeof(head_written), code, rv,
+             sizeof(rv) / sizeof(rv[0]));
   /* r12 is 40 on odd passes, ~40 on even ones; the 13th's cmp saw 40. */
   struct vmm_exit *e = vmmt_run_expect(t.vcpu, VMM_EXIT_FAULT);
   assert_int_equal(e->fault.cr2, unmapped);
@@ -846,8 +845,8 @@ static void test_flags_entry_written(void **state) {
 }
 
 /* A port handler that clobbers every XMM register, as host code may. */
-static int xmm_clobber(vmm_vcpu *vcpu, uint64_t port, void *data,
-                       uint32_t len, bool is_write, void *opaque) {
+static int xmm_clobber(vmm_vcpu *vcpu, uint64_t port, void *data, uint32_t len,
+                       bool is_write, void *opaque) {
   (void)vcpu, (void)port, (void)data, (void)len, (void)is_write;
   (void)opaque;
   __asm__ volatile("pcmpeqd %%xmm0, %%xmm0\n\tpcmpeqd %%xmm1, %%xmm1\n\t"
@@ -861,8 +860,8 @@ static int xmm_clobber(vmm_vcpu *vcpu, uint64_t port, void *data,
                    :
                    :
                    : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6",
-                     "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
-                     "xmm13", "xmm14", "xmm15");
+                     "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13",
+                     "xmm14", "xmm15");
   return 0;
 }
 
@@ -1562,8 +1561,8 @@ static void smc_two_vcpus(struct vmmt *t, vmm_vcpu **v1) {
 
 /* Start the spinner on a thread, give it head_ms, run the patcher on v1,
    and check the spinner saw the patch (a kick after 5 s bounds the wait). */
-static void spin_against_patcher(struct vmmt *t, vmm_vcpu *v1,
-                                 unsigned head_ms, int round) {
+static void spin_against_patcher(struct vmmt *t, vmm_vcpu *v1, unsigned head_ms,
+                                 int round) {
   assert_ok(vmm_vcpu_reg_write(t->vcpu, VMM_REG_RIP, VMMT_CODE + E_SPIN_PATCH));
   assert_ok(vmm_vcpu_reg_write(v1, VMM_REG_RIP, VMMT_CODE + E_PATCHER));
   struct spinner s = {.vcpu = t->vcpu};
@@ -1915,8 +1914,8 @@ static void test_fpu_across_callouts(void **state) {
     for (unsigned k = 4; k < 16; k++)
       assert_int_equal(f.xmm[i][k], 0);
   }
-  static const uint8_t zero[10], one[10] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0xff,
-                                            0x3f};
+  static const uint8_t zero[10],
+      one[10] = {0, 0, 0, 0, 0, 0, 0, 0x80, 0xff, 0x3f};
   assert_memory_equal(f.st[0], zero, 10); /* fldz */
   assert_memory_equal(f.st[1], one, 10);  /* fld1 */
   assert_int_equal(f.fsw >> 11 & 7, 6);   /* two pushes: TOP = 6 */
