@@ -1326,6 +1326,495 @@ static void test_region_random(void **state) {
     vmmt_fini(&vms[v].t);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Random loops with memory accesses at their heads                         */
+
+/*
+ * Flags entries (docs/bt.md, "Flags at a loop head"), at random: loops
+ * whose first instruction accesses memory, ending with a random flag
+ * producer (cmp, test, and, or, xor: 8-bit low and high, 16, 32 and
+ * 64-bit, register or immediate source), sometimes followed by a write
+ * of one of its registers (partial ones included), and a jcc back with a
+ * random condition; short bodies are self loops, long ones with forward
+ * jccs loop regions whose cuts may start with accesses too. The accesses
+ * mix loads, stores, read-modify-writes (some writing all six flags, inc
+ * keeping CF), AH..BH, MMIO callouts, x87 and SSE, push from memory (two
+ * lookups) and xchg; the writes after the producer include hidden ones
+ * (cdq, cbw, lahf, fnstsw ax, mulx). Flag readers (setcc, lahf, pushfq,
+ * cmovcc) after accesses hash the flags into a register without writing
+ * any; every pass decrements a counter, and
+ * when its low bits are zero the address register is pointed at an
+ * unmapped page, so the next access faults: often the head's, entered
+ * by the back edge. Each fault's registers (RFLAGS included) and the
+ * final memory must be those of counting mode, which has no flags
+ * entries, with and without the portable code forms and kicks. Leaving
+ * out the hit path's rebuild at a flags entry, or tc.c's comparison of
+ * the instruction bytes, fails it.
+ */
+#define FE_UNMAPPED 0x7f0000000000ull
+
+struct fe_gen {
+  struct rl_gen g;
+  unsigned u, h;
+};
+
+static ZydisRegister fe_reg(unsigned r, unsigned bits, bool high) {
+  switch (bits) {
+  case 8:
+    if (high)
+      return (ZydisRegister)(ZYDIS_REGISTER_AH + r);
+    return r < 4 ? (ZydisRegister)(ZYDIS_REGISTER_AL + r)
+                 : (ZydisRegister)(ZYDIS_REGISTER_SPL + (r - 4));
+  case 16: return (ZydisRegister)(ZYDIS_REGISTER_AX + r);
+  case 32: return rl_d(r);
+  default: return rl_q(r);
+  }
+}
+
+/* A writable register usable next to AH..BH (rax..rbx), or -1. */
+static int fe_w_legacy(struct rl_gen *g) {
+  if (!(g->w & 0xf))
+    return -1;
+  for (;;) {
+    unsigned r = rl_rnd(g, 4);
+    if (g->w & (1u << r))
+      return (int)r;
+  }
+}
+
+/* A memory access through the address register. */
+static void fe_access(struct fe_gen *f, bool mmio) {
+  struct rl_gen *g = &f->g;
+  int64_t d = (int64_t)RL_DATA + rl_rnd(g, 248);
+  static const unsigned sz[] = {8, 16, 32, 64};
+  unsigned bits = sz[rl_rnd(g, 4)];
+  ZydisEncoderOperand m = rl_m(rl_q(g->a), d, bits / 8);
+  int hl = g->a < 8 ? fe_w_legacy(g) : -1; /* no REX next to AH..BH */
+  switch (rl_rnd(g, 14)) {
+  case 9: /* MMIO: a callout in the middle of the fragment */
+    if (!mmio) {
+      rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg(rl_w(g), bits, false)), m);
+      break;
+    }
+    m = rl_m(ZYDIS_REGISTER_NONE, RL_MMIO + 8 * rl_rnd(g, 32), 4);
+    if (rl_rnd(g, 2))
+      rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(rl_d(rl_w(g))), m);
+    else
+      rl_2(g, ZYDIS_MNEMONIC_MOV, m, rl_r(rl_d(rl_read(g))));
+    break;
+  case 10: { /* x87 from and to memory */
+    m.mem.size = 8;
+    rl_1(g, ZYDIS_MNEMONIC_FILD, m);
+    ZydisEncoderOperand m2 = m;
+    m2.mem.displacement = (int64_t)RL_DATA + rl_rnd(g, 248);
+    rl_1(g, ZYDIS_MNEMONIC_FISTP, m2);
+    break;
+  }
+  case 11: /* SSE */
+    m.mem.size = 8;
+    rl_2(g, ZYDIS_MNEMONIC_MOVQ, rl_r(ZYDIS_REGISTER_XMM1), m);
+    rl_2(g, ZYDIS_MNEMONIC_PADDQ, rl_r(ZYDIS_REGISTER_XMM1),
+         rl_r(ZYDIS_REGISTER_XMM1));
+    rl_2(g, ZYDIS_MNEMONIC_MOVQ, rl_r(rl_q(rl_w(g))),
+         rl_r(ZYDIS_REGISTER_XMM1));
+    break;
+  case 12: /* a stack operation with a memory operand: two lookups */
+    m.mem.size = 8;
+    rl_1(g, ZYDIS_MNEMONIC_PUSH, m);
+    rl_1(g, ZYDIS_MNEMONIC_POP, rl_r(rl_q(rl_w(g))));
+    break;
+  case 13:
+    rl_2(g, ZYDIS_MNEMONIC_XCHG, m, rl_r(fe_reg(rl_w(g), bits, false)));
+    break;
+  case 0:
+    rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg(rl_w(g), bits, false)), m);
+    break;
+  case 1:
+    rl_2(g, ZYDIS_MNEMONIC_MOV, m, rl_r(fe_reg(rl_read(g), bits, false)));
+    break;
+  case 2: /* all six flags written, none read */
+    rl_2(g, ZYDIS_MNEMONIC_ADD, m, rl_r(fe_reg(rl_read(g), bits, false)));
+    break;
+  case 3:
+    rl_2(g, ZYDIS_MNEMONIC_ADD, rl_r(fe_reg(rl_w(g), bits, false)), m);
+    break;
+  case 4: /* CF kept */ rl_1(g, ZYDIS_MNEMONIC_INC, m); break;
+  case 5:
+    rl_2(g, ZYDIS_MNEMONIC_ADC, m, rl_r(fe_reg(rl_read(g), bits, false)));
+    break;
+  case 6:
+    if (hl >= 0) {
+      m.mem.size = 1;
+      if (rl_rnd(g, 2))
+        rl_2(g, ZYDIS_MNEMONIC_MOV, m, rl_r(fe_reg((unsigned)hl, 8, true)));
+      else
+        rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg((unsigned)hl, 8, true)), m);
+      break;
+    }
+    /* fall through */
+  case 7:
+    m.mem.size = 1;
+    rl_2(g, ZYDIS_MNEMONIC_MOVZX, rl_r(rl_d(rl_w(g))), m);
+    break;
+  default:
+    rl_2(g, ZYDIS_MNEMONIC_CMP, m, rl_r(fe_reg(rl_read(g), bits, false)));
+    break;
+  }
+}
+
+/* The flags into f->h without writing any: h = 2h + r. */
+static void fe_hash(struct fe_gen *f, unsigned r) {
+  ZydisEncoderOperand m = rl_m(rl_q(r), 0, 8);
+  m.mem.index = rl_q(f->h);
+  m.mem.scale = 2;
+  rl_2(&f->g, ZYDIS_MNEMONIC_LEA, rl_r(rl_q(f->h)), m);
+}
+
+static void fe_reader(struct fe_gen *f) {
+  struct rl_gen *g = &f->g;
+  static const ZydisMnemonic setcc[] = {
+      ZYDIS_MNEMONIC_SETB,  ZYDIS_MNEMONIC_SETZ,  ZYDIS_MNEMONIC_SETS,
+      ZYDIS_MNEMONIC_SETO,  ZYDIS_MNEMONIC_SETP,  ZYDIS_MNEMONIC_SETBE,
+      ZYDIS_MNEMONIC_SETL,  ZYDIS_MNEMONIC_SETLE, ZYDIS_MNEMONIC_SETNB,
+      ZYDIS_MNEMONIC_SETNZ, ZYDIS_MNEMONIC_SETNL, ZYDIS_MNEMONIC_SETNLE};
+  unsigned r;
+  switch (rl_rnd(g, 4)) {
+  case 0:
+    if (g->w & 1) {
+      rl_enc(g, ZYDIS_MNEMONIC_LAHF, 0, NULL);
+      if (f->h != R_AX)
+        fe_hash(f, R_AX);
+      break;
+    }
+    /* fall through */
+  case 1:
+    r = rl_w(g);
+    rl_enc(g, ZYDIS_MNEMONIC_PUSHFQ, 0, NULL);
+    rl_1(g, ZYDIS_MNEMONIC_POP, rl_r(rl_q(r)));
+    if (r != f->h)
+      fe_hash(f, r);
+    break;
+  case 2:
+    r = rl_w(g);
+    rl_2(g, ZYDIS_MNEMONIC_CMOVZ, rl_r(rl_q(r)), rl_r(rl_q(rl_read(g))));
+    break;
+  default: {
+    int hl = fe_w_legacy(g);
+    if (hl >= 0 && rl_rnd(g, 2)) {
+      rl_1(g, setcc[rl_rnd(g, 12)], rl_r(fe_reg((unsigned)hl, 8, true)));
+      r = (unsigned)hl;
+    } else {
+      r = rl_w(g);
+      rl_1(g, setcc[rl_rnd(g, 12)], rl_r(fe_reg(r, 8, false)));
+    }
+    if (r != f->h)
+      fe_hash(f, r);
+    break;
+  }
+  }
+}
+
+/* A write of register r that leaves the flags alone. */
+static void fe_write(struct fe_gen *f, unsigned r) {
+  struct rl_gen *g = &f->g;
+  switch (rl_rnd(g, 12)) {
+  case 6:
+    if (r == R_AX) {
+      static const ZydisMnemonic ext[] = {
+          ZYDIS_MNEMONIC_CBW, ZYDIS_MNEMONIC_CWDE, ZYDIS_MNEMONIC_CDQE};
+      rl_enc(g, ext[rl_rnd(g, 3)], 0, NULL);
+      break;
+    }
+    /* fall through */
+  case 7: {
+    ZydisEncoderOperand ops[3] = {rl_r(rl_q(r)), rl_r(rl_q(rl_read(g))),
+                                  rl_i(1 + rl_rnd(g, 63), 8)};
+    rl_enc(g, ZYDIS_MNEMONIC_RORX, 3, ops);
+    break;
+  }
+  case 8: {
+    /* mulx: rdx, hidden */
+    unsigned o = rl_w(g);
+    ZydisEncoderOperand ops[3] = {rl_r(rl_q(r)), rl_r(rl_q(o)),
+                                  rl_r(rl_q(rl_read(g)))};
+    if (o == r)
+      ops[1] = ops[0];
+    rl_enc(g, ZYDIS_MNEMONIC_MULX, 3, ops);
+    break;
+  }
+  case 9:
+    if (r == R_AX) {
+      rl_1(g, ZYDIS_MNEMONIC_FNSTSW, rl_r(ZYDIS_REGISTER_AX));
+      break;
+    }
+    /* fall through */
+  case 10:
+    rl_2(g, ZYDIS_MNEMONIC_XCHG, rl_r(rl_q(r)), rl_r(rl_q(rl_w(g))));
+    break;
+  case 11:
+    rl_1(g, ZYDIS_MNEMONIC_PUSH, rl_r(rl_q(rl_read(g))));
+    rl_1(g, ZYDIS_MNEMONIC_POP, rl_r(rl_q(r)));
+    break;
+  case 0:
+    if (r < 4) {
+      rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg(r, 8, true)),
+           rl_i(rl_rnd(g, 128), 8));
+      break;
+    }
+    /* fall through */
+  case 1:
+    rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg(r, 8, false)),
+         rl_i(rl_rnd(g, 128), 8));
+    break;
+  case 2:
+    rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(fe_reg(r, 16, false)),
+         rl_i(rl_rnd(g, 32768), 16));
+    break;
+  case 3: rl_1(g, ZYDIS_MNEMONIC_NOT, rl_r(rl_q(r))); break;
+  case 4: rl_1(g, ZYDIS_MNEMONIC_BSWAP, rl_r(rl_d(r))); break;
+  default:
+    if (r == R_DX && (g->w & 1)) {
+      rl_enc(g, ZYDIS_MNEMONIC_CDQ, 0, NULL);
+      break;
+    }
+    if (r == R_AX) {
+      rl_enc(g, ZYDIS_MNEMONIC_LAHF, 0, NULL);
+      break;
+    }
+    rl_2(g, ZYDIS_MNEMONIC_LEA, rl_r(rl_q(r)), rl_m(rl_q(r), 1, 8));
+    break;
+  }
+}
+
+/* The flag producer ending the body, and maybe a write of its registers
+   after it. */
+static void fe_producer(struct fe_gen *f) {
+  struct rl_gen *g = &f->g;
+  static const ZydisMnemonic ops[] = {ZYDIS_MNEMONIC_CMP, ZYDIS_MNEMONIC_TEST,
+                                      ZYDIS_MNEMONIC_AND, ZYDIS_MNEMONIC_OR,
+                                      ZYDIS_MNEMONIC_XOR};
+  ZydisMnemonic m = ops[rl_rnd(g, 5)];
+  bool ro = m == ZYDIS_MNEMONIC_CMP || m == ZYDIS_MNEMONIC_TEST;
+  static const unsigned sz[] = {8, 8, 16, 32, 64};
+  unsigned k = rl_rnd(g, 5), bits = sz[k];
+  bool high = k == 0 && (g->w & 0xf);
+  unsigned d, s;
+  if (high) {
+    d = (unsigned)fe_w_legacy(g);
+    if (ro)
+      d = rl_rnd(g, 4);
+    s = rl_rnd(g, 4);
+  } else {
+    d = ro ? rl_read(g) : rl_w(g);
+    s = rl_read(g);
+  }
+  bool imm = rl_rnd(g, 3) == 0;
+  rl_2(g, m, rl_r(fe_reg(d, bits, high)),
+       imm ? rl_i(rl_rnd(g, 128), bits == 64 ? 32 : bits)
+           : rl_r(fe_reg(s, bits, high && rl_rnd(g, 2))));
+  if (rl_rnd(g, 4) == 0) {
+    unsigned r = imm || rl_rnd(g, 2) ? d : s;
+    if (g->w & (1u << r))
+      fe_write(f, r);
+  }
+}
+
+static void fe_item(struct fe_gen *f, unsigned i, unsigned n) {
+  struct rl_gen *g = &f->g;
+  switch (rl_rnd(g, 8)) {
+  case 0:
+  case 1:
+    fe_access(f, true);
+    if (rl_rnd(g, 2))
+      fe_reader(f);
+    break;
+  case 2: fe_reader(f); break;
+  case 3:
+    rl_2(g, ZYDIS_MNEMONIC_ADD, rl_r(rl_q(rl_w(g))), rl_r(rl_q(rl_read(g))));
+    break;
+  case 4: fe_write(f, rl_w(g)); break;
+  case 5:
+    if (i + 2 < n) {
+      /* Forward, over an item or two: a cut that may start with an
+         access, entered with test's flags or by the jcc. */
+      rl_2(g, ZYDIS_MNEMONIC_TEST, rl_r(rl_d(rl_read(g))),
+           rl_i(1u << rl_rnd(g, 8), 32));
+      rl_jcc(g, 4 + rl_rnd(g, 2), (int)(i + 1 + rl_rnd(g, 2)));
+      break;
+    }
+    /* fall through */
+  case 6: fe_producer(f); break;
+  default: rl_1(g, ZYDIS_MNEMONIC_INC, rl_r(rl_d(rl_w(g)))); break;
+  }
+}
+
+static void fe_program(struct fe_gen *f, uint64_t seed) {
+  struct rl_gen *g = &f->g;
+  memset(f, 0, sizeof(*f));
+  memset(g->buf, 0xcc, sizeof(g->buf));
+  g->rng = seed * 0x9e3779b97f4a7c15ull + 7;
+  unsigned res[3];
+  for (unsigned k = 0; k < 3; k++) {
+    unsigned r;
+    do
+      r = rl_rnd(g, 16);
+    while (r == R_SP || (k > 0 && r == res[0]) || (k > 1 && r == res[1]));
+    res[k] = r;
+  }
+  g->c = res[0];
+  g->a = res[1];
+  f->u = res[2];
+  g->w = (uint16_t)(0xffff & ~(1u << R_SP) & ~(1u << g->c) & ~(1u << g->a) &
+                    ~(1u << f->u));
+  /* Drop a few, so the sets the fragments keep vary. */
+  unsigned drop = rl_rnd(g, 6);
+  for (unsigned k = 0; k < drop; k++)
+    g->w &= (uint16_t) ~(1u << rl_rnd(g, 16));
+  if (g->w == 0)
+    g->w =
+        (uint16_t)(1u << (g->c == R_BP || g->a == R_BP || f->u == R_BP ? R_SI
+                                                                       : R_BP));
+  f->h = rl_w(g);
+  for (unsigned r = 0; r < 16; r++)
+    if (r != R_SP) {
+      uint64_t v = (uint64_t)rl_rnd(g, 1u << 30) << 34 ^ rl_rnd(g, 1u << 30);
+      rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(rl_q(r)), rl_i(v, 64));
+    }
+  rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(rl_d(g->a)), rl_i(8 * rl_rnd(g, 64), 32));
+  rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(rl_d(g->c)), rl_i(30 + rl_rnd(g, 200), 32));
+  rl_2(g, ZYDIS_MNEMONIC_MOV, rl_r(rl_q(f->u)), rl_i(FE_UNMAPPED, 64));
+  /* Short bodies are self loops, long ones regions. */
+  unsigned n = rl_rnd(g, 3) ? 1 + rl_rnd(g, 4) : 6 + rl_rnd(g, 20);
+  /* The counter, where no forward jcc can skip it. */
+  unsigned at = rl_rnd(g, 2) ? 0 : n;
+  size_t top = g->len;
+  fe_access(f, false); /* through the address register: faults */
+  if (rl_rnd(g, 2))
+    fe_access(f, true);
+  if (rl_rnd(g, 3))
+    fe_reader(f);
+  for (unsigned i = 0; i < n; i++) {
+    g->item[i] = g->len;
+    if (i == at) {
+      rl_1(g, ZYDIS_MNEMONIC_DEC, rl_r(rl_q(g->c)));
+      rl_2(g, ZYDIS_MNEMONIC_TEST, rl_r(fe_reg(g->c, 8, false)), rl_i(7, 8));
+      rl_2(g, ZYDIS_MNEMONIC_CMOVZ, rl_r(rl_q(g->a)), rl_r(rl_q(f->u)));
+    }
+    fe_item(f, i, n);
+  }
+  g->item[n] = g->len;
+  if (at == n) {
+    rl_1(g, ZYDIS_MNEMONIC_DEC, rl_r(rl_q(g->c)));
+    rl_2(g, ZYDIS_MNEMONIC_TEST, rl_r(fe_reg(g->c, 8, false)), rl_i(7, 8));
+    rl_2(g, ZYDIS_MNEMONIC_CMOVZ, rl_r(rl_q(g->a)), rl_r(rl_q(f->u)));
+  }
+  fe_producer(f);
+  int32_t back = (int32_t)top - (int32_t)(g->len + 6);
+  g->buf[g->len++] = 0x0f; /* jcc top */
+  g->buf[g->len++] = (uint8_t)(0x80 + rl_rnd(g, 16));
+  memcpy(g->buf + g->len, &back, 4);
+  g->len += 4;
+  back = (int32_t)top - (int32_t)(g->len + 5);
+  g->buf[g->len++] = 0xe9; /* jmp top */
+  memcpy(g->buf + g->len, &back, 4);
+  g->len += 4;
+  for (unsigned k = 0; k < g->nfix; k++) {
+    size_t to = g->item[g->fix[k].item];
+    int32_t rel = (int32_t)to - (int32_t)(g->fix[k].at + 4);
+    memcpy(g->buf + g->fix[k].at, &rel, 4);
+  }
+}
+
+#define FE_FAULTS 64
+
+struct fe_trace {
+  struct vmm_regs at[FE_FAULTS];
+  unsigned n;
+  uint8_t mem[RL_RANGE + 0x100];
+};
+
+static const enum vmm_reg fe_vreg[16] = {
+    VMM_REG_RAX, VMM_REG_RCX, VMM_REG_RDX, VMM_REG_RBX,
+    VMM_REG_RSP, VMM_REG_RBP, VMM_REG_RSI, VMM_REG_RDI,
+    VMM_REG_R8,  VMM_REG_R9,  VMM_REG_R10, VMM_REG_R11,
+    VMM_REG_R12, VMM_REG_R13, VMM_REG_R14, VMM_REG_R15};
+
+/* Runs to the fault that finds the counter at zero (or FE_FAULTS
+   faults), pointing the address register back at the data after each. */
+static void fe_run(struct rl_vm *x, const struct fe_gen *f, bool kicks,
+                   struct fe_trace *tr) {
+  static const uint8_t zero[RL_RANGE + 0x100];
+  const struct rl_gen *g = &f->g;
+  assert_ok(vmm_mem_write(x->t.vm, VMMT_CODE, g->buf, sizeof(g->buf)));
+  assert_ok(vmm_mem_write(x->t.vm, RL_DATA, zero, sizeof(zero)));
+  struct vmm_regs r;
+  assert_ok(vmm_vcpu_get_regs(x->t.vcpu, &r));
+  r.rip = VMMT_CODE;
+  r.rsp = VMMT_STACK;
+  r.rflags = 2;
+  assert_ok(vmm_vcpu_set_regs(x->t.vcpu, &r));
+  assert_ok(vmm_vcpu_set_exception_exits(x->t.vcpu, 1u << 14));
+  struct rl_kicker k = {.vcpu = x->t.vcpu, .rng = g->rng | 1};
+  atomic_init(&k.stop, false);
+  pthread_t th;
+  if (kicks)
+    assert_int_equal(pthread_create(&th, NULL, rl_kick, &k), 0);
+  tr->n = 0;
+  for (;;) {
+    struct vmm_exit *e;
+    do
+      assert_ok(vmm_vcpu_run(x->t.vcpu, &e));
+    while (e->reason == VMM_EXIT_STOPPED);
+    assert_int_equal(e->reason, VMM_EXIT_FAULT);
+    assert_int_equal(e->fault.vector, 14);
+    assert_ok(vmm_vcpu_get_regs(x->t.vcpu, &tr->at[tr->n]));
+    uint64_t c;
+    assert_ok(vmm_vcpu_reg_read(x->t.vcpu, fe_vreg[g->c], &c));
+    if (++tr->n == FE_FAULTS || c == 0)
+      break;
+    assert_ok(vmm_vcpu_reg_write(x->t.vcpu, fe_vreg[g->a], 8 * (c % 61)));
+  }
+  if (kicks) {
+    atomic_store(&k.stop, true);
+    pthread_join(th, NULL);
+  }
+  assert_ok(vmm_mem_read(x->t.vm, RL_DATA, tr->mem, sizeof(tr->mem)));
+}
+
+static void test_flags_entry_random(void **state) {
+  (void)state;
+  static struct rl_vm vms[3]; /* as is; portable and kicked; counting */
+  static struct fe_trace tr[3];
+  rl_vm_init(&vms[0], 0, false);
+  rl_vm_init(&vms[1], VMM_BT_NO_LOOP | VMM_BT_NO_PEXT, false);
+  rl_vm_init(&vms[2], 0, true);
+  for (uint64_t seed = 1; seed <= 300; seed++) {
+    struct fe_gen f;
+    fe_program(&f, seed);
+    for (unsigned v = 0; v < 3; v++)
+      fe_run(&vms[v], &f, v == 1, &tr[v]);
+    for (unsigned v = 0; v < 2; v++) {
+      if (tr[v].n != tr[2].n)
+        fail_msg("program %llu: run %u: %u faults, counting mode %u",
+                 (unsigned long long)seed, v, tr[v].n, tr[2].n);
+      for (unsigned k = 0; k < tr[2].n; k++)
+        if (memcmp(&tr[v].at[k], &tr[2].at[k], sizeof(tr[2].at[k])))
+          fail_msg("program %llu: run %u differs at fault %u (rip %llx "
+                   "flags %llx, counting mode rip %llx flags %llx)",
+                   (unsigned long long)seed, v, k,
+                   (unsigned long long)tr[v].at[k].rip,
+                   (unsigned long long)tr[v].at[k].rflags,
+                   (unsigned long long)tr[2].at[k].rip,
+                   (unsigned long long)tr[2].at[k].rflags);
+      if (memcmp(tr[v].mem, tr[2].mem, sizeof(tr[2].mem)))
+        fail_msg("program %llu: run %u: memory differs",
+                 (unsigned long long)seed, v);
+    }
+  }
+  for (unsigned v = 0; v < 3; v++)
+    vmmt_fini(&vms[v].t);
+}
+
 /* Emulated instructions keep their decode cache entry in their callout's
    descriptor (bt_decode_desc); 160 runs of 80 different `int n` reuse
    every entry of the 64-entry cache, and each must still be its own. */
@@ -2367,6 +2856,7 @@ int main(int argc, char **argv) {
       cmocka_unit_test(test_flags_entry_mismatch),
       cmocka_unit_test(test_flags_entry_written),
       cmocka_unit_test(test_region_random),
+      cmocka_unit_test(test_flags_entry_random),
       cmocka_unit_test(test_decode_reuse),
       cmocka_unit_test(test_precise_fault),
       cmocka_unit_test(test_exception_exits),
