@@ -920,12 +920,105 @@ static void test_xmm_lazy(void **state) {
   vmmt_fini(&t);
 }
 
+/* The same in 32-bit protected mode (flat), where the head's access
+   that misses goes to an MMIO handler: the state it sees, RFLAGS
+   included, is an exit's. A self loop and a region (two jccs). */
+static const uint8_t head_loops32[] = {
+    0xf8,                                     /* clc */
+    0x8b, 0x06,                               /* s: mov eax, [esi] */
+    0x0f, 0x92, 0xc0,                         /* setc al */
+    0x0f, 0xb6, 0xc0,                         /* movzx eax, al */
+    0x01, 0xc5,                               /* add ebp, eax */
+    0x8d, 0x34, 0xbb,                         /* lea esi, [ebx + edi*4] */
+    0x83, 0xff, 0x14,                         /* cmp edi, 20 */
+    0x0f, 0x44, 0xf2,                         /* cmove esi, edx */
+    0x47,                                     /* inc edi */
+    0x39, 0xcf,                               /* cmp edi, ecx */
+    0x72, 0xe8,                               /* jb s */
+    0xf4,                                     /* hlt */
+    0xf8,                                     /* clc */
+    0x8b, 0x06,                               /* r: mov eax, [esi] */
+    0x0f, 0x92, 0xc0,                         /* setc al */
+    0x0f, 0xb6, 0xc0,                         /* movzx eax, al */
+    0x01, 0xc5,                               /* add ebp, eax */
+    0xf7, 0xc7, 0x01, 0x00, 0x00, 0x00,       /* test edi, 1 */
+    0x74, 0x07,                               /* jz .even */
+    0x83, 0x83, 0x00, 0x04, 0x00, 0x00, 0x01, /* add dword [ebx + 0x400], 1 */
+    0x8d, 0x34, 0xbb, /* .even: lea esi, [ebx + edi*4] */
+    0x83, 0xff, 0x14, /* cmp edi, 20 */
+    0x0f, 0x44, 0xf2, /* cmove esi, edx */
+    0x47,             /* inc edi */
+    0x39, 0xcf,       /* cmp edi, ecx */
+    0x72, 0xd9,       /* jb r */
+    0xf4,             /* hlt */
+};
+#define HL32_SELF 0x00
+#define HL32_REGION 0x1a
+#define HL32_MMIO 0xd0000000u
+
+struct mmio_seen {
+  unsigned n;
+  uint64_t rip, rflags;
+};
+
+static int mmio_state(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
+                      bool is_write, void *opaque) {
+  (void)addr, (void)is_write;
+  struct mmio_seen *m = opaque;
+  m->n++;
+  assert_ok(vmm_vcpu_reg_read(vcpu, VMM_REG_RIP, &m->rip));
+  assert_ok(vmm_vcpu_reg_read(vcpu, VMM_REG_RFLAGS, &m->rflags));
+  memset(data, 0x5a, len);
+  return 0;
+}
+
+static void run_head_loop32(uint32_t bt_flags, uint64_t entry) {
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.bt_flags = bt_flags;
+  struct vmmt t;
+  memset(&t, 0, sizeof(t));
+  assert_ok(vmm_vm_create(&cfg, &t.vm));
+  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
+  vmmt_setup_vcpu(t.vcpu, VMM_MODE_PROT32, 0);
+  struct mmio_seen seen = {0};
+  assert_ok(
+      vmm_io_register(t.vm, VMM_IO_MMIO, HL32_MMIO, 0x1000, mmio_state, &seen));
+  const uint64_t code = VMMT_CODE, data = 0x30000;
+  const struct reg_val rv[] = {{VMM_REG_RSI, data},      {VMM_REG_RBX, data},
+                               {VMM_REG_RDX, HL32_MMIO}, {VMM_REG_RCX, 40},
+                               {VMM_REG_RDI, 0},         {VMM_REG_RBP, 0}};
+  start_loop(&t, head_loops32, sizeof(head_loops32), code + entry, rv,
+             sizeof(rv) / sizeof(rv[0]));
+  vmmt_run_expect(t.vcpu, VMM_EXIT_HLT);
+  /* The 22nd pass's load, entered by the back edge, went to MMIO. */
+  assert_int_equal(seen.n, 1);
+  assert_int_equal(seen.rip, code + entry + 1);
+  assert_int_equal(seen.rflags & 0x8d5, flags_of_cmp(21, 40));
+  assert_int_equal(reg(&t, VMM_REG_RBP), 39); /* CF set after every pass's
+                                                 load but the first */
+  assert_int_equal(reg(&t, VMM_REG_RDI), 40);
+  if (entry == HL32_REGION) {
+    uint32_t odd = 0;
+    assert_ok(vmm_mem_read(t.vm, data + 0x400, &odd, 4));
+    assert_int_equal(odd, 20);
+  }
+  const struct bt_frag *head = frag_at(&t, code + entry + 1);
+  assert_non_null(head);
+  assert_true(flags_linked(&t, head));
+  vmmt_fini(&t);
+}
+
 static void test_flags_entry(void **state) {
   (void)state;
   for (unsigned v = 0; v < 2; v++) {
     uint32_t fl = v ? VMM_BT_NO_LOOP | VMM_BT_NO_PEXT : 0;
     run_head_loop(fl, HL_REGION);
     run_head_loop(fl, HL_SELF);
+    run_head_loop32(fl, HL32_REGION);
+    run_head_loop32(fl, HL32_SELF);
   }
 }
 
