@@ -244,6 +244,38 @@ SEEDS = {
         a="eax", b="edi", d="esi", w="dword", bp="ebp")),
     "r16-free-region": (REAL, FREE, 0, 0, 0, region.format(
         a="ax", b="di", d="si", w="word", bp="bp")),
+    # Loops whose first instruction accesses memory, with the back edge's
+    # cmp flags read right after it: flags entries (docs/bt.md, "Flags at
+    # a loop head"), in a self loop and in a region that also reaches MMIO
+    # at its head.
+    "l64-free-head-self": (LONG64, FREE, 0, 0, 0, """
+        mov ecx, 200
+        xor edi, edi
+    l:  mov eax, [rbx + rdi * 4]
+        setc dl
+        add [rbx + 0x800], edx
+        inc edi
+        cmp edi, ecx
+        jb l
+        hlt"""),
+    "p32-free-head-region": (PROT32, FREE | DEV, 0, 0, 0, """
+        mov ecx, 200
+        xor edi, edi
+        mov esi, ebx
+    l:  add eax, [esi]
+        setc dl
+        add [ebx + 0x800], edx
+        test edi, 7
+        jnz m
+        add dword [ebx + 0x804], 1
+    m:  lea esi, [ebx + edi * 4]
+        test edi, 15
+        jnz n
+        mov esi, 0xd0000000
+    n:  inc edi
+        cmp edi, ecx
+        jb l
+        hlt"""),
     # syscall and sysretq (inline without a limit): LSTAR is the entry plus
     # rax >> 52 modulo the code's length (4: the sysretq), FMASK rax's low
     # half.
