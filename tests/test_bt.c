@@ -63,6 +63,20 @@ static void setup(struct vmmt *t, uint64_t entry) {
   vmmt_load_snippet(t, "bt64", VMMT_CODE, entry);
 }
 
+/* A BT VM with these code forms (vmm_vm_config.bt_flags), RAM at 0 and
+   vCPU 0 in a mode. */
+static void init_bt(struct vmmt *t, uint32_t bt_flags, enum vmm_cpu_mode mode) {
+  struct vmm_vm_config cfg;
+  vmm_vm_config_init(&cfg);
+  cfg.engine = VMM_ENGINE_BT;
+  cfg.bt_flags = bt_flags;
+  memset(t, 0, sizeof(*t));
+  assert_ok(vmm_vm_create(&cfg, &t->vm));
+  assert_ok(vmm_mem_slot_add(t->vm, 0, VMMT_RAM, NULL, 0, NULL));
+  assert_ok(vmm_vcpu_create(t->vm, 0, &t->vcpu));
+  vmmt_setup_vcpu(t->vcpu, mode, 0);
+}
+
 static uint64_t reg(struct vmmt *t, enum vmm_reg r) {
   return vmmt_reg(t->vcpu, r);
 }
@@ -676,16 +690,8 @@ static bool flags_linked(struct vmmt *t, const struct bt_frag *f) {
 }
 
 static void run_head_loop(uint32_t bt_flags, uint64_t entry) {
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  cfg.engine = VMM_ENGINE_BT;
-  cfg.bt_flags = bt_flags;
   struct vmmt t;
-  memset(&t, 0, sizeof(t));
-  assert_ok(vmm_vm_create(&cfg, &t.vm));
-  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
-  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
-  vmmt_setup_vcpu(t.vcpu, VMM_MODE_LONG64, 0);
+  init_bt(&t, bt_flags, VMM_MODE_LONG64);
   const uint64_t code = VMMT_CODE, data = 0x30000, cell = 0x2f000;
   const uint64_t unmapped = 0x7f0000000000ull;
   uint32_t w[64];
@@ -973,16 +979,8 @@ static int mmio_state(vmm_vcpu *vcpu, uint64_t addr, void *data, uint32_t len,
 }
 
 static void run_head_loop32(uint32_t bt_flags, uint64_t entry) {
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  cfg.engine = VMM_ENGINE_BT;
-  cfg.bt_flags = bt_flags;
   struct vmmt t;
-  memset(&t, 0, sizeof(t));
-  assert_ok(vmm_vm_create(&cfg, &t.vm));
-  assert_ok(vmm_mem_slot_add(t.vm, 0, VMMT_RAM, NULL, 0, NULL));
-  assert_ok(vmm_vcpu_create(t.vm, 0, &t.vcpu));
-  vmmt_setup_vcpu(t.vcpu, VMM_MODE_PROT32, 0);
+  init_bt(&t, bt_flags, VMM_MODE_PROT32);
   struct mmio_seen seen = {0};
   assert_ok(
       vmm_io_register(t.vm, VMM_IO_MMIO, HL32_MMIO, 0x1000, mmio_state, &seen));
@@ -1331,15 +1329,7 @@ struct rl_vm {
 };
 
 static void rl_vm_init(struct rl_vm *x, uint32_t bt_flags, bool counting) {
-  struct vmm_vm_config cfg;
-  vmm_vm_config_init(&cfg);
-  cfg.engine = VMM_ENGINE_BT;
-  cfg.bt_flags = bt_flags;
-  memset(&x->t, 0, sizeof(x->t));
-  assert_ok(vmm_vm_create(&cfg, &x->t.vm));
-  assert_ok(vmm_mem_slot_add(x->t.vm, 0, VMMT_RAM, NULL, 0, NULL));
-  assert_ok(vmm_vcpu_create(x->t.vm, 0, &x->t.vcpu));
-  vmmt_setup_vcpu(x->t.vcpu, VMM_MODE_LONG64, 0);
+  init_bt(&x->t, bt_flags, VMM_MODE_LONG64);
   assert_ok(vmm_io_register(x->t.vm, VMM_IO_MMIO, RL_MMIO, 0x1000, rl_mmio_fn,
                             &x->mmio));
   if (counting)
