@@ -2637,14 +2637,11 @@ static struct xi *look_ahead(struct tx *t, uint64_t rip, uint64_t page,
  *
  * Here: the TU's own exit producer (xbytes) and the assumed one (px).
  */
-static void flags_producers(struct tx *t, bool self) {
+static void flags_producers(struct tx *t, const struct xsum *sum, bool self) {
   t->plen = t->xplen = 0;
   if ((!self && !t->rkeep) || t->n == 0)
     return;
-  struct xsum s[TU_MAX];
-  for (unsigned i = 0; i < t->n; i++)
-    s[i] = summarize(t, &t->x[i]);
-  int j = exit_producer(s, t->n);
+  int j = exit_producer(sum, t->n);
   if (j >= 0)
     t->xplen = pack_insn(&t->x[j], &t->xbytes);
   if (self) {
@@ -2656,6 +2653,7 @@ static void flags_producers(struct tx *t, bool self) {
     return;
   }
   unsigned n = t->rg_n;
+  struct xsum s[TU_MAX];
   for (unsigned k = 0; k < t->rg_pn; k++)
     s[k] = t->rg_sum[(t->rg_pp + k) % n];
   j = t->rg_pn ? exit_producer(s, t->rg_pn) : -1;
@@ -2674,17 +2672,17 @@ static void flags_producers(struct tx *t, bool self) {
   t->plen = pack_insn(&t->px, &t->pbytes);
 }
 
-/* plan_tu for the TU, and for its flags entry: with px first (nothing is
-   hoisted across it), where it gives a lookup px's flags the prefix runs
-   to the last of them (fm; 0 without a flags entry). The plans agree
-   after that lookup, and no hoist may reach into the prefix from beyond
-   it (each copy emits its own). */
-static void plan_lookups(struct tx *t) {
+/* Once per translation, after the TU's last cut: the flags producers
+   (flags_producers), then plan_tu for the TU, and for its flags entry:
+   with px first (nothing is hoisted across it), where it gives a lookup
+   px's flags the prefix runs to the last of them (fm; 0 without a flags
+   entry). The plans agree after that lookup, and no hoist may reach into
+   the prefix from beyond it (each copy emits its own). */
+static void plan_lookups(struct tx *t, bool self) {
   struct xsum s[TU_MAX + 1];
-  for (unsigned i = 0; i < t->n; i++) {
+  for (unsigned i = 0; i < t->n; i++)
     s[i + 1] = summarize(t, &t->x[i]);
-    t->hoisted[i] = false;
-  }
+  flags_producers(t, s + 1, self);
   plan_tu(s + 1, t->n, t->hoist_for, t->rebuild_of);
   t->fm = 0;
   if (!t->plen)
@@ -2949,7 +2947,7 @@ static void emit_body(struct tx *t, unsigned fi) {
   for (unsigned i = t->n; i-- > 0;)
     bd.later[i] = bd.later[i + 1] | t->x[i].used;
 
-  plan_lookups(t);
+  memset(t->hoisted, 0, sizeof(t->hoisted));
   t->nlook = t->nnb = 0;
   t->nsf = t->nslot = 0;
   unsigned i = 0;
@@ -3254,7 +3252,7 @@ static struct bt_frag *translate_once(struct bt_vcpu *b, uint64_t pc,
     if (cut < t->n)
       t->n = cut;
   }
-  flags_producers(t, self);
+  plan_lookups(t, self);
   uint32_t named = 0;
   for (unsigned i = 0; i < t->n; i++)
     named |= t->x[i].used;
